@@ -1,0 +1,2 @@
+//! Placeholder until the cellctx bench lands.
+fn main() {}

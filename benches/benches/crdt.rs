@@ -1,0 +1,2 @@
+//! Placeholder until the crdt bench lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder until the gslb bench lands.
+fn main() {}

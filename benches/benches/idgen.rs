@@ -1,0 +1,2 @@
+//! Placeholder until the idgen bench lands.
+fn main() {}

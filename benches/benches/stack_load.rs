@@ -1,0 +1,2 @@
+//! Placeholder until the stack_load bench lands.
+fn main() {}

@@ -1,0 +1,1 @@
+//! `breaker`: see the crate README.

@@ -1,0 +1,177 @@
+//! [`CellContext`]: what a request carries from hop to hop.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::cell_id::CellId;
+use crate::error::InvalidValue;
+
+/// Longest tenant id, user id, routing key or request id, in bytes.
+pub const MAX_TOKEN_LEN: usize = 128;
+
+/// Validates a token value (tenant, user, routing key, request id): 1 to 128
+/// visible ASCII bytes, no spaces, commas or semicolons.
+pub fn validate_token(s: &str) -> Result<(), InvalidValue> {
+    if s.is_empty() {
+        return Err(InvalidValue::Empty);
+    }
+    if s.len() > MAX_TOKEN_LEN {
+        return Err(InvalidValue::TooLong { max: MAX_TOKEN_LEN });
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b';') {
+        return Err(InvalidValue::BadCharacter);
+    }
+    Ok(())
+}
+
+/// Where a region hint came from; the router trusts them in this order:
+/// GPS first, then the phone number's prefix, then the client IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HintSource {
+    /// A GPS fix from the device (most trusted).
+    Gps,
+    /// The country/area prefix of the user's phone number.
+    Phone,
+    /// The client's IP address, through a CIDR table (least trusted).
+    Ip,
+}
+
+impl HintSource {
+    /// The wire name: `gps`, `phone` or `ip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HintSource::Gps => "gps",
+            HintSource::Phone => "phone",
+            HintSource::Ip => "ip",
+        }
+    }
+}
+
+/// A hint of the user's region, with where it came from.
+///
+/// Header form: `<region>;src=<gps|phone|ip>`, e.g. `eu-west;src=gps`. The region
+/// is validated like a [`CellId`] (lowercase letters, digits, `-`, at most 32 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RegionHint {
+    /// The region name.
+    pub region: CellId,
+    /// Where the hint came from.
+    pub source: HintSource,
+}
+
+impl FromStr for RegionHint {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (region, src) = s.split_once(";src=").ok_or(InvalidValue::Malformed("expected <region>;src=<gps|phone|ip>"))?;
+        let source = match src {
+            "gps" => HintSource::Gps,
+            "phone" => HintSource::Phone,
+            "ip" => HintSource::Ip,
+            _ => return Err(InvalidValue::Malformed("src must be gps, phone or ip")),
+        };
+        Ok(RegionHint { region: CellId::new(region)?, source })
+    }
+}
+
+impl fmt::Display for RegionHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{};src={}", self.region, self.source.as_str())
+    }
+}
+
+/// The request's cell context, carried on every hop (HTTP, gRPC, Kafka).
+///
+/// The server layer builds it from headers, stores it (as `Arc<CellContext>`) in
+/// the request extensions and in a task-local scope ([`crate::current`]); the client
+/// layer and the Kafka carrier write it back out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CellContext {
+    /// The cell serving (or chosen to serve) the request (`X-Cell-ID`).
+    pub cell: Option<CellId>,
+    /// The request id (`X-Request-ID`); generated, time-ordered, when absent.
+    pub request_id: String,
+    /// The tenant (`X-Tenant-ID`).
+    pub tenant: Option<String>,
+    /// The authenticated user (`X-Auth-User`), set by the edge after authentication.
+    pub auth_user: Option<String>,
+    /// The routing key, usually the user id (`X-User-ID`).
+    pub routing_key: Option<String>,
+    /// The region hint (`X-Region-Hint`).
+    pub region_hint: Option<RegionHint>,
+    /// Whether some hop served this request degraded (`X-Downgraded: true`).
+    pub downgraded: bool,
+    /// The distributed transaction id of a saga this request belongs to (`X-Xid`).
+    pub xid: Option<String>,
+    /// W3C `traceparent`, passed on unchanged.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate`, passed on unchanged.
+    pub tracestate: Option<String>,
+    /// W3C `baggage` entries (bounded: see [`crate::Baggage`]).
+    pub baggage: crate::baggage::Baggage,
+}
+
+impl CellContext {
+    /// An empty context with a fresh request id.
+    pub fn new() -> Self {
+        CellContext { request_id: crate::request_id::generate(), ..Default::default() }
+    }
+
+    /// Sets the cell.
+    pub fn with_cell(mut self, cell: CellId) -> Self {
+        self.cell = Some(cell);
+        self
+    }
+
+    /// Sets the tenant (validated as a token).
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Result<Self, InvalidValue> {
+        let t = tenant.into();
+        validate_token(&t)?;
+        self.tenant = Some(t);
+        Ok(self)
+    }
+
+    /// Sets the routing key (validated as a token).
+    pub fn with_routing_key(mut self, key: impl Into<String>) -> Result<Self, InvalidValue> {
+        let k = key.into();
+        validate_token(&k)?;
+        self.routing_key = Some(k);
+        Ok(self)
+    }
+
+    /// Sets the authenticated user (validated as a token).
+    pub fn with_auth_user(mut self, user: impl Into<String>) -> Result<Self, InvalidValue> {
+        let u = user.into();
+        validate_token(&u)?;
+        self.auth_user = Some(u);
+        Ok(self)
+    }
+
+    /// Sets the region hint.
+    pub fn with_region_hint(mut self, hint: RegionHint) -> Self {
+        self.region_hint = Some(hint);
+        self
+    }
+
+    /// Sets the request id (validated as a token).
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Result<Self, InvalidValue> {
+        let id = id.into();
+        validate_token(&id)?;
+        self.request_id = id;
+        Ok(self)
+    }
+
+    /// Sets the saga transaction id (validated as a token).
+    pub fn with_xid(mut self, xid: impl Into<String>) -> Result<Self, InvalidValue> {
+        let x = xid.into();
+        validate_token(&x)?;
+        self.xid = Some(x);
+        Ok(self)
+    }
+
+    /// The W3C trace id (32 hex digits) from `traceparent`, if present.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.traceparent.as_deref().and_then(|tp| tp.split('-').nth(1))
+    }
+}

@@ -1,0 +1,1 @@
+//! `cellrouter`: see the crate README.

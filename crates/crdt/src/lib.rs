@@ -1,0 +1,1 @@
+//! `crdt`: see the crate README.

@@ -1,0 +1,1 @@
+//! `failover`: see the crate README.

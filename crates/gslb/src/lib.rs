@@ -1,0 +1,1 @@
+//! `gslb`: see the crate README.

@@ -1,0 +1,1 @@
+//! `health`: see the crate README.

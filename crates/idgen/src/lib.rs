@@ -1,0 +1,1 @@
+//! `idgen`: see the crate README.

@@ -1,0 +1,1 @@
+//! `saga`: see the crate README.
