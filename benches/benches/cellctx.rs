@@ -1,2 +1,105 @@
-//! Placeholder until the cellctx bench lands.
-fn main() {}
+//! cellctx: extract + inject of a 5-header context through the server and client
+//! layers around a no-op service, against tower-http's `SetRequestIdLayer` +
+//! `PropagateHeaderLayer` around the same no-op service, plus the raw functions.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use cellctx::{CellContextLayer, HeaderNames, PropagateCellContextLayer};
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use tower::{Service, ServiceBuilder, service_fn};
+use tower_http::propagate_header::PropagateHeaderLayer;
+use tower_http::request_id::{MakeRequestUuid, SetRequestIdLayer};
+
+fn request() -> Request<()> {
+    let mut req = Request::new(());
+    let h = req.headers_mut();
+    h.insert("x-cell-id", HeaderValue::from_static("eu-west-1"));
+    h.insert("x-request-id", HeaderValue::from_static("0193a1b2c3d4e5f60718"));
+    h.insert("x-tenant-id", HeaderValue::from_static("acme"));
+    h.insert("x-user-id", HeaderValue::from_static("user-42"));
+    h.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    req
+}
+
+/// Polls a future that is ready at once (no runtime: both stacks are synchronous).
+fn ready<F: Future>(fut: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(fut).poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the bench stacks never wait"),
+    }
+}
+
+fn call<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) -> S::Response {
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    match ready(svc.call(req)) {
+        Ok(res) => res,
+        Err(_) => panic!("no-op services do not fail"),
+    }
+}
+
+fn layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cellctx/5-header request");
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(30);
+
+    // cellctx: the server layer reads the context; the handler sends an outgoing
+    // request through the client layer (around a no-op), which writes it back.
+    let mut downstream = ServiceBuilder::new()
+        .layer(PropagateCellContextLayer::new())
+        .service(service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.headers().len()) }));
+    let mut ours = ServiceBuilder::new().layer(CellContextLayer::internal()).service(service_fn(move |_req: Request<()>| {
+        let sent = call(&mut downstream, Request::new(()));
+        std::future::ready(Ok::<_, Infallible>(Response::new(sent)))
+    }));
+    let res = call(&mut ours, request());
+    assert_eq!(res.body().get_ref(), Some(&5), "the client layer wrote the 5 headers");
+    g.bench_function("cellctx CellContextLayer + PropagateCellContextLayer", |b| {
+        b.iter(|| black_box(call(&mut ours, black_box(request()))))
+    });
+
+    // Peer: tower-http request id + header propagation around the same no-op.
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let mut peer = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
+        .layer(PropagateHeaderLayer::new(x_request_id))
+        .service(service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(Response::new(req.headers().len())) }));
+    g.bench_function("tower-http SetRequestIdLayer + PropagateHeaderLayer", |b| {
+        b.iter(|| black_box(call(&mut peer, black_box(request()))))
+    });
+    g.finish();
+}
+
+fn raw(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cellctx/raw functions");
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2)).sample_size(30);
+    let names = HeaderNames::default();
+    let headers = request().into_parts().0.headers;
+    let ctx = cellctx::extract(&headers, &names).unwrap();
+    g.bench_function("extract (5 headers)", |b| b.iter(|| black_box(cellctx::extract(black_box(&headers), &names))));
+    g.bench_function("inject (5 headers)", |b| {
+        b.iter(|| {
+            let mut out = HeaderMap::new();
+            cellctx::inject(black_box(&ctx), &names, &mut out).unwrap();
+            black_box(out)
+        })
+    });
+    g.bench_function("extract + inject", |b| {
+        b.iter(|| {
+            let ctx = cellctx::extract(black_box(&headers), &names).unwrap();
+            let mut out = HeaderMap::new();
+            cellctx::inject(&ctx, &names, &mut out).unwrap();
+            black_box(out)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, layers, raw);
+criterion_main!(benches);

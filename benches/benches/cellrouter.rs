@@ -1,2 +1,153 @@
-//! Placeholder until the cellrouter bench lands.
-fn main() {}
+//! cellrouter: key -> cell lookup (16,384 slots) against a `HashMap<String, CellId>`
+//! user directory (the naive peer), the same lookup while a writer swaps tables
+//! continuously, and the routing layer around a no-op service against the bare
+//! no-op service.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cellctx::{CellContext, CellId};
+use cellrouter::{Cell, CellRouterLayer, RoutingTable, TableStore, resolve};
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use http::{HeaderValue, Request, Response};
+use http_body_util::Empty;
+use tower::{Layer, Service, service_fn};
+
+fn id(s: &str) -> CellId {
+    CellId::new(s).unwrap()
+}
+
+fn table(version: u64) -> RoutingTable {
+    let cells = (0..8).map(|i| Cell::new(id(&format!("cell-{i}")), id("eu"), format!("http://10.0.0.{i}:8080"))).collect();
+    let mut t = RoutingTable::uniform(id("eu"), cells, 16384);
+    t.version = version;
+    t
+}
+
+fn keys() -> Vec<String> {
+    (0..1024).map(|i| format!("user-{}", 1_000_000 + i * 7919)).collect()
+}
+
+fn ready<F: Future>(fut: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(fut).poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the bench stacks never wait"),
+    }
+}
+
+fn lookup(c: &mut Criterion) {
+    let store = TableStore::with_table(table(1)).unwrap();
+    let keys = keys();
+    let directory: HashMap<String, CellId> = {
+        let t = store.current().unwrap();
+        keys.iter().map(|k| (k.clone(), resolve(&t, k).unwrap().target.clone())).collect()
+    };
+    let mut g = c.benchmark_group("cellrouter/lookup");
+    g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    let mut i = 0usize;
+    g.bench_function("store.load + resolve", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let t = store.load();
+            let t = t.as_ref().unwrap();
+            black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("peer: HashMap<String, CellId> directory", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(directory.get(black_box(&keys[i])).unwrap().as_str().len())
+        })
+    });
+    // Reads while another thread swaps a new table in as fast as it can.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        let tables: Vec<RoutingTable> = (2..4).map(table).collect();
+        std::thread::spawn(move || {
+            let mut v = 2;
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut t = tables[(v % 2) as usize].clone();
+                t.version = v;
+                store.store(t).unwrap();
+                v += 1;
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let mut i = 0usize;
+    g.bench_function("store.load + resolve, table swapped concurrently", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let t = store.load();
+            let t = t.as_ref().unwrap();
+            black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let swaps = writer.join().unwrap();
+    eprintln!("cellrouter bench: {swaps} table swaps during the concurrent-read bench");
+    g.finish();
+}
+
+fn layer(c: &mut Criterion) {
+    let store = TableStore::with_table(table(1)).unwrap();
+    let t = store.current().unwrap();
+    // keys whose home is cell-0, so the layer serves them locally
+    let keys: Vec<String> = (0..100_000)
+        .map(|i| format!("user-{i}"))
+        .filter(|k| resolve(&t, k).unwrap().target.as_str() == "cell-0")
+        .take(256)
+        .collect();
+    let values: Vec<HeaderValue> = keys.iter().map(|k| HeaderValue::from_str(k).unwrap()).collect();
+    let noop = service_fn(|_req: Request<Empty<Bytes>>| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
+    let mut routed = CellRouterLayer::new(store.clone(), id("cell-0")).layer(noop);
+    let mut bare = noop;
+    let mut g = c.benchmark_group("cellrouter/layer");
+    g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    let ctxs: Vec<Arc<CellContext>> =
+        keys.iter().map(|k| Arc::new(CellContext::new().with_routing_key(k.clone()).unwrap().with_cell(id("cell-0")))).collect();
+    let mut i = 0usize;
+    g.bench_function("CellRouter(local, key from context) around no-op", |b| {
+        b.iter(|| {
+            i = (i + 1) & 255;
+            let mut req = Request::new(Empty::<Bytes>::new());
+            req.extensions_mut().insert(ctxs[i].clone());
+            black_box(ready(routed.call(req)).unwrap())
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("CellRouter(local, key from X-User-ID) around no-op", |b| {
+        b.iter(|| {
+            i = (i + 1) & 255;
+            let mut req = Request::new(Empty::<Bytes>::new());
+            req.headers_mut().insert("x-user-id", values[i].clone());
+            black_box(ready(routed.call(req)).unwrap())
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("peer: bare no-op service", |b| {
+        b.iter(|| {
+            i = (i + 1) & 255;
+            let mut req = Request::new(Empty::<Bytes>::new());
+            req.extensions_mut().insert(ctxs[i].clone());
+            black_box(ready(bare.call(req)).unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookup, layer);
+criterion_main!(benches);

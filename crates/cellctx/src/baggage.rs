@@ -37,7 +37,7 @@ impl Baggage {
             Some(i) => self.entries[i].1 = value,
             None => {
                 if self.entries.len() >= MAX_BAGGAGE_ENTRIES {
-                    return Err(InvalidValue::TooLong { max: MAX_BAGGAGE_ENTRIES });
+                    return Err(InvalidValue::TooMany { max: MAX_BAGGAGE_ENTRIES });
                 }
                 self.entries.push((key, value));
             }

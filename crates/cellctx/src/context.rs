@@ -110,6 +110,8 @@ pub struct CellContext {
     pub tracestate: Option<String>,
     /// W3C `baggage` entries (bounded: see [`crate::Baggage`]).
     pub baggage: crate::baggage::Baggage,
+    /// The header values this context was read from (reused on injection).
+    pub(crate) raw: crate::codec::RawCache,
 }
 
 impl CellContext {
@@ -167,6 +169,17 @@ impl CellContext {
         let x = xid.into();
         validate_token(&x)?;
         self.xid = Some(x);
+        Ok(self)
+    }
+
+    /// Sets the W3C `traceparent` (validated: version, 32-hex trace id, 16-hex
+    /// span id, flags, lowercase).
+    pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Result<Self, InvalidValue> {
+        let tp = traceparent.into();
+        if crate::codec::valid_traceparent(tp.as_bytes()).is_none() {
+            return Err(InvalidValue::Malformed("not a W3C traceparent"));
+        }
+        self.traceparent = Some(tp);
         Ok(self)
     }
 

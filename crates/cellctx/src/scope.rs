@@ -33,3 +33,8 @@ pub fn with_current<R>(f: impl FnOnce(Option<&CellContext>) -> R) -> R {
         },
     }
 }
+
+/// Runs the synchronous `f` with `ctx` as the current context (for a service's `call`).
+pub(crate) fn sync_scope<R>(ctx: Arc<CellContext>, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ctx, f)
+}

@@ -1,0 +1,178 @@
+//! The client layer: writes the current context into outgoing request headers.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use http::header::Entry;
+use http::{HeaderMap, Request};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::codec::{encode_fields, extract};
+use crate::context::CellContext;
+use crate::headers::{HeaderNames, TRACEPARENT, TRACESTATE};
+use crate::sign::Signer;
+
+/// Injects the cell context into outgoing requests of any
+/// `tower::Service<http::Request<B>>` (a hyper-util client, a tonic `Channel`...).
+///
+/// The context is the request's `Arc<CellContext>` extension when it has one,
+/// else [`crate::current`]. Headers the caller set explicitly are kept. The trace
+/// headers come from the current OpenTelemetry span through the global
+/// propagator when there is one, else from the context as received; a
+/// `traceparent` the caller set keeps its `tracestate` company.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use cellctx::{CellContext, CellId, PropagateCellContextLayer};
+/// use http::{Request, Response};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let client = ServiceBuilder::new()
+///     .layer(PropagateCellContextLayer::new())
+///     .service(service_fn(|req: Request<()>| async move {
+///         Ok::<_, Infallible>(Response::new(req.headers()["x-cell-id"].clone()))
+///     }));
+/// let ctx = Arc::new(CellContext::new().with_cell(CellId::new("eu-1").unwrap()));
+/// let res = cellctx::scope(ctx, client.oneshot(Request::new(()))).await.unwrap();
+/// assert_eq!(res.body(), "eu-1");
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PropagateCellContextLayer {
+    config: Arc<ClientConfig>,
+}
+
+#[derive(Clone, Debug)]
+struct ClientConfig {
+    names: HeaderNames,
+    signer: Option<(Signer, Duration)>,
+    otel: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig { names: HeaderNames::default(), signer: None, otel: true }
+    }
+}
+
+impl PropagateCellContextLayer {
+    /// The layer with the default header names.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses other header names.
+    pub fn with_header_names(mut self, names: HeaderNames) -> Self {
+        Arc::make_mut(&mut self.config).names = names;
+        self
+    }
+
+    /// Signs what is sent (`X-Cell-Sig`, valid for `ttl`), for a downstream in
+    /// [`TrustMode::Edge`](crate::TrustMode::Edge). The signature covers the
+    /// headers actually sent, explicit ones included. Costs one HMAC per request.
+    pub fn with_signer(mut self, signer: Signer, ttl: Duration) -> Self {
+        Arc::make_mut(&mut self.config).signer = Some((signer, ttl));
+        self
+    }
+
+    /// Whether to write the current OpenTelemetry span's trace context through
+    /// the global propagator (default on).
+    pub fn with_otel_context(mut self, on: bool) -> Self {
+        Arc::make_mut(&mut self.config).otel = on;
+        self
+    }
+}
+
+impl<S> Layer<S> for PropagateCellContextLayer {
+    type Service = PropagateCellContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PropagateCellContext { inner, config: Arc::clone(&self.config) }
+    }
+}
+
+/// The service [`PropagateCellContextLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct PropagateCellContext<S> {
+    inner: S,
+    config: Arc<ClientConfig>,
+}
+
+impl<S> PropagateCellContext<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for PropagateCellContext<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let config = &self.config;
+        match req.extensions().get::<Arc<CellContext>>().cloned() {
+            Some(ctx) => config.apply(&ctx, req.headers_mut()),
+            None => crate::scope::with_current(|ctx| {
+                if let Some(ctx) = ctx {
+                    config.apply(ctx, req.headers_mut());
+                }
+            }),
+        }
+        self.inner.call(req)
+    }
+}
+
+impl ClientConfig {
+    fn apply(&self, ctx: &CellContext, headers: &mut HeaderMap) {
+        if self.otel && !headers.contains_key(TRACEPARENT) {
+            crate::propagation::inject_current_otel(headers);
+        }
+        let trace_set = headers.contains_key(TRACEPARENT);
+        encode_fields(ctx, &self.names, |name, value| {
+            if trace_set && (name == TRACEPARENT || name == TRACESTATE) {
+                return;
+            }
+            match value {
+                Ok(value) => {
+                    if let Entry::Vacant(slot) = headers.entry(name) {
+                        slot.insert(value);
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "cellctx: not propagating an invalid context field"),
+            }
+        });
+        if let Some((signer, ttl)) = &self.signer
+            && !headers.contains_key(&self.names.signature)
+        {
+            match extract(headers, &self.names) {
+                Ok(sent) => {
+                    headers.insert(self.names.signature.clone(), signer.sign(&sent, SystemTime::now() + *ttl));
+                }
+                Err(err) => tracing::warn!(%err, "cellctx: not signing an invalid outgoing context"),
+            }
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! Reading a [`CellContext`] from a carrier (HTTP headers, Kafka headers) and
+//! writing it back: the free functions [`extract`] and [`inject`].
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::baggage::{Baggage, MAX_BAGGAGE_BYTES};
+use crate::cell_id::{CellId, MAX_CELL_ID_LEN};
+use crate::context::{CellContext, MAX_TOKEN_LEN, RegionHint, validate_token};
+use crate::error::{ContextError, InvalidValue};
+use crate::headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
+
+/// Longest `X-Region-Hint` value, in bytes.
+pub(crate) const MAX_REGION_HINT_LEN: usize = 64;
+/// Longest `X-Downgraded` value, in bytes.
+pub(crate) const MAX_FLAG_LEN: usize = 8;
+/// Longest `traceparent` kept (version 00 is 55 bytes; later versions may add fields).
+pub(crate) const MAX_TRACEPARENT_LEN: usize = 256;
+/// Longest `tracestate` kept (the W3C recommendation).
+pub(crate) const MAX_TRACESTATE_LEN: usize = 512;
+/// Longest raw `baggage` header: room for the percent-encoding of 8 KiB of entries.
+pub(crate) const MAX_BAGGAGE_HEADER_LEN: usize = 4 * MAX_BAGGAGE_BYTES;
+
+/// A carrier the context is read from.
+pub(crate) trait Source {
+    /// The raw value of `name`, `None` when absent; an error when repeated.
+    fn raw(&self, name: &HeaderName) -> Result<Option<&[u8]>, InvalidValue> {
+        Ok(self.get(name)?.map(|(b, _)| b))
+    }
+
+    /// The raw value of `name` and, for HTTP, the header value itself (kept so
+    /// that injecting the same value again costs no allocation).
+    fn get(&self, name: &HeaderName) -> Result<RawValue<'_>, InvalidValue>;
+}
+
+/// A raw header value and, for HTTP, the header value itself.
+pub(crate) type RawValue<'a> = Option<(&'a [u8], Option<&'a HeaderValue>)>;
+
+impl Source for HeaderMap {
+    fn get(&self, name: &HeaderName) -> Result<RawValue<'_>, InvalidValue> {
+        let mut values = self.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(v), None) => Ok(Some((v.as_bytes(), Some(v)))),
+            (Some(_), Some(_)) => Err(InvalidValue::Malformed("repeated header")),
+        }
+    }
+}
+
+/// The header values a context was read from, reused by [`inject`] while the
+/// fields still hold the same text. Never part of equality.
+#[derive(Clone, Default)]
+pub(crate) struct RawCache {
+    pub(crate) cell: Option<HeaderValue>,
+    pub(crate) request_id: Option<HeaderValue>,
+    pub(crate) tenant: Option<HeaderValue>,
+    pub(crate) auth_user: Option<HeaderValue>,
+    pub(crate) routing_key: Option<HeaderValue>,
+    pub(crate) xid: Option<HeaderValue>,
+    pub(crate) traceparent: Option<HeaderValue>,
+}
+
+impl PartialEq for RawCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RawCache {}
+
+impl std::fmt::Debug for RawCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
+/// `cached` when it still holds exactly `text`.
+fn reuse(cached: &Option<HeaderValue>, text: &str) -> Option<HeaderValue> {
+    cached.as_ref().filter(|v| v.as_bytes() == text.as_bytes()).cloned()
+}
+
+/// Reads the context from `headers`.
+///
+/// A missing request id is generated (time-ordered, see [`crate::request_id`]).
+/// Malformed or repeated values are [`ContextError::Malformed`], values over
+/// their bound [`ContextError::Oversized`]. An invalid `traceparent` is ignored
+/// (with its `tracestate`), as the W3C Trace Context spec asks: the trace restarts.
+///
+/// ```
+/// use cellctx::{extract, HeaderNames};
+/// use http::HeaderMap;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-cell-id", "eu-west-1".parse().unwrap());
+/// headers.insert("x-tenant-id", "acme".parse().unwrap());
+/// let ctx = extract(&headers, &HeaderNames::default()).unwrap();
+/// assert_eq!(ctx.cell.unwrap().as_str(), "eu-west-1");
+/// assert_eq!(ctx.tenant.as_deref(), Some("acme"));
+/// assert!(!ctx.request_id.is_empty()); // generated
+///
+/// headers.insert("x-cell-id", "EU West".parse().unwrap());
+/// let err = extract(&headers, &HeaderNames::default()).unwrap_err();
+/// assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+/// ```
+pub fn extract(headers: &HeaderMap, names: &HeaderNames) -> Result<CellContext, ContextError> {
+    extract_from(headers, names)
+}
+
+/// Writes the context into `headers`, replacing values already there; absent
+/// fields leave their headers alone. Each value is checked against the same rules
+/// [`extract`] applies, so the next hop accepts what this one sends; on error
+/// nothing is written.
+///
+/// ```
+/// use cellctx::{inject, CellContext, CellId, HeaderNames};
+/// use http::HeaderMap;
+///
+/// let ctx = CellContext::new().with_cell(CellId::new("eu-west-1").unwrap()).with_tenant("acme").unwrap();
+/// let mut headers = HeaderMap::new();
+/// inject(&ctx, &HeaderNames::default(), &mut headers).unwrap();
+/// assert_eq!(headers["x-cell-id"], "eu-west-1");
+/// assert_eq!(headers["x-request-id"], ctx.request_id.as_str());
+/// ```
+pub fn inject(ctx: &CellContext, names: &HeaderNames, headers: &mut HeaderMap) -> Result<(), ContextError> {
+    let mut out: [Option<(HeaderName, HeaderValue)>; FIELDS] = Default::default();
+    let mut n = 0;
+    let mut first_err = None;
+    encode_fields(ctx, names, |name, value| match value {
+        Ok(v) => {
+            if let Some(slot) = out.get_mut(n) {
+                *slot = Some((name.clone(), v));
+                n += 1;
+            }
+        }
+        Err(e) => {
+            first_err.get_or_insert(e);
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    for (name, value) in out.into_iter().flatten() {
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
+/// How many headers a context can write.
+pub(crate) const FIELDS: usize = 11;
+
+fn text<'a, S: Source + ?Sized>(src: &'a S, name: &HeaderName, max: usize) -> Result<Option<&'a str>, ContextError> {
+    Ok(text_value(src, name, max)?.map(|(s, _)| s))
+}
+
+type Text<'a> = Option<(&'a str, Option<&'a HeaderValue>)>;
+
+fn text_value<'a, S: Source + ?Sized>(src: &'a S, name: &HeaderName, max: usize) -> Result<Text<'a>, ContextError> {
+    let Some((raw, hv)) = src.get(name).map_err(|r| ContextError::for_header(name, r))? else {
+        return Ok(None);
+    };
+    if raw.len() > max {
+        return Err(ContextError::Oversized { header: name.clone(), reason: InvalidValue::TooLong { max } });
+    }
+    if !raw.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return Err(ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter });
+    }
+    std::str::from_utf8(raw)
+        .map(|s| Some((s, hv)))
+        .map_err(|_| ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter })
+}
+
+fn token<S: Source + ?Sized>(
+    src: &S,
+    name: &HeaderName,
+    cache: &mut Option<HeaderValue>,
+) -> Result<Option<String>, ContextError> {
+    match text_value(src, name, MAX_TOKEN_LEN)? {
+        None => Ok(None),
+        Some((v, hv)) => {
+            validate_token(v).map_err(|r| ContextError::for_header(name, r))?;
+            *cache = hv.cloned();
+            Ok(Some(v.to_owned()))
+        }
+    }
+}
+
+/// Reads a context from any carrier.
+pub(crate) fn extract_from<S: Source + ?Sized>(src: &S, names: &HeaderNames) -> Result<CellContext, ContextError> {
+    let mut ctx = CellContext::default();
+    let raw = &mut ctx.raw;
+    if let Some((v, hv)) = text_value(src, &names.cell, MAX_CELL_ID_LEN)? {
+        ctx.cell = Some(CellId::new(v).map_err(|r| ContextError::for_header(&names.cell, r))?);
+        raw.cell = hv.cloned();
+    }
+    ctx.request_id = match token(src, &names.request_id, &mut raw.request_id)? {
+        Some(id) => id,
+        None => crate::request_id::generate(),
+    };
+    ctx.tenant = token(src, &names.tenant, &mut raw.tenant)?;
+    ctx.auth_user = token(src, &names.auth_user, &mut raw.auth_user)?;
+    ctx.routing_key = token(src, &names.routing_key, &mut raw.routing_key)?;
+    ctx.xid = token(src, &names.xid, &mut raw.xid)?;
+    if let Some(v) = text(src, &names.region_hint, MAX_REGION_HINT_LEN)? {
+        ctx.region_hint =
+            Some(v.parse::<RegionHint>().map_err(|r| ContextError::for_header(&names.region_hint, r))?);
+    }
+    if let Some(v) = text(src, &names.downgraded, MAX_FLAG_LEN)? {
+        ctx.downgraded = parse_flag(v).map_err(|r| ContextError::for_header(&names.downgraded, r))?;
+    }
+    // W3C: an unusable traceparent is ignored, and then so is tracestate.
+    if let Ok(Some((tp, hv))) = src.get(&TRACEPARENT)
+        && let Some(tp) = valid_traceparent(tp)
+    {
+        ctx.traceparent = Some(tp.to_owned());
+        ctx.raw.traceparent = hv.cloned();
+        if let Ok(Some(ts)) = src.raw(&TRACESTATE) {
+            ctx.tracestate = valid_tracestate(ts).map(str::to_owned);
+        }
+    }
+    if let Some(v) = text(src, &BAGGAGE, MAX_BAGGAGE_HEADER_LEN)? {
+        ctx.baggage = parse_baggage(v).map_err(|r| ContextError::for_header(&BAGGAGE, r))?;
+    }
+    Ok(ctx)
+}
+
+fn parse_flag(v: &str) -> Result<bool, InvalidValue> {
+    if v.eq_ignore_ascii_case("true") || v == "1" {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case("false") || v == "0" {
+        Ok(false)
+    } else {
+        Err(InvalidValue::Malformed("expected true or false"))
+    }
+}
+
+/// Calls `emit` for each header the context writes, in a fixed order, with the
+/// value or why the field cannot be written.
+pub(crate) fn encode_fields(
+    ctx: &CellContext,
+    names: &HeaderNames,
+    mut emit: impl FnMut(&HeaderName, Result<HeaderValue, ContextError>),
+) {
+    fn value(name: &HeaderName, v: &str) -> Result<HeaderValue, ContextError> {
+        HeaderValue::from_str(v).map_err(|_| ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter })
+    }
+    fn tok(name: &HeaderName, v: &str, cached: &Option<HeaderValue>) -> Result<HeaderValue, ContextError> {
+        if let Some(hv) = reuse(cached, v) {
+            return Ok(hv);
+        }
+        validate_token(v).map_err(|r| ContextError::for_header(name, r))?;
+        value(name, v)
+    }
+    let raw = &ctx.raw;
+    if let Some(cell) = &ctx.cell {
+        let v = match reuse(&raw.cell, cell.as_str()) {
+            Some(hv) => Ok(hv),
+            None => value(&names.cell, cell.as_str()),
+        };
+        emit(&names.cell, v);
+    }
+    if !ctx.request_id.is_empty() {
+        emit(&names.request_id, tok(&names.request_id, &ctx.request_id, &raw.request_id));
+    }
+    for (name, field, cached) in [
+        (&names.tenant, &ctx.tenant, &raw.tenant),
+        (&names.auth_user, &ctx.auth_user, &raw.auth_user),
+        (&names.routing_key, &ctx.routing_key, &raw.routing_key),
+        (&names.xid, &ctx.xid, &raw.xid),
+    ] {
+        if let Some(v) = field {
+            emit(name, tok(name, v, cached));
+        }
+    }
+    if let Some(hint) = &ctx.region_hint {
+        emit(&names.region_hint, value(&names.region_hint, &hint.to_string()));
+    }
+    if ctx.downgraded {
+        emit(&names.downgraded, Ok(HeaderValue::from_static("true")));
+    }
+    if let Some(tp) = &ctx.traceparent {
+        let v = match valid_traceparent(tp.as_bytes()) {
+            Some(_) => match reuse(&ctx.raw.traceparent, tp) {
+                Some(hv) => Ok(hv),
+                None => value(&TRACEPARENT, tp),
+            },
+            None => Err(ContextError::Malformed {
+                header: TRACEPARENT,
+                reason: InvalidValue::Malformed("not a W3C traceparent"),
+            }),
+        };
+        emit(&TRACEPARENT, v);
+    }
+    if let Some(ts) = &ctx.tracestate {
+        let v = match valid_tracestate(ts.as_bytes()) {
+            Some(_) => value(&TRACESTATE, ts),
+            None => Err(ContextError::for_header(&TRACESTATE, if ts.len() > MAX_TRACESTATE_LEN {
+                InvalidValue::TooLong { max: MAX_TRACESTATE_LEN }
+            } else {
+                InvalidValue::BadCharacter
+            })),
+        };
+        emit(&TRACESTATE, v);
+    }
+    if !ctx.baggage.is_empty() {
+        let v = encode_baggage(&ctx.baggage).map_err(|r| ContextError::for_header(&BAGGAGE, r));
+        emit(&BAGGAGE, v.and_then(|s| value(&BAGGAGE, &s)));
+    }
+}
+
+fn is_lower_hex(b: &[u8]) -> bool {
+    b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// `raw` as a string when it is a usable W3C `traceparent`.
+pub(crate) fn valid_traceparent(raw: &[u8]) -> Option<&str> {
+    if raw.len() < 55 || raw.len() > MAX_TRACEPARENT_LEN {
+        return None;
+    }
+    let (version, trace_id, span_id, flags) = (&raw[0..2], &raw[3..35], &raw[36..52], &raw[53..55]);
+    let dashes = raw[2] == b'-' && raw[35] == b'-' && raw[52] == b'-';
+    let hex = is_lower_hex(version) && is_lower_hex(trace_id) && is_lower_hex(span_id) && is_lower_hex(flags);
+    let nonzero = trace_id.iter().any(|&c| c != b'0') && span_id.iter().any(|&c| c != b'0');
+    let tail_ok = if version == b"00" {
+        raw.len() == 55
+    } else {
+        version != b"ff" && (raw.len() == 55 || raw[55] == b'-')
+    };
+    let visible = raw.iter().all(|&b| (0x21..0x7f).contains(&b));
+    if dashes && hex && nonzero && tail_ok && visible { std::str::from_utf8(raw).ok() } else { None }
+}
+
+/// `raw` as a string when it can ride along as `tracestate`.
+pub(crate) fn valid_tracestate(raw: &[u8]) -> Option<&str> {
+    if raw.is_empty() || raw.len() > MAX_TRACESTATE_LEN {
+        return None;
+    }
+    if !raw.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()
+}
+
+/// RFC 9110 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// W3C baggage-octet: printable ASCII but space, `"`, `,`, `;` and `\`.
+fn is_baggage_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+/// Parses a W3C `baggage` value. Member properties (`;prop`) are dropped;
+/// values are percent-decoded and must be UTF-8.
+pub(crate) fn parse_baggage(v: &str) -> Result<Baggage, InvalidValue> {
+    let mut baggage = Baggage::new();
+    for member in v.split(',') {
+        let member = trim_ows(member);
+        if member.is_empty() {
+            continue;
+        }
+        let kv = member.split(';').next().unwrap_or(member);
+        let (key, value) = kv.split_once('=').ok_or(InvalidValue::Malformed("baggage member without '='"))?;
+        let (key, value) = (trim_ows(key), trim_ows(value));
+        if key.is_empty() || !key.bytes().all(is_tchar) {
+            return Err(InvalidValue::Malformed("baggage key is not a token"));
+        }
+        baggage.insert(key, percent_decode(value)?)?;
+    }
+    Ok(baggage)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn percent_decode(v: &str) -> Result<String, InvalidValue> {
+    if !v.contains('%') {
+        if v.bytes().all(is_baggage_octet) {
+            return Ok(v.to_owned());
+        }
+        return Err(InvalidValue::Malformed("baggage value holds a character that must be percent-encoded"));
+    }
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_val);
+            let lo = bytes.get(i + 2).copied().and_then(hex_val);
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                _ => return Err(InvalidValue::Malformed("bad percent-encoding in baggage value")),
+            }
+            i += 3;
+        } else if is_baggage_octet(b) {
+            out.push(b);
+            i += 1;
+        } else {
+            return Err(InvalidValue::Malformed("baggage value holds a character that must be percent-encoded"));
+        }
+    }
+    String::from_utf8(out).map_err(|_| InvalidValue::Malformed("baggage value is not UTF-8"))
+}
+
+/// Encodes baggage as a W3C `baggage` value (keys must be tokens).
+pub(crate) fn encode_baggage(baggage: &Baggage) -> Result<String, InvalidValue> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::new();
+    for (i, (key, value)) in baggage.iter().enumerate() {
+        if key.is_empty() || !key.bytes().all(is_tchar) {
+            return Err(InvalidValue::Malformed("baggage key is not a token"));
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(key);
+        out.push('=');
+        for b in value.bytes() {
+            if is_baggage_octet(b) && b != b'%' {
+                out.push(char::from(b));
+            } else {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn traceparent_rules() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(valid_traceparent(ok.as_bytes()), Some(ok));
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert_eq!(valid_traceparent(bad.as_bytes()), None, "{bad}");
+        }
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abc";
+        assert_eq!(valid_traceparent(future.as_bytes()), Some(future));
+    }
+
+    #[test]
+    fn baggage_decodes_and_encodes() {
+        let b = parse_baggage(" user=alice%20smith ; p=1 ,, plan=gold").unwrap();
+        assert_eq!(b.get("user"), Some("alice smith"));
+        assert_eq!(b.get("plan"), Some("gold"));
+        assert_eq!(encode_baggage(&b).unwrap(), "user=alice%20smith,plan=gold");
+        assert!(parse_baggage("novalue").is_err());
+        assert!(parse_baggage("k=%zz").is_err());
+        assert!(parse_baggage("k=%ff").is_err());
+        assert!(parse_baggage("bad key=v").is_err());
+    }
+
+    #[test]
+    fn repeated_header_is_malformed() {
+        let mut h = HeaderMap::new();
+        h.append("x-tenant-id", HeaderValue::from_static("a"));
+        h.append("x-tenant-id", HeaderValue::from_static("b"));
+        let err = extract(&h, &HeaderNames::default()).unwrap_err();
+        assert_eq!(err, ContextError::Malformed {
+            header: HeaderName::from_static("x-tenant-id"),
+            reason: InvalidValue::Malformed("repeated header"),
+        });
+    }
+
+    #[test]
+    fn reused_header_values_never_go_stale() {
+        let names = HeaderNames::default();
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant-id", HeaderValue::from_static("acme"));
+        h.insert("x-cell-id", HeaderValue::from_static("eu-1"));
+        let mut ctx = extract(&h, &names).unwrap();
+        ctx.tenant = Some("globex".into());
+        ctx.cell = Some(CellId::new("eu-2").unwrap());
+        let mut out = HeaderMap::new();
+        inject(&ctx, &names, &mut out).unwrap();
+        assert_eq!(out["x-tenant-id"], "globex");
+        assert_eq!(out["x-cell-id"], "eu-2");
+        ctx.tenant = Some("bad tenant".into());
+        assert!(inject(&ctx, &names, &mut HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn inject_refuses_invalid_fields_and_writes_nothing() {
+        let mut ctx = CellContext::new().with_tenant("acme").unwrap();
+        ctx.auth_user = Some("bad user".into());
+        let mut h = HeaderMap::new();
+        let err = inject(&ctx, &HeaderNames::default(), &mut h).unwrap_err();
+        assert_eq!(err.kind(), "malformed");
+        assert!(h.is_empty());
+    }
+}

@@ -1,0 +1,93 @@
+//! [`CellContextService`]: the service the server layer makes.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Config;
+
+/// Reads the cell context from each request (see [`CellContextLayer`](super::CellContextLayer)).
+#[derive(Clone, Debug)]
+pub struct CellContextService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> CellContextService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        CellContextService { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CellContextService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<super::ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let ctx = match self.config.prepare(req.headers_mut()) {
+            Ok(ctx) => ctx,
+            Err(err) => {
+                self.config.metrics.header_rejected(&err);
+                tracing::debug!(%err, "cellctx: rejected request");
+                let names = &self.config.names;
+                let id = req
+                    .headers()
+                    .get(&names.request_id)
+                    .filter(|v| v.to_str().is_ok_and(|s| crate::validate_token(s).is_ok()))
+                    .cloned()
+                    .or_else(|| HeaderValue::try_from(crate::request_id::generate()).ok());
+                let echo = id.map(|v| (names.request_id.clone(), v));
+                return ResponseFuture::rejected(err, super::body::is_grpc(req.headers()), echo);
+            }
+        };
+        let names = &self.config.names;
+        let request_id = match req.headers().get(&names.request_id) {
+            Some(v) => Some(v.clone()),
+            None => match HeaderValue::from_str(&ctx.request_id) {
+                Ok(v) => {
+                    req.headers_mut().insert(names.request_id.clone(), v.clone());
+                    Some(v)
+                }
+                Err(_) => None,
+            },
+        };
+        let otel = if self.config.otel && ctx.traceparent.is_some() {
+            crate::propagation::extract_otel(req.headers())
+        } else {
+            None
+        };
+        let ctx = Arc::new(ctx);
+        req.extensions_mut().insert(Arc::clone(&ctx));
+        let fut = {
+            let _guard = otel.clone().map(opentelemetry::Context::attach);
+            crate::scope::sync_scope(Arc::clone(&ctx), || self.inner.call(req))
+        };
+        ResponseFuture::new(crate::scope(ctx, fut), otel, request_id.map(|v| (names.request_id.clone(), v)))
+    }
+}

@@ -1,0 +1,163 @@
+//! [`CellRouterLayer`]: the server-side routing layer.
+
+mod body;
+mod extract;
+mod future;
+mod service;
+
+pub use body::{BoxError, RouterBody};
+pub use extract::KeyExtractor;
+pub use future::ResponseFuture;
+pub use service::CellRouter;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use bytes::Bytes;
+use cellctx::{CellId, HeaderNames};
+use http::HeaderName;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower_layer::Layer;
+
+use crate::metrics::RequestMetrics;
+use crate::store::TableStore;
+
+/// Hop counter header: how many times the request was forwarded between cells.
+pub const HOPS_HEADER: HeaderName = HeaderName::from_static("x-cell-hops");
+/// Response header naming the cell that owns the key (421, 307, 503).
+pub const HOME_HEADER: HeaderName = HeaderName::from_static("x-cell-home");
+/// Response header with the routing table version the answer was based on.
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-cell-table-version");
+
+/// What to do with a request whose key belongs to another cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MisroutePolicy {
+    /// Forward it to the home cell's gateway, at most once (hop counter; a
+    /// request that would be forwarded a second time is answered 508).
+    #[default]
+    Forward,
+    /// Answer 307 with `Location` on the home cell's gateway and the table
+    /// version in `X-Cell-Table-Version`.
+    Redirect,
+    /// Answer 421 Misdirected Request naming the home cell (`X-Cell-Home`).
+    Refuse,
+}
+
+pub(crate) type FwdBody = UnsyncBoxBody<Bytes, BoxError>;
+
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) store: TableStore,
+    pub(crate) local: CellId,
+    pub(crate) policy: MisroutePolicy,
+    pub(crate) key: KeyExtractor,
+    pub(crate) names: HeaderNames,
+    pub(crate) max_hops: u32,
+    pub(crate) id_layout: Option<idgen::Layout>,
+    pub(crate) hint_region: bool,
+    pub(crate) client: Client<HttpConnector, FwdBody>,
+    pub(crate) metrics: RequestMetrics,
+    pub(crate) rr: AtomicUsize,
+}
+
+/// Routes each request to its key's home cell (see the [crate docs](crate)).
+///
+/// Place it after the `cellctx` server layer (so the context is in the request
+/// extensions) and before the application's handlers.
+#[derive(Debug, Clone)]
+pub struct CellRouterLayer {
+    store: TableStore,
+    local: CellId,
+    policy: MisroutePolicy,
+    key: KeyExtractor,
+    names: HeaderNames,
+    max_hops: u32,
+    id_layout: Option<idgen::Layout>,
+    hint_region: bool,
+    client: Option<Client<HttpConnector, FwdBody>>,
+}
+
+impl CellRouterLayer {
+    /// A layer for the cell `local`, reading tables from `store`; forwards
+    /// misrouted requests by default.
+    pub fn new(store: TableStore, local: CellId) -> Self {
+        CellRouterLayer {
+            store,
+            local,
+            policy: MisroutePolicy::Forward,
+            key: KeyExtractor::Context,
+            names: HeaderNames::default(),
+            max_hops: 1,
+            id_layout: None,
+            hint_region: false,
+            client: None,
+        }
+    }
+
+    /// Sets what happens to misrouted requests.
+    pub fn with_policy(mut self, policy: MisroutePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets where the routing key comes from.
+    pub fn with_key(mut self, key: KeyExtractor) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Sets the context header names used when forwarding.
+    pub fn with_header_names(mut self, names: HeaderNames) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// Reads the key's home region from its idgen datacenter bits: a key that is
+    /// a decimal id of `layout` is routed in the region whose `datacenter`
+    /// matches (see [`crate::table::Region::datacenter`]).
+    pub fn with_id_layout(mut self, layout: idgen::Layout) -> Self {
+        self.id_layout = Some(layout);
+        self
+    }
+
+    /// Routes keys without an id-carried region in the region of the context's
+    /// region hint (new users placed by GPS > phone > IP), when the table has it.
+    pub fn with_hint_region(mut self, on: bool) -> Self {
+        self.hint_region = on;
+        self
+    }
+
+    /// Sets the HTTP client used to forward (default: hyper-util's legacy client
+    /// over plain HTTP, HTTP/1 and HTTP/2).
+    pub fn with_client(mut self, client: Client<HttpConnector, UnsyncBoxBody<Bytes, BoxError>>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    fn config(&self) -> Config {
+        let client = self.client.clone().unwrap_or_else(|| Client::builder(TokioExecutor::new()).build_http());
+        Config {
+            store: self.store.clone(),
+            local: self.local.clone(),
+            policy: self.policy,
+            key: self.key.clone(),
+            names: self.names.clone(),
+            max_hops: self.max_hops,
+            id_layout: self.id_layout,
+            hint_region: self.hint_region,
+            client,
+            metrics: RequestMetrics::new(),
+            rr: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<S> Layer<S> for CellRouterLayer {
+    type Service = CellRouter<S>;
+    fn layer(&self, inner: S) -> CellRouter<S> {
+        CellRouter::new(inner, Arc::new(self.config()))
+    }
+}

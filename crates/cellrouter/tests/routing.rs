@@ -1,0 +1,300 @@
+//! The routing layer with three axum cells on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::any;
+use bytes::Bytes;
+use cellctx::{CellContextLayer, CellId};
+use cellrouter::{
+    Cell, CellRouterLayer, CellState, KeyExtractor, MisroutePolicy, Region, RoutingTable, SlotRange, TableStore, resolve_in,
+};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+fn id(s: &str) -> CellId {
+    CellId::new(s).unwrap()
+}
+
+#[derive(Clone)]
+struct CellState2 {
+    name: &'static str,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn echo(State(st): State<CellState2>, headers: HeaderMap) -> String {
+    st.hits.fetch_add(1, Ordering::SeqCst);
+    let ctx = cellctx::current().expect("context in scope");
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    format!(
+        "served_by={}\nctx_cell={}\nkey={}\ntenant={}\nrequest_id={}\nhops={}\nx_cell_id={}\n",
+        st.name,
+        ctx.cell.as_ref().map(|c| c.as_str()).unwrap_or("-"),
+        ctx.routing_key.as_deref().unwrap_or("-"),
+        ctx.tenant.as_deref().unwrap_or("-"),
+        ctx.request_id,
+        h("x-cell-hops"),
+        h("x-cell-id"),
+    )
+}
+
+struct Cluster {
+    addrs: HashMap<&'static str, SocketAddr>,
+    listeners: HashMap<&'static str, tokio::net::TcpListener>,
+}
+
+impl Cluster {
+    async fn bind(names: &[&'static str]) -> Self {
+        let mut addrs = HashMap::new();
+        let mut listeners = HashMap::new();
+        for n in names {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.insert(*n, l.local_addr().unwrap());
+            listeners.insert(*n, l);
+        }
+        Cluster { addrs, listeners }
+    }
+
+    fn url(&self, n: &str) -> String {
+        format!("http://{}", self.addrs[n])
+    }
+
+    /// Starts cell `name` with its own store and policy; returns its hit counter.
+    fn serve(&mut self, name: &'static str, layer: CellRouterLayer) -> Arc<AtomicUsize> {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = Router::new()
+            .route("/{*path}", any(echo))
+            .with_state(CellState2 { name, hits: hits.clone() })
+            .layer(layer)
+            .layer(CellContextLayer::internal());
+        let l = self.listeners.remove(name).unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        hits
+    }
+}
+
+/// Region `eu` (unpinned): cells a, b, c; b fails over to c. Region `gdpr`
+/// (pinned, datacenter 1): cell g, failover to nothing; also served by nobody else.
+fn table(cl: &Cluster) -> RoutingTable {
+    let mut a = Cell::new(id("a"), id("eu"), cl.url("a"));
+    a.failover = vec![id("b")];
+    let mut b = Cell::new(id("b"), id("eu"), cl.url("b"));
+    b.failover = vec![id("c")];
+    let c = Cell::new(id("c"), id("eu"), cl.url("c"));
+    let g = Cell::new(id("g"), id("gdpr"), cl.url("g"));
+    let mut eu = Region::new(id("eu"));
+    eu.datacenter = Some(0);
+    let mut gdpr = Region::new(id("gdpr"));
+    gdpr.compliance = vec!["gdpr".into()];
+    gdpr.datacenter = Some(1);
+    let sr = |r: &str, s, e, c: &str| SlotRange { region: id(r), start: s, end: e, cell: id(c) };
+    RoutingTable {
+        version: 1,
+        slot_count: 16384,
+        default_region: id("eu"),
+        regions: vec![eu, gdpr],
+        cells: vec![a, b, c, g],
+        slots: vec![
+            sr("eu", 0, 5460, "a"),
+            sr("eu", 5461, 10922, "b"),
+            sr("eu", 10923, 16383, "c"),
+            sr("gdpr", 0, 16383, "g"),
+        ],
+        migrations: vec![],
+    }
+}
+
+fn key_for(t: &RoutingTable, home: &str) -> String {
+    let c = t.clone().compile().unwrap();
+    (0..100_000)
+        .map(|i| format!("user-{i}"))
+        .find(|k| resolve_in(&c, &id("eu"), k).unwrap().home.as_str() == home)
+        .unwrap()
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: HashMap<String, String>,
+    raw: String,
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().uri(format!("{url}/orders/1"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Empty::new()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let raw = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let body = raw.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Resp { status, headers, body, raw }
+}
+
+#[tokio::test]
+async fn local_forward_refuse_redirect_loop_failover_and_compliance() {
+    let mut cl = Cluster::bind(&["a", "b", "c", "g", "a-refuse", "a-redirect", "b-stale"]).await;
+    let t = table(&cl);
+    let store = TableStore::with_table(t.clone()).unwrap();
+    let layout = idgen::Layout::seed();
+    let layer = |s: &TableStore, cell: &str| CellRouterLayer::new(s.clone(), id(cell)).with_id_layout(layout);
+    let hits_a = cl.serve("a", layer(&store, "a"));
+    let hits_b = cl.serve("b", layer(&store, "b"));
+    let hits_c = cl.serve("c", layer(&store, "c"));
+    let hits_g = cl.serve("g", layer(&store, "g"));
+    cl.serve("a-refuse", layer(&store, "a").with_policy(MisroutePolicy::Refuse));
+    cl.serve("a-redirect", layer(&store, "a").with_policy(MisroutePolicy::Redirect));
+
+    // 1. Local serve: a's key at a.
+    let ka = key_for(&t, "a");
+    let r = get(&cl.url("a"), &[("x-user-id", &ka)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["served_by"], "a");
+    assert_eq!(r.body["ctx_cell"], "a");
+    assert_eq!(r.body["x_cell_id"], "a");
+    assert_eq!(r.body["hops"], "-");
+    assert_eq!(hits_a.load(Ordering::SeqCst), 1);
+
+    // 2. Forward once, context intact: b's key at a.
+    let kb = key_for(&t, "b");
+    let r = get(&cl.url("a"), &[("x-user-id", &kb), ("x-tenant-id", "acme"), ("x-request-id", "req-123")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["served_by"], "b");
+    assert_eq!(r.body["ctx_cell"], "b");
+    assert_eq!(r.body["key"], kb);
+    assert_eq!(r.body["tenant"], "acme");
+    assert_eq!(r.body["request_id"], "req-123");
+    assert_eq!(r.body["hops"], "1");
+    assert_eq!((hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst)), (1, 1));
+
+    // Key from a path segment instead of the context.
+    let path_layer = CellRouterLayer::new(store.clone(), id("a")).with_key(KeyExtractor::path_segment(1));
+    assert!(format!("{path_layer:?}").contains("PathSegment"));
+
+    // 3. 421 naming the home cell; nothing served.
+    let r = get(&cl.url("a-refuse"), &[("x-user-id", &kb)]).await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(r.headers["x-cell-home"], "b");
+    assert!(r.raw.contains("cell b"), "{}", r.raw);
+    // 307 with the home cell's gateway and the table version.
+    let r = get(&cl.url("a-redirect"), &[("x-user-id", &kb)]).await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(r.headers["location"], format!("{}/orders/1", cl.url("b")).as_str());
+    assert_eq!(r.headers["x-cell-table-version"], "1");
+    assert_eq!(hits_b.load(Ordering::SeqCst), 1);
+
+    // 4. Loop: b-stale believes b's slots moved to a (newer table of its own);
+    // a request forwarded to it is answered 508, never bounced back.
+    let mut disagree = t.clone();
+    disagree.version = 9;
+    for s in disagree.slots.iter_mut().filter(|s| s.cell.as_str() == "b") {
+        s.cell = id("a");
+    }
+    let stale_store = TableStore::with_table(disagree).unwrap();
+    cl.serve("b-stale", CellRouterLayer::new(stale_store, id("b")));
+    let r = get(&cl.url("b-stale"), &[("x-user-id", &kb), ("x-cell-hops", "1")]).await;
+    assert_eq!(r.status, StatusCode::LOOP_DETECTED, "{}", r.raw);
+    assert_eq!(hits_a.load(Ordering::SeqCst), 1);
+
+    // 5. Failover: b down (new table) -> its keys go to c, from anywhere.
+    let mut down = t.clone();
+    down.version = 2;
+    down.cell_mut(&id("b")).unwrap().state = CellState::Down;
+    store.store(down).unwrap();
+    let r = get(&cl.url("a"), &[("x-user-id", &kb)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["served_by"], "c");
+    assert_eq!(r.body["ctx_cell"], "c");
+    let r = get(&cl.url("b"), &[("x-user-id", &kb)]).await;
+    assert_eq!(r.body["served_by"], "c");
+    assert_eq!(hits_b.load(Ordering::SeqCst), 1);
+    // Health overlay: a reported failed -> a's keys fail over to b (down) then... a's list is [b]: 503.
+    store.set_cell_failed(&id("a"), true);
+    let r = get(&cl.url("c"), &[("x-user-id", &ka)]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.raw);
+    assert_eq!(r.headers["x-cell-home"], "a");
+    store.set_cell_failed(&id("a"), false);
+    assert_eq!(get(&cl.url("c"), &[("x-user-id", &ka)]).await.body["served_by"], "a");
+
+    // 6. Compliance: an id homed in the pinned region (datacenter 1) is forwarded
+    // to g from an eu cell, and refused (503) rather than leaked when g is down.
+    let gid = layout
+        .encode(&idgen::IdParts { timestamp_ms: 1_700_000_000_000, datacenter: 1, logical: 0, worker: 7, sequence: 1 })
+        .unwrap()
+        .to_string();
+    let r = get(&cl.url("c"), &[("x-user-id", &gid)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["served_by"], "g");
+    let before = (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst), hits_c.load(Ordering::SeqCst));
+    let mut g_down = store.current().unwrap().table().clone();
+    g_down.version = 3;
+    g_down.cell_mut(&id("g")).unwrap().state = CellState::Down;
+    store.store(g_down).unwrap();
+    for cell in ["a", "c", "g"] {
+        let r = get(&cl.url(cell), &[("x-user-id", &gid)]).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.raw);
+        assert!(r.raw.contains("pinned: true"), "{}", r.raw);
+    }
+    let after = (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst), hits_c.load(Ordering::SeqCst));
+    assert_eq!(before, after, "a pinned user was served outside its region");
+    assert_eq!(hits_g.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn migrating_slot_is_forwarded_then_moved() {
+    let mut cl = Cluster::bind(&["a", "b", "c", "g"]).await;
+    let t = table(&cl);
+    let store = TableStore::with_table(t.clone()).unwrap();
+    for n in ["a", "b", "c", "g"] {
+        cl.serve(n, CellRouterLayer::new(store.clone(), id(n)).with_policy(MisroutePolicy::Refuse));
+    }
+    let ka = key_for(&t, "a");
+    let slot = cellrouter::slot_of(&ka, 16384);
+    // ASK: a's slot migrating to b -> a forwards to b even under the Refuse policy.
+    let mut mig = t.clone();
+    mig.version = 2;
+    mig.migrations.push(cellrouter::Migration { region: id("eu"), start: slot, end: slot, from: id("a"), to: id("b") });
+    store.store(mig).unwrap();
+    let r = get(&cl.url("a"), &[("x-user-id", &ka)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["served_by"], "b");
+    // MOVED: the move is done, b owns the slot; a now gives the permanent answer.
+    let mut moved = t.clone();
+    moved.version = 3;
+    moved.slots = vec![];
+    for (s, e, c) in [(0, slot.saturating_sub(1), "a"), (slot, slot, "b"), (slot + 1, 5460, "a")] {
+        if s <= e && !(s == 0 && slot == 0 && c == "a") {
+            moved.slots.push(SlotRange { region: id("eu"), start: s, end: e, cell: id(c) });
+        }
+    }
+    moved.slots.extend(t.slots.iter().filter(|s| s.cell.as_str() != "a").cloned());
+    store.store(moved).unwrap();
+    let r = get(&cl.url("a"), &[("x-user-id", &ka)]).await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.raw);
+    assert_eq!(r.headers["x-cell-home"], "b");
+    assert_eq!(r.headers["x-cell-table-version"], "3");
+}
+
+#[tokio::test]
+async fn no_table_and_unkeyed_requests() {
+    let mut cl = Cluster::bind(&["a", "b", "c", "g"]).await;
+    let store = TableStore::new();
+    let hits = cl.serve("a", CellRouterLayer::new(store.clone(), id("a")));
+    let r = get(&cl.url("a"), &[("x-user-id", "u1")]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    store.store(table(&cl)).unwrap();
+    // unkeyed: served where it lands
+    let r = get(&cl.url("a"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["served_by"], "a");
+}

@@ -1,0 +1,23 @@
+//! Replication over Kafka (feature `kafka`).
+//!
+//! - [`Relay`] (features `kafka` + `sql`): publishes outbox rows (key = object
+//!   id, so one object's deltas stay in one partition, in order) and then marks
+//!   them sent. A crash between publish and mark re-publishes: harmless, the
+//!   replicas skip the duplicate by (origin, sequence) and joining is idempotent.
+//! - [`Replicator`]: one consumer group per cell; each message is applied, the
+//!   replica state persisted, and only then its offset committed, so a
+//!   restarted cell resumes from its persisted state and committed offset.
+//!
+//! Every message carries its origin and sequence in headers ([`headers`]) and
+//! the writer's `cellctx` context (`x-cell-id`, `x-request-id`, `traceparent`,
+//! ...) in the carrier's header names; the replicator applies each delta inside
+//! that context (`cellctx::scope`).
+
+pub mod headers;
+#[cfg(feature = "sql")]
+mod relay;
+mod replicator;
+
+#[cfg(feature = "sql")]
+pub use relay::Relay;
+pub use replicator::{Replicator, ReplicatorHandle};

@@ -1,0 +1,208 @@
+//! [`Replicator`]: applies other cells' deltas from Kafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::headers::event_from_message;
+use crate::error::CrdtError;
+use crate::replica::{Applied, Replica};
+use crate::state::StateStore;
+
+/// Consumes the replication topic for one cell: apply, persist, then commit.
+pub struct Replicator<S> {
+    replica: Arc<Replica>,
+    consumer: StreamConsumer,
+    state: S,
+    names: cellctx::HeaderNames,
+}
+
+impl<S> std::fmt::Debug for Replicator<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator").field("cell", self.replica.cell()).finish_non_exhaustive()
+    }
+}
+
+/// What happened to one consumed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Duplicate,
+    Rejected,
+}
+
+impl<S: StateStore> Replicator<S> {
+    /// Restores `replica` from `state` (when a state was saved), then
+    /// subscribes to `topic` in consumer group `group_id` (one group per cell;
+    /// a new group starts from the earliest offset).
+    pub async fn start(
+        replica: Arc<Replica>,
+        bootstrap_servers: &str,
+        topic: &str,
+        group_id: &str,
+        state: S,
+    ) -> Result<Self, CrdtError> {
+        if let Some(saved) = state.load(replica.cell()).await? {
+            replica.restore(&saved).await?;
+        }
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(Replicator { replica, consumer, state, names: cellctx::HeaderNames::default() })
+    }
+
+    /// The replica.
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    async fn handle(&self, msg: &BorrowedMessage<'_>) -> Outcome {
+        let event = match event_from_message(msg) {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "crdt message without valid replication headers");
+                self.replica.metrics().rejected("corrupt");
+                return Outcome::Rejected;
+            }
+        };
+        let ctx = match cellctx::kafka::extract_message(msg, &self.names) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                // the context is advisory: apply without it rather than lose the delta
+                tracing::debug!(error = %e, "malformed cell context in crdt message");
+                cellctx::CellContext::new()
+            }
+        };
+        let replica = self.replica.clone();
+        match cellctx::scope(Arc::new(ctx), async move { replica.apply_event(&event).await }).await {
+            Ok(Applied::Applied) => Outcome::Applied,
+            Ok(Applied::Duplicate) => Outcome::Duplicate,
+            Err(_) => Outcome::Rejected,
+        }
+    }
+
+    async fn persist(&self) -> Result<(), CrdtError> {
+        let snapshot = self.replica.snapshot().await?;
+        self.state.save(self.replica.cell(), &snapshot).await
+    }
+
+    /// Receives and processes one message, waiting at most `timeout`; `Ok(false)`
+    /// when none arrived. The offset is committed only after the delta was
+    /// applied and the state saved (a rejected message is skipped and committed).
+    pub async fn step(&self, timeout: Duration) -> Result<bool, CrdtError> {
+        let msg = match tokio::time::timeout(timeout, self.consumer.recv()).await {
+            Err(_) => return Ok(false),
+            Ok(m) => m?,
+        };
+        self.process(&msg).await?;
+        Ok(true)
+    }
+
+    /// Applies, persists, commits: never cancelled half-way by the run loop.
+    async fn process(&self, msg: &BorrowedMessage<'_>) -> Result<(), CrdtError> {
+        let outcome = self.handle(msg).await;
+        if outcome == Outcome::Applied {
+            self.persist().await?;
+        }
+        self.consumer.commit_message(msg, CommitMode::Async)?;
+        Ok(())
+    }
+
+    /// Processes `msg`, retrying a failed save or commit until it succeeds or
+    /// the replicator stops (so no later commit skips over it).
+    async fn process_retrying(&self, msg: &BorrowedMessage<'_>, stop: &mut watch::Receiver<bool>) -> Result<(), CrdtError> {
+        let mut result = self.process(msg).await;
+        while let Err(e) = &result {
+            if *stop.borrow() {
+                break;
+            }
+            tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: retrying save/commit");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // re-applying is a duplicate (skipped); this retries the save and commit
+            result = self.process(msg).await;
+        }
+        result
+    }
+
+    /// Runs in a background task; the handle pauses, resumes and stops it.
+    pub fn spawn(self) -> ReplicatorHandle {
+        let (paused_tx, paused_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(self.run(paused_rx, stop_rx));
+        ReplicatorHandle { paused: paused_tx, stop: stop_tx, task }
+    }
+
+    async fn run(self, mut paused: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if *paused.borrow() {
+                tokio::select! {
+                    _ = paused.changed() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            // only the receive is raced against pause/stop: a received message
+            // is always processed to the end (applied, persisted, committed)
+            let received = tokio::select! {
+                m = self.consumer.recv() => Some(m),
+                _ = paused.changed() => None,
+                _ = stop.changed() => None,
+            };
+            let result = match received {
+                None => continue,
+                Some(Err(e)) => Err(CrdtError::from(e)),
+                Some(Ok(msg)) => self.process_retrying(&msg, &mut stop).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Controls a spawned [`Replicator`].
+#[derive(Debug)]
+pub struct ReplicatorHandle {
+    paused: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ReplicatorHandle {
+    /// Stops consuming (a partitioned cell); messages wait in Kafka.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Consumes again.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    /// Stops the replicator and waits for it (the consumer is closed).
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+
+    /// Kills the task at once, as a crash would (nothing more is committed).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,252 @@
+//! The transactional outbox (feature `sql`): a Debezium-shaped table on
+//! MySQL/MariaDB, PostgreSQL or SQLite through `sqlx::Any`.
+//!
+//! Columns: `id` (auto-increment; the event's sequence number), `aggregatetype`,
+//! `aggregateid` (the object id, used as the Kafka key), `type` (the delta
+//! kind), `payload` (the encoded delta) — the shape Debezium's outbox event
+//! router reads — plus `origin` (the cell), `hlc` (the change's HLC timestamp),
+//! `context` (the `cellctx` headers as JSON) and `sent` (0 until the relay has
+//! published the row).
+//!
+//! The service writes its business row and [`Outbox::enqueue`]s the change in
+//! one transaction; [`Relay`](crate::kafka::Relay) publishes and marks rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::error::CrdtError;
+use crate::hlc::Timestamp;
+use crate::replica::Change;
+
+/// The SQL dialect of the outbox database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// MySQL or MariaDB.
+    MySql,
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a database URL (`mysql:`, `mariadb:`, `postgres:`, `postgresql:`, `sqlite:`).
+    pub fn from_url(url: &str) -> Result<Self, CrdtError> {
+        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        match scheme.as_str() {
+            "mysql" | "mariadb" => Ok(Dialect::MySql),
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            "sqlite" => Ok(Dialect::Sqlite),
+            other => Err(CrdtError::Config(format!("unsupported outbox database scheme {other:?}"))),
+        }
+    }
+
+    fn placeholders(self, n: usize) -> String {
+        (1..=n)
+            .map(|i| if self == Dialect::Postgres { format!("${i}") } else { "?".to_string() })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Row id: the event's sequence number at its origin.
+    pub id: i64,
+    /// Debezium `aggregatetype`.
+    pub aggregate_type: String,
+    /// Debezium `aggregateid`: the object id.
+    pub aggregate_id: String,
+    /// Debezium `type`: the delta kind.
+    pub event_type: String,
+    /// Debezium `payload`: the encoded delta.
+    pub payload: Vec<u8>,
+    /// The origin cell.
+    pub origin: String,
+    /// HLC timestamp of the change.
+    pub hlc: Timestamp,
+    /// The `cellctx` headers captured when the change was written.
+    pub context: BTreeMap<String, String>,
+}
+
+/// The outbox table. Clones share the pool and the relay wake-up.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pool: AnyPool,
+    table: String,
+    dialect: Dialect,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// Connects to `url` and uses `table` (letters, digits and `_`, at most 60 bytes).
+    pub async fn connect(url: &str, table: &str) -> Result<Self, CrdtError> {
+        install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let pool = AnyPoolOptions::new().max_connections(4).connect(url).await?;
+        Self::new(pool, dialect, table)
+    }
+
+    /// Uses an existing pool of the given dialect.
+    pub fn new(pool: AnyPool, dialect: Dialect, table: &str) -> Result<Self, CrdtError> {
+        let ok = !table.is_empty()
+            && table.len() <= 60
+            && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !table.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(CrdtError::Config(format!("invalid outbox table name {table:?}")));
+        }
+        Ok(Outbox { pool, table: table.to_string(), dialect, wake: Arc::new(tokio::sync::Notify::new()) })
+    }
+
+    /// The pool (use it for the business rows too, so both share a transaction).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Creates the table (and its pending-rows index) if missing.
+    pub async fn migrate(&self) -> Result<(), CrdtError> {
+        let t = &self.table;
+        let (id, blob) = match self.dialect {
+            Dialect::MySql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "LONGBLOB"),
+            Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+            Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+        };
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id {id}, aggregatetype VARCHAR(255) NOT NULL, \
+             aggregateid VARCHAR(255) NOT NULL, type VARCHAR(255) NOT NULL, payload {blob} NOT NULL, \
+             origin VARCHAR(64) NOT NULL, hlc BIGINT NOT NULL, context TEXT NOT NULL, \
+             sent SMALLINT NOT NULL DEFAULT 0)"
+        );
+        sqlx::query(&ddl).execute(&self.pool).await?;
+        let index = match self.dialect {
+            Dialect::MySql => format!("CREATE INDEX {t}_pending ON {t} (sent, id)"),
+            _ => format!("CREATE INDEX IF NOT EXISTS {t}_pending ON {t} (sent, id)"),
+        };
+        if let Err(e) = sqlx::query(&index).execute(&self.pool).await {
+            // MySQL has no IF NOT EXISTS for indexes: a duplicate is fine
+            let dup = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42000" || c == "1061");
+            if !(self.dialect == Dialect::MySql && dup) {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `change` into the outbox on `conn` (pass the business
+    /// transaction: `&mut *tx`). The current `cellctx` context, if any, is
+    /// stored with it and travels in the Kafka headers.
+    pub async fn enqueue(&self, conn: &mut AnyConnection, change: &Change) -> Result<(), CrdtError> {
+        let payload = change.payload()?;
+        let context = serde_json::to_string(&current_context_headers()).unwrap_or_else(|_| "{}".into());
+        let sql = format!(
+            "INSERT INTO {} (aggregatetype, aggregateid, type, payload, origin, hlc, context) VALUES ({})",
+            self.table,
+            self.dialect.placeholders(7)
+        );
+        sqlx::query(&sql)
+            .bind(change.aggregate_type.as_str())
+            .bind(change.aggregate_id.as_str())
+            .bind(change.delta.event_type())
+            .bind(payload)
+            .bind(change.origin.as_str())
+            .bind(hlc_to_i64(change.ts))
+            .bind(context)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Tells a [`Relay`](crate::kafka::Relay) in this process (sharing a clone of
+    /// this outbox) that a transaction with outbox rows committed, so it
+    /// publishes now instead of at its next poll. Optional: without it rows go
+    /// out at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Up to `limit` rows not yet sent, oldest first.
+    pub async fn pending(&self, limit: u32) -> Result<Vec<OutboxRow>, CrdtError> {
+        let sql = format!(
+            "SELECT id, aggregatetype, aggregateid, type, payload, origin, hlc, context FROM {} \
+             WHERE sent = 0 ORDER BY id LIMIT {limit}",
+            self.table
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                // MySQL through `Any` reports TEXT as BLOB: accept both
+                let context: String = match r.try_get::<String, _>("context") {
+                    Ok(s) => s,
+                    Err(_) => String::from_utf8_lossy(&r.try_get::<Vec<u8>, _>("context")?).into_owned(),
+                };
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    aggregate_type: r.try_get("aggregatetype")?,
+                    aggregate_id: r.try_get("aggregateid")?,
+                    event_type: r.try_get("type")?,
+                    payload: r.try_get("payload")?,
+                    origin: r.try_get("origin")?,
+                    hlc: Timestamp(u64::try_from(r.try_get::<i64, _>("hlc")?).unwrap_or(0)),
+                    context: serde_json::from_str(&context).unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(CrdtError::from)
+    }
+
+    /// Marks rows as sent; returns how many changed.
+    pub async fn mark_sent(&self, ids: &[i64]) -> Result<u64, CrdtError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let sql = format!("UPDATE {} SET sent = 1 WHERE id IN ({list})", self.table);
+        Ok(sqlx::query(&sql).execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Number of rows not yet sent.
+    pub async fn pending_count(&self) -> Result<i64, CrdtError> {
+        let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE sent = 0", self.table);
+        Ok(sqlx::query(&sql).fetch_one(&self.pool).await?.try_get("n")?)
+    }
+}
+
+fn hlc_to_i64(ts: Timestamp) -> i64 {
+    i64::try_from(ts.0).unwrap_or(i64::MAX)
+}
+
+/// The current `cellctx` context as HTTP header names and values.
+fn current_context_headers() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(ctx) = cellctx::current() else { return out };
+    let mut map = http::HeaderMap::new();
+    if let Err(e) = cellctx::inject(&ctx, &cellctx::HeaderNames::default(), &mut map) {
+        tracing::warn!(error = %e, "cell context not stored with the outbox row");
+        return out;
+    }
+    for (k, v) in &map {
+        if let Ok(v) = v.to_str() {
+            out.insert(k.as_str().to_string(), v.to_string());
+        }
+    }
+    out
+}

@@ -1,0 +1,431 @@
+//! [`Replica`]: one cell's replicated objects, local changes and idempotent
+//! application of remote events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cellctx::CellId;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::counter::{PnCounter, PnDelta};
+use crate::error::CrdtError;
+use crate::hlc::{Clock, Hlc, SiteId, SystemClock, Timestamp};
+use crate::lww::{Bias, LwwDelta, LwwElementSet};
+use crate::metrics::ReplicaMetrics;
+use crate::orset::{OrSet, OrSetDelta};
+
+/// Event type of a [`PnCounter`] delta (the outbox `type` column).
+pub const TYPE_PN_COUNTER: &str = "crdt.pn_counter";
+/// Event type of an [`OrSet`] delta.
+pub const TYPE_OR_SET: &str = "crdt.or_set";
+/// Event type of an [`LwwElementSet`] delta.
+pub const TYPE_LWW_SET: &str = "crdt.lww_set";
+
+/// How many sequence numbers per origin the duplicate filter remembers.
+pub const DEDUP_WINDOW: usize = 65_536;
+
+/// A replicated object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// A counter (likes).
+    Counter(PnCounter),
+    /// An observed-remove set (comments).
+    OrSet(OrSet<String>),
+    /// A last-writer-wins set (who liked).
+    Lww(LwwElementSet<String>),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Counter(_) => TYPE_PN_COUNTER,
+            Value::OrSet(_) => TYPE_OR_SET,
+            Value::Lww(_) => TYPE_LWW_SET,
+        }
+    }
+
+    /// The counter's value, if this is a counter.
+    pub fn as_counter(&self) -> Option<&PnCounter> {
+        match self {
+            Value::Counter(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The members, if this is a set.
+    pub fn members(&self) -> Option<Vec<String>> {
+        match self {
+            Value::OrSet(s) => Some(s.iter().cloned().collect()),
+            Value::Lww(s) => Some(s.iter().cloned().collect()),
+            Value::Counter(_) => None,
+        }
+    }
+}
+
+/// A delta of one replicated object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delta {
+    /// For a [`PnCounter`].
+    Counter(PnDelta),
+    /// For an [`OrSet`].
+    OrSet(OrSetDelta<String>),
+    /// For an [`LwwElementSet`].
+    Lww(LwwDelta<String>),
+}
+
+impl Delta {
+    /// The event type written to the outbox `type` column.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Delta::Counter(_) => TYPE_PN_COUNTER,
+            Delta::OrSet(_) => TYPE_OR_SET,
+            Delta::Lww(_) => TYPE_LWW_SET,
+        }
+    }
+}
+
+/// A local change: what the service writes to the outbox in its transaction,
+/// then [`commit`](ReplicaGuard::commit)s locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Kind of aggregate (Debezium `aggregatetype`), e.g. `post`.
+    pub aggregate_type: String,
+    /// The object id (Debezium `aggregateid`; the Kafka key).
+    pub aggregate_id: String,
+    /// The cell that made the change.
+    pub origin: CellId,
+    /// HLC timestamp of the change.
+    pub ts: Timestamp,
+    /// The delta.
+    pub delta: Delta,
+}
+
+impl Change {
+    /// The encoded delta (the outbox `payload` column).
+    pub fn payload(&self) -> Result<Vec<u8>, CrdtError> {
+        codec::encode(&self.delta)
+    }
+}
+
+/// A replicated event as it arrives from another cell (or back from this one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The cell that made the change.
+    pub origin: CellId,
+    /// The origin's outbox sequence (its outbox row id).
+    pub seq: u64,
+    /// HLC timestamp of the change.
+    pub ts: Timestamp,
+    /// The object id.
+    pub aggregate_id: String,
+    /// The event type ([`TYPE_PN_COUNTER`], [`TYPE_OR_SET`], [`TYPE_LWW_SET`]).
+    pub event_type: String,
+    /// The encoded delta.
+    pub payload: Vec<u8>,
+}
+
+/// What [`Replica::apply_event`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The delta was joined into the state.
+    Applied,
+    /// The (origin, sequence) was seen before; nothing changed.
+    Duplicate,
+}
+
+/// Recently applied sequence numbers of one origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct DedupWindow {
+    seen: BTreeSet<u64>,
+}
+
+impl DedupWindow {
+    /// Records `seq`; false when it was already recorded.
+    fn insert(&mut self, seq: u64) -> bool {
+        if !self.seen.insert(seq) {
+            return false;
+        }
+        while self.seen.len() > DEDUP_WINDOW {
+            self.seen.pop_first();
+        }
+        true
+    }
+}
+
+/// The persisted state of a replica: its objects and its duplicate filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    objects: BTreeMap<String, Value>,
+    dedup: BTreeMap<String, DedupWindow>,
+    last_ts: Timestamp,
+}
+
+impl Store {
+    /// The object `id`.
+    pub fn get(&self, id: &str) -> Option<&Value> {
+        self.objects.get(id)
+    }
+
+    /// All objects.
+    pub fn objects(&self) -> &BTreeMap<String, Value> {
+        &self.objects
+    }
+
+    fn apply_delta(&mut self, id: &str, delta: &Delta, bias: Bias) -> Result<(), CrdtError> {
+        let value = match self.objects.get_mut(id) {
+            Some(v) => v,
+            None => self.objects.entry(id.to_string()).or_insert(match delta {
+                Delta::Counter(_) => Value::Counter(PnCounter::new()),
+                Delta::OrSet(_) => Value::OrSet(OrSet::new()),
+                Delta::Lww(_) => Value::Lww(LwwElementSet::new(bias)),
+            }),
+        };
+        match (value, delta) {
+            (Value::Counter(c), Delta::Counter(d)) => c.apply(d),
+            (Value::OrSet(s), Delta::OrSet(d)) => s.apply(d),
+            (Value::Lww(s), Delta::Lww(d)) => s.apply(d),
+            (v, d) => {
+                return Err(CrdtError::KindMismatch {
+                    object: id.to_string(),
+                    stored: v.kind(),
+                    delta: d.event_type(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects tombstones at or below `watermark` in every set (see
+    /// [`Watermarks`](crate::Watermarks)); returns how many were dropped.
+    pub fn gc(&mut self, watermark: Timestamp) -> usize {
+        self.objects
+            .values_mut()
+            .map(|v| match v {
+                Value::Counter(_) => 0,
+                Value::OrSet(s) => s.gc(watermark),
+                Value::Lww(s) => s.gc(watermark),
+            })
+            .sum()
+    }
+}
+
+/// One cell's replica: its objects behind an async lock, its HLC and its metrics.
+///
+/// Local writes take the lock with [`lock`](Self::lock), compute a [`Change`],
+/// write it to the outbox in the same database transaction as the business row,
+/// and [`commit`](ReplicaGuard::commit) it locally once the transaction commits;
+/// remote events go through [`apply_event`](Self::apply_event), which never
+/// writes to the outbox (so nothing loops back).
+#[derive(Debug)]
+pub struct Replica {
+    cell: CellId,
+    hlc: Hlc,
+    bias: Bias,
+    store: tokio::sync::Mutex<Store>,
+    metrics: Arc<ReplicaMetrics>,
+}
+
+impl Replica {
+    /// A replica for `cell`, tolerating `max_drift` of remote clock skew; LWW
+    /// sets it creates are add-wins.
+    pub fn try_new(cell: CellId, max_drift: Duration) -> Result<Self, CrdtError> {
+        Self::with_clock(cell, max_drift, Arc::new(SystemClock))
+    }
+
+    /// Like [`try_new`](Self::try_new) with an explicit physical clock.
+    pub fn with_clock(cell: CellId, max_drift: Duration, clock: Arc<dyn Clock>) -> Result<Self, CrdtError> {
+        let hlc = Hlc::try_new(SiteId::from_cell(&cell), max_drift)?.with_clock(clock);
+        let metrics = Arc::new(ReplicaMetrics::new(cell.as_str()));
+        Ok(Replica { cell, hlc, bias: Bias::AddWins, store: tokio::sync::Mutex::new(Store::default()), metrics })
+    }
+
+    /// The bias of LWW sets this replica creates.
+    pub fn with_bias(mut self, bias: Bias) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// The cell.
+    pub fn cell(&self) -> &CellId {
+        &self.cell
+    }
+
+    /// The clock.
+    pub fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<ReplicaMetrics> {
+        &self.metrics
+    }
+
+    /// Locks the state for a local write (or a consistent read).
+    pub async fn lock(&self) -> ReplicaGuard<'_> {
+        ReplicaGuard { replica: self, store: self.store.lock().await }
+    }
+
+    /// A copy of object `id`.
+    pub async fn get(&self, id: &str) -> Option<Value> {
+        self.store.lock().await.get(id).cloned()
+    }
+
+    /// The state encoded for persistence.
+    pub async fn snapshot(&self) -> Result<Vec<u8>, CrdtError> {
+        let mut store = self.store.lock().await;
+        store.last_ts = self.hlc.last();
+        codec::encode(&*store)
+    }
+
+    /// Replaces the state with a decoded snapshot (a restarted cell), and moves
+    /// the clock past the snapshot's last timestamp.
+    pub async fn restore(&self, snapshot: &[u8]) -> Result<(), CrdtError> {
+        let store: Store = codec::decode(snapshot)?;
+        let _ = self.hlc.update(store.last_ts);
+        *self.store.lock().await = store;
+        Ok(())
+    }
+
+    /// Applies an event idempotently: duplicates (same origin and sequence) are
+    /// skipped, anything malformed, of the wrong kind or stamped too far in the
+    /// future is rejected (counted, never applied).
+    pub async fn apply_event(&self, ev: &Event) -> Result<Applied, CrdtError> {
+        let result = self.apply_event_inner(ev).await;
+        match &result {
+            Ok(Applied::Applied) => {
+                let lag = SystemClock.now_ms().saturating_sub(ev.ts.physical_ms());
+                self.metrics.applied(ev.origin.as_str(), lag);
+            }
+            Ok(Applied::Duplicate) => self.metrics.duplicate(),
+            Err(e) => {
+                tracing::warn!(origin = %ev.origin, seq = ev.seq, object = %ev.aggregate_id, error = %e, "crdt event rejected");
+                self.metrics.rejected(reason(e));
+            }
+        }
+        result
+    }
+
+    async fn apply_event_inner(&self, ev: &Event) -> Result<Applied, CrdtError> {
+        let delta: Delta = codec::decode(&ev.payload)?;
+        if delta.event_type() != ev.event_type {
+            return Err(CrdtError::Corrupt(format!(
+                "type header {:?} but payload is {}",
+                ev.event_type,
+                delta.event_type()
+            )));
+        }
+        let mut store = self.store.lock().await;
+        if store.dedup.get(ev.origin.as_str()).is_some_and(|w| w.seen.contains(&ev.seq)) {
+            return Ok(Applied::Duplicate);
+        }
+        self.hlc.update(ev.ts)?;
+        store.apply_delta(&ev.aggregate_id, &delta, self.bias)?;
+        store.dedup.entry(ev.origin.as_str().to_string()).or_default().insert(ev.seq);
+        Ok(Applied::Applied)
+    }
+}
+
+fn reason(e: &CrdtError) -> &'static str {
+    match e {
+        CrdtError::ClockDrift { .. } => "clock_drift",
+        CrdtError::UnknownVersion(_) => "unknown_version",
+        CrdtError::KindMismatch { .. } => "kind_mismatch",
+        _ => "corrupt",
+    }
+}
+
+/// The locked state of a [`Replica`], for local writes.
+#[derive(Debug)]
+pub struct ReplicaGuard<'a> {
+    replica: &'a Replica,
+    store: tokio::sync::MutexGuard<'a, Store>,
+}
+
+impl ReplicaGuard<'_> {
+    fn change(&self, aggregate_type: &str, id: &str, ts: Timestamp, delta: Delta) -> Change {
+        Change {
+            aggregate_type: aggregate_type.to_string(),
+            aggregate_id: id.to_string(),
+            origin: self.replica.cell.clone(),
+            ts,
+            delta,
+        }
+    }
+
+    fn check_kind(&self, id: &str, kind: &'static str) -> Result<(), CrdtError> {
+        match self.store.get(id) {
+            Some(v) if v.kind() != kind => {
+                Err(CrdtError::KindMismatch { object: id.to_string(), stored: v.kind(), delta: kind })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A change adding `by` (negative to subtract) to counter `id`; not applied
+    /// until [`commit`](Self::commit).
+    pub fn counter_add(&mut self, aggregate_type: &str, id: &str, by: i64) -> Result<Change, CrdtError> {
+        self.check_kind(id, TYPE_PN_COUNTER)?;
+        let stamp = self.replica.hlc.stamp();
+        let delta = match self.store.get(id) {
+            Some(Value::Counter(c)) => c.add_delta(stamp.site, by),
+            _ => PnCounter::new().add_delta(stamp.site, by),
+        };
+        Ok(self.change(aggregate_type, id, stamp.ts, Delta::Counter(delta)))
+    }
+
+    /// A change adding `elem` to OR-set `id`.
+    pub fn or_add(&mut self, aggregate_type: &str, id: &str, elem: &str) -> Result<Change, CrdtError> {
+        self.check_kind(id, TYPE_OR_SET)?;
+        let stamp = self.replica.hlc.stamp();
+        let delta = match self.store.get(id) {
+            Some(Value::OrSet(s)) => s.add_delta(elem.to_string(), stamp),
+            _ => OrSet::new().add_delta(elem.to_string(), stamp),
+        };
+        Ok(self.change(aggregate_type, id, stamp.ts, Delta::OrSet(delta)))
+    }
+
+    /// A change removing `elem` (as observed here) from OR-set `id`.
+    pub fn or_remove(&mut self, aggregate_type: &str, id: &str, elem: &str) -> Result<Change, CrdtError> {
+        self.check_kind(id, TYPE_OR_SET)?;
+        let ts = self.replica.hlc.now();
+        let delta = match self.store.get(id) {
+            Some(Value::OrSet(s)) => s.remove_delta(&elem.to_string()),
+            _ => OrSetDelta { entries: Vec::new() },
+        };
+        Ok(self.change(aggregate_type, id, ts, Delta::OrSet(delta)))
+    }
+
+    /// A change adding `elem` to LWW set `id`.
+    pub fn lww_add(&mut self, aggregate_type: &str, id: &str, elem: &str) -> Result<Change, CrdtError> {
+        self.check_kind(id, TYPE_LWW_SET)?;
+        let stamp = self.replica.hlc.stamp();
+        let e = crate::lww::LwwEntry { add: Some(stamp), remove: None };
+        Ok(self.change(aggregate_type, id, stamp.ts, Delta::Lww(LwwDelta { entries: vec![(elem.to_string(), e)] })))
+    }
+
+    /// A change removing `elem` from LWW set `id`.
+    pub fn lww_remove(&mut self, aggregate_type: &str, id: &str, elem: &str) -> Result<Change, CrdtError> {
+        self.check_kind(id, TYPE_LWW_SET)?;
+        let stamp = self.replica.hlc.stamp();
+        let e = crate::lww::LwwEntry { add: None, remove: Some(stamp) };
+        Ok(self.change(aggregate_type, id, stamp.ts, Delta::Lww(LwwDelta { entries: vec![(elem.to_string(), e)] })))
+    }
+
+    /// Applies a change locally (after its transaction committed). Idempotent.
+    pub fn commit(&mut self, change: &Change) -> Result<(), CrdtError> {
+        let bias = self.replica.bias;
+        self.store.apply_delta(&change.aggregate_id, &change.delta, bias)
+    }
+
+    /// The locked state.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Collects tombstones at or below `watermark` (see [`Store::gc`]).
+    pub fn gc(&mut self, watermark: Timestamp) -> usize {
+        self.store.gc(watermark)
+    }
+}

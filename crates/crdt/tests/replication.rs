@@ -1,0 +1,501 @@
+//! Three cells in one process over one `rdkafka` MockCluster: outboxes on real
+//! MariaDB, PostgreSQL and SQLite, replica state in real Redis.
+#![cfg(all(feature = "sql", feature = "kafka", feature = "redis"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crdt::kafka::headers as hdr;
+use crdt::kafka::{Relay, Replicator, ReplicatorHandle};
+use crdt::outbox::{Dialect, Outbox};
+use crdt::redis_state::RedisStateStore;
+use crdt::{Change, Replica, Value};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use tokio::sync::oneshot;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+fn cluster(topic: &str) -> Cluster {
+    let c = MockCluster::new(3).expect("mock cluster");
+    c.create_topic(topic, 3, 1).expect("topic");
+    c
+}
+
+struct Cell {
+    replica: Arc<Replica>,
+    outbox: Outbox,
+    biz: String,
+    relay: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    replicator: Option<ReplicatorHandle>,
+    state: RedisStateStore,
+    group: String,
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    cluster: Cluster,
+    bootstrap: String,
+    topic: String,
+    cells: Vec<Cell>,
+}
+
+const NAMES: [&str; 3] = ["sh", "fra", "sv"];
+
+async fn outbox_for(i: usize, dir: &tempfile::TempDir, table: &str) -> Outbox {
+    let url = match i {
+        0 => testkit::mysql_url(),
+        1 => testkit::postgres_url(),
+        _ => format!("sqlite://{}/outbox.db?mode=rwc", dir.path().display()),
+    };
+    let outbox = Outbox::connect(&url, table).await.unwrap_or_else(|e| panic!("outbox database {url}: {e}"));
+    outbox.migrate().await.unwrap();
+    outbox
+}
+
+impl Env {
+    /// Three cells; relays and replicators running unless `spawn` is false.
+    async fn new(spawn: bool) -> Env {
+        let topic = testkit::unique("crdt");
+        let cluster = cluster(&topic);
+        let bootstrap = cluster.bootstrap_servers();
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = testkit::unique("crdt").replace('-', "_");
+        let state = RedisStateStore::connect(&testkit::redis_url(), &prefix).await.expect("redis");
+        let mut cells = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            let outbox = outbox_for(i, &dir, &format!("{prefix}_{name}_outbox")).await;
+            let biz = format!("{prefix}_{name}_likes");
+            sqlx::query(&format!("CREATE TABLE {biz} (post VARCHAR(64) NOT NULL, user_id VARCHAR(64) NOT NULL)"))
+                .execute(outbox.pool())
+                .await
+                .unwrap();
+            let replica = Arc::new(Replica::try_new(name.parse().unwrap(), Duration::from_secs(5)).unwrap());
+            cells.push(Cell {
+                replica,
+                outbox,
+                biz,
+                relay: None,
+                replicator: None,
+                state: state.clone(),
+                group: format!("{topic}-{name}"),
+            });
+        }
+        let mut env = Env { _dir: dir, cluster, bootstrap, topic, cells };
+        if spawn {
+            for i in 0..3 {
+                env.start_relay(i);
+                env.start_replicator(i).await;
+            }
+        }
+        env
+    }
+
+    fn relay(&self, i: usize) -> Relay {
+        Relay::new(self.cells[i].outbox.clone(), &self.bootstrap, &self.topic).unwrap()
+    }
+
+    fn start_relay(&mut self, i: usize) {
+        let relay = self.relay(i);
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            relay
+                .run(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        self.cells[i].relay = Some((tx, task));
+    }
+
+    async fn start_replicator(&mut self, i: usize) {
+        let c = &self.cells[i];
+        let r = Replicator::start(c.replica.clone(), &self.bootstrap, &self.topic, &c.group, c.state.clone())
+            .await
+            .unwrap();
+        self.cells[i].replicator = Some(r.spawn());
+    }
+
+    async fn stop(mut self) {
+        for c in &mut self.cells {
+            if let Some((tx, task)) = c.relay.take() {
+                let _ = tx.send(());
+                let _ = task.await;
+            }
+            if let Some(h) = c.replicator.take() {
+                h.shutdown().await;
+            }
+        }
+    }
+}
+
+/// The business row and the deltas in one transaction, then the local commit.
+async fn write(cell: &Cell, post: &str, user: &str, f: impl FnOnce(&mut crdt::ReplicaGuard<'_>) -> Vec<Change>) {
+    let mut guard = cell.replica.lock().await;
+    let changes = f(&mut guard);
+    let mut tx = cell.outbox.pool().begin().await.unwrap();
+    let ph = if cell.outbox.dialect() == Dialect::Postgres { "$1, $2" } else { "?, ?" };
+    sqlx::query(&format!("INSERT INTO {} (post, user_id) VALUES ({ph})", cell.biz))
+        .bind(post)
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for c in &changes {
+        cell.outbox.enqueue(&mut tx, c).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    for c in &changes {
+        guard.commit(c).unwrap();
+    }
+    cell.outbox.wake();
+}
+
+async fn like(cell: &Cell, post: &str, user: &str) {
+    write(cell, post, user, |g| {
+        vec![
+            g.counter_add("post", &format!("{post}/likes"), 1).unwrap(),
+            g.lww_add("post", &format!("{post}/likers"), user).unwrap(),
+        ]
+    })
+    .await
+}
+
+async fn unlike(cell: &Cell, post: &str, user: &str) {
+    write(cell, post, user, |g| {
+        vec![
+            g.counter_add("post", &format!("{post}/likes"), -1).unwrap(),
+            g.lww_remove("post", &format!("{post}/likers"), user).unwrap(),
+        ]
+    })
+    .await
+}
+
+async fn comment(cell: &Cell, post: &str, text: &str) {
+    write(cell, post, "c", |g| vec![g.or_add("post", &format!("{post}/comments"), text).unwrap()]).await
+}
+
+async fn uncomment(cell: &Cell, post: &str, text: &str) {
+    write(cell, post, "c", |g| vec![g.or_remove("post", &format!("{post}/comments"), text).unwrap()]).await
+}
+
+async fn objects(cell: &Cell) -> std::collections::BTreeMap<String, Value> {
+    cell.replica.lock().await.store().objects().clone()
+}
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn converged(cells: &[&Cell]) -> bool {
+    let first = objects(cells[0]).await;
+    for c in &cells[1..] {
+        if objects(c).await != first {
+            return false;
+        }
+    }
+    true
+}
+
+async fn wait_converged(env: &Env) {
+    let cells: Vec<&Cell> = env.cells.iter().collect();
+    wait_until("three cells to converge", || converged(&cells)).await;
+}
+
+async fn counter(cell: &Cell, id: &str) -> i64 {
+    cell.replica.get(id).await.and_then(|v| v.as_counter().map(|c| c.value())).unwrap_or(0)
+}
+
+async fn members(cell: &Cell, id: &str) -> Vec<String> {
+    cell.replica.get(id).await.and_then(|v| v.members()).unwrap_or_default()
+}
+
+/// Each cell: likes from 4 users, one unlike, two comments (one removed), all
+/// on the same posts, concurrently.
+async fn concurrent_round(env: &Env, round: &str) {
+    let work = |i: usize| async move {
+        let cell = &env.cells[i];
+        for u in 0..4 {
+            like(cell, "p1", &format!("{round}-u{i}{u}")).await;
+        }
+        unlike(cell, "p1", &format!("{round}-u{i}0")).await;
+        comment(cell, "p1", &format!("{round}-c{i}a")).await;
+        comment(cell, "p1", &format!("{round}-c{i}b")).await;
+        uncomment(cell, "p1", &format!("{round}-c{i}b")).await;
+        // the same comment text written in every cell
+        comment(cell, "p1", &format!("{round}-shared")).await;
+    };
+    tokio::join!(work(0), work(1), work(2));
+}
+
+fn expected_round(round: &str, likers: &mut Vec<String>, comments: &mut Vec<String>) {
+    for i in 0..3 {
+        for u in 1..4 {
+            likers.push(format!("{round}-u{i}{u}"));
+        }
+        comments.push(format!("{round}-c{i}a"));
+    }
+    comments.push(format!("{round}-shared"));
+    likers.sort();
+    comments.sort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_cells_converge_and_a_partitioned_cell_catches_up() {
+    let env = Env::new(true).await;
+    let (mut likers, mut comments) = (Vec::new(), Vec::new());
+
+    concurrent_round(&env, "r1").await;
+    expected_round("r1", &mut likers, &mut comments);
+    wait_converged(&env).await;
+    for c in &env.cells {
+        assert_eq!(counter(c, "p1/likes").await, 9);
+        assert_eq!(members(c, "p1/likers").await, likers);
+        assert_eq!(members(c, "p1/comments").await, comments);
+    }
+
+    // partition: the third cell stops consuming
+    env.cells[2].replicator.as_ref().unwrap().pause();
+    let applied_before = env.cells[2].replica.metrics().stats().applied;
+    concurrent_round(&env, "r2").await;
+    expected_round("r2", &mut likers, &mut comments);
+    let two: Vec<&Cell> = env.cells[..2].iter().collect();
+    wait_until("the two connected cells to converge", || converged(&two)).await;
+    assert_eq!(counter(&env.cells[0], "p1/likes").await, 18);
+    // the partitioned cell has only its own writes of round 2
+    assert_eq!(counter(&env.cells[2], "p1/likes").await, 9 + 3);
+    assert_eq!(env.cells[2].replica.metrics().stats().applied, applied_before);
+
+    env.cells[2].replicator.as_ref().unwrap().resume();
+    wait_converged(&env).await;
+    for c in &env.cells {
+        assert_eq!(counter(c, "p1/likes").await, 18);
+        assert_eq!(members(c, "p1/likers").await, likers);
+        assert_eq!(members(c, "p1/comments").await, comments);
+    }
+    // lag was measured per origin cell
+    let m = env.cells[0].replica.metrics();
+    for origin in NAMES {
+        assert!(m.lag(origin).is_some_and(|l| l.count > 0), "no lag samples from {origin}");
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_errors_and_a_broker_down_lose_nothing() {
+    let env = Env::new(true).await;
+    let (mut likers, mut comments) = (Vec::new(), Vec::new());
+    concurrent_round(&env, "w").await;
+    expected_round("w", &mut likers, &mut comments);
+    wait_converged(&env).await;
+
+    // produce, fetch and offset-commit requests fail for a while
+    use RDKafkaRespErr::*;
+    env.cluster.request_errors(RDKafkaApiKey::Produce, &[RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 6]);
+    env.cluster.request_errors(RDKafkaApiKey::Produce, &[RD_KAFKA_RESP_ERR__TRANSPORT; 3]);
+    env.cluster.request_errors(RDKafkaApiKey::Fetch, &[RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6]);
+    env.cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 3]);
+    concurrent_round(&env, "x").await;
+    expected_round("x", &mut likers, &mut comments);
+
+    // one broker (leader of some partitions) down while cells keep writing
+    env.cluster.broker_down(2).unwrap();
+    concurrent_round(&env, "y").await;
+    expected_round("y", &mut likers, &mut comments);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.cluster.broker_up(2).unwrap();
+
+    wait_converged(&env).await;
+    for c in &env.cells {
+        assert_eq!(counter(c, "p1/likes").await, 27);
+        assert_eq!(members(c, "p1/likers").await, likers);
+        assert_eq!(members(c, "p1/comments").await, comments);
+        assert_eq!(c.outbox.pending_count().await.unwrap(), 0);
+        assert_eq!(c.replica.metrics().stats().rejected, 0);
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_crash_between_publish_and_mark_and_cell_restart_lose_nothing() {
+    let mut env = Env::new(false).await;
+    for i in 0..3 {
+        env.start_replicator(i).await;
+    }
+    // cells 1 and 2 relay normally; cell 0's relay publishes, then "crashes"
+    env.start_relay(1);
+    env.start_relay(2);
+    concurrent_round(&env, "a").await;
+    let rows = env.cells[0].outbox.pending_count().await.unwrap();
+    assert!(rows > 0);
+    let (published, err) = env.relay(0).publish_pending().await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(published.len() as i64, rows);
+    // the crash: nothing was marked
+    assert_eq!(env.cells[0].outbox.pending_count().await.unwrap(), rows);
+    wait_converged(&env).await;
+    // a new relay publishes the same rows again and marks them
+    assert_eq!(env.relay(0).run_once().await.unwrap() as i64, rows);
+    assert_eq!(env.cells[0].outbox.pending_count().await.unwrap(), 0);
+    let dups = env.cells[1].replica.metrics();
+    wait_until("the re-published rows to be skipped", || async { dups.stats().duplicates >= rows as u64 }).await;
+    let (mut likers, mut comments) = (Vec::new(), Vec::new());
+    expected_round("a", &mut likers, &mut comments);
+    for c in &env.cells {
+        assert_eq!(counter(c, "p1/likes").await, 9, "double-applied in {}", c.replica.cell());
+        assert_eq!(members(c, "p1/comments").await, comments);
+    }
+    // every row of cell 0 was applied exactly once in cell 1, the copies skipped
+    let s = env.cells[1].replica.metrics().stats();
+    assert_eq!(s.duplicates, rows as u64);
+
+    // cell 1 crashes (no clean shutdown), misses a round, restarts from Redis + its committed offset
+    env.cells[1].replicator.take().unwrap().abort();
+    if let Some((tx, task)) = env.cells[1].relay.take() {
+        let _ = tx.send(());
+        let _ = task.await;
+    }
+    env.start_relay(0);
+    let old = env.cells[1].replica.clone();
+    env.cells[1].replica = Arc::new(Replica::try_new(NAMES[1].parse().unwrap(), Duration::from_secs(5)).unwrap());
+    let restarted = env.cells[1].replica.clone();
+    {
+        let cells = &env.cells;
+        let work = |i: usize| async move {
+            for u in 0..3 {
+                like(&cells[i], "p2", &format!("b-u{i}{u}")).await;
+            }
+            comment(&cells[i], "p2", &format!("b-c{i}")).await;
+        };
+        tokio::join!(work(0), work(2));
+    }
+    env.start_replicator(1).await;
+    // the restored state already holds round "a" (from Redis), before any new message
+    assert_eq!(counter(&env.cells[1], "p1/likes").await, 9);
+    assert_eq!(members(&env.cells[1], "p1/comments").await, members(&env.cells[0], "p1/comments").await);
+    env.start_relay(1);
+    wait_converged(&env).await;
+    for c in &env.cells {
+        assert_eq!(counter(c, "p2/likes").await, 6);
+        assert_eq!(counter(c, "p1/likes").await, 9);
+    }
+    assert!(Arc::ptr_eq(&restarted, &env.cells[1].replica) && !Arc::ptr_eq(&old, &restarted));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_is_transactional_context_rides_in_headers_and_bad_messages_are_rejected() {
+    let mut env = Env::new(false).await;
+    env.start_replicator(1).await;
+    let cell = &env.cells[0];
+
+    // a rolled-back transaction leaves no outbox row and no local change
+    {
+        let mut guard = cell.replica.lock().await;
+        let change = guard.counter_add("post", "p9/likes", 1).unwrap();
+        let mut tx = cell.outbox.pool().begin().await.unwrap();
+        cell.outbox.enqueue(&mut tx, &change).await.unwrap();
+        tx.rollback().await.unwrap();
+    }
+    assert_eq!(cell.outbox.pending_count().await.unwrap(), 0);
+    assert_eq!(counter(cell, "p9/likes").await, 0);
+
+    // a write inside a request's cell context
+    let ctx = cellctx::CellContext::new()
+        .with_cell("sh".parse().unwrap())
+        .with_request_id("req-42")
+        .unwrap()
+        .with_tenant("acme")
+        .unwrap();
+    cellctx::scope(Arc::new(ctx), like(cell, "p9", "alice")).await;
+    let rows = cell.outbox.pending(10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].aggregate_type, "post");
+    assert_eq!(rows[0].aggregate_id, "p9/likes");
+    assert_eq!(rows[0].event_type, crdt::TYPE_PN_COUNTER);
+    assert_eq!(rows[0].payload[0], crdt::codec::WIRE_VERSION);
+    assert_eq!(env.relay(0).run_once().await.unwrap(), 2);
+
+    // the bytes on the topic
+    let raw: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.bootstrap)
+        .set("group.id", testkit::unique("raw"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    raw.subscribe(&[env.topic.as_str()]).unwrap();
+    let msg = tokio::time::timeout(CONVERGE, raw.recv()).await.expect("a message").unwrap();
+    let h = msg.headers().unwrap();
+    let get = |k: &str| {
+        (0..h.count())
+            .filter_map(|i| h.try_get(i))
+            .find(|x| x.key == k)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let names = cellctx::HeaderNames::default();
+    assert_eq!(get(hdr::ORIGIN).as_deref(), Some("sh"));
+    assert_eq!(get(names.cell.as_str()).as_deref(), Some("sh"));
+    assert_eq!(get(names.request_id.as_str()).as_deref(), Some("req-42"));
+    assert_eq!(get(names.tenant.as_str()).as_deref(), Some("acme"));
+    // key = object id, sequence = that row's outbox id, payload = the row's bytes
+    let key = std::str::from_utf8(msg.key().unwrap()).unwrap();
+    let row = rows.iter().find(|r| r.aggregate_id == key).expect("a row for the key");
+    assert_eq!(get(hdr::SEQ), Some(row.id.to_string()));
+    assert_eq!(get(hdr::HLC), Some(row.hlc.0.to_string()));
+    assert_eq!(get(hdr::TYPE).as_deref(), Some(row.event_type.as_str()));
+    assert_eq!(msg.payload().unwrap(), row.payload.as_slice());
+
+    let other = &env.cells[1];
+    wait_until("cell 1 to apply", || async { counter(other, "p9/likes").await == 1 }).await;
+
+    // bad messages: corrupt payload, unknown version, missing headers, clock far ahead
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &env.bootstrap).create().unwrap();
+    let good = crdt::codec::encode(&crdt::Delta::Counter(crdt::PnCounter::new().add_delta(crdt::SiteId(7), 5)))
+        .unwrap();
+    let now = crdt::Timestamp::new(crdt::Clock::now_ms(&crdt::SystemClock), 0);
+    let future = crdt::Timestamp::new(now.physical_ms() + 3_600_000, 0);
+    let mut unknown = good.clone();
+    unknown[0] = 99;
+    let cases: Vec<(Vec<u8>, Option<crdt::Timestamp>, u64)> = vec![
+        (good[..good.len() - 1].to_vec(), Some(now), 101),
+        (unknown, Some(now), 102),
+        (good.clone(), None, 103),
+        (good.clone(), Some(future), 104),
+        (good.clone(), Some(now), 105), // valid: applied after the bad ones
+    ];
+    for (payload, ts, seq) in &cases {
+        let seq = seq.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: hdr::ORIGIN, value: Some("sv") })
+            .insert(Header { key: hdr::SEQ, value: Some(seq.as_str()) })
+            .insert(Header { key: hdr::TYPE, value: Some(crdt::TYPE_PN_COUNTER) });
+        if let Some(ts) = ts {
+            let v = ts.0.to_string();
+            headers = headers.insert(Header { key: hdr::HLC, value: Some(v.as_str()) });
+        }
+        let rec = FutureRecord::to(&env.topic).key("p9/likes").payload(payload).headers(headers);
+        producer.send(rec, Duration::from_secs(30)).await.unwrap();
+    }
+    wait_until("the valid message after the bad ones", || async { counter(other, "p9/likes").await == 6 }).await;
+    assert_eq!(other.replica.metrics().stats().rejected, 4);
+    // the rejected clock was not adopted
+    assert!(other.replica.hlc().last() < future);
+    env.stop().await;
+}

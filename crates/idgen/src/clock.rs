@@ -1,0 +1,289 @@
+//! Clock sources: the system clock (monotonic, anchored to the wall clock, with
+//! a slewed offset correction) and a manual clock for tests.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering, fence};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::Error;
+
+/// A source of Unix time in milliseconds.
+///
+/// A generator is correct with any clock (it never issues a duplicate, it
+/// holds its last timestamp while the clock is behind); a clock that does not
+/// step backwards simply never makes it wait or fail.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// A measured offset of this host's wall clock, NTP style: true time minus
+/// `SystemTime::now()`, in milliseconds (positive when the host is behind).
+///
+/// Closures `Fn() -> Option<i64>` implement it; `None` means "no measurement
+/// now" and leaves the correction as it is.
+pub trait OffsetSource {
+    /// The current measured offset, if any.
+    fn offset_ms(&self) -> Option<i64>;
+}
+
+impl<F: Fn() -> Option<i64>> OffsetSource for F {
+    fn offset_ms(&self) -> Option<i64> {
+        self()
+    }
+}
+
+/// Default slew rate: a correction is paid down at 50 ms per second (5 %).
+pub const DEFAULT_SLEW_PPM: u32 = 50_000;
+
+/// The system clock, read from a monotonic clock anchored to the wall clock
+/// when it was created: an NTP step of the wall clock does not move it (and so
+/// does not move ids backwards).
+///
+/// Corrections ([`set_offset_ms`](Self::set_offset_ms),
+/// [`sync_from`](Self::sync_from)) are paid down gradually at the slew rate
+/// (default [`DEFAULT_SLEW_PPM`], i.e. 50 ms per second, always below 100 %),
+/// never stepped, so the clock never goes backwards. Reading it costs one
+/// monotonic clock read plus, once a correction has been set, a few atomic
+/// loads (a seqlock; no lock on the read path).
+pub struct SystemClock {
+    anchor: Instant,
+    anchor_unix_ns: u64,
+    slew_ppm: u64,
+    corrected: AtomicBool,
+    slew: Slew,
+}
+
+/// Seqlock-protected slew parameters: at `t0_ns` (since the anchor) the applied
+/// correction was `applied0_ns`, moving towards `target_ns` at the slew rate.
+struct Slew {
+    version: AtomicU64,
+    t0_ns: AtomicU64,
+    applied0_ns: AtomicI64,
+    target_ns: AtomicI64,
+    writer: Mutex<()>,
+}
+
+impl SystemClock {
+    /// Anchors a new clock to the wall clock now.
+    pub fn new() -> Self {
+        let anchor_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        SystemClock {
+            anchor: Instant::now(),
+            anchor_unix_ns,
+            slew_ppm: u64::from(DEFAULT_SLEW_PPM),
+            corrected: AtomicBool::new(false),
+            slew: Slew {
+                version: AtomicU64::new(0),
+                t0_ns: AtomicU64::new(0),
+                applied0_ns: AtomicI64::new(0),
+                target_ns: AtomicI64::new(0),
+                writer: Mutex::new(()),
+            },
+        }
+    }
+
+    /// Sets the slew rate in parts per million (1..=500,000, i.e. at most half
+    /// a second of correction per second).
+    pub fn with_slew_ppm(mut self, ppm: u32) -> Result<Self, Error> {
+        if !(1..=500_000).contains(&ppm) {
+            return Err(Error::InvalidLayout("slew rate must be 1..=500000 ppm"));
+        }
+        self.slew_ppm = u64::from(ppm);
+        Ok(self)
+    }
+
+    fn elapsed_ns(&self) -> u64 {
+        u64::try_from(self.anchor.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Reading without the correction (anchor + monotonic elapsed), in ns.
+    fn raw_ns(&self, elapsed: u64) -> u64 {
+        self.anchor_unix_ns.saturating_add(elapsed)
+    }
+
+    /// The correction applied at `elapsed` ns since the anchor.
+    fn applied_ns(&self, elapsed: u64) -> i64 {
+        if !self.corrected.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let s = &self.slew;
+        loop {
+            let v1 = s.version.load(Ordering::Acquire);
+            if v1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let t0 = s.t0_ns.load(Ordering::Relaxed);
+            let a0 = s.applied0_ns.load(Ordering::Relaxed);
+            let target = s.target_ns.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if s.version.load(Ordering::Relaxed) == v1 {
+                return slewed(t0, a0, target, elapsed, self.slew_ppm);
+            }
+        }
+    }
+
+    /// The correction currently applied, in ms (rounded toward zero).
+    pub fn applied_offset_ms(&self) -> i64 {
+        self.applied_ns(self.elapsed_ns()) / 1_000_000
+    }
+
+    /// Sets a measured offset of the host's wall clock (true time minus
+    /// `SystemTime::now()`, ms). The clock moves towards `wall + offset` at the
+    /// slew rate; it also absorbs the drift between the monotonic clock and
+    /// the wall clock since the anchor.
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        let wall_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+            .unwrap_or(0);
+        let elapsed = self.elapsed_ns();
+        let want = wall_ns + i128::from(offset_ms) * 1_000_000;
+        let target = want - i128::from(self.raw_ns(elapsed));
+        self.set_target(elapsed, i64::try_from(target).unwrap_or(0));
+    }
+
+    /// Reads `source` and applies its offset as [`set_offset_ms`](Self::set_offset_ms)
+    /// does; returns the offset read.
+    pub fn sync_from(&self, source: &dyn OffsetSource) -> Option<i64> {
+        let offset = source.offset_ms()?;
+        self.set_offset_ms(offset);
+        Some(offset)
+    }
+
+    fn set_target(&self, elapsed: u64, target_ns: i64) {
+        let s = &self.slew;
+        let _guard = s.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let applied = self.applied_ns(elapsed);
+        let v = s.version.load(Ordering::Relaxed);
+        s.version.store(v.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.t0_ns.store(elapsed, Ordering::Relaxed);
+        s.applied0_ns.store(applied, Ordering::Relaxed);
+        s.target_ns.store(target_ns, Ordering::Relaxed);
+        s.version.store(v.wrapping_add(2), Ordering::Release);
+        self.corrected.store(true, Ordering::Release);
+    }
+}
+
+/// Correction at `t` given `a0` at `t0`, moving towards `target` at `ppm`.
+fn slewed(t0: u64, a0: i64, target: i64, t: u64, ppm: u64) -> i64 {
+    let dt = t.saturating_sub(t0);
+    let room = i64::try_from(u128::from(dt) * u128::from(ppm) / 1_000_000).unwrap_or(i64::MAX);
+    if target >= a0 { a0.saturating_add(room).min(target) } else { a0.saturating_sub(room).max(target) }
+}
+
+impl Clock for SystemClock {
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.elapsed_ns();
+        let ns = i128::from(self.raw_ns(elapsed)) + i128::from(self.applied_ns(elapsed));
+        u64::try_from(ns.max(0) / 1_000_000).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
+
+impl fmt::Debug for SystemClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SystemClock")
+            .field("anchor_unix_ms", &(self.anchor_unix_ns / 1_000_000))
+            .field("slew_ppm", &self.slew_ppm)
+            .field("applied_offset_ms", &self.applied_offset_ms())
+            .finish()
+    }
+}
+
+/// A clock that moves only when told: for tests and simulations. Clones share
+/// the same time.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    now: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock reading `now_ms` (Unix ms).
+    pub fn new(now_ms: u64) -> Self {
+        ManualClock { now: Arc::new(AtomicU64::new(now_ms)) }
+    }
+    /// Sets the time (forwards or backwards).
+    pub fn set(&self, now_ms: u64) {
+        self.now.store(now_ms, Ordering::SeqCst);
+    }
+    /// Moves the time forward.
+    pub fn advance(&self, ms: u64) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+    /// Moves the time backward (saturating at 0).
+    pub fn step_back(&self, ms: u64) {
+        let _ = self.now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(ms)));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn slew_moves_at_the_rate_and_stops_at_the_target() {
+        // 5 % rate: 50 ms of correction per second.
+        assert_eq!(slewed(0, 0, -100_000_000, 1_000_000_000, 50_000), -50_000_000);
+        assert_eq!(slewed(0, 0, -100_000_000, 10_000_000_000, 50_000), -100_000_000);
+        assert_eq!(slewed(0, 0, 30_000_000, 1_000_000_000, 50_000), 30_000_000);
+        assert_eq!(slewed(5, 7, 7, 1_000, 50_000), 7);
+    }
+
+    #[test]
+    fn system_clock_tracks_the_wall_clock() {
+        let c = SystemClock::new();
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(c.now_ms().abs_diff(wall) < 1_000);
+    }
+
+    #[test]
+    fn a_negative_correction_is_slewed_not_stepped() {
+        let c = SystemClock::new();
+        let before = c.now_ms();
+        c.set_offset_ms(-60_000);
+        let after = c.now_ms();
+        assert!(after >= before, "clock stepped back: {before} -> {after}");
+        assert!(c.applied_offset_ms() > -1_000);
+        assert!(matches!(SystemClock::new().with_slew_ppm(0), Err(Error::InvalidLayout(_))));
+    }
+
+    #[test]
+    fn sync_from_reads_the_source() {
+        let c = SystemClock::new();
+        assert_eq!(c.sync_from(&|| None), None);
+        assert_eq!(c.sync_from(&|| Some(5)), Some(5));
+    }
+
+    #[test]
+    fn manual_clock_moves_when_told() {
+        let c = ManualClock::new(100);
+        let shared = c.clone();
+        c.advance(5);
+        assert_eq!(shared.now_ms(), 105);
+        c.step_back(10);
+        assert_eq!(shared.now_ms(), 95);
+        c.set(7);
+        assert_eq!(shared.now_ms(), 7);
+    }
+}

@@ -1,0 +1,212 @@
+//! The log's SQL, per dialect.
+//!
+//! The statements are the same on the three databases except for placeholders
+//! (`?` on MySQL/MariaDB and SQLite, `$n` on PostgreSQL), the large text type
+//! (`MEDIUMTEXT` on MySQL, `TEXT` elsewhere) and the index (inline on MySQL, which
+//! lacks `CREATE INDEX IF NOT EXISTS`). Times are `BIGINT` milliseconds and every
+//! integer is `BIGINT`, so one set of Rust types decodes on all three.
+
+/// The database behind a [`SagaLog`](crate::SagaLog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// MySQL or MariaDB.
+    MySql,
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// The statements, built once for a dialect and table prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    pub(crate) saga_table: String,
+    pub(crate) step_table: String,
+    pub(crate) create: Vec<String>,
+    pub(crate) insert_saga: String,
+    pub(crate) insert_step: String,
+    pub(crate) acquire: String,
+    pub(crate) renew: String,
+    pub(crate) set_state: String,
+    pub(crate) finish: String,
+    pub(crate) release: String,
+    pub(crate) update_step: String,
+    pub(crate) candidates: String,
+    pub(crate) load_saga: String,
+    pub(crate) load_steps: String,
+    pub(crate) list_stuck: String,
+    pub(crate) unstick: String,
+}
+
+const SAGA_COLUMNS: &str = "xid, saga_name, input_json, state, step_count, owner_id, lease_until, failed_step, error_text, created_ms, updated_ms";
+
+impl Statements {
+    pub(crate) fn new(dialect: Dialect, prefix: &str) -> Self {
+        let s = format!("{prefix}saga_log");
+        let t = format!("{prefix}saga_step");
+        let big = if dialect == Dialect::MySql {
+            "MEDIUMTEXT"
+        } else {
+            "TEXT"
+        };
+        let inline_index = if dialect == Dialect::MySql {
+            format!(",\n  INDEX {s}_state (state)")
+        } else {
+            String::new()
+        };
+        let mut create = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {s} (
+  xid VARCHAR(64) NOT NULL PRIMARY KEY,
+  saga_name VARCHAR(64) NOT NULL,
+  input_json {big} NOT NULL,
+  state VARCHAR(16) NOT NULL,
+  step_count BIGINT NOT NULL,
+  owner_id VARCHAR(128) NULL,
+  lease_until BIGINT NOT NULL,
+  lease_seq BIGINT NOT NULL,
+  failed_step BIGINT NULL,
+  error_text {big} NULL,
+  created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL{inline_index}
+)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+  xid VARCHAR(64) NOT NULL,
+  step_idx BIGINT NOT NULL,
+  step_name VARCHAR(64) NOT NULL,
+  state VARCHAR(16) NOT NULL,
+  attempts BIGINT NOT NULL,
+  output_json {big} NULL,
+  error_text {big} NULL,
+  updated_ms BIGINT NOT NULL,
+  PRIMARY KEY (xid, step_idx)
+)"
+            ),
+        ];
+        if dialect != Dialect::MySql {
+            create.push(format!(
+                "CREATE INDEX IF NOT EXISTS {s}_state ON {s} (state)"
+            ));
+        }
+        let live = "('running', 'compensating')";
+        let p = |sql: String| placeholders(dialect, &sql);
+        Statements {
+            create,
+            insert_saga: p(format!(
+                "INSERT INTO {s} (xid, saga_name, input_json, state, step_count, owner_id, lease_until, lease_seq, failed_step, error_text, created_ms, updated_ms) \
+                 VALUES (?, ?, ?, 'running', ?, ?, ?, 0, NULL, NULL, ?, ?)"
+            )),
+            insert_step: p(format!(
+                "INSERT INTO {t} (xid, step_idx, step_name, state, attempts, output_json, error_text, updated_ms) \
+                 VALUES (?, ?, ?, 'pending', 0, NULL, NULL, ?)"
+            )),
+            acquire: p(format!(
+                "UPDATE {s} SET owner_id = ?, lease_until = ?, lease_seq = lease_seq + 1 \
+                 WHERE xid = ? AND state IN {live} AND (owner_id IS NULL OR owner_id = ? OR lease_until < ?)"
+            )),
+            renew: p(format!(
+                "UPDATE {s} SET lease_until = ?, lease_seq = lease_seq + 1 WHERE xid = ? AND owner_id = ?"
+            )),
+            set_state: p(format!(
+                "UPDATE {s} SET state = ?, failed_step = ?, error_text = ?, lease_until = ?, lease_seq = lease_seq + 1, updated_ms = ? \
+                 WHERE xid = ? AND owner_id = ?"
+            )),
+            finish: p(format!(
+                "UPDATE {s} SET state = ?, owner_id = NULL, lease_until = 0, lease_seq = lease_seq + 1, updated_ms = ? \
+                 WHERE xid = ? AND owner_id = ?"
+            )),
+            release: p(format!(
+                "UPDATE {s} SET owner_id = NULL, lease_until = 0, lease_seq = lease_seq + 1 WHERE xid = ? AND owner_id = ?"
+            )),
+            update_step: p(format!(
+                "UPDATE {t} SET state = ?, attempts = ?, output_json = ?, error_text = ?, updated_ms = ? WHERE xid = ? AND step_idx = ?"
+            )),
+            candidates: p(format!(
+                "SELECT xid FROM {s} WHERE state IN {live} AND (owner_id IS NULL OR owner_id = ? OR lease_until < ?) \
+                 ORDER BY created_ms LIMIT ?"
+            )),
+            load_saga: p(format!("SELECT {SAGA_COLUMNS} FROM {s} WHERE xid = ?")),
+            load_steps: p(format!(
+                "SELECT step_idx, step_name, state, attempts, output_json, error_text FROM {t} WHERE xid = ? ORDER BY step_idx"
+            )),
+            list_stuck: format!("SELECT xid FROM {s} WHERE state = 'stuck' ORDER BY created_ms"),
+            unstick: p(format!(
+                "UPDATE {s} SET state = 'compensating', owner_id = ?, lease_until = ?, lease_seq = lease_seq + 1, \
+                 updated_ms = ? WHERE xid = ? AND state = 'stuck'"
+            )),
+            saga_table: s,
+            step_table: t,
+        }
+    }
+}
+
+/// Rewrites `?` placeholders to `$1, $2, ...` for PostgreSQL. The statements
+/// here hold no `?` inside string literals.
+fn placeholders(dialect: Dialect, sql: &str) -> String {
+    if dialect != Dialect::Postgres {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Validates a table prefix: at most 32 bytes of `a-z`, `0-9`, `_`, starting with a letter.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), crate::Error> {
+    let ok = prefix.len() <= 32
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && prefix.bytes().next().is_none_or(|b| b.is_ascii_lowercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidConfig(format!(
+            "table prefix {prefix:?} must be at most 32 bytes of a-z, 0-9, '_', starting with a letter"
+        )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_gets_numbered_placeholders() {
+        let st = Statements::new(Dialect::Postgres, "x_");
+        assert_eq!(
+            st.renew,
+            "UPDATE x_saga_log SET lease_until = $1, lease_seq = lease_seq + 1 WHERE xid = $2 AND owner_id = $3"
+        );
+        let my = Statements::new(Dialect::MySql, "");
+        assert_eq!(
+            my.renew,
+            "UPDATE saga_log SET lease_until = ?, lease_seq = lease_seq + 1 WHERE xid = ? AND owner_id = ?"
+        );
+        assert!(my.create[0].contains("INDEX saga_log_state (state)"));
+        assert_eq!(my.create.len(), 2);
+        assert_eq!(st.create.len(), 3);
+    }
+
+    #[test]
+    fn prefix_is_validated() {
+        assert!(validate_prefix("").is_ok());
+        assert!(validate_prefix("app_1_").is_ok());
+        assert!(validate_prefix("1app").is_err());
+        assert!(validate_prefix("a-b").is_err());
+        assert!(validate_prefix("a; DROP TABLE x").is_err());
+        assert!(validate_prefix(&"a".repeat(33)).is_err());
+    }
+}
