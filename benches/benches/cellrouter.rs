@@ -62,6 +62,14 @@ fn lookup(c: &mut Criterion) {
             black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
         })
     });
+    let held = store.current().unwrap();
+    let mut i = 0usize;
+    g.bench_function("resolve (table held)", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(resolve(&held, black_box(&keys[i])).unwrap().target.as_str().len())
+        })
+    });
     let mut i = 0usize;
     g.bench_function("peer: HashMap<String, CellId> directory", |b| {
         b.iter(|| {

@@ -11,6 +11,9 @@
 //!   CAS), 512 ids each, so no generator exceeds ~400 ids/ms and none waits.
 //! - `idgen/saturated`: one generator, tight loop: the layout's ceiling.
 //! - `idgen/contended_2t`: two threads on one shared generator, ids/s.
+//!
+//! `*_cached_clock` variants read an `idgen::CachedClock` (one atomic load,
+//! refreshed every 100 µs by a thread) instead of the system clock.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -18,15 +21,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
-use idgen::{Clock, Generator, Layout, SystemClock};
+use idgen::{CachedClock, Clock, Generator, Layout, SystemClock};
 use snowflake::SnowflakeIdGenerator;
 use snowflake_me::Snowflake;
 
 const ROTATE: usize = 128;
 const BURST: u64 = 512;
 
-fn ours(layout: Layout, n: usize) -> Vec<Generator> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+fn system() -> Arc<dyn Clock> {
+    Arc::new(SystemClock::new())
+}
+
+fn cached() -> Arc<dyn Clock> {
+    Arc::new(CachedClock::start(system()).unwrap())
+}
+
+fn one(layout: Layout, clock: Arc<dyn Clock>) -> Generator {
+    Generator::builder(layout, 0, 0).with_clock(clock).build().unwrap()
+}
+
+fn ours(layout: Layout, n: usize, clock: Arc<dyn Clock>) -> Vec<Generator> {
     let workers = layout.max_worker() as usize + 1;
     (0..n)
         .map(|i| {
@@ -72,14 +86,17 @@ fn rotate<G>(gens: &mut [G], iters: u64, mut one: impl FnMut(&mut G) -> u64) -> 
 fn uncontended(c: &mut Criterion) {
     let mut group = c.benchmark_group("idgen/uncontended");
     configure(&mut group);
-    let mut seed = ours(Layout::seed(), ROTATE);
-    group.bench_function("idgen_seed", |b| {
-        b.iter_custom(|iters| rotate(&mut seed, iters, |g| g.next_id().unwrap().get()))
-    });
-    let mut twitter = ours(Layout::twitter(), ROTATE);
-    group.bench_function("idgen_twitter", |b| {
-        b.iter_custom(|iters| rotate(&mut twitter, iters, |g| g.next_id().unwrap().get()))
-    });
+    for (name, layout, clock) in [
+        ("idgen_seed", Layout::seed(), system()),
+        ("idgen_twitter", Layout::twitter(), system()),
+        ("idgen_seed_cached_clock", Layout::seed(), cached()),
+        ("idgen_twitter_cached_clock", Layout::twitter(), cached()),
+    ] {
+        let mut gens = ours(layout, ROTATE, clock);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| rotate(&mut gens, iters, |g| g.next_id().unwrap().get()))
+        });
+    }
     let mut sme = snowflake_me(ROTATE);
     group.bench_function("snowflake_me", |b| {
         b.iter_custom(|iters| rotate(&mut sme, iters, |g| g.next_id().unwrap().int64() as u64))
@@ -95,10 +112,14 @@ fn uncontended(c: &mut Criterion) {
 fn saturated(c: &mut Criterion) {
     let mut group = c.benchmark_group("idgen/saturated");
     configure(&mut group);
-    let seed = Generator::try_new(Layout::seed(), 0, 0).unwrap();
-    group.bench_function("idgen_seed", |b| b.iter(|| black_box(seed.next_id().unwrap())));
-    let twitter = Generator::try_new(Layout::twitter(), 0, 0).unwrap();
-    group.bench_function("idgen_twitter", |b| b.iter(|| black_box(twitter.next_id().unwrap())));
+    for (name, layout, clock) in [
+        ("idgen_seed", Layout::seed(), system()),
+        ("idgen_twitter", Layout::twitter(), system()),
+        ("idgen_seed_cached_clock", Layout::seed(), cached()),
+    ] {
+        let g = one(layout, clock);
+        group.bench_function(name, |b| b.iter(|| black_box(g.next_id().unwrap())));
+    }
     let sme = snowflake_me(1).pop().unwrap();
     group.bench_function("snowflake_me", |b| b.iter(|| black_box(sme.next_id().unwrap())));
     let mut rss = SnowflakeIdGenerator::new(0, 0);
@@ -126,12 +147,14 @@ fn two_threads(iters: u64, one: impl Fn() -> u64 + Sync) -> Duration {
 fn contended(c: &mut Criterion) {
     let mut group = c.benchmark_group("idgen/contended_2t");
     configure(&mut group);
-    let seed = Generator::try_new(Layout::seed(), 0, 0).unwrap();
-    group.bench_function("idgen_seed", |b| b.iter_custom(|n| two_threads(n, || seed.next_id().unwrap().get())));
-    let twitter = Generator::try_new(Layout::twitter(), 0, 0).unwrap();
-    group.bench_function("idgen_twitter", |b| {
-        b.iter_custom(|n| two_threads(n, || twitter.next_id().unwrap().get()))
-    });
+    for (name, layout, clock) in [
+        ("idgen_seed", Layout::seed(), system()),
+        ("idgen_twitter", Layout::twitter(), system()),
+        ("idgen_seed_cached_clock", Layout::seed(), cached()),
+    ] {
+        let g = one(layout, clock);
+        group.bench_function(name, |b| b.iter_custom(|n| two_threads(n, || g.next_id().unwrap().get())));
+    }
     let sme = snowflake_me(1).pop().unwrap();
     group.bench_function("snowflake_me", |b| {
         b.iter_custom(|n| two_threads(n, || sme.next_id().unwrap().int64() as u64))

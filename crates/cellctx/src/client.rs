@@ -151,6 +151,10 @@ impl ClientConfig {
             crate::propagation::inject_current_otel(headers);
         }
         let trace_set = headers.contains_key(TRACEPARENT);
+        if headers.is_empty() {
+            // One allocation for the usual handful of context headers.
+            headers.reserve(8);
+        }
         encode_fields(ctx, &self.names, |name, value| {
             if trace_set && (name == TRACEPARENT || name == TRACESTATE) {
                 return;

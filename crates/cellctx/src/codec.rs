@@ -277,12 +277,11 @@ pub(crate) fn encode_fields(
         emit(&names.downgraded, Ok(HeaderValue::from_static("true")));
     }
     if let Some(tp) = &ctx.traceparent {
-        let v = match valid_traceparent(tp.as_bytes()) {
-            Some(_) => match reuse(&ctx.raw.traceparent, tp) {
-                Some(hv) => Ok(hv),
-                None => value(&TRACEPARENT, tp),
-            },
-            None => Err(ContextError::Malformed {
+        // A value read (and validated) at extraction and not changed since is reused as is.
+        let v = match (reuse(&ctx.raw.traceparent, tp), valid_traceparent(tp.as_bytes())) {
+            (Some(hv), _) => Ok(hv),
+            (None, Some(_)) => value(&TRACEPARENT, tp),
+            (None, None) => Err(ContextError::Malformed {
                 header: TRACEPARENT,
                 reason: InvalidValue::Malformed("not a W3C traceparent"),
             }),

@@ -44,7 +44,7 @@
 //!   pinning, per-cell failover lists), [`RoutingTable::validate`] and
 //!   [`InvalidTable`]; [`CompiledTable`] is the validated, indexed form.
 //! - Placement: [`slot_of`]`(key, n)` = `xxh3_64(key) % n` (test vectors in
-//!   [`slot_of`]'s module docs), [`slot_of_md5`] (the seed's variant),
+//!   [`slot_of`]'s docs), [`slot_of_md5`] (the seed's variant),
 //!   [`placement`] (new users: GPS > phone prefix > IP CIDR), and id-carried regions
 //!   through idgen's datacenter bits ([`CellRouterLayer::with_id_layout`]).
 //! - [`resolve`] / [`resolve_in`]: key -> [`Resolution`] (slot, home, target, kind)

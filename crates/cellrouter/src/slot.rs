@@ -5,11 +5,6 @@
 //!
 //! Test vectors (N = 16384 and N = 128):
 //!
-//! | key | xxh3_64 | % 16384 | % 128 |
-//! |---|---|---|---|
-//! | `""` | `0x2d06800538d394c2` | 5314 | 66 |
-//! | `user-1` | see the doctest below | | |
-//!
 //! ```
 //! use cellrouter::{slot_of, xxh3};
 //! assert_eq!(xxh3(b""), 0x2d06800538d394c2);
@@ -26,8 +21,19 @@ pub fn xxh3(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
-/// The slot of `key` among `n_slots`: `xxh3_64(key) % n_slots` (0 when
-/// `n_slots` is 0).
+/// The slot of `key` among `n_slots`: `xxh3_64(utf8 bytes of key, seed 0) %
+/// n_slots` (0 when `n_slots` is 0). XXH3 64-bit is specified and implemented in
+/// most languages, so any service can compute a user's slot.
+///
+/// Test vectors: `xxh3_64("") = 0x2d06800538d394c2`, so `slot_of("", 16384) = 5314`
+/// and `slot_of("", 128) = 66`.
+///
+/// ```
+/// use cellrouter::{slot_of, xxh3};
+/// assert_eq!(xxh3(b""), 0x2d06800538d394c2);
+/// assert_eq!(slot_of("", 16384), 5314);
+/// assert_eq!(slot_of("", 128), 66);
+/// ```
 #[inline]
 pub fn slot_of(key: &str, n_slots: u32) -> u32 {
     if n_slots == 0 {

@@ -160,9 +160,12 @@ async fn local_forward_refuse_redirect_loop_failover_and_compliance() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["served_by"], "a");
     assert_eq!(r.body["ctx_cell"], "a");
-    assert_eq!(r.body["x_cell_id"], "a");
+    assert_eq!(r.body["x_cell_id"], "-");
     assert_eq!(r.body["hops"], "-");
-    assert_eq!(hits_a.load(Ordering::SeqCst), 1);
+    // A stale X-Cell-ID from the client is corrected to the serving cell.
+    let r = get(&cl.url("a"), &[("x-user-id", &ka), ("x-cell-id", "zz")]).await;
+    assert_eq!((r.body["x_cell_id"].as_str(), r.body["ctx_cell"].as_str()), ("a", "a"));
+    assert_eq!(hits_a.load(Ordering::SeqCst), 2);
 
     // 2. Forward once, context intact: b's key at a.
     let kb = key_for(&t, "b");
@@ -174,7 +177,8 @@ async fn local_forward_refuse_redirect_loop_failover_and_compliance() {
     assert_eq!(r.body["tenant"], "acme");
     assert_eq!(r.body["request_id"], "req-123");
     assert_eq!(r.body["hops"], "1");
-    assert_eq!((hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(r.body["x_cell_id"], "b");
+    assert_eq!((hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst)), (2, 1));
 
     // Key from a path segment instead of the context.
     let path_layer = CellRouterLayer::new(store.clone(), id("a")).with_key(KeyExtractor::path_segment(1));
@@ -203,7 +207,7 @@ async fn local_forward_refuse_redirect_loop_failover_and_compliance() {
     cl.serve("b-stale", CellRouterLayer::new(stale_store, id("b")));
     let r = get(&cl.url("b-stale"), &[("x-user-id", &kb), ("x-cell-hops", "1")]).await;
     assert_eq!(r.status, StatusCode::LOOP_DETECTED, "{}", r.raw);
-    assert_eq!(hits_a.load(Ordering::SeqCst), 1);
+    assert_eq!(hits_a.load(Ordering::SeqCst), 2);
 
     // 5. Failover: b down (new table) -> its keys go to c, from anywhere.
     let mut down = t.clone();

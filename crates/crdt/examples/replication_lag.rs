@@ -59,7 +59,7 @@ async fn main() {
 
     let start = Instant::now();
     let mut writers = Vec::new();
-    for (replica, outbox) in cells.iter().cloned() {
+    for (replica, outbox) in cells.clone() {
         writers.push(tokio::spawn(async move {
             for i in 0..WRITES_PER_CELL {
                 write(&replica, &outbox, &format!("post-{}", i % 10)).await;

@@ -140,6 +140,11 @@ impl<T: Ord + Clone> LwwElementSet<T> {
         self.entries.len()
     }
 
+    /// Number of stored entries of removed elements (what [`gc`](Self::gc) collects).
+    pub fn tombstones(&self) -> usize {
+        self.entries.values().filter(|e| !e.present(self.bias)).count()
+    }
+
     /// Joins a delta.
     pub fn apply(&mut self, delta: &LwwDelta<T>) {
         for (k, e) in &delta.entries {

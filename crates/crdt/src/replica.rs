@@ -15,6 +15,7 @@ use crate::hlc::{Clock, Hlc, SiteId, SystemClock, Timestamp};
 use crate::lww::{Bias, LwwDelta, LwwElementSet};
 use crate::metrics::ReplicaMetrics;
 use crate::orset::{OrSet, OrSetDelta};
+use crate::watermark::Watermarks;
 
 /// Event type of a [`PnCounter`] delta (the outbox `type` column).
 pub const TYPE_PN_COUNTER: &str = "crdt.pn_counter";
@@ -197,6 +198,18 @@ impl Store {
         Ok(())
     }
 
+    /// Tombstones stored in all sets (removed tags and removed LWW elements).
+    pub fn tombstones(&self) -> usize {
+        self.objects
+            .values()
+            .map(|v| match v {
+                Value::Counter(_) => 0,
+                Value::OrSet(s) => s.tombstones(),
+                Value::Lww(s) => s.tombstones(),
+            })
+            .sum()
+    }
+
     /// Collects tombstones at or below `watermark` in every set (see
     /// [`Watermarks`](crate::Watermarks)); returns how many were dropped.
     pub fn gc(&mut self, watermark: Timestamp) -> usize {
@@ -209,6 +222,20 @@ impl Store {
             })
             .sum()
     }
+}
+
+/// Heartbeat bookkeeping for tombstone collection (not persisted: after a
+/// restart collection simply waits for the next heartbeats).
+#[derive(Debug, Default)]
+struct GcState {
+    /// Latest heartbeat timestamp per (origin, partition).
+    heartbeats: BTreeMap<(CellId, i32), Timestamp>,
+    /// Partition count announced per origin.
+    partitions: BTreeMap<CellId, i32>,
+    /// Every cell's acknowledged watermark, this one's included.
+    acks: Watermarks,
+    /// The watermark last collected at.
+    collected: Timestamp,
 }
 
 /// One cell's replica: its objects behind an async lock, its HLC and its metrics.
@@ -225,6 +252,8 @@ pub struct Replica {
     bias: Bias,
     store: tokio::sync::Mutex<Store>,
     metrics: Arc<ReplicaMetrics>,
+    cells: Vec<CellId>,
+    gc: parking_lot::Mutex<GcState>,
 }
 
 impl Replica {
@@ -238,7 +267,109 @@ impl Replica {
     pub fn with_clock(cell: CellId, max_drift: Duration, clock: Arc<dyn Clock>) -> Result<Self, CrdtError> {
         let hlc = Hlc::try_new(SiteId::from_cell(&cell), max_drift)?.with_clock(clock);
         let metrics = Arc::new(ReplicaMetrics::new(cell.as_str()));
-        Ok(Replica { cell, hlc, bias: Bias::AddWins, store: tokio::sync::Mutex::new(Store::default()), metrics })
+        Ok(Replica {
+            cell,
+            hlc,
+            bias: Bias::AddWins,
+            store: tokio::sync::Mutex::new(Store::default()),
+            metrics,
+            cells: Vec::new(),
+            gc: parking_lot::Mutex::new(GcState::default()),
+        })
+    }
+
+    /// All the cells that write (this one included): enables tombstone
+    /// collection driven by the relays' heartbeats. Without it tombstones are
+    /// only collected by an explicit [`ReplicaGuard::gc`].
+    pub fn with_cells(mut self, cells: impl IntoIterator<Item = CellId>) -> Self {
+        let mut cells: Vec<CellId> = cells.into_iter().collect();
+        if !cells.contains(&self.cell) {
+            cells.push(self.cell.clone());
+        }
+        cells.sort();
+        cells.dedup();
+        self.gc.get_mut().acks = Watermarks::new(cells.iter().cloned());
+        self.cells = cells;
+        self
+    }
+
+    /// A heartbeat timestamp for this cell's relay: taken under the state lock,
+    /// so every change stamped before it has committed (or aborted) already.
+    pub async fn heartbeat_ts(&self) -> Timestamp {
+        let _store = self.store.lock().await;
+        self.hlc.now()
+    }
+
+    /// This cell's watermark: every write stamped at or below it, from every
+    /// cell, has been applied here. `None` until heartbeats from all cells on
+    /// all partitions arrived (or without [`with_cells`](Self::with_cells)).
+    pub fn local_watermark(&self) -> Option<Timestamp> {
+        let gc = self.gc.lock();
+        Self::local_watermark_of(&self.cells, &gc)
+    }
+
+    fn local_watermark_of(cells: &[CellId], gc: &GcState) -> Option<Timestamp> {
+        if cells.is_empty() {
+            return None;
+        }
+        let mut min: Option<Timestamp> = None;
+        for origin in cells {
+            let n = *gc.partitions.get(origin)?;
+            for p in 0..n {
+                let h = *gc.heartbeats.get(&(origin.clone(), p))?;
+                min = Some(min.map_or(h, |m| m.min(h)));
+            }
+        }
+        min
+    }
+
+    /// The watermark every cell has acknowledged (tombstones at or below it are collected).
+    pub fn global_watermark(&self) -> Option<Timestamp> {
+        self.gc.lock().acks.global()
+    }
+
+    /// Records a heartbeat from `origin`'s relay, read from `partition` of
+    /// `partitions`: every write of `origin` stamped before `ts` in that
+    /// partition precedes it. `ack` is `origin`'s own watermark. When the
+    /// watermark all cells acknowledged moves, tombstones at or below it are
+    /// collected; returns how many.
+    ///
+    /// # Errors
+    /// [`CrdtError::ClockDrift`] when `ts` is too far ahead (nothing recorded).
+    pub async fn on_heartbeat(
+        &self,
+        origin: &CellId,
+        partition: i32,
+        partitions: i32,
+        ts: Timestamp,
+        ack: Option<Timestamp>,
+    ) -> Result<usize, CrdtError> {
+        self.hlc.update(ts)?;
+        let collect_at = {
+            let mut gc = self.gc.lock();
+            gc.partitions.insert(origin.clone(), partitions);
+            let slot = gc.heartbeats.entry((origin.clone(), partition)).or_insert(ts);
+            if ts > *slot {
+                *slot = ts;
+            }
+            if let Some(ack) = ack {
+                gc.acks.ack(origin, ack);
+            }
+            if let Some(mine) = Self::local_watermark_of(&self.cells, &gc) {
+                gc.acks.ack(&self.cell, mine);
+            }
+            match gc.acks.global() {
+                Some(w) if w > gc.collected => {
+                    gc.collected = w;
+                    Some(w)
+                }
+                _ => None,
+            }
+        };
+        match collect_at {
+            Some(w) => Ok(self.store.lock().await.gc(w)),
+            None => Ok(0),
+        }
     }
 
     /// The bias of LWW sets this replica creates.

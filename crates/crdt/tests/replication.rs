@@ -46,6 +46,8 @@ struct Env {
     bootstrap: String,
     topic: String,
     cells: Vec<Cell>,
+    /// Heartbeats on and replicas know all cells: tombstones get collected.
+    gc: bool,
 }
 
 const NAMES: [&str; 3] = ["sh", "fra", "sv"];
@@ -64,6 +66,10 @@ async fn outbox_for(i: usize, dir: &tempfile::TempDir, table: &str) -> Outbox {
 impl Env {
     /// Three cells; relays and replicators running unless `spawn` is false.
     async fn new(spawn: bool) -> Env {
+        Self::with_gc(spawn, false).await
+    }
+
+    async fn with_gc(spawn: bool, gc: bool) -> Env {
         let topic = testkit::unique("crdt");
         let cluster = cluster(&topic);
         let bootstrap = cluster.bootstrap_servers();
@@ -78,7 +84,11 @@ impl Env {
                 .execute(outbox.pool())
                 .await
                 .unwrap();
-            let replica = Arc::new(Replica::try_new(name.parse().unwrap(), Duration::from_secs(5)).unwrap());
+            let mut replica = Replica::try_new(name.parse().unwrap(), Duration::from_secs(5)).unwrap();
+            if gc {
+                replica = replica.with_cells(NAMES.iter().map(|n| n.parse().unwrap()));
+            }
+            let replica = Arc::new(replica);
             cells.push(Cell {
                 replica,
                 outbox,
@@ -89,7 +99,7 @@ impl Env {
                 group: format!("{topic}-{name}"),
             });
         }
-        let mut env = Env { _dir: dir, cluster, bootstrap, topic, cells };
+        let mut env = Env { _dir: dir, cluster, bootstrap, topic, cells, gc };
         if spawn {
             for i in 0..3 {
                 env.start_relay(i);
@@ -104,7 +114,10 @@ impl Env {
     }
 
     fn start_relay(&mut self, i: usize) {
-        let relay = self.relay(i);
+        let mut relay = self.relay(i);
+        if self.gc {
+            relay = relay.with_heartbeat(self.cells[i].replica.clone(), Duration::from_millis(200));
+        }
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             relay
@@ -497,5 +510,61 @@ async fn outbox_is_transactional_context_rides_in_headers_and_bad_messages_are_r
     assert_eq!(other.replica.metrics().stats().rejected, 4);
     // the rejected clock was not adopted
     assert!(other.replica.hlc().last() < future);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tombstones_are_collected_once_every_cell_acknowledged_and_stay_dead() {
+    let env = Env::with_gc(true, true).await;
+    let (mut likers, mut comments) = (Vec::new(), Vec::new());
+    concurrent_round(&env, "g").await;
+    expected_round("g", &mut likers, &mut comments);
+
+    // a comment added in one cell and removed in another
+    let mut ghost = None;
+    write(&env.cells[0], "p1", "c", |g| {
+        let c = g.or_add("post", "p1/comments", "ghost").unwrap();
+        ghost = Some(c.clone());
+        vec![c]
+    })
+    .await;
+    let ghost = ghost.unwrap();
+    let c1 = &env.cells[1];
+    wait_until("the ghost comment to reach cell 1", || async {
+        members(c1, "p1/comments").await.contains(&"ghost".to_string())
+    })
+    .await;
+    uncomment(c1, "p1", "ghost").await;
+    wait_converged(&env).await;
+
+    // heartbeats move every cell's watermark past the removes: tombstones go
+    for c in &env.cells {
+        wait_until("tombstones to be collected", || async { c.replica.lock().await.store().tombstones() == 0 }).await;
+        assert!(c.replica.global_watermark().is_some_and(|w| w > ghost.ts));
+    }
+    wait_converged(&env).await;
+    for c in &env.cells {
+        assert_eq!(counter(c, "p1/likes").await, 9);
+        assert_eq!(members(c, "p1/likers").await, likers);
+        assert_eq!(members(c, "p1/comments").await, comments);
+    }
+
+    // a late copy of the old add (new sequence, so not caught as a duplicate)
+    // must not resurrect the collected comment
+    let applied = c1.replica.metrics().stats().applied;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &env.bootstrap).create().unwrap();
+    let payload = ghost.payload().unwrap();
+    let hlc = ghost.ts.0.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: hdr::ORIGIN, value: Some("sh") })
+        .insert(Header { key: hdr::SEQ, value: Some("999999") })
+        .insert(Header { key: hdr::HLC, value: Some(hlc.as_str()) })
+        .insert(Header { key: hdr::TYPE, value: Some(crdt::TYPE_OR_SET) });
+    let rec = FutureRecord::to(&env.topic).key("p1/comments").payload(&payload).headers(headers);
+    producer.send(rec, Duration::from_secs(30)).await.unwrap();
+    wait_until("the late copy to be applied", || async { c1.replica.metrics().stats().applied > applied }).await;
+    for c in &env.cells {
+        assert!(!members(c, "p1/comments").await.contains(&"ghost".to_string()));
+    }
     env.stop().await;
 }

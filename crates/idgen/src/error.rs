@@ -74,6 +74,10 @@ pub enum Error {
         workers: u64,
     },
 
+    /// The [`CachedClock`](crate::CachedClock) refresh thread could not start.
+    #[error("cannot start the clock thread: {0}")]
+    ClockThread(#[source] std::io::Error),
+
     /// Invalid lease configuration (TTL, key prefix).
     #[error("invalid lease config: {0}")]
     InvalidLease(&'static str),

@@ -181,30 +181,35 @@ impl Generator {
         }
     }
 
-    /// The next id, waiting (spinning, then sleeping) for the next millisecond
-    /// when the current one is used up, or while the clock is behind the held
-    /// timestamp by less than the bound.
+    /// The next id, waiting for the next millisecond when the current one is
+    /// used up (spinning with `yield_now`), or sleeping while the clock is
+    /// behind the held timestamp by less than the bound.
     ///
     /// It blocks the thread for at most about the bound (1 s by default) and
     /// usually for under a millisecond, only at the layout's ceiling. Async
     /// code that must never block uses [`try_next_id`](Self::try_next_id).
     pub fn next_id(&self) -> Result<Id, Error> {
         let mut spins = 0u32;
+        let mut rereads = 0u32;
         loop {
-            match self.try_next_id() {
-                Err(Error::WouldBlock) => {
-                    spins += 1;
-                    if spins < 64 {
-                        std::hint::spin_loop();
-                    } else {
+            let (next, now) = self.attempt()?;
+            match next {
+                Next::Exhausted { held } if held > now.saturating_add(1) => {
+                    // The clock is behind (within the bound): sleep most of it.
+                    std::thread::sleep(Duration::from_millis(held - now - 1));
+                }
+                Next::Exhausted { .. } => {
+                    // At the ceiling: the next millisecond is under 1 ms away.
+                    spins = spins.wrapping_add(1);
+                    if spins % 32 == 0 {
                         std::thread::yield_now();
-                    }
-                    if spins > 4096 {
-                        // Far behind (a clock step within the bound): sleep a bit.
-                        std::thread::sleep(Duration::from_micros(200));
+                    } else {
+                        std::hint::spin_loop();
                     }
                 }
-                other => return other,
+                // A stale clock reading (preempted thread): read it again once.
+                Next::Behind { .. } if rereads == 0 => rereads += 1,
+                other => return self.finish(other),
             }
         }
     }
@@ -214,16 +219,17 @@ impl Generator {
     /// used up).
     #[inline]
     pub fn try_next_id(&self) -> Result<Id, Error> {
-        match self.attempt()? {
+        match self.attempt()?.0 {
             // A thread preempted between its clock read and its CAS sees a
             // stale reading as "behind": read the clock again before failing.
-            Next::Behind { .. } => self.finish(self.attempt()?),
+            Next::Behind { .. } => self.finish(self.attempt()?.0),
             next => self.finish(next),
         }
     }
 
+    /// One step; also returns the clock reading (ms since the epoch).
     #[inline]
-    fn attempt(&self) -> Result<Next, Error> {
+    fn attempt(&self) -> Result<(Next, u64), Error> {
         let now_ms = self.clock.now_ms();
         if let Some(lease) = &self.lease {
             lease.check(now_ms)?;
@@ -231,7 +237,7 @@ impl Generator {
         let now = now_ms
             .checked_sub(self.epoch_ms)
             .ok_or(Error::BeforeEpoch { now_ms, epoch_ms: self.epoch_ms })?;
-        Ok(state::advance(&self.state.0, now, self.step))
+        Ok((state::advance(&self.state.0, now, self.step), now))
     }
 
     #[inline]

@@ -40,7 +40,9 @@
 //! - **Time** comes from [`SystemClock`]: a monotonic clock anchored to the
 //!   wall clock at start, so an NTP step does not move ids backwards; a
 //!   measured offset ([`SystemClock::set_offset_ms`], [`OffsetSource`]) is
-//!   paid down gradually (slewed), never stepped. [`ManualClock`] is for tests.
+//!   paid down gradually (slewed), never stepped. [`CachedClock`] wraps any
+//!   clock for hot paths (one atomic load per id, refreshed by a thread every
+//!   100 µs); [`ManualClock`] is for tests.
 //! - **Leased worker ids** (features `redis`, `etcd`): `WorkerLease::redis` /
 //!   `WorkerLease::etcd` take a free worker id under a TTL, renew it every
 //!   third of the TTL and release it on drop. A generator whose lease expired
@@ -79,7 +81,9 @@ mod lease;
 mod lease_state;
 mod state;
 
-pub use clock::{Clock, DEFAULT_SLEW_PPM, ManualClock, OffsetSource, SystemClock};
+pub use clock::{
+    CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock, OffsetSource, SystemClock,
+};
 pub use error::Error;
 pub use generator::{DEFAULT_MAX_BEHIND, Generator, GeneratorBuilder};
 pub use id::{Id, serde_str};

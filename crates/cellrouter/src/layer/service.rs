@@ -156,30 +156,37 @@ where
                 return ResponseFuture::ready(resp);
             }
         };
-        // Record the chosen cell in the context.
-        let ctx = match ctx {
-            Some(c) if c.cell.as_ref() == Some(res.target) && new_key.is_none() => c,
+        // Record the chosen cell in the context (a new context only when it changes).
+        let (ctx, changed) = match ctx {
+            Some(c) if c.cell.as_ref() == Some(res.target) && new_key.is_none() => (c, false),
             Some(c) => {
                 let mut c = (*c).clone();
                 c.cell = Some(res.target.clone());
                 if new_key.is_some() {
                     c.routing_key = new_key;
                 }
-                Arc::new(c)
+                (Arc::new(c), true)
             }
             None => {
                 let mut c = CellContext::new();
                 c.cell = Some(res.target.clone());
                 c.routing_key = new_key;
-                Arc::new(c)
+                (Arc::new(c), true)
             }
         };
         if *res.target == cfg.local {
             cfg.metrics.record(Outcome::Local);
-            if let Some(v) = hv(res.target.as_str()) {
-                req.headers_mut().insert(cfg.names.cell.clone(), v);
+            // A stale X-Cell-ID header is corrected; an absent one is left to the
+            // context (the cellctx client layer writes it on outgoing calls).
+            if let Some(h) = req.headers_mut().get_mut(&cfg.names.cell)
+                && h.as_bytes() != res.target.as_str().as_bytes()
+                && let Some(v) = hv(res.target.as_str())
+            {
+                *h = v;
             }
-            req.extensions_mut().insert(Arc::clone(&ctx));
+            if changed {
+                req.extensions_mut().insert(Arc::clone(&ctx));
+            }
             return ResponseFuture::local(cellctx::scope(ctx, self.inner.call(req)));
         }
         let hops = req

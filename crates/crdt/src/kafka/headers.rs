@@ -16,8 +16,14 @@ pub const HLC: &str = "x-crdt-hlc";
 pub const TYPE: &str = "x-crdt-type";
 /// The aggregate type (the outbox `aggregatetype` column).
 pub const AGGREGATE_TYPE: &str = "x-crdt-aggregate-type";
+/// Heartbeats only: the partition count of the topic when it was sent.
+pub const PARTITIONS: &str = "x-crdt-partitions";
+/// Heartbeats only: the sender's own acknowledged watermark (absent before it has one).
+pub const ACK: &str = "x-crdt-ack";
+/// The [`TYPE`] of a relay heartbeat (no payload): see [`Relay::with_heartbeat`](crate::kafka::Relay::with_heartbeat).
+pub const TYPE_HEARTBEAT: &str = "crdt.heartbeat";
 
-fn header<'a, M: Message>(msg: &'a M, name: &'static str) -> Result<&'a str, CrdtError>
+pub(crate) fn header<'a, M: Message>(msg: &'a M, name: &'static str) -> Result<&'a str, CrdtError>
 where
     M::Headers: Headers,
 {
@@ -34,6 +40,37 @@ where
     }
     let v = found.ok_or(CrdtError::BadHeader(name))?;
     std::str::from_utf8(v).map_err(|_| CrdtError::BadHeader(name))
+}
+
+/// A relay heartbeat read from a consumed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The sending cell.
+    pub origin: cellctx::CellId,
+    /// Every write of `origin` stamped before this precedes the heartbeat in its partition.
+    pub ts: Timestamp,
+    /// The topic's partition count.
+    pub partitions: i32,
+    /// The sender's acknowledged watermark.
+    pub ack: Option<Timestamp>,
+}
+
+/// Reads a [`Heartbeat`] from a message whose type header is [`TYPE_HEARTBEAT`].
+pub fn heartbeat_from_message<M: Message>(msg: &M) -> Result<Heartbeat, CrdtError>
+where
+    M::Headers: Headers,
+{
+    let origin = header(msg, ORIGIN)?.parse().map_err(|_| CrdtError::BadHeader(ORIGIN))?;
+    let ts = Timestamp(header(msg, HLC)?.parse().map_err(|_| CrdtError::BadHeader(HLC))?);
+    let partitions = header(msg, PARTITIONS)?.parse().map_err(|_| CrdtError::BadHeader(PARTITIONS))?;
+    if !(1..=100_000).contains(&partitions) {
+        return Err(CrdtError::BadHeader(PARTITIONS));
+    }
+    let ack = match header(msg, ACK) {
+        Ok(v) => Some(Timestamp(v.parse().map_err(|_| CrdtError::BadHeader(ACK))?)),
+        Err(_) => None,
+    };
+    Ok(Heartbeat { origin, ts, partitions, ack })
 }
 
 /// Reads an [`Event`] from a consumed message: key = object id, payload = the

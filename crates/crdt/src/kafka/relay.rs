@@ -1,15 +1,17 @@
 //! [`Relay`]: outbox rows to Kafka.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::headers;
 use crate::error::CrdtError;
 use crate::outbox::{Outbox, OutboxRow};
+use crate::replica::Replica;
 
 /// Publishes a cell's outbox rows to Kafka and marks them sent.
 pub struct Relay {
@@ -19,6 +21,7 @@ pub struct Relay {
     batch: u32,
     poll_interval: Duration,
     send_timeout: Duration,
+    heartbeat: Option<(Arc<Replica>, Duration)>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -46,7 +49,55 @@ impl Relay {
             batch: 500,
             poll_interval: Duration::from_millis(20),
             send_timeout: Duration::from_secs(30),
+            heartbeat: None,
         })
+    }
+
+    /// Sends a heartbeat into every partition every `every` (from
+    /// [`run`](Self::run)): a timestamp taken under `replica`'s lock, sent after
+    /// all rows committed before it were published, plus the cell's own
+    /// watermark. Replicas configured with
+    /// [`Replica::with_cells`] use them to collect tombstones.
+    pub fn with_heartbeat(mut self, replica: Arc<Replica>, every: Duration) -> Self {
+        self.heartbeat = Some((replica, every));
+        self
+    }
+
+    async fn partitions(&self) -> Result<i32, CrdtError> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let md = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&topic), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| CrdtError::Config(format!("metadata task: {e}")))??;
+        let n = md.topics().iter().find(|t| t.name() == self.topic).map_or(0, |t| t.partitions().len());
+        i32::try_from(n).ok().filter(|n| *n > 0).ok_or(CrdtError::Config(format!("topic {} has no partitions", self.topic)))
+    }
+
+    /// Publishes everything pending, then a heartbeat into every partition.
+    pub async fn heartbeat(&self, replica: &Replica) -> Result<(), CrdtError> {
+        let ts = replica.heartbeat_ts().await;
+        // every row stamped before `ts` is committed: drain the outbox
+        while self.run_once().await? >= self.batch as usize {}
+        let partitions = self.partitions().await?;
+        let hlc = ts.0.to_string();
+        let n = partitions.to_string();
+        let ack = replica.local_watermark().map(|w| w.0.to_string());
+        let origin = replica.cell().as_str();
+        for p in 0..partitions {
+            let mut h = OwnedHeaders::new_with_capacity(5)
+                .insert(Header { key: headers::ORIGIN, value: Some(origin.as_bytes()) })
+                .insert(Header { key: headers::HLC, value: Some(hlc.as_bytes()) })
+                .insert(Header { key: headers::TYPE, value: Some(headers::TYPE_HEARTBEAT.as_bytes()) })
+                .insert(Header { key: headers::PARTITIONS, value: Some(n.as_bytes()) });
+            if let Some(ack) = &ack {
+                h = h.insert(Header { key: headers::ACK, value: Some(ack.as_bytes()) });
+            }
+            let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).partition(p).headers(h);
+            self.producer.send(record, self.send_timeout).await.map_err(|(e, _)| CrdtError::from(e))?;
+        }
+        Ok(())
     }
 
     /// Rows per round (default 500).
@@ -126,7 +177,16 @@ impl Relay {
     /// logged and retried.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut next_heartbeat = Instant::now();
         loop {
+            if let Some((replica, every)) = &self.heartbeat
+                && Instant::now() >= next_heartbeat
+            {
+                next_heartbeat = Instant::now() + *every;
+                if let Err(e) = self.heartbeat(replica).await {
+                    tracing::warn!(error = %e, "outbox relay heartbeat failed");
+                }
+            }
             let wait = match self.run_once().await {
                 Ok(n) if n >= self.batch as usize => Duration::ZERO,
                 Ok(_) => self.poll_interval,

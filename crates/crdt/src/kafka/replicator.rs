@@ -9,7 +9,7 @@ use rdkafka::message::BorrowedMessage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::headers::event_from_message;
+use super::headers::{self as hdr, event_from_message, heartbeat_from_message};
 use crate::error::CrdtError;
 use crate::replica::{Applied, Replica};
 use crate::state::StateStore;
@@ -69,6 +69,9 @@ impl<S: StateStore> Replicator<S> {
     }
 
     async fn handle(&self, msg: &BorrowedMessage<'_>) -> Outcome {
+        if hdr::header(msg, hdr::TYPE).is_ok_and(|t| t == hdr::TYPE_HEARTBEAT) {
+            return self.handle_heartbeat(msg).await;
+        }
         let event = match event_from_message(msg) {
             Ok(ev) => ev,
             Err(e) => {
@@ -90,6 +93,28 @@ impl<S: StateStore> Replicator<S> {
             Ok(Applied::Applied) => Outcome::Applied,
             Ok(Applied::Duplicate) => Outcome::Duplicate,
             Err(_) => Outcome::Rejected,
+        }
+    }
+
+    async fn handle_heartbeat(&self, msg: &BorrowedMessage<'_>) -> Outcome {
+        use rdkafka::Message;
+        let hb = match heartbeat_from_message(msg) {
+            Ok(hb) => hb,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed crdt heartbeat");
+                self.replica.metrics().rejected("corrupt");
+                return Outcome::Rejected;
+            }
+        };
+        match self.replica.on_heartbeat(&hb.origin, msg.partition(), hb.partitions, hb.ts, hb.ack).await {
+            // collected tombstones change the state: persist it
+            Ok(n) if n > 0 => Outcome::Applied,
+            Ok(_) => Outcome::Duplicate,
+            Err(e) => {
+                tracing::warn!(error = %e, origin = %hb.origin, "crdt heartbeat rejected");
+                self.replica.metrics().rejected("clock_drift");
+                Outcome::Rejected
+            }
         }
     }
 

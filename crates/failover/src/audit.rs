@@ -1,0 +1,319 @@
+//! [`AuditLog`]: the switch audit table, through `sqlx` (MySQL/MariaDB,
+//! PostgreSQL, SQLite via the `Any` driver).
+//!
+//! One row per switch, written as an *intent* before the routing table is
+//! touched, then moved to `committed` (the table write succeeded), `applied`
+//! (routers run the new table) or `rolled_back` (the write did not happen).
+//! [`AtomicSwitch::reconcile`](crate::AtomicSwitch::reconcile) settles intents
+//! left by a controller that died between the steps.
+//!
+//! ```sql
+//! CREATE TABLE failover_audit (
+//!   tx_id VARCHAR(32) PRIMARY KEY,      -- idgen id, decimal
+//!   flow VARCHAR(255), from_state VARCHAR(255), to_state VARCHAR(255),
+//!   reason VARCHAR(1024), rule_name VARCHAR(255), actor VARCHAR(255),
+//!   status VARCHAR(16),                 -- intent | committed | applied | rolled_back
+//!   version_before BIGINT, version_after BIGINT,
+//!   detected_at_ms BIGINT, decided_at_ms BIGINT,   -- ms since the Unix epoch
+//!   intent_at_ms BIGINT,
+//!   committed_at_ms BIGINT NULL, applied_at_ms BIGINT NULL,
+//!   note VARCHAR(1024) NULL
+//! )
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::error::Error;
+use crate::sla::SwitchPhases;
+
+/// The SQL dialect (placeholders and DDL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// MySQL / MariaDB.
+    MySql,
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a connection URL (`mysql:`, `mariadb:`, `postgres:`,
+    /// `postgresql:`, `sqlite:`).
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let scheme = url.split(':').next().unwrap_or("");
+        match scheme {
+            "mysql" | "mariadb" => Ok(Dialect::MySql),
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            "sqlite" => Ok(Dialect::Sqlite),
+            other => Err(Error::Config(format!("unsupported audit database scheme {other:?}"))),
+        }
+    }
+
+    fn ph(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        }
+    }
+}
+
+/// Where a switch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditStatus {
+    /// Written before the table; the switch may or may not happen.
+    Intent,
+    /// The table write succeeded.
+    Committed,
+    /// Routers run the new table.
+    Applied,
+    /// The table write did not happen.
+    RolledBack,
+}
+
+impl AuditStatus {
+    /// The value stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditStatus::Intent => "intent",
+            AuditStatus::Committed => "committed",
+            AuditStatus::Applied => "applied",
+            AuditStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "intent" => AuditStatus::Intent,
+            "committed" => AuditStatus::Committed,
+            "applied" => AuditStatus::Applied,
+            "rolled_back" => AuditStatus::RolledBack,
+            other => return Err(Error::Config(format!("unknown audit status {other:?}"))),
+        })
+    }
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Transaction id (an idgen id, decimal).
+    pub tx_id: String,
+    /// The flow or cell switched.
+    pub flow: String,
+    /// State before (e.g. `state=active`).
+    pub from: String,
+    /// State after (e.g. `state=down`).
+    pub to: String,
+    /// Why.
+    pub reason: String,
+    /// The rule that decided it (`manual` for operators).
+    pub rule: String,
+    /// Who switched (controller or operator name).
+    pub actor: String,
+    /// Where the switch is.
+    pub status: AuditStatus,
+    /// Routing table version before.
+    pub version_before: u64,
+    /// Routing table version after.
+    pub version_after: u64,
+    /// When the problem was detected (ms since the Unix epoch).
+    pub detected_at_ms: u64,
+    /// When the switch was decided.
+    pub decided_at_ms: u64,
+    /// When the intent row was written (lock held, change prepared).
+    pub intent_at_ms: u64,
+    /// When the table write committed.
+    pub committed_at_ms: Option<u64>,
+    /// When routers applied the table.
+    pub applied_at_ms: Option<u64>,
+    /// Outcome notes (why rolled back, who reconciled).
+    pub note: Option<String>,
+}
+
+impl AuditRecord {
+    /// The phase durations (decide, commit, apply); `None` before the commit.
+    pub fn phases(&self) -> Option<SwitchPhases> {
+        let c = self.committed_at_ms?;
+        let ms = |a: u64, b: u64| Duration::from_millis(b.saturating_sub(a));
+        Some(SwitchPhases {
+            detect: ms(self.detected_at_ms, self.decided_at_ms),
+            decide: ms(self.decided_at_ms, self.intent_at_ms),
+            commit: ms(self.intent_at_ms, c),
+            apply: self.applied_at_ms.map(|a| ms(c, a)).unwrap_or_default(),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The audit table.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    pool: AnyPool,
+    dialect: Dialect,
+    table: String,
+}
+
+const COLUMNS: &str = "tx_id, flow, from_state, to_state, reason, rule_name, actor, status, version_before, \
+                       version_after, detected_at_ms, decided_at_ms, intent_at_ms, committed_at_ms, applied_at_ms, note";
+
+impl AuditLog {
+    /// Connects to `url` (MySQL/MariaDB, Postgres or SQLite) and uses `table`
+    /// (letters, digits and `_`, at most 64), creating it if missing.
+    pub async fn connect(url: &str, table: &str) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let pool = AnyPoolOptions::new().max_connections(4).connect(url).await?;
+        let log = Self::new(pool, dialect, table)?;
+        log.ensure_table().await?;
+        Ok(log)
+    }
+
+    /// An audit log on an existing pool (call [`ensure_table`](Self::ensure_table)).
+    pub fn new(pool: AnyPool, dialect: Dialect, table: &str) -> Result<Self, Error> {
+        let ok = !table.is_empty() && table.len() <= 64 && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(Error::Config(format!("bad audit table name {table:?}")));
+        }
+        Ok(AuditLog { pool, dialect, table: table.to_string() })
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table if it does not exist.
+    pub async fn ensure_table(&self) -> Result<(), Error> {
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {} (\
+             tx_id VARCHAR(32) NOT NULL PRIMARY KEY, flow VARCHAR(255) NOT NULL, \
+             from_state VARCHAR(255) NOT NULL, to_state VARCHAR(255) NOT NULL, reason VARCHAR(1024) NOT NULL, \
+             rule_name VARCHAR(255) NOT NULL, actor VARCHAR(255) NOT NULL, status VARCHAR(16) NOT NULL, \
+             version_before BIGINT NOT NULL, version_after BIGINT NOT NULL, detected_at_ms BIGINT NOT NULL, \
+             decided_at_ms BIGINT NOT NULL, intent_at_ms BIGINT NOT NULL, committed_at_ms BIGINT NULL, applied_at_ms BIGINT NULL, note VARCHAR(1024) NULL)",
+            self.table
+        );
+        sqlx::query(&ddl).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes the intent row (status `intent`).
+    pub async fn insert_intent(&self, r: &AuditRecord) -> Result<(), Error> {
+        let phs: Vec<String> = (1..=16).map(|i| self.dialect.ph(i)).collect();
+        let sql = format!("INSERT INTO {} ({COLUMNS}) VALUES ({})", self.table, phs.join(", "));
+        sqlx::query(&sql)
+            .bind(r.tx_id.clone())
+            .bind(r.flow.clone())
+            .bind(r.from.clone())
+            .bind(r.to.clone())
+            .bind(r.reason.clone())
+            .bind(r.rule.clone())
+            .bind(r.actor.clone())
+            .bind(AuditStatus::Intent.as_str())
+            .bind(r.version_before as i64)
+            .bind(r.version_after as i64)
+            .bind(r.detected_at_ms as i64)
+            .bind(r.decided_at_ms as i64)
+            .bind(r.intent_at_ms as i64)
+            .bind(r.committed_at_ms.map(|v| v as i64))
+            .bind(r.applied_at_ms.map(|v| v as i64))
+            .bind(r.note.clone())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves an intent to `committed`; false when the row was not an intent.
+    pub async fn mark_committed(&self, tx_id: &str, at_ms: u64, note: Option<&str>) -> Result<bool, Error> {
+        let d = self.dialect;
+        let sql = format!(
+            "UPDATE {} SET status = 'committed', committed_at_ms = {}, note = {} WHERE tx_id = {} AND status = 'intent'",
+            self.table,
+            d.ph(1),
+            d.ph(2),
+            d.ph(3)
+        );
+        let res =
+            sqlx::query(&sql).bind(at_ms as i64).bind(note.map(str::to_string)).bind(tx_id.to_string()).execute(&self.pool).await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Moves a committed row to `applied`; false when it was not committed.
+    pub async fn mark_applied(&self, tx_id: &str, at_ms: u64) -> Result<bool, Error> {
+        let d = self.dialect;
+        let sql = format!(
+            "UPDATE {} SET status = 'applied', applied_at_ms = {} WHERE tx_id = {} AND status = 'committed'",
+            self.table,
+            d.ph(1),
+            d.ph(2)
+        );
+        let res = sqlx::query(&sql).bind(at_ms as i64).bind(tx_id.to_string()).execute(&self.pool).await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Moves an intent to `rolled_back` with a note; false when it was not an intent.
+    pub async fn mark_rolled_back(&self, tx_id: &str, note: &str) -> Result<bool, Error> {
+        let d = self.dialect;
+        let sql = format!(
+            "UPDATE {} SET status = 'rolled_back', note = {} WHERE tx_id = {} AND status = 'intent'",
+            self.table,
+            d.ph(1),
+            d.ph(2)
+        );
+        let res = sqlx::query(&sql).bind(note.to_string()).bind(tx_id.to_string()).execute(&self.pool).await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// The row of `tx_id`.
+    pub async fn get(&self, tx_id: &str) -> Result<Option<AuditRecord>, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM {} WHERE tx_id = {}", self.table, self.dialect.ph(1));
+        let row = sqlx::query(&sql).bind(tx_id.to_string()).fetch_optional(&self.pool).await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    /// Every row, oldest first (by tx id, which grows with time).
+    pub async fn all(&self) -> Result<Vec<AuditRecord>, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM {} ORDER BY tx_id", self.table);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let mut out: Vec<AuditRecord> = rows.iter().map(decode).collect::<Result<_, _>>()?;
+        out.sort_by_key(|r| r.tx_id.parse::<u64>().unwrap_or(0));
+        Ok(out)
+    }
+
+    /// Rows still in `intent`.
+    pub async fn pending(&self) -> Result<Vec<AuditRecord>, Error> {
+        Ok(self.all().await?.into_iter().filter(|r| r.status == AuditStatus::Intent).collect())
+    }
+}
+
+fn decode(r: &AnyRow) -> Result<AuditRecord, Error> {
+    let u = |v: i64| v.max(0) as u64;
+    let status: String = r.try_get("status")?;
+    Ok(AuditRecord {
+        tx_id: r.try_get("tx_id")?,
+        flow: r.try_get("flow")?,
+        from: r.try_get("from_state")?,
+        to: r.try_get("to_state")?,
+        reason: r.try_get("reason")?,
+        rule: r.try_get("rule_name")?,
+        actor: r.try_get("actor")?,
+        status: AuditStatus::parse(&status)?,
+        version_before: u(r.try_get("version_before")?),
+        version_after: u(r.try_get("version_after")?),
+        detected_at_ms: u(r.try_get("detected_at_ms")?),
+        decided_at_ms: u(r.try_get("decided_at_ms")?),
+        intent_at_ms: u(r.try_get("intent_at_ms")?),
+        committed_at_ms: r.try_get::<Option<i64>, _>("committed_at_ms")?.map(u),
+        applied_at_ms: r.try_get::<Option<i64>, _>("applied_at_ms")?.map(u),
+        note: r.try_get("note")?,
+    })
+}

@@ -1,0 +1,455 @@
+//! Routing rules in CEL (the expression language of Envoy and Kubernetes),
+//! through the `cel-interpreter` crate.
+//!
+//! A rule set (YAML or JSON) is an ordered list of rules; the first rule whose
+//! `when` holds gives the action:
+//!
+//! ```yaml
+//! rules:
+//!   - name: canary-header
+//!     when: 'request.headers["x-canary"] == "1"'
+//!     action: { route_version: v2 }
+//!   - name: gray-10-percent-eu
+//!     when: 'ctx.user_pct < 10.0 && ctx.region == "eu"'
+//!     action: { route_cell: eu-2 }
+//!   - name: sick-cell
+//!     when: 'health["eu-1"].score < 40'
+//!     action: { drain: eu-1 }
+//!   - name: half-weight
+//!     when: 'request.method == "POST" && request.path.startsWith("/orders")'
+//!     action: { weight: { cell: eu-1, weight: 50 } }
+//! ```
+//!
+//! Variables:
+//! - `request`: `method`, `path`, `headers` (lower-case names; the first value
+//!   of each header);
+//! - `ctx`: `region`, `tenant`, `user`, `cell` (strings, `""` when unknown) and
+//!   `user_pct`, the user's bucket in `[0, 100)` (`xxh3(user) % 10000 / 100`;
+//!   stable per user, so a 10 % split always picks the same users);
+//! - `health`: per cell id `{score: int, healthy: bool, error_rate: double}`.
+//!
+//! A rule set is checked before it replaces the one in force: every expression
+//! must parse and reference only these variables, names must be unique, actions
+//! valid. A rejected set leaves the previous one in force
+//! ([`RuleEngine::load_str`]). A rule whose expression fails at run time (a
+//! missing map key, a type error) does not match, and is counted.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use cel_interpreter::{Context, Program, Value};
+use cellctx::{CellContext, CellId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Variables a rule may reference.
+pub const RULE_VARIABLES: [&str; 3] = ["request", "ctx", "health"];
+
+/// What a matching rule does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Send the request to this cell.
+    RouteCell(CellId),
+    /// Send the request to this service version (canary / gray release).
+    RouteVersion(String),
+    /// Drain this cell.
+    Drain(CellId),
+    /// Set this cell's weight.
+    Weight {
+        /// The cell.
+        cell: CellId,
+        /// The weight (0..=10000).
+        weight: u32,
+    },
+}
+
+/// One rule as written in a rule set file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique name (reported with every match and in audit rows).
+    pub name: String,
+    /// A CEL expression evaluating to a bool; absent means always.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// What to do when it holds.
+    pub action: Action,
+}
+
+/// A rule set file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetSpec {
+    /// Rules, first match wins.
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: Arc<str>,
+    program: Option<Program>,
+    action: Action,
+}
+
+/// A compiled, validated rule set.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    source: RuleSetSpec,
+}
+
+impl RuleSet {
+    /// Compiles and checks a rule set.
+    pub fn compile(spec: RuleSetSpec) -> Result<Self, Error> {
+        let bad = |m: String| Err(Error::InvalidRules(m));
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(spec.rules.len());
+        for r in &spec.rules {
+            if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                return bad(format!("rule name {:?} empty or duplicate", r.name));
+            }
+            if let Action::Weight { weight, .. } = &r.action
+                && *weight > 10_000
+            {
+                return bad(format!("rule {}: weight {weight} above 10000", r.name));
+            }
+            if let Action::RouteVersion(v) = &r.action
+                && v.is_empty()
+            {
+                return bad(format!("rule {}: empty version", r.name));
+            }
+            let program = match &r.when {
+                None => None,
+                Some(src) => {
+                    let p = Program::compile(src).map_err(|e| Error::InvalidRules(format!("rule {}: {e}", r.name)))?;
+                    let refs = p.references();
+                    if let Some(v) = refs.variables().into_iter().find(|v| !RULE_VARIABLES.contains(v)) {
+                        return bad(format!("rule {}: unknown variable {v:?}", r.name));
+                    }
+                    Some(p)
+                }
+            };
+            rules.push(Rule { name: Arc::from(r.name.as_str()), program, action: r.action.clone() });
+        }
+        Ok(RuleSet { rules, source: spec })
+    }
+
+    /// Decodes (JSON when it starts with `{`, else YAML) and compiles.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let spec: RuleSetSpec = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| Error::InvalidRules(e.to_string()))?
+        } else {
+            serde_yaml::from_str(text).map_err(|e| Error::InvalidRules(e.to_string()))?
+        };
+        Self::compile(spec)
+    }
+
+    /// The rule set as written.
+    pub fn spec(&self) -> &RuleSetSpec {
+        &self.source
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there is no rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// A cell's health as rules see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CellHealthView {
+    /// Score 0..=100.
+    pub score: u8,
+    /// Healthy per the health crate.
+    pub healthy: bool,
+    /// Passive error rate.
+    pub error_rate: f64,
+}
+
+/// The request attributes rules see.
+#[derive(Debug, Clone, Default)]
+pub struct RequestAttrs {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Lower-case header name -> first value.
+    pub headers: HashMap<String, String>,
+    /// Region (from the context's region hint).
+    pub region: String,
+    /// Tenant.
+    pub tenant: String,
+    /// User (auth user, else routing key).
+    pub user: String,
+    /// The cell serving the request.
+    pub cell: String,
+}
+
+impl RequestAttrs {
+    /// Reads method, path and headers, and the `Arc<CellContext>` the
+    /// `cellctx` layer put in the extensions (if any).
+    pub fn from_request<B>(req: &http::Request<B>) -> Self {
+        let mut headers = HashMap::with_capacity(req.headers().len());
+        for (k, v) in req.headers() {
+            if let Ok(v) = v.to_str() {
+                headers.entry(k.as_str().to_string()).or_insert_with(|| v.to_string());
+            }
+        }
+        let mut attrs = RequestAttrs {
+            method: req.method().as_str().to_string(),
+            path: req.uri().path().to_string(),
+            headers,
+            ..Default::default()
+        };
+        if let Some(ctx) = req.extensions().get::<Arc<CellContext>>() {
+            attrs = attrs.with_context(ctx);
+        }
+        attrs
+    }
+
+    /// Copies region, tenant, user and cell from a context.
+    pub fn with_context(mut self, ctx: &CellContext) -> Self {
+        self.region = ctx.region_hint.as_ref().map(|h| h.region.to_string()).unwrap_or_default();
+        self.tenant = ctx.tenant.clone().unwrap_or_default();
+        self.user = ctx.auth_user.clone().or_else(|| ctx.routing_key.clone()).unwrap_or_default();
+        self.cell = ctx.cell.as_ref().map(|c| c.to_string()).unwrap_or_default();
+        self
+    }
+}
+
+/// The user's bucket in `[0, 100)` with two decimals: `xxh3(user) % 10000 / 100`.
+pub fn user_pct(user: &str) -> f64 {
+    (cellrouter::xxh3(user.as_bytes()) % 10_000) as f64 / 100.0
+}
+
+fn s(v: &str) -> Value {
+    Value::String(Arc::new(v.to_string()))
+}
+
+/// A rule that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMatch {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// Its action.
+    pub action: Action,
+}
+
+/// The rule set in force, hot-swappable: readers never wait, a rejected set
+/// leaves the previous one in force. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RuleEngine {
+    inner: Arc<EngineInner>,
+}
+
+#[derive(Debug)]
+struct EngineInner {
+    current: ArcSwap<RuleSet>,
+    loaded: AtomicU64,
+    rejected: AtomicU64,
+    eval_errors: AtomicU64,
+    reloads: opentelemetry::metrics::Counter<u64>,
+}
+
+impl Default for RuleEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RuleEngine {
+    /// An engine with an empty rule set (nothing matches).
+    pub fn new() -> Self {
+        let reloads = opentelemetry::global::meter("failover")
+            .u64_counter("failover.rules.reloads")
+            .with_description("Rule set loads")
+            .build();
+        RuleEngine {
+            inner: Arc::new(EngineInner {
+                current: ArcSwap::from_pointee(RuleSet::default()),
+                loaded: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+                eval_errors: AtomicU64::new(0),
+                reloads,
+            }),
+        }
+    }
+
+    /// Parses, checks and installs a rule set; on error the set in force stays.
+    pub fn load_str(&self, text: &str) -> Result<(), Error> {
+        self.install(RuleSet::parse(text))
+    }
+
+    /// Checks and installs a rule set; on error the set in force stays.
+    pub fn load(&self, spec: RuleSetSpec) -> Result<(), Error> {
+        self.install(RuleSet::compile(spec))
+    }
+
+    /// Loads a rule set file.
+    pub fn load_file(&self, path: &Path) -> Result<(), Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source });
+        match text {
+            Ok(t) => self.load_str(&t),
+            Err(e) => {
+                let _ = self.install(Err(Error::InvalidRules(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    fn install(&self, set: Result<RuleSet, Error>) -> Result<(), Error> {
+        match set {
+            Ok(set) => {
+                tracing::info!(rules = set.len(), "rule set loaded");
+                self.inner.current.store(Arc::new(set));
+                self.inner.loaded.fetch_add(1, Ordering::Relaxed);
+                self.inner.reloads.add(1, &[opentelemetry::KeyValue::new("result", "loaded")]);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rule set rejected; keeping the set in force");
+                self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+                self.inner.reloads.add(1, &[opentelemetry::KeyValue::new("result", "rejected")]);
+                Err(e)
+            }
+        }
+    }
+
+    /// The rule set in force.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.inner.current.load_full()
+    }
+
+    /// Rule sets loaded / rejected so far, and run-time evaluation errors.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.inner.loaded.load(Ordering::Relaxed),
+            self.inner.rejected.load(Ordering::Relaxed),
+            self.inner.eval_errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The first rule that holds for `req` and `health`.
+    pub fn evaluate(&self, req: &RequestAttrs, health: &HashMap<CellId, CellHealthView>) -> Option<RuleMatch> {
+        let set = self.inner.current.load();
+        if set.rules.is_empty() {
+            return None;
+        }
+        let mut ctx = Context::default();
+        let headers: HashMap<String, Value> = req.headers.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+        let request: HashMap<String, Value> = HashMap::from([
+            ("method".to_string(), s(&req.method)),
+            ("path".to_string(), s(&req.path)),
+            ("headers".to_string(), Value::from(headers)),
+        ]);
+        let cctx: HashMap<String, Value> = HashMap::from([
+            ("region".to_string(), s(&req.region)),
+            ("tenant".to_string(), s(&req.tenant)),
+            ("user".to_string(), s(&req.user)),
+            ("cell".to_string(), s(&req.cell)),
+            ("user_pct".to_string(), Value::Float(user_pct(&req.user))),
+        ]);
+        let h: HashMap<String, Value> = health
+            .iter()
+            .map(|(c, v)| {
+                let m: HashMap<String, Value> = HashMap::from([
+                    ("score".to_string(), Value::Int(v.score as i64)),
+                    ("healthy".to_string(), Value::Bool(v.healthy)),
+                    ("error_rate".to_string(), Value::Float(v.error_rate)),
+                ]);
+                (c.to_string(), Value::from(m))
+            })
+            .collect();
+        ctx.add_variable_from_value("request", request);
+        ctx.add_variable_from_value("ctx", cctx);
+        ctx.add_variable_from_value("health", h);
+        for r in &set.rules {
+            let hit = match &r.program {
+                None => true,
+                Some(p) => match p.execute(&ctx) {
+                    Ok(Value::Bool(b)) => b,
+                    Ok(other) => {
+                        self.eval_error(&r.name, &format!("not a bool: {other:?}"));
+                        false
+                    }
+                    Err(e) => {
+                        self.eval_error(&r.name, &e.to_string());
+                        false
+                    }
+                },
+            };
+            if hit {
+                return Some(RuleMatch { rule: r.name.clone(), action: r.action.clone() });
+            }
+        }
+        None
+    }
+
+    fn eval_error(&self, rule: &str, msg: &str) {
+        self.inner.eval_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(rule, error = msg, "rule did not evaluate; treated as no match");
+    }
+
+    /// Re-reads `path` every `interval` when its modification time or size
+    /// changes (run it in its own task). Rejected sets are logged and counted.
+    pub async fn watch_file(self, path: PathBuf, interval: Duration) {
+        let mut last = None;
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            if stamp.is_some() && stamp == last {
+                continue;
+            }
+            last = stamp;
+            if let Err(e) = self.load_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "rule file not applied");
+            }
+        }
+    }
+
+    /// Loads the rule set stored at `key` in etcd, then follows every change
+    /// (run it in its own task). Reconnects after errors.
+    #[cfg(feature = "etcd")]
+    pub async fn watch_etcd(self, endpoints: Vec<String>, key: String) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if let Err(e) = self.etcd_session(&endpoints, &key).await {
+                tracing::warn!(error = %e, "etcd rule watch failed; keeping the rule set in force");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    async fn etcd_session(&self, endpoints: &[String], key: &str) -> Result<(), Error> {
+        use etcd_client::{Client, EventType, WatchOptions};
+        let mut client = Client::connect(endpoints, None).await?;
+        let resp = client.get(key, None).await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if let Some(kv) = resp.kvs().first() {
+            let _ = self.load_str(&String::from_utf8_lossy(kv.value()));
+        }
+        let mut stream = client.watch(key, Some(WatchOptions::new().with_start_revision(rev + 1))).await?;
+        while let Some(msg) = stream.message().await? {
+            for ev in msg.events() {
+                if let (EventType::Put, Some(kv)) = (ev.event_type(), ev.kv()) {
+                    let _ = self.load_str(&String::from_utf8_lossy(kv.value()));
+                }
+            }
+        }
+        Err(Error::Config("etcd watch stream closed".into()))
+    }
+}

@@ -1,0 +1,567 @@
+//! [`AtomicSwitch`]: one controller at a time changes the routing table of a
+//! flow, without lost updates, and every switch leaves an audit row.
+//!
+//! The steps of [`AtomicSwitch::switch`]:
+//!
+//! 1. **lock**: grant a lease (TTL, kept alive in the background) and take the
+//!    etcd lock `<prefix>/lock/<flow>` with it. A dead controller's lease
+//!    expires, and its lock with it.
+//! 2. **prepare**: read the routing table (the key `cellrouter`'s `EtcdSource`
+//!    watches), apply the change, validate; a change that is already in force
+//!    is [`SwitchOutcome::NoChange`] (nothing written, no audit row). Otherwise
+//!    write the audit row as an **intent** first.
+//! 3. **commit**: one etcd transaction: *if* our lock key still exists *and* the
+//!    table's `mod_revision` is the one read, put the new table and a
+//!    transaction marker `<prefix>/tx/<tx_id>`. A failed compare writes nothing
+//!    (the concurrent writer's table stays) and rolls the intent back.
+//! 4. **record**: the intent becomes `committed`; later
+//!    [`mark_applied`](AtomicSwitch::mark_applied) stamps when routers run it.
+//!
+//! A crash between 2 and 4 leaves an intent; [`reconcile`](AtomicSwitch::reconcile)
+//! (run on start) takes each such flow's lock, which waits for the dead
+//! holder's lease to expire, and settles the row from the marker: present ->
+//! `committed`, absent -> `rolled_back`. So no switch exists without its row,
+//! and no row claims a switch that did not happen.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cellctx::CellId;
+use cellrouter::{CellState, RoutingTable, TableStore};
+use etcd_client::{Client, Compare, CompareOp, LockOptions, Txn, TxnOp};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::audit::{AuditLog, AuditRecord, AuditStatus, epoch_ms};
+use crate::error::Error;
+
+/// The default key prefix of locks and transaction markers.
+pub const DEFAULT_PREFIX: &str = "/cellsdk/failover";
+
+/// A change to the routing table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Mark the cell down: its slots go to its failover list.
+    Drain(CellId),
+    /// Mark the cell active again.
+    Failback(CellId),
+    /// Set the cell's state.
+    SetState(CellId, CellState),
+    /// Set the cell's weight.
+    SetWeight(CellId, u32),
+}
+
+fn state_name(s: CellState) -> &'static str {
+    match s {
+        CellState::Active => "active",
+        CellState::Draining => "draining",
+        CellState::Down => "down",
+    }
+}
+
+impl Change {
+    /// The flow (the cell) the change is about; it names the lock.
+    pub fn flow(&self) -> &CellId {
+        match self {
+            Change::Drain(c) | Change::Failback(c) | Change::SetState(c, _) | Change::SetWeight(c, _) => c,
+        }
+    }
+
+    /// Applies the change; returns the (from, to) descriptions, equal when the
+    /// change is already in force.
+    pub fn apply(&self, table: &mut RoutingTable) -> Result<(String, String), Error> {
+        let cell = table.cell_mut(self.flow()).ok_or_else(|| Error::UnknownCell(self.flow().clone()))?;
+        let set_state = |cell: &mut cellrouter::Cell, s: CellState| {
+            let from = format!("state={}", state_name(cell.state));
+            cell.state = s;
+            (from, format!("state={}", state_name(s)))
+        };
+        Ok(match self {
+            Change::Drain(_) => set_state(cell, CellState::Down),
+            Change::Failback(_) => set_state(cell, CellState::Active),
+            Change::SetState(_, s) => set_state(cell, *s),
+            Change::SetWeight(_, w) => {
+                let from = format!("weight={}", cell.weight);
+                cell.weight = *w;
+                (from, format!("weight={w}"))
+            }
+        })
+    }
+}
+
+/// A switch to perform, with its audit context.
+#[derive(Debug, Clone)]
+pub struct SwitchRequest {
+    /// The change.
+    pub change: Change,
+    /// Why (free text).
+    pub reason: String,
+    /// The rule that decided it (`manual` by default).
+    pub rule: String,
+    /// When the problem was detected (default: now).
+    pub detected_at: SystemTime,
+    /// When the switch was decided (default: now).
+    pub decided_at: SystemTime,
+}
+
+impl SwitchRequest {
+    /// A manual switch detected and decided now.
+    pub fn new(change: Change) -> Self {
+        let now = SystemTime::now();
+        SwitchRequest { change, reason: "manual".into(), rule: "manual".into(), detected_at: now, decided_at: now }
+    }
+
+    /// Sets the reason.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// Sets the rule.
+    pub fn with_rule(mut self, rule: impl Into<String>) -> Self {
+        self.rule = rule.into();
+        self
+    }
+
+    /// Sets when the problem was detected and when the switch was decided.
+    pub fn with_times(mut self, detected_at: SystemTime, decided_at: SystemTime) -> Self {
+        self.detected_at = detected_at;
+        self.decided_at = decided_at;
+        self
+    }
+}
+
+/// What a dry run would do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DryRun {
+    /// The flow.
+    pub flow: String,
+    /// State before.
+    pub from: String,
+    /// State after.
+    pub to: String,
+    /// Whether anything would change.
+    pub changes: bool,
+    /// Table version now.
+    pub version_before: u64,
+    /// Table version after the switch.
+    pub version_after: u64,
+    /// The table that would be written (validated).
+    pub table: RoutingTable,
+}
+
+/// The result of a switch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SwitchOutcome {
+    /// The table was written; the audit row is `committed`.
+    Committed(AuditRecord),
+    /// The change was already in force: nothing written, no audit row.
+    NoChange {
+        /// The table version in force.
+        version: u64,
+    },
+}
+
+/// A prepared switch: the intent row is written, the table not yet.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    record: AuditRecord,
+    table: RoutingTable,
+    mod_revision: i64,
+}
+
+impl Prepared {
+    /// The intent row.
+    pub fn record(&self) -> &AuditRecord {
+        &self.record
+    }
+}
+
+/// A held switch lock: an etcd lock tied to a lease kept alive in the
+/// background. Dropping it revokes the lease (which releases the lock); if the
+/// process dies, the lease expires after its TTL.
+pub struct SwitchLock {
+    client: Client,
+    flow: String,
+    key: Vec<u8>,
+    lease: i64,
+    keepalive: Option<JoinHandle<()>>,
+    released: bool,
+}
+
+impl std::fmt::Debug for SwitchLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchLock")
+            .field("flow", &self.flow)
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl SwitchLock {
+    /// The lock's key (exists while the lock is held).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The lease id.
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// Unlocks and revokes the lease.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+        let mut c = self.client.clone();
+        let _ = c.unlock(self.key.clone()).await;
+        c.lease_revoke(self.lease).await?;
+        Ok(())
+    }
+}
+
+impl Drop for SwitchLock {
+    fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+        if !self.released
+            && let Ok(h) = tokio::runtime::Handle::try_current()
+        {
+            let mut c = self.client.clone();
+            let lease = self.lease;
+            h.spawn(async move {
+                let _ = c.lease_revoke(lease).await;
+            });
+        }
+    }
+}
+
+/// What [`AtomicSwitch::reconcile`] settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Intents whose table write had happened: now `committed`.
+    pub committed: Vec<String>,
+    /// Intents whose table write had not happened: now `rolled_back`.
+    pub rolled_back: Vec<String>,
+}
+
+/// The atomic, audited routing-table switch (see the [module docs](self)).
+#[derive(Clone)]
+pub struct AtomicSwitch {
+    client: Client,
+    table_key: String,
+    prefix: String,
+    lease_ttl: i64,
+    lock_timeout: Duration,
+    audit: AuditLog,
+    ids: Arc<idgen::Generator>,
+    actor: String,
+}
+
+impl std::fmt::Debug for AtomicSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtomicSwitch")
+            .field("table_key", &self.table_key)
+            .field("prefix", &self.prefix)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("audit", &self.audit.table())
+            .field("actor", &self.actor)
+            .finish()
+    }
+}
+
+impl AtomicSwitch {
+    /// A switch on `endpoints`, writing the table at
+    /// `cellrouter::source::DEFAULT_ETCD_KEY`, auditing into `audit`, with tx ids
+    /// from `ids`. Defaults: lease TTL 10 s, lock wait 30 s, actor `failover`.
+    pub async fn connect(endpoints: &[String], audit: AuditLog, ids: idgen::Generator) -> Result<Self, Error> {
+        if endpoints.is_empty() {
+            return Err(Error::Config("no etcd endpoint".into()));
+        }
+        let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        Ok(AtomicSwitch {
+            client,
+            table_key: cellrouter::source::DEFAULT_ETCD_KEY.to_string(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            lease_ttl: 10,
+            lock_timeout: Duration::from_secs(30),
+            audit,
+            ids: Arc::new(ids),
+            actor: "failover".into(),
+        })
+    }
+
+    /// Sets the routing table key.
+    pub fn with_table_key(mut self, key: impl Into<String>) -> Self {
+        self.table_key = key.into();
+        self
+    }
+
+    /// Sets the prefix of lock and marker keys.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// Sets the lease TTL (at least 2 s): how long a dead controller blocks a flow.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.as_secs().max(2) as i64;
+        self
+    }
+
+    /// Sets how long to wait for the lock.
+    pub fn with_lock_timeout(mut self, wait: Duration) -> Self {
+        self.lock_timeout = wait;
+        self
+    }
+
+    /// Sets the actor written in audit rows.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
+        self
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    fn lock_name(&self, flow: &str) -> String {
+        format!("{}/lock/{flow}", self.prefix)
+    }
+
+    fn marker(&self, tx_id: &str) -> String {
+        format!("{}/tx/{tx_id}", self.prefix)
+    }
+
+    /// Step 1: takes the flow's lock (waits at most the lock timeout).
+    pub async fn lock(&self, flow: &str) -> Result<SwitchLock, Error> {
+        let mut c = self.client.clone();
+        let lease = c.lease_grant(self.lease_ttl, None).await?.id();
+        let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+        let every = Duration::from_millis((self.lease_ttl as u64 * 1000 / 3).max(500));
+        let keepalive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                match stream.message().await {
+                    Ok(Some(_)) => {}
+                    _ => return,
+                }
+            }
+        });
+        let name = self.lock_name(flow);
+        let res = tokio::time::timeout(self.lock_timeout, c.lock(name.clone(), Some(LockOptions::new().with_lease(lease)))).await;
+        let key = match res {
+            Ok(Ok(r)) => r.key().to_vec(),
+            Ok(Err(e)) => {
+                keepalive.abort();
+                let _ = c.lease_revoke(lease).await;
+                return Err(e.into());
+            }
+            Err(_) => {
+                keepalive.abort();
+                let _ = c.lease_revoke(lease).await;
+                return Err(Error::LockTimeout(name));
+            }
+        };
+        tracing::debug!(flow, lease, "switch lock acquired");
+        Ok(SwitchLock { client: c, flow: flow.to_string(), key, lease, keepalive: Some(keepalive), released: false })
+    }
+
+    async fn read_table(&self) -> Result<(RoutingTable, i64), Error> {
+        let mut c = self.client.clone();
+        let resp = c.get(self.table_key.as_str(), None).await?;
+        let kv = resp.kvs().first().ok_or_else(|| Error::NoTable(self.table_key.clone()))?;
+        Ok((cellrouter::source::decode(kv.value())?, kv.mod_revision()))
+    }
+
+    /// What `change` would do, without locking or writing anything.
+    pub async fn dry_run(&self, change: &Change) -> Result<DryRun, Error> {
+        let (mut table, _) = self.read_table().await?;
+        let before = table.version;
+        let (from, to) = change.apply(&mut table)?;
+        let changes = from != to;
+        if changes {
+            table.version = before + 1;
+        }
+        table.validate().map_err(cellrouter::Error::from)?;
+        Ok(DryRun {
+            flow: change.flow().to_string(),
+            from,
+            to,
+            changes,
+            version_before: before,
+            version_after: table.version,
+            table,
+        })
+    }
+
+    /// Step 2: reads the table, applies the change and writes the intent row.
+    /// `Ok(None)` when the change is already in force.
+    pub async fn prepare(&self, lock: &SwitchLock, req: &SwitchRequest) -> Result<Option<Prepared>, Error> {
+        if lock.flow != req.change.flow().as_str() {
+            return Err(Error::Config(format!("lock is for flow {}, change for {}", lock.flow, req.change.flow())));
+        }
+        let (mut table, mod_revision) = self.read_table().await?;
+        let before = table.version;
+        let (from, to) = req.change.apply(&mut table)?;
+        if from == to {
+            return Ok(None);
+        }
+        table.version = before + 1;
+        table.validate().map_err(cellrouter::Error::from)?;
+        let record = AuditRecord {
+            tx_id: self.ids.next_id()?.to_string(),
+            flow: lock.flow.clone(),
+            from,
+            to,
+            reason: req.reason.clone(),
+            rule: req.rule.clone(),
+            actor: self.actor.clone(),
+            status: AuditStatus::Intent,
+            version_before: before,
+            version_after: table.version,
+            detected_at_ms: epoch_ms(req.detected_at),
+            decided_at_ms: epoch_ms(req.decided_at),
+            intent_at_ms: epoch_ms(SystemTime::now()),
+            committed_at_ms: None,
+            applied_at_ms: None,
+            note: None,
+        };
+        self.audit.insert_intent(&record).await?;
+        Ok(Some(Prepared { record, table, mod_revision }))
+    }
+
+    /// Step 3a: the compare-on-version etcd transaction (table + marker). On a
+    /// failed compare nothing is written and the intent is rolled back.
+    pub async fn write_table(&self, lock: &SwitchLock, p: &Prepared) -> Result<u64, Error> {
+        let mut c = self.client.clone();
+        let committed_at = epoch_ms(SystemTime::now());
+        let marker = serde_json::json!({ "flow": p.record.flow, "version": p.table.version, "committed_at_ms": committed_at });
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(lock.key.clone(), CompareOp::Greater, 0),
+                Compare::mod_revision(self.table_key.as_str(), CompareOp::Equal, p.mod_revision),
+            ])
+            .and_then([
+                TxnOp::put(self.table_key.as_str(), cellrouter::source::encode(&p.table)?, None),
+                TxnOp::put(self.marker(&p.record.tx_id), marker.to_string(), None),
+            ]);
+        let ok = c.txn(txn).await?.succeeded();
+        if ok {
+            return Ok(committed_at);
+        }
+        let lock_held = c.get(lock.key.clone(), None).await?.kvs().first().is_some();
+        let (err, note) = if lock_held {
+            (Error::Conflict { expected: p.mod_revision }, "routing table changed concurrently; nothing written")
+        } else {
+            (Error::LockLost(lock.flow.clone()), "switch lock lost before the write; nothing written")
+        };
+        self.audit.mark_rolled_back(&p.record.tx_id, note).await?;
+        tracing::warn!(tx = %p.record.tx_id, flow = %lock.flow, note, "switch not committed");
+        Err(err)
+    }
+
+    /// Step 3: [`write_table`](Self::write_table), then the intent becomes `committed`.
+    pub async fn commit(&self, lock: &SwitchLock, p: Prepared) -> Result<AuditRecord, Error> {
+        let at = self.write_table(lock, &p).await?;
+        self.audit.mark_committed(&p.record.tx_id, at, None).await?;
+        tracing::info!(tx = %p.record.tx_id, flow = %p.record.flow, from = %p.record.from, to = %p.record.to, version = p.table.version, "switch committed");
+        let mut r = p.record;
+        r.status = AuditStatus::Committed;
+        r.committed_at_ms = Some(at);
+        Ok(r)
+    }
+
+    /// Lock, prepare, commit, release: the whole switch.
+    pub async fn switch(&self, req: SwitchRequest) -> Result<SwitchOutcome, Error> {
+        let lock = self.lock(req.change.flow().as_str()).await?;
+        let res = async {
+            match self.prepare(&lock, &req).await? {
+                None => Ok(SwitchOutcome::NoChange { version: self.read_table().await?.0.version }),
+                Some(p) => self.commit(&lock, p).await.map(SwitchOutcome::Committed),
+            }
+        }
+        .await;
+        let _ = lock.release().await;
+        res
+    }
+
+    /// Waits until `store` (a router's table store) runs `record`'s version or
+    /// later, then stamps the row `applied`. Returns the updated record.
+    pub async fn mark_applied(&self, record: &AuditRecord, store: &TableStore, wait: Duration) -> Result<AuditRecord, Error> {
+        let mut rx = store.subscribe();
+        let target = record.version_after;
+        let reached = tokio::time::timeout(wait, async {
+            loop {
+                if store.version().is_some_and(|v| v >= target) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !reached {
+            return Err(Error::Config(format!("routers did not apply version {target} within {wait:?}")));
+        }
+        let at = epoch_ms(SystemTime::now());
+        self.audit.mark_applied(&record.tx_id, at).await?;
+        let mut r = record.clone();
+        r.status = AuditStatus::Applied;
+        r.applied_at_ms = Some(at);
+        Ok(r)
+    }
+
+    /// Settles every intent left by a controller that died mid-switch: takes the
+    /// flow's lock (waiting out a dead holder's lease), then marks the row
+    /// `committed` if its marker exists, else `rolled_back`. Run it on start.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, Error> {
+        let mut report = ReconcileReport::default();
+        for row in self.audit.pending().await? {
+            let lock = self.lock(&row.flow).await?;
+            let res = async {
+                let fresh = self.audit.get(&row.tx_id).await?;
+                if fresh.map(|r| r.status) != Some(AuditStatus::Intent) {
+                    return Ok::<_, Error>(());
+                }
+                let mut c = self.client.clone();
+                let marker = c.get(self.marker(&row.tx_id), None).await?;
+                match marker.kvs().first() {
+                    Some(kv) => {
+                        let at = serde_json::from_slice::<serde_json::Value>(kv.value())
+                            .ok()
+                            .and_then(|v| v.get("committed_at_ms").and_then(|x| x.as_u64()))
+                            .unwrap_or_else(|| epoch_ms(SystemTime::now()));
+                        let note = format!("reconciled by {}: table write found", self.actor);
+                        if self.audit.mark_committed(&row.tx_id, at, Some(&note)).await? {
+                            report.committed.push(row.tx_id.clone());
+                        }
+                    }
+                    None => {
+                        let note = format!("reconciled by {}: table never written", self.actor);
+                        if self.audit.mark_rolled_back(&row.tx_id, &note).await? {
+                            report.rolled_back.push(row.tx_id.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            let _ = lock.release().await;
+            res?;
+        }
+        Ok(report)
+    }
+}
