@@ -12,7 +12,11 @@
 //! - [`Hlc`]: a hybrid logical clock that rejects a remote timestamp more than
 //!   its maximum drift ahead ([`CrdtError::ClockDrift`]).
 //! - Tombstones are collected with `gc(watermark)` once every cell has
-//!   acknowledged the watermark ([`Watermarks`]).
+//!   acknowledged the watermark ([`Watermarks`]). Over Kafka this is automatic:
+//!   relays send heartbeats (`Relay::with_heartbeat`) carrying an HLC time
+//!   taken under the replica lock and the sender's own watermark; replicas that
+//!   know all cells ([`Replica::with_cells`]) collect at the minimum every cell
+//!   acknowledged, and from then on ignore stale adds at or below it.
 //! - Wire form ([`codec`]): one version byte, then `postcard`; a corrupt or
 //!   unknown-version message is an error, never a panic.
 //! - [`Replica`]: one cell's objects; local writes produce a [`Change`] for the

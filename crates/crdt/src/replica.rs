@@ -372,7 +372,7 @@ impl Replica {
         }
     }
 
-    /// The bias of LWW sets this replica creates.
+    /// The bias of LWW sets this replica creates (every cell must use the same one).
     pub fn with_bias(mut self, bias: Bias) -> Self {
         self.bias = bias;
         self

@@ -201,7 +201,7 @@ impl Generator {
                 Next::Exhausted { .. } => {
                     // At the ceiling: the next millisecond is under 1 ms away.
                     spins = spins.wrapping_add(1);
-                    if spins % 32 == 0 {
+                    if spins % 1024 == 0 {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();
