@@ -1,0 +1,599 @@
+//! Decision engine (paused clock), CEL rules and SLA figures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cellctx::{CellContext, CellId, HintSource, RegionHint};
+use failover::rules::{CellHealthView, RequestAttrs};
+use failover::sla::{Cause, SlaConfig, SlaTracker, SwitchPhases};
+use failover::{
+    Action, CellPhase, CellSpec, Decision, DecisionConfig, DecisionEngine, DrainReason, FailMode, Failback, RampCurve,
+    RuleEngine, spawn_engine,
+};
+use proptest::prelude::*;
+use tokio::time::{Instant, advance};
+
+fn id(s: &str) -> CellId {
+    s.parse().unwrap()
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Advances one second and ticks.
+async fn step(e: &mut DecisionEngine) -> Vec<Decision> {
+    advance(SEC).await;
+    e.tick(Instant::now())
+}
+
+fn two_cells() -> Vec<CellSpec> {
+    vec![CellSpec::new(id("a")).with_failover([id("b")]), CellSpec::new(id("b")).with_headroom_rps(1e6)]
+}
+
+#[tokio::test(start_paused = true)]
+async fn drains_after_exactly_the_sustained_window() {
+    let t0 = Instant::now();
+    let mut e = DecisionEngine::try_new(DecisionConfig::new(), two_cells()).unwrap();
+    let r = e.reporter();
+    for s in 1..=40u64 {
+        r.report_counts(&id("a"), 990, 10); // 1 %
+        r.report_counts(&id("b"), 1000, 0);
+        let d = step(&mut e).await;
+        match s {
+            ..30 => assert!(d.is_empty(), "no decision before 30 s, got {d:?} at {s}"),
+            30 => {
+                assert_eq!(d.len(), 1, "{d:?}");
+                let Decision::Drain { cell, reason, detected_at, decided_at } = &d[0] else { panic!("{d:?}") };
+                assert_eq!(cell, &id("a"));
+                assert!(matches!(reason, DrainReason::ErrorRate { rate } if (rate - 0.01).abs() < 1e-9));
+                assert_eq!(*detected_at, t0);
+                assert_eq!(*decided_at, t0 + Duration::from_secs(30));
+                assert!(d[0].is_alert());
+            }
+            _ => assert!(d.is_empty(), "{d:?} at {s}"),
+        }
+    }
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::Drained));
+    let plan = e.plan();
+    let a = plan.get(&id("a")).unwrap();
+    assert_eq!(a.share, 0.0);
+    assert_eq!(a.spill.len(), 1);
+    assert_eq!(a.spill[0].to, id("b"));
+    assert!((a.spill[0].share - 1.0).abs() < 1e-9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn below_the_trip_rate_or_too_few_samples_never_drains() {
+    let mut e = DecisionEngine::try_new(DecisionConfig::new(), two_cells()).unwrap();
+    let r = e.reporter();
+    for _ in 0..300 {
+        r.report_counts(&id("a"), 996, 4); // 0.4 %
+        r.report_counts(&id("b"), 5, 5); // 50 % but only 10 samples (< 20)
+        assert!(step(&mut e).await.is_empty());
+    }
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::Serving));
+    assert_eq!(e.phase(&id("b")), Some(CellPhase::Serving));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oscillating_signal_does_not_flap() {
+    let cfg = DecisionConfig::new().with_min_dwell(Duration::from_secs(60)).with_recover(0.001, Duration::from_secs(30));
+    let mut e = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+    let r = e.reporter();
+    // 20 s bad / 10 s good, for 10 minutes: never 30 s in a row above the trip rate.
+    for s in 0..600u64 {
+        if s % 30 < 20 {
+            r.report_counts(&id("a"), 980, 20);
+        } else {
+            r.report_counts(&id("a"), 1000, 0);
+        }
+        assert!(step(&mut e).await.is_empty(), "decision at {s}");
+    }
+    // Drained now; recovery signal oscillating between the two rates (0.3 %:
+    // not bad, not good) every 25 s: the recover timer keeps restarting.
+    e.force_drain(&id("a"), Instant::now()).unwrap();
+    for s in 0..600u64 {
+        if s % 25 < 20 {
+            r.report_counts(&id("a"), 1000, 0);
+        } else {
+            r.report_counts(&id("a"), 997, 3);
+        }
+        assert!(step(&mut e).await.is_empty(), "decision at {s}");
+    }
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::Drained));
+    // Steady good: failback starts after exactly the recover window.
+    let start = Instant::now();
+    let mut first = None;
+    for _ in 0..40 {
+        r.report_counts(&id("a"), 1000, 0);
+        let d = step(&mut e).await;
+        if let Some(Decision::FailbackStep { share, at, .. }) = d.first() {
+            first = Some((*share, *at));
+            break;
+        }
+    }
+    let (share, at) = first.expect("failback started");
+    assert_eq!(share, 0.01);
+    assert_eq!(at - start, Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn gradual_failback_follows_the_curve() {
+    let curve = RampCurve::try_new(vec![
+        (Duration::ZERO, 0.01),
+        (Duration::from_secs(10), 0.10),
+        (Duration::from_secs(20), 0.50),
+        (Duration::from_secs(30), 1.0),
+    ])
+    .unwrap();
+    let cfg = DecisionConfig::new()
+        .with_min_dwell(Duration::from_secs(60))
+        .with_recover(0.001, Duration::from_secs(30))
+        .with_failback(Failback::Ramp(curve));
+    let t0 = Instant::now();
+    let mut e = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+    let r = e.reporter();
+    let mut log = Vec::new();
+    for s in 1..=130u64 {
+        match s {
+            ..=30 => r.report_counts(&id("a"), 990, 10),
+            31..=89 => {}                               // drained: no traffic
+            _ => r.report_counts(&id("a"), 1000, 0), // ramping: healthy
+        }
+        for d in step(&mut e).await {
+            let share = e.plan().get(&id("a")).unwrap().share;
+            log.push((d.action(), (Instant::now() - t0).as_secs(), share));
+        }
+    }
+    assert_eq!(
+        log,
+        vec![
+            ("drain", 30, 0.0),
+            ("failback_step", 90, 0.01),
+            ("failback_step", 100, 0.10),
+            ("failback_step", 110, 0.50),
+            ("restored", 120, 1.0),
+        ]
+    );
+    // While ramping, the displaced part still spills to the target.
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::Serving));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relapse_while_ramping_drains_again_at_once() {
+    let cfg = DecisionConfig::new().with_min_dwell(Duration::from_secs(1)).with_recover(0.001, Duration::from_secs(1));
+    let mut e = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+    let r = e.reporter();
+    e.force_drain(&id("a"), Instant::now()).unwrap();
+    let mut ramping = false;
+    for _ in 0..5 {
+        ramping |= step(&mut e).await.iter().any(|d| matches!(d, Decision::FailbackStep { .. }));
+    }
+    assert!(ramping);
+    r.report_counts(&id("a"), 90, 10);
+    let d = step(&mut e).await;
+    assert!(matches!(&d[..], [Decision::Drain { reason: DrainReason::Relapse, .. }]), "{d:?}");
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::Drained));
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_failback_is_held_until_approved() {
+    let cfg = DecisionConfig::new()
+        .with_min_dwell(Duration::from_secs(10))
+        .with_recover(0.001, Duration::from_secs(10))
+        .with_failback(Failback::Manual(RampCurve::default()));
+    let mut e = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+    e.force_drain(&id("a"), Instant::now()).unwrap();
+    let mut ready = 0;
+    for _ in 0..600 {
+        for d in step(&mut e).await {
+            assert!(matches!(d, Decision::FailbackReady { .. }), "{d:?}");
+            ready += 1;
+        }
+    }
+    assert_eq!(ready, 1);
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::AwaitingFailback));
+    assert_eq!(e.plan().get(&id("a")).unwrap().share, 0.0);
+    let d = e.approve_failback(&id("a"), Instant::now()).unwrap();
+    assert!(matches!(d, Decision::FailbackStep { share, .. } if share == 0.01));
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::Ramping { share: 0.01 }));
+    assert!(e.approve_failback(&id("b"), Instant::now()).is_err(), "b is not drained");
+}
+
+fn spill_cells() -> Vec<CellSpec> {
+    vec![
+        CellSpec::new(id("a")).with_failover([id("b"), id("c")]),
+        CellSpec::new(id("b")).with_headroom_rps(30.0),
+        CellSpec::new(id("c")).with_headroom_rps(20.0),
+        CellSpec::new(id("d")).with_failover([id("b"), id("c")]),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn spill_is_capped_by_the_targets_headroom() {
+    for mode in [FailMode::Open, FailMode::Closed] {
+        let mut e = DecisionEngine::try_new(DecisionConfig::new().with_fail_mode(mode), spill_cells()).unwrap();
+        let r = e.reporter();
+        // a serves 100 rps, d 40 rps (measured from the reported outcomes).
+        r.report_counts(&id("a"), 100, 0);
+        r.report_counts(&id("d"), 40, 0);
+        step(&mut e).await;
+        e.force_drain(&id("a"), Instant::now()).unwrap();
+        let plan = e.plan();
+        let a = plan.get(&id("a")).unwrap();
+        assert_eq!(a.load_rps, 100.0);
+        let spill: Vec<(String, f64)> = a.spill.iter().map(|s| (s.to.to_string(), s.share)).collect();
+        assert_eq!(spill, vec![("b".to_string(), 0.3), ("c".to_string(), 0.2)]);
+        match mode {
+            FailMode::Open => assert!((a.share - 0.5).abs() < 1e-9 && a.shed == 0.0),
+            FailMode::Closed => assert!(a.share == 0.0 && (a.shed - 0.5).abs() < 1e-9),
+        }
+        // A second drained cell finds the headroom used up: never a doubling.
+        e.force_drain(&id("d"), Instant::now()).unwrap();
+        let plan = e.plan();
+        let d = plan.get(&id("d")).unwrap();
+        assert!(d.spill.is_empty(), "{d:?}");
+        match mode {
+            FailMode::Open => assert_eq!(d.share, 1.0),
+            FailMode::Closed => assert_eq!(d.shed, 1.0),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever the loads and headrooms: no target gets more than its headroom,
+    /// and each drained cell's traffic is fully accounted for.
+    #[test]
+    fn spill_never_exceeds_headroom(load_a in 1u64..500, load_d in 1u64..500, hb in 0.0f64..300.0, hc in 0.0f64..300.0, closed in any::<bool>()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let cells = vec![
+                CellSpec::new(id("a")).with_failover([id("b"), id("c")]),
+                CellSpec::new(id("b")).with_headroom_rps(hb),
+                CellSpec::new(id("c")).with_headroom_rps(hc),
+                CellSpec::new(id("d")).with_failover([id("c"), id("b")]),
+            ];
+            let mode = if closed { FailMode::Closed } else { FailMode::Open };
+            let mut e = DecisionEngine::try_new(DecisionConfig::new().with_fail_mode(mode), cells).unwrap();
+            e.set_load(&id("a"), load_a as f64).unwrap();
+            e.set_load(&id("d"), load_d as f64).unwrap();
+            e.force_drain(&id("a"), Instant::now()).unwrap();
+            e.force_drain(&id("d"), Instant::now()).unwrap();
+            let plan = e.plan();
+            let mut into: HashMap<String, f64> = HashMap::new();
+            for (src, load) in [("a", load_a), ("d", load_d)] {
+                let al = plan.get(&id(src)).unwrap();
+                let spilled: f64 = al.spill.iter().map(|s| s.share).sum();
+                prop_assert!((al.share + spilled + al.shed - 1.0).abs() < 1e-9);
+                for s in &al.spill {
+                    *into.entry(s.to.to_string()).or_default() += s.share * load as f64;
+                }
+            }
+            prop_assert!(into.get("b").copied().unwrap_or(0.0) <= hb + 1e-6);
+            prop_assert!(into.get("c").copied().unwrap_or(0.0) <= hc + 1e-6);
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_cap_keeps_cells_serving() {
+    let cells = vec![CellSpec::new(id("a")), CellSpec::new(id("b")), CellSpec::new(id("c"))];
+    let mut e = DecisionEngine::try_new(DecisionConfig::new().with_max_drained(1), cells).unwrap();
+    let r = e.reporter();
+    let mut all = Vec::new();
+    for _ in 0..90 {
+        for c in ["a", "b", "c"] {
+            r.report_counts(&id(c), 900, 100); // a global false alarm: every cell at 10 %
+        }
+        all.extend(step(&mut e).await);
+    }
+    let summary: Vec<(&str, String)> = all.iter().map(|d| (d.action(), d.cell().to_string())).collect();
+    assert_eq!(
+        summary,
+        vec![("drain", "a".into()), ("drain_suppressed", "b".into()), ("drain_suppressed", "c".into())]
+    );
+    assert!(matches!(all[1], Decision::DrainSuppressed { drained: 1, cap: 1, .. }));
+    assert!(all[1].is_alert());
+    let plan = e.plan();
+    assert_eq!(plan.drained().cloned().collect::<Vec<_>>(), vec![id("a")]);
+
+    // With a cap of 2, two cells go and the third stays.
+    let cells = vec![CellSpec::new(id("a")), CellSpec::new(id("b")), CellSpec::new(id("c"))];
+    let mut e = DecisionEngine::try_new(DecisionConfig::new().with_max_drained(2), cells).unwrap();
+    let r = e.reporter();
+    for _ in 0..31 {
+        for c in ["a", "b", "c"] {
+            r.report_counts(&id(c), 900, 100);
+        }
+        step(&mut e).await;
+    }
+    assert_eq!(e.plan().drained().count(), 2);
+    assert_eq!(e.phase(&id("c")), Some(CellPhase::Serving));
+}
+
+#[tokio::test(start_paused = true)]
+async fn probers_must_agree_before_a_cell_is_down() {
+    let cfg = DecisionConfig::new().with_probers(2, Duration::from_secs(10));
+    let mut e = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+    let view = |e: &mut DecisionEngine, down: &[&str]| {
+        let now = Instant::now();
+        for p in ["p1", "p2", "p3"] {
+            e.observe(p, &id("a"), !down.contains(&p), now);
+        }
+    };
+    // One prober (a gray failure seen from one place) for two minutes: no drain.
+    for _ in 0..120 {
+        view(&mut e, &["p1"]);
+        assert!(step(&mut e).await.is_empty());
+    }
+    // Two probers agree: drained after the trip window.
+    let start = Instant::now();
+    let mut got = None;
+    for _ in 0..40 {
+        view(&mut e, &["p1", "p2"]);
+        if let Some(d) = step(&mut e).await.pop() {
+            got = Some(d);
+            break;
+        }
+    }
+    let Some(Decision::Drain { reason, decided_at, detected_at, .. }) = got else { panic!("{got:?}") };
+    assert_eq!(reason, DrainReason::ProbersDown { votes: 2 });
+    assert_eq!(detected_at, start);
+    assert_eq!(decided_at - start, Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_probers_count_per_the_fail_mode() {
+    for (mode, drains) in [(FailMode::Open, false), (FailMode::Closed, true)] {
+        let cfg = DecisionConfig::new().with_probers(2, Duration::from_secs(5)).with_fail_mode(mode);
+        let mut e = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+        e.observe("p1", &id("a"), true, Instant::now());
+        e.observe("p2", &id("a"), true, Instant::now());
+        // The probers fall silent.
+        let mut drained = false;
+        for _ in 0..60 {
+            drained |= step(&mut e).await.iter().any(|d| matches!(d, Decision::Drain { cell, .. } if cell == &id("a")));
+        }
+        assert_eq!(drained, drains, "{mode:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_driver_follows_real_health_hubs() {
+    use health::{FnProbe, HealthHub, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
+    let up = Arc::new(AtomicBool::new(true));
+    let mut hubs = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let hub = HealthHub::try_new(ScorePolicy::default()).unwrap();
+        let flag = up.clone();
+        let probe = FnProbe::new(move || {
+            let ok = flag.load(Ordering::SeqCst);
+            async move { Ok::<_, std::io::Error>(if ok { ProbeOutcome::up() } else { ProbeOutcome::down("refused") }) }
+        });
+        let spec = ProbeSpec::new(id("a"), "gw", probe).with_interval(SEC).with_jitter(Duration::ZERO);
+        handles.push(Scheduler::try_new(&hub, 4).unwrap().with_probe(spec).unwrap().start());
+        hubs.push(hub);
+    }
+    let cfg = DecisionConfig::new().with_probers(2, Duration::from_secs(10));
+    let engine = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+    let probers = hubs.iter().enumerate().map(|(i, h)| (format!("p{i}"), h.subscribe())).collect();
+    let handle = spawn_engine(engine, probers, SEC);
+    let mut decisions = handle.decisions();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(handle.plan().get(&id("a")).unwrap().phase, CellPhase::Serving);
+    let went_down = Instant::now();
+    up.store(false, Ordering::SeqCst);
+    let d = decisions.recv().await.unwrap();
+    let Decision::Drain { cell, reason, decided_at, .. } = d else { panic!("{d:?}") };
+    assert_eq!(cell, id("a"));
+    assert_eq!(reason, DrainReason::ProbersDown { votes: 2 });
+    let took = decided_at - went_down;
+    assert!(took >= Duration::from_secs(30) && took <= Duration::from_secs(33), "{took:?}");
+    assert_eq!(handle.plan().get(&id("a")).unwrap().phase, CellPhase::Drained);
+    // Manual operation through the same handle.
+    let d = handle.drain(&id("b")).await.unwrap();
+    assert!(matches!(d, Decision::Drain { reason: DrainReason::Manual, .. }));
+    assert!(handle.drain(&id("zz")).await.is_err());
+    for h in handles {
+        h.shutdown().await;
+    }
+}
+
+#[test]
+fn invalid_engine_config_is_an_error() {
+    assert!(DecisionConfig::new().with_trip(0.0, SEC).validate().is_err());
+    assert!(DecisionConfig::new().with_recover(0.01, SEC).validate().is_err(), "recover above trip");
+    assert!(DecisionConfig::new().with_max_drained(0).validate().is_err());
+    assert!(RampCurve::try_new(vec![(SEC, 1.0)]).is_err());
+    assert!(RampCurve::try_new(vec![(Duration::ZERO, 0.5)]).is_err());
+    assert!(RampCurve::try_new(vec![(Duration::ZERO, 0.5), (SEC, 0.2), (2 * SEC, 1.0)]).is_err());
+    let unknown = vec![CellSpec::new(id("a")).with_failover([id("nope")])];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert!(matches!(DecisionEngine::try_new(DecisionConfig::new(), unknown), Err(failover::Error::UnknownCell(_))));
+    });
+}
+
+// ---- CEL rules ----
+
+const RULES: &str = r#"
+rules:
+  - name: canary-header
+    when: 'request.headers["x-canary"] == "1"'
+    action: { route_version: v2 }
+  - name: sick-cell
+    when: 'health["eu-1"].score < 40'
+    action: { drain: eu-1 }
+  - name: gray-10-percent-eu
+    when: 'ctx.user_pct < 10.0 && ctx.region == "eu"'
+    action: { route_cell: eu-2 }
+"#;
+
+fn req(user: &str, region: Option<&str>, headers: &[(&str, &str)]) -> RequestAttrs {
+    let mut b = http::Request::builder().method("GET").uri("/orders/1");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut ctx = CellContext::new().with_auth_user(user).unwrap();
+    if let Some(r) = region {
+        ctx = ctx.with_region_hint(RegionHint { region: id(r), source: HintSource::Ip });
+    }
+    let mut r = b.body(()).unwrap();
+    r.extensions_mut().insert(Arc::new(ctx));
+    RequestAttrs::from_request(&r)
+}
+
+fn healthy() -> HashMap<CellId, CellHealthView> {
+    HashMap::from([(id("eu-1"), CellHealthView { score: 100, healthy: true, error_rate: 0.0 })])
+}
+
+#[test]
+fn percentage_split_is_within_one_percent_over_100k_users() {
+    let rules = RuleEngine::new();
+    rules.load_str(RULES).unwrap();
+    let h = healthy();
+    let mut hits = 0;
+    let mut attrs = req("x", Some("eu"), &[]);
+    for i in 0..100_000 {
+        attrs.user = format!("user-{i}");
+        if let Some(m) = rules.evaluate(&attrs, &h) {
+            assert_eq!(&*m.rule, "gray-10-percent-eu");
+            assert_eq!(m.action, Action::RouteCell(id("eu-2")));
+            hits += 1;
+        }
+    }
+    let share = hits as f64 / 100_000.0;
+    assert!((share - 0.10).abs() < 0.01, "share {share}");
+    // Stable per user: the same user always lands the same way.
+    let u = req("user-42", Some("eu"), &[]);
+    let first = rules.evaluate(&u, &h);
+    for _ in 0..10 {
+        assert_eq!(rules.evaluate(&u, &h), first);
+    }
+}
+
+#[test]
+fn header_region_and_health_conditions() {
+    let rules = RuleEngine::new();
+    rules.load_str(RULES).unwrap();
+    // A user in the 10 % bucket.
+    let user = (0..).map(|i| format!("u{i}")).find(|u| failover::rules::user_pct(u) < 10.0).unwrap();
+    let h = healthy();
+    let m = rules.evaluate(&req(&user, Some("eu"), &[("x-canary", "1")]), &h).unwrap();
+    assert_eq!((&*m.rule, m.action), ("canary-header", Action::RouteVersion("v2".into())));
+    let m = rules.evaluate(&req(&user, Some("eu"), &[("x-canary", "0")]), &h).unwrap();
+    assert_eq!(&*m.rule, "gray-10-percent-eu");
+    assert_eq!(rules.evaluate(&req(&user, Some("us"), &[]), &h), None, "region condition");
+    assert_eq!(rules.evaluate(&req(&user, None, &[]), &h), None, "no region hint");
+    let sick = HashMap::from([(id("eu-1"), CellHealthView { score: 10, healthy: false, error_rate: 0.2 })]);
+    let m = rules.evaluate(&req(&user, Some("us"), &[]), &sick).unwrap();
+    assert_eq!(m.action, Action::Drain(id("eu-1")));
+    // A missing health entry makes that rule fail to evaluate: no match, counted.
+    let before = rules.counts().2;
+    assert_eq!(rules.evaluate(&req(&user, Some("us"), &[]), &HashMap::new()), None);
+    assert!(rules.counts().2 > before);
+}
+
+#[test]
+fn an_invalid_rule_set_is_rejected_and_the_old_one_stays() {
+    let rules = RuleEngine::new();
+    rules.load_str(RULES).unwrap();
+    let bad_sets = [
+        "rules:\n  - name: x\n    when: 'request.path ==== 1'\n    action: { drain: eu-1 }\n", // parse error
+        "rules:\n  - name: x\n    when: 'secrets.key == 1'\n    action: { drain: eu-1 }\n",  // unknown variable
+        "rules:\n  - name: x\n    action: { drain: eu-1 }\n  - name: x\n    action: { drain: eu-1 }\n", // duplicate
+        "rules:\n  - name: x\n    action: { weight: { cell: eu-1, weight: 20000 } }\n",     // bad weight
+        "rules:\n  - name: x\n    action: { explode: eu-1 }\n",                              // unknown action
+        "{ not json",
+    ];
+    for bad in bad_sets {
+        let err = rules.load_str(bad).unwrap_err();
+        assert!(matches!(err, failover::Error::InvalidRules(_)), "{bad}: {err}");
+        assert_eq!(rules.current().len(), 3, "old set kept after {bad}");
+        let m = rules.evaluate(&req("u", Some("eu"), &[("x-canary", "1")]), &healthy()).unwrap();
+        assert_eq!(&*m.rule, "canary-header");
+    }
+    assert_eq!(rules.counts().0, 1);
+    assert_eq!(rules.counts().1, bad_sets.len() as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rules_hot_reload_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, RULES).unwrap();
+    let rules = RuleEngine::new();
+    let task = tokio::spawn(rules.clone().watch_file(path.clone(), SEC));
+    tokio::time::sleep(2 * SEC).await;
+    assert_eq!(rules.current().len(), 3);
+    std::fs::write(&path, "rules:\n  - name: all-to-v3\n    action: { route_version: v3 }\n").unwrap();
+    tokio::time::sleep(2 * SEC).await;
+    assert_eq!(rules.current().len(), 1);
+    let m = rules.evaluate(&req("u", None, &[]), &healthy()).unwrap();
+    assert_eq!(m.action, Action::RouteVersion("v3".into()));
+    std::fs::write(&path, "rules: [ this is not valid").unwrap();
+    tokio::time::sleep(2 * SEC).await;
+    assert_eq!(rules.current().len(), 1, "invalid file leaves the set in force");
+    assert!(rules.counts().1 >= 1);
+    task.abort();
+}
+
+// ---- SLA ----
+
+#[tokio::test(start_paused = true)]
+async fn sla_figures_and_budget_attribution() {
+    let sla = SlaTracker::try_new(SlaConfig::try_new(0.999, Duration::from_secs(60), 6).unwrap()).unwrap();
+    let (a, b) = (id("a"), id("b"));
+    for i in 0..10_000u64 {
+        // 1 ms .. 10 ms spread; the slowest 0.1 % are 500 ms.
+        let lat = if i % 1000 == 999 { Duration::from_millis(500) } else { Duration::from_micros(1000 + (i % 1000) * 9) };
+        sla.record(&a, lat, None);
+    }
+    for _ in 0..6 {
+        sla.record(&a, Duration::from_millis(2), Some(Cause::Dependency));
+    }
+    for _ in 0..3 {
+        sla.record(&b, Duration::from_millis(2), Some(Cause::Cell));
+    }
+    sla.record(&b, Duration::from_millis(2), Some(Cause::Switch));
+    sla.record(&b, Duration::from_millis(2), None);
+    sla.record_switch(SwitchPhases {
+        detect: Duration::from_secs(30),
+        decide: Duration::from_millis(5),
+        commit: Duration::from_millis(20),
+        apply: Duration::from_millis(80),
+    });
+    let r = sla.report();
+    assert_eq!(r.overall.requests, 10_011);
+    assert_eq!(r.overall.errors, 10);
+    let ra = &r.cells["a"];
+    assert_eq!(ra.requests, 10_006);
+    assert!(ra.p999_ms >= 499.0 && ra.p999_ms <= 501.0, "p99.9 {}", ra.p999_ms);
+    assert!(ra.p50_ms > 4.0 && ra.p50_ms < 6.5, "p50 {}", ra.p50_ms);
+    let rb = &r.cells["b"];
+    assert!((rb.availability - 0.2).abs() < 1e-9);
+    // Budget: 0.1 % of 10 011 = 10.011 errors allowed, 10 spent.
+    assert!((r.budget.allowed_errors - 10.011).abs() < 1e-9);
+    assert!((r.budget.remaining - (1.0 - 10.0 / 10.011)).abs() < 1e-9);
+    assert_eq!((r.budget.spent_by_cause.dependency, r.budget.spent_by_cause.cell, r.budget.spent_by_cause.switch), (6, 3, 1));
+    assert!((r.budget.share_by_cause["dependency"] - 0.6).abs() < 1e-9);
+    assert_eq!(r.switches.count, 1);
+    assert_eq!(r.switches.max_ms.apply, 80.0);
+    assert_eq!(r.switches.mean_ms.total, 30_105.0);
+    let json: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+    assert_eq!(json["budget"]["spent_by_cause"]["switch"], 1);
+    assert_eq!(json["cells"]["b"]["errors"], 4);
+    // The window slides: a minute later the old figures are gone.
+    advance(Duration::from_secs(61)).await;
+    sla.record(&a, Duration::from_millis(1), None);
+    let r = sla.report();
+    assert_eq!(r.overall.requests, 1);
+    assert_eq!(r.budget.spent, 0);
+    assert_eq!(r.budget.remaining, 1.0);
+    assert_eq!(r.switches.count, 0);
+}
