@@ -1,2 +1,465 @@
-//! Placeholder until the stack_load bench lands.
-fn main() {}
+//! stack_load: a load harness on loopback. The same axum handler is served
+//! twice in one process, bare and behind the full SDK stack, and driven by the
+//! same Rust load generator (hyper HTTP/1.1 client, a fixed number of keep-alive
+//! connections, closed loop), bounded in time and in request count.
+//!
+//! The stack, outermost first, as a cell service mounts it:
+//! `HandleErrorLayer` (breaker errors -> 503) -> `cellctx::CellContextLayer`
+//! (internal trust) -> `cellrouter::CellRouterLayer` (3-cell table, keys homed
+//! on the local cell, so every request is served locally) ->
+//! `breaker::CircuitBreakerLayer` (default sliding window) -> the handler; and
+//! `/healthz` from a `health::HealthHub` with a background probe, mounted
+//! beside the routes.
+//!
+//! Two phases, each run `rounds` times with the variants alternating (the first
+//! variant flips each round so drift of the shared machine hits both):
+//! - throughput: `conns` connections (default 16): requests/s and latency
+//!   under load (the latency here is mostly queueing);
+//! - latency: 1 connection: the per-request round trip, where the added p50
+//!   of the stack is read.
+//!
+//! Every response is checked (200, body `hello`; behind the stack also the
+//! echoed `X-Request-ID`); any failure fails the run. Without `--bench` (as
+//! `cargo test --benches` runs it) it does a short smoke run.
+//!
+//! `cargo bench -p cell-benches --bench stack_load`; environment overrides:
+//! `STACK_LOAD_SECS` (per run, default 5), `STACK_LOAD_LATENCY_SECS` (default 3),
+//! `STACK_LOAD_ROUNDS` (default 2), `STACK_LOAD_CONNS` (default 16),
+//! `STACK_LOAD_MAX_REQUESTS` (per run, default 5,000,000), `STACK_LOAD_ABLATION=1`
+//! (a third phase at `conns` connections adding the stack's prefixes: cellctx
+//! alone, cellctx + cellrouter, to see which layer costs what).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::routing::get;
+use breaker::{BreakerConfig, CircuitBreakerLayer};
+use bytes::Bytes;
+use cellctx::{CellContextLayer, CellId};
+use cellrouter::{Cell, CellRouterLayer, MisroutePolicy, RoutingTable, TableStore, resolve};
+use hdrhistogram::Histogram;
+use health::{FnProbe, HealthHub, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tower::{BoxError, ServiceBuilder};
+
+const LOCAL: &str = "beijing-1";
+const BODY: &[u8] = b"hello";
+const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Debug, Clone)]
+struct Opts {
+    secs: Duration,
+    latency_secs: Duration,
+    warm_up: Duration,
+    rounds: usize,
+    conns: usize,
+    max_requests: u64,
+    ablation: bool,
+}
+
+impl Opts {
+    fn from_env(bench: bool) -> Opts {
+        fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+        }
+        if !bench {
+            // Smoke run (`cargo test --benches`): proves the harness works.
+            return Opts {
+                secs: Duration::from_millis(300),
+                latency_secs: Duration::from_millis(200),
+                warm_up: Duration::from_millis(100),
+                rounds: 1,
+                conns: 4,
+                max_requests: 20_000,
+                ablation: true,
+            };
+        }
+        Opts {
+            secs: Duration::from_secs_f64(env("STACK_LOAD_SECS", 5.0)),
+            latency_secs: Duration::from_secs_f64(env("STACK_LOAD_LATENCY_SECS", 3.0)),
+            warm_up: Duration::from_secs(1),
+            rounds: env("STACK_LOAD_ROUNDS", 2usize).max(1),
+            conns: env("STACK_LOAD_CONNS", 16usize).max(1),
+            max_requests: env("STACK_LOAD_MAX_REQUESTS", 5_000_000u64).max(1),
+            ablation: env("STACK_LOAD_ABLATION", 0u8) != 0,
+        }
+    }
+}
+
+async fn hello() -> &'static str {
+    "hello"
+}
+
+fn id(s: &str) -> CellId {
+    CellId::new(s).unwrap()
+}
+
+fn routing_table() -> RoutingTable {
+    let cells = ["beijing-1", "shanghai-1", "shenzhen-1"]
+        .iter()
+        .map(|c| Cell::new(id(c), id("cn"), "http://127.0.0.1:9"))
+        .collect();
+    RoutingTable::uniform(id("cn"), cells, 16384)
+}
+
+/// Keys whose home is (`local`) or is not (`!local`) the local cell.
+fn keys(store: &TableStore, local: bool, n: usize) -> Vec<HeaderValue> {
+    let table = store.current().unwrap();
+    (0..)
+        .map(|i| format!("user-{}", 1_000_000 + i * 7919))
+        .filter(|k| (resolve(&table, k).unwrap().target.as_str() == LOCAL) == local)
+        .take(n)
+        .map(|k| HeaderValue::from_str(&k).unwrap())
+        .collect()
+}
+
+fn bare_app() -> Router {
+    Router::new().route("/hello", get(hello))
+}
+
+struct Stack {
+    app: Router,
+    breaker: CircuitBreakerLayer,
+    _probes: health::SchedulerHandle,
+}
+
+/// The full stack: cellctx -> cellrouter (served locally) -> breaker -> handler,
+/// `/healthz` beside it.
+async fn stack_app(store: TableStore) -> Stack {
+    let hub = HealthHub::try_new(ScorePolicy::default()).unwrap();
+    let probe = FnProbe::new(|| async { Ok::<_, std::io::Error>(ProbeOutcome::up()) });
+    let mut events = hub.events();
+    let probes = Scheduler::try_new(&hub, 4)
+        .unwrap()
+        .with_probe(ProbeSpec::new(id(LOCAL), "local", probe).with_interval(Duration::from_secs(1)))
+        .unwrap()
+        .start();
+    events.recv().await.unwrap(); // the first probe result made the cell healthy
+    let breaker = CircuitBreakerLayer::new("hello", BreakerConfig::default()).unwrap();
+    let app = Router::new()
+        .route("/hello", get(hello))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|e: BoxError| async move { (StatusCode::SERVICE_UNAVAILABLE, e.to_string()) }))
+                .layer(CellContextLayer::internal())
+                .layer(CellRouterLayer::new(store, id(LOCAL)).with_policy(MisroutePolicy::Refuse))
+                .layer(breaker.clone()),
+        )
+        .route_service("/healthz", hub.healthz());
+    Stack { app, breaker, _probes: probes }
+}
+
+/// Ablation: the cellctx server layer alone.
+fn ctx_app() -> Router {
+    Router::new().route("/hello", get(hello)).layer(CellContextLayer::internal())
+}
+
+/// Ablation: cellctx and cellrouter, no breaker, no healthz.
+fn ctx_router_app(store: TableStore) -> Router {
+    Router::new().route("/hello", get(hello)).layer(
+        ServiceBuilder::new()
+            .layer(CellContextLayer::internal())
+            .layer(CellRouterLayer::new(store, id(LOCAL)).with_policy(MisroutePolicy::Refuse)),
+    )
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Sender {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+fn request(path: &str, addr: SocketAddr, key: &HeaderValue, rid: &HeaderValue) -> Request<Empty<Bytes>> {
+    let mut req = Request::get(path).body(Empty::new()).unwrap();
+    let h = req.headers_mut();
+    h.insert(http::header::HOST, HeaderValue::from_str(&addr.to_string()).unwrap());
+    h.insert(X_USER_ID, key.clone());
+    h.insert(X_REQUEST_ID, rid.clone());
+    req
+}
+
+/// One request outside the measurement; returns status, the echoed request id and the body.
+async fn probe(addr: SocketAddr, path: &str, key: &HeaderValue) -> (StatusCode, Option<HeaderValue>, Bytes) {
+    let mut s = connect(addr).await;
+    let rid = HeaderValue::from_static("probe-1");
+    s.ready().await.unwrap();
+    let resp = s.send_request(request(path, addr, key, &rid)).await.unwrap();
+    let status = resp.status();
+    let echo = resp.headers().get(X_REQUEST_ID).cloned();
+    (status, echo, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// One server under load.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    name: &'static str,
+    addr: SocketAddr,
+    /// cellctx is in the path: the request id must be echoed.
+    echo: bool,
+}
+
+struct RunResult {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()
+}
+
+/// One closed-loop run: `conns` connections, each sending its next request when
+/// the previous response's body is in, until `time` has passed or `max`
+/// requests have been started. Latency: send -> full body, in ns.
+async fn run(addr: SocketAddr, conns: usize, time: Duration, max: u64, keys: Arc<Vec<HeaderValue>>, check_echo: bool) -> RunResult {
+    let mut senders = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        senders.push(connect(addr).await);
+    }
+    let started = Arc::new(AtomicU64::new(0));
+    let rids: Arc<Vec<HeaderValue>> = Arc::new((0..1024).map(|i| HeaderValue::from_str(&format!("load-{i:04}")).unwrap()).collect());
+    let t0 = Instant::now();
+    let deadline = t0 + time;
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut sender)| {
+            let (started, keys, rids) = (started.clone(), keys.clone(), rids.clone());
+            tokio::spawn(async move {
+                let mut hist = new_hist();
+                let (mut n, mut errors) = (0u64, 0u64);
+                let mut i = c * 131;
+                while started.fetch_add(1, Ordering::Relaxed) < max && Instant::now() < deadline {
+                    i = i.wrapping_add(1);
+                    let rid = &rids[i % rids.len()];
+                    let req = request("/hello", addr, &keys[i % keys.len()], rid);
+                    sender.ready().await.unwrap();
+                    let t = Instant::now();
+                    let resp = sender.send_request(req).await.unwrap();
+                    let status = resp.status();
+                    let echo_ok = !check_echo || resp.headers().get(X_REQUEST_ID) == Some(rid);
+                    let body = resp.into_body().collect().await.unwrap().to_bytes();
+                    hist.saturating_record(t.elapsed().as_nanos() as u64);
+                    n += 1;
+                    if status != StatusCode::OK || !echo_ok || body.as_ref() != BODY {
+                        errors += 1;
+                    }
+                }
+                (n, errors, hist)
+            })
+        })
+        .collect();
+    let mut out = RunResult { requests: 0, errors: 0, elapsed: Duration::ZERO, hist: new_hist() };
+    for t in tasks {
+        let (n, e, h) = t.await.unwrap();
+        out.requests += n;
+        out.errors += e;
+        out.hist.add(&h).unwrap();
+    }
+    out.elapsed = t0.elapsed();
+    out
+}
+
+#[derive(Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    hist: Option<Histogram<u64>>,
+    per_round: Vec<f64>,
+}
+
+impl Totals {
+    fn add(&mut self, r: RunResult) {
+        self.per_round.push(r.requests as f64 / r.elapsed.as_secs_f64());
+        self.requests += r.requests;
+        self.errors += r.errors;
+        self.elapsed += r.elapsed;
+        match &mut self.hist {
+            Some(h) => h.add(&r.hist).unwrap(),
+            None => self.hist = Some(r.hist),
+        }
+    }
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn q_us(&self, q: f64) -> f64 {
+        self.hist.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
+struct Phase {
+    name: &'static str,
+    conns: usize,
+    /// Per variant, in the order given; the first is the baseline.
+    results: Vec<(Variant, Totals)>,
+}
+
+impl Phase {
+    fn get(&self, i: usize) -> &Totals {
+        &self.results[i].1
+    }
+}
+
+async fn phase(name: &'static str, conns: usize, time: Duration, opts: &Opts, variants: &[Variant], keys: &Arc<Vec<HeaderValue>>) -> Phase {
+    let mut p = Phase { name, conns, results: variants.iter().map(|v| (*v, Totals::default())).collect() };
+    for v in variants {
+        let w = run(v.addr, conns, opts.warm_up, opts.max_requests, keys.clone(), v.echo).await;
+        assert_eq!(w.errors, 0, "{}: {} failed responses in the warm-up", v.name, w.errors);
+    }
+    for round in 0..opts.rounds {
+        // Alternate the order so the drift of a shared machine hits every variant.
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if !round.is_multiple_of(2) {
+            order.reverse();
+        }
+        for i in order {
+            let v = variants[i];
+            let r = run(v.addr, conns, time, opts.max_requests, keys.clone(), v.echo).await;
+            eprintln!(
+                "  {name} round {round} {:<22}: {:>9} requests in {:.2} s = {:>9.0} req/s",
+                v.name,
+                r.requests,
+                r.elapsed.as_secs_f64(),
+                r.requests as f64 / r.elapsed.as_secs_f64()
+            );
+            p.results[i].1.add(r);
+        }
+    }
+    p
+}
+
+fn print_table(phases: &[&Phase]) {
+    println!();
+    println!("| phase | variant | conns | requests | req/s | vs bare | p50 µs | p99 µs | p99.9 µs | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for p in phases {
+        let base = p.get(0).rps();
+        for (v, t) in &p.results {
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
+                p.name,
+                v.name,
+                p.conns,
+                t.requests,
+                t.rps(),
+                t.rps() / base,
+                t.q_us(0.5),
+                t.q_us(0.99),
+                t.q_us(0.999),
+                t.errors
+            );
+        }
+    }
+    println!();
+    for p in phases {
+        let (bare, full) = (p.get(0), p.get(p.results.len() - 1));
+        let ratio = full.rps() / bare.rps();
+        println!(
+            "{} ({} conns): full stack / bare throughput {:.3} (loss {:.1} %); p50 {:+.1} µs, p99 {:+.1} µs, p99.9 {:+.1} µs; per-round req/s bare {:?} stack {:?}",
+            p.name,
+            p.conns,
+            ratio,
+            (1.0 - ratio) * 100.0,
+            full.q_us(0.5) - bare.q_us(0.5),
+            full.q_us(0.99) - bare.q_us(0.99),
+            full.q_us(0.999) - bare.q_us(0.999),
+            bare.per_round.iter().map(|r| r.round()).collect::<Vec<_>>(),
+            full.per_round.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        );
+    }
+}
+
+fn print_targets(throughput: &Phase, latency: &Phase) {
+    let last = throughput.results.len() - 1;
+    let loss = (1.0 - throughput.get(last).rps() / throughput.get(0).rps()) * 100.0;
+    let added = latency.get(last).q_us(0.5) - latency.get(0).q_us(0.5);
+    println!(
+        "targets: throughput loss {:.1} % (<= 3 %: {}); added p50 at 1 connection {:+.1} µs (<= 1 µs: {})",
+        loss,
+        if loss <= 3.0 { "met" } else { "MISSED" },
+        added,
+        if added <= 1.0 { "met" } else { "MISSED" },
+    );
+}
+
+async fn main_async(opts: Opts) {
+    let store = TableStore::with_table(routing_table()).unwrap();
+    let local_keys = Arc::new(keys(&store, true, 256));
+    let foreign_key = keys(&store, false, 1).remove(0);
+    let stack = stack_app(store.clone()).await;
+    let bare = serve(bare_app()).await;
+    let stacked = serve(stack.app.clone()).await;
+
+    // The stack is really in the path: a foreign key is refused by the router,
+    // the request id is echoed by cellctx, /healthz answers from the hub.
+    let (status, _, _) = probe(stacked, "/hello", &foreign_key).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "a key homed elsewhere is refused by cellrouter");
+    let (status, echo, body) = probe(stacked, "/hello", &local_keys[0]).await;
+    assert_eq!((status, echo.as_ref().map(HeaderValue::as_bytes), body.as_ref()), (StatusCode::OK, Some(&b"probe-1"[..]), BODY));
+    let (status, _, body) = probe(stacked, &format!("/healthz?cell={LOCAL}"), &local_keys[0]).await;
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"ok"[..]), "healthz of the local cell");
+    let (status, echo, body) = probe(bare, "/hello", &local_keys[0]).await;
+    assert_eq!((status, echo, body.as_ref()), (StatusCode::OK, None, BODY));
+
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    eprintln!(
+        "stack_load: {workers} runtime workers shared by server and client; HTTP/1.1 keep-alive on loopback; {} x {:?} per variant (+{:?} warm-up)",
+        opts.rounds, opts.secs, opts.warm_up
+    );
+    let bare_v = Variant { name: "bare axum", addr: bare, echo: false };
+    let full_v = Variant { name: "full SDK stack", addr: stacked, echo: true };
+    let variants = [bare_v, full_v];
+    let throughput = phase("throughput", opts.conns, opts.secs, &opts, &variants, &local_keys).await;
+    let latency = phase("latency", 1, opts.latency_secs, &opts, &variants, &local_keys).await;
+    let mut phases = vec![throughput, latency];
+    if opts.ablation {
+        // Which layer costs what: each prefix of the stack, at load.
+        let ctx = Variant { name: "cellctx", addr: serve(ctx_app()).await, echo: true };
+        let router = Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store)).await, echo: true };
+        let variants = [bare_v, ctx, router, full_v];
+        phases.push(phase("ablation", opts.conns, opts.secs, &opts, &variants, &local_keys).await);
+    }
+    print_table(&phases.iter().collect::<Vec<_>>());
+    print_targets(&phases[0], &phases[1]);
+
+    for p in &phases {
+        for (v, t) in &p.results {
+            assert!(t.requests > 0, "{} {}: no requests completed", p.name, v.name);
+            assert_eq!(t.errors, 0, "{} {}: {} failed responses", p.name, v.name, t.errors);
+        }
+    }
+    let b = stack.breaker.registry().by_name("hello").expect("the breaker saw the calls");
+    assert_eq!(b.state(), breaker::State::Closed, "the breaker stayed closed");
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let opts = Opts::from_env(bench);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(main_async(opts));
+    rt.shutdown_timeout(Duration::from_secs(1));
+}

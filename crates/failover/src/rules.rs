@@ -50,9 +50,11 @@ use crate::error::Error;
 /// Variables a rule may reference.
 pub const RULE_VARIABLES: [&str; 3] = ["request", "ctx", "health"];
 
-/// What a matching rule does.
+/// What a matching rule does. Written as a map with exactly one key:
+/// `{ route_cell: eu-2 }`, `{ route_version: v2 }`, `{ drain: eu-1 }`,
+/// `{ weight: { cell: eu-1, weight: 50 } }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "ActionSpec", into = "ActionSpec")]
 pub enum Action {
     /// Send the request to this cell.
     RouteCell(CellId),
@@ -67,6 +69,62 @@ pub enum Action {
         /// The weight (0..=10000).
         weight: u32,
     },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route_cell: Option<CellId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drain: Option<CellId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weight: Option<WeightSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightSpec {
+    cell: CellId,
+    weight: u32,
+}
+
+impl TryFrom<ActionSpec> for Action {
+    type Error = String;
+    fn try_from(a: ActionSpec) -> Result<Self, String> {
+        let mut out = Vec::new();
+        if let Some(c) = a.route_cell {
+            out.push(Action::RouteCell(c));
+        }
+        if let Some(v) = a.route_version {
+            out.push(Action::RouteVersion(v));
+        }
+        if let Some(c) = a.drain {
+            out.push(Action::Drain(c));
+        }
+        if let Some(w) = a.weight {
+            out.push(Action::Weight { cell: w.cell, weight: w.weight });
+        }
+        match (out.pop(), out.is_empty()) {
+            (Some(a), true) => Ok(a),
+            _ => Err("an action needs exactly one of route_cell, route_version, drain, weight".into()),
+        }
+    }
+}
+
+impl From<Action> for ActionSpec {
+    fn from(a: Action) -> Self {
+        let mut s = ActionSpec::default();
+        match a {
+            Action::RouteCell(c) => s.route_cell = Some(c),
+            Action::RouteVersion(v) => s.route_version = Some(v),
+            Action::Drain(c) => s.drain = Some(c),
+            Action::Weight { cell, weight } => s.weight = Some(WeightSpec { cell, weight }),
+        }
+        s
+    }
 }
 
 /// One rule as written in a rule set file.
@@ -95,6 +153,18 @@ struct Rule {
     name: Arc<str>,
     program: Option<Program>,
     action: Action,
+}
+
+/// Compiles a CEL expression. cel-parser 0.10 panics (an `unreachable!` in
+/// its generated ANTLR visitor) on some truncated inputs such as
+/// `request.path ===`; the panic is caught and reported as a parse error so a
+/// bad rule file can never take the process down.
+fn compile(src: &str) -> Result<Program, String> {
+    match std::panic::catch_unwind(|| Program::compile(src)) {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("cannot parse {src:?} (the CEL parser failed)")),
+    }
 }
 
 /// A compiled, validated rule set.
@@ -127,7 +197,7 @@ impl RuleSet {
             let program = match &r.when {
                 None => None,
                 Some(src) => {
-                    let p = Program::compile(src).map_err(|e| Error::InvalidRules(format!("rule {}: {e}", r.name)))?;
+                    let p = compile(src).map_err(|e| Error::InvalidRules(format!("rule {}: {e}", r.name)))?;
                     let refs = p.references();
                     if let Some(v) = refs.variables().into_iter().find(|v| !RULE_VARIABLES.contains(v)) {
                         return bad(format!("rule {}: unknown variable {v:?}", r.name));

@@ -155,7 +155,7 @@ pub struct DryRun {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SwitchOutcome {
     /// The table was written; the audit row is `committed`.
-    Committed(AuditRecord),
+    Committed(Box<AuditRecord>),
     /// The change was already in force: nothing written, no audit row.
     NoChange {
         /// The table version in force.
@@ -460,7 +460,7 @@ impl AtomicSwitch {
         if ok {
             return Ok(committed_at);
         }
-        let lock_held = c.get(lock.key.clone(), None).await?.kvs().first().is_some();
+        let lock_held = !c.get(lock.key.clone(), None).await?.kvs().is_empty();
         let (err, note) = if lock_held {
             (Error::Conflict { expected: p.mod_revision }, "routing table changed concurrently; nothing written")
         } else {
@@ -488,7 +488,7 @@ impl AtomicSwitch {
         let res = async {
             match self.prepare(&lock, &req).await? {
                 None => Ok(SwitchOutcome::NoChange { version: self.read_table().await?.0.version }),
-                Some(p) => self.commit(&lock, p).await.map(SwitchOutcome::Committed),
+                Some(p) => self.commit(&lock, p).await.map(|r| SwitchOutcome::Committed(Box::new(r))),
             }
         }
         .await;

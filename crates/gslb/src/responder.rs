@@ -323,7 +323,7 @@ impl Responder {
         };
         // Client address: EDNS client-subnet when present and allowed, else the source.
         let ecs = match request.edns().and_then(|e| e.option(EdnsCode::Subnet)) {
-            Some(EdnsOption::Subnet(cs)) if cfg.client_subnet && cs.source_prefix() > 0 => Some(cs.clone()),
+            Some(EdnsOption::Subnet(cs)) if cfg.client_subnet && cs.source_prefix() > 0 => Some(*cs),
             _ => None,
         };
         let client: IpAddr = ecs.as_ref().map_or(info.src.ip(), ClientSubnet::addr);

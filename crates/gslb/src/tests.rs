@@ -1,4 +1,5 @@
 //! Unit tests: config validation, endpoint parsing, region-map laws.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -14,6 +14,8 @@ pub(crate) struct LeaseState {
     valid_until_ms: AtomicU64,
     /// The record is no longer ours (taken over, deleted, or released).
     lost: AtomicBool,
+    /// Released or lost: renewals no longer extend the deadline.
+    closed: AtomicBool,
     /// The first timestamp the holder may issue (previous record + 1).
     floor_ms: u64,
     attached: Mutex<Vec<Attached>>,
@@ -43,19 +45,25 @@ impl LeaseState {
         if self.lost.load(Ordering::Acquire) { Err(Error::LeaseLost) } else { Err(Error::LeaseExpired) }
     }
 
-    /// Moves the deadline forward (never back) after a successful renewal.
+    /// Moves the deadline forward (never back) after a successful renewal;
+    /// a no-op once revoked, even when racing with `revoke`.
     pub(crate) fn extend(&self, valid_until_ms: u64) {
-        if !self.lost.load(Ordering::Acquire) {
-            self.valid_until_ms.fetch_max(valid_until_ms, Ordering::AcqRel);
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        self.valid_until_ms.fetch_max(valid_until_ms, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.valid_until_ms.store(0, Ordering::SeqCst);
         }
     }
 
-    /// Stops every generator of this lease at once.
+    /// Stops every generator of this lease at once, for good.
     pub(crate) fn revoke(&self, lost: bool) {
         if lost {
-            self.lost.store(true, Ordering::Release);
+            self.lost.store(true, Ordering::SeqCst);
         }
-        self.valid_until_ms.store(0, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
+        self.valid_until_ms.store(0, Ordering::SeqCst);
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -83,5 +91,28 @@ impl LeaseState {
         list.iter()
             .map(|a| a.epoch_ms.saturating_add(a.state.0.load(Ordering::Relaxed) >> a.counter_bits))
             .fold(self.floor_ms, u64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn deadline_expiry_loss_and_no_resurrection() {
+        let s = LeaseState::new(100, 1);
+        assert!(s.check(99).is_ok());
+        assert!(matches!(s.check(100), Err(Error::LeaseExpired)));
+        s.extend(200);
+        s.extend(150); // never moves back
+        assert!(s.check(199).is_ok());
+        s.revoke(false);
+        s.extend(10_000); // a renewal finishing after release does not revive it
+        assert!(matches!(s.check(0), Err(Error::LeaseExpired)));
+        let lost = LeaseState::new(100, 1);
+        lost.revoke(true);
+        assert!(matches!(lost.check(0), Err(Error::LeaseLost)));
+        assert_eq!(lost.last_issued_ms(), 1); // the floor, no generator attached
     }
 }

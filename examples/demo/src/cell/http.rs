@@ -1,0 +1,99 @@
+//! The cell's HTTP API (axum) and the gRPC service merged into it, behind the
+//! `cellctx` server layer and the `cellrouter` layer.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cellrouter::{CellRouterLayer, MisroutePolicy, TableStore};
+
+use super::grpc::{PostsService, pb};
+use super::posts::Posts;
+
+/// Response header naming the cell that served the request.
+pub(crate) const SERVED_BY: &str = "x-served-by";
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) posts: Posts,
+    pub(crate) store: TableStore,
+    pub(crate) started_ms: u64,
+}
+
+fn served(cell: &str, resp: impl IntoResponse) -> Response {
+    let mut r = resp.into_response();
+    if let Ok(v) = http::HeaderValue::from_str(cell) {
+        r.headers_mut().insert(SERVED_BY, v);
+    }
+    r
+}
+
+fn fail(cell: &str, e: impl std::fmt::Display) -> Response {
+    tracing::warn!(error = %e, "write failed");
+    served(cell, (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+async fn like(State(s): State<Arc<AppState>>, Path(p): Path<String>) -> Response {
+    let cell = s.posts.cell.to_string();
+    match s.posts.like(&p).await {
+        Ok(w) => served(&cell, Json(w)),
+        Err(e) => fail(&cell, e),
+    }
+}
+
+async fn comment(State(s): State<Arc<AppState>>, Path(p): Path<String>, body: String) -> Response {
+    let cell = s.posts.cell.to_string();
+    match s.posts.comment(&p, &body).await {
+        Ok(w) => served(&cell, Json(w)),
+        Err(e) => fail(&cell, e),
+    }
+}
+
+async fn read(State(s): State<Arc<AppState>>, Path(p): Path<String>) -> Response {
+    served(s.posts.cell.as_str(), Json(s.posts.get(&p).await))
+}
+
+async fn status(State(s): State<Arc<AppState>>) -> Response {
+    let pending = s.posts.storage.outbox.pending_count().await.unwrap_or(-1);
+    let stats = s.posts.replica.metrics().stats();
+    Json(serde_json::json!({
+        "cell": s.posts.cell.as_str(),
+        "table_version": s.store.version(),
+        "pending_outbox": pending,
+        "applied": stats.applied,
+        "duplicates": stats.duplicates,
+        "started_ms": s.started_ms,
+    }))
+    .into_response()
+}
+
+async fn state(State(s): State<Arc<AppState>>) -> Response {
+    let (json, digest) = s.posts.state().await;
+    Json(serde_json::json!({ "cell": s.posts.cell.as_str(), "digest": digest, "state": json })).into_response()
+}
+
+/// The cell's router: routes, gRPC, `/healthz`, then the routing layer and
+/// (outermost) the context layer.
+pub(crate) fn router(app: Arc<AppState>, hub: &health::HealthHub) -> Router {
+    let grpc = tonic::service::Routes::new(pb::posts_server::PostsServer::new(PostsService { posts: app.posts.clone() }))
+        .into_axum_router();
+    let local = app.posts.cell.clone();
+    let store = app.store.clone();
+    Router::new()
+        .route("/posts/{post}/like", post(like))
+        .route("/posts/{post}/comments", post(comment))
+        .route("/posts/{post}", get(read))
+        .route("/admin/status", get(status))
+        .route("/admin/state", get(state))
+        .with_state(app)
+        .merge(grpc)
+        .route_service("/healthz", hub.healthz())
+        // keyed requests whose home is another cell are refused (421) rather
+        // than served here: the gateway routes them, this is the safety net
+        .layer(CellRouterLayer::new(store, local).with_policy(MisroutePolicy::Refuse).with_hint_region(true))
+        .layer(cellctx::CellContextLayer::internal())
+}

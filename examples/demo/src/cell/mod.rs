@@ -1,0 +1,143 @@
+//! One cell process (`demo cell --id beijing ...`): the comments-and-likes
+//! service on its instance ports, replication through the outbox and Kafka,
+//! its routing table from the control plane, `/healthz` from its probes.
+
+mod cache;
+mod grpc;
+pub(crate) mod http;
+mod posts;
+mod storage;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cellctx::CellId;
+use cellrouter::TableStore;
+use cellrouter::source::{FileSource, TableSource};
+use crdt::Replica;
+use crdt::kafka::{Relay, Replicator};
+use health::{FnProbe, HealthHub, ProbeKind, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
+
+pub(crate) use grpc::pb;
+
+use crate::config::DemoConfig;
+use crate::error::DemoError;
+
+/// Arguments of `demo cell`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CellArgs {
+    /// The cell id (one of the config's cells).
+    #[arg(long)]
+    pub(crate) id: String,
+    /// The config file (the orchestrator passes the one it runs).
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Working directory (SQLite file, replica state).
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    /// One port per instance.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) ports: Vec<u16>,
+    /// The routing table file written by the control plane (ignored with `ETCD_ENDPOINTS`).
+    #[arg(long)]
+    pub(crate) table_file: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    pub(crate) kafka: String,
+    /// The replication topic.
+    #[arg(long)]
+    pub(crate) topic: String,
+    /// Run id: prefixes tables, consumer groups and keys in shared servers.
+    #[arg(long)]
+    pub(crate) run_id: String,
+}
+
+/// Runs the cell until killed.
+pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
+    let cfg = DemoConfig::load(args.config.as_deref())?;
+    let cc = cfg.cell(&args.id).ok_or_else(|| DemoError::Config(format!("no cell {:?} in the config", args.id)))?;
+    let cell = CellId::new(&args.id).map_err(|e| DemoError::Config(e.to_string()))?;
+    let datacenter = cfg.regions.iter().find(|r| r.name == cc.region).and_then(|r| r.datacenter).unwrap_or(0);
+    let index = cfg.cells.iter().position(|c| c.id == args.id).unwrap_or(0) as u32;
+    let prefix = format!("demo_{}_{}_", args.run_id, args.id.replace('-', "_"));
+
+    // storage: SQLite in the cell's directory unless DEMO_DATABASE_URL names a server
+    let url = match std::env::var("DEMO_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => format!("sqlite://{}?mode=rwc", args.dir.join("cell.db").display()),
+    };
+    let storage = storage::Storage::open(&url, &prefix).await?;
+
+    // replication: restore, replay our own outbox, then consume and relay
+    let replica = Arc::new(Replica::try_new(cell.clone(), Duration::from_secs(5))?);
+    let state = storage::FileStateStore::new(args.dir.clone());
+    let group = format!("demo-{}-{}", args.run_id, args.id);
+    let replicator = Replicator::start(replica.clone(), &args.kafka, &args.topic, &group, state).await?;
+    let replayed = storage.replay_own_changes(&replica).await?;
+    tracing::info!(cell = %cell, replayed, "replica restored");
+    let _replicator = replicator.spawn();
+    let relay = Relay::new(storage.outbox.clone(), &args.kafka, &args.topic)?.with_poll_interval(Duration::from_millis(20));
+    tokio::spawn(async move { relay.run(std::future::pending()).await });
+
+    // the routing table from the control plane
+    let store = TableStore::new();
+    table_source(&args, &store).await?;
+
+    // /healthz: the cell is healthy while its database answers
+    let hub = HealthHub::try_new(ScorePolicy::default().with_window(3))?;
+    let pool = storage.outbox.pool().clone();
+    let db = FnProbe::new(move || {
+        let pool = pool.clone();
+        async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ProbeOutcome::up()) }
+    })
+    .with_kind(ProbeKind::Sql);
+    let _probes = Scheduler::try_new(&hub, 4)?
+        .with_probe(ProbeSpec::new(cell.clone(), "db", db).with_interval(Duration::from_millis(100)))?
+        .start();
+
+    let cache = match std::env::var("DEMO_REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some(cache::Cache::connect(&u, format!("{prefix}post:")).await?),
+        _ => None,
+    };
+    let ids = idgen::Generator::try_new(idgen::Layout::seed(), datacenter, index)?;
+    let posts = posts::Posts { cell: cell.clone(), replica, storage, ids, cache };
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let app = Arc::new(http::AppState { posts, store, started_ms });
+    let router = http::router(app, &hub);
+
+    let mut servers = Vec::new();
+    for port in &args.ports {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await?;
+        let router = router.clone();
+        servers.push(tokio::spawn(async move { axum::serve(listener, router).await }));
+    }
+    tracing::info!(cell = %cell, ports = ?args.ports, "cell serving");
+    for s in servers {
+        s.await.map_err(|e| DemoError::Other(e.to_string()))??;
+    }
+    Ok(())
+}
+
+/// Feeds `store` from etcd (`ETCD_ENDPOINTS`) or the control plane's table file.
+async fn table_source(args: &CellArgs, store: &TableStore) -> Result<(), DemoError> {
+    if let Some(endpoints) = crate::control::etcd_endpoints() {
+        let source = cellrouter::source::EtcdSource::try_new(endpoints)?.with_key(crate::control::etcd_table_key(&args.run_id));
+        tokio::spawn(source.run(store.clone()));
+    } else {
+        let path = args.table_file.clone().ok_or_else(|| DemoError::Config("--table-file is required without ETCD_ENDPOINTS".into()))?;
+        let source = FileSource::new(path).with_interval(Duration::from_millis(10));
+        source.load_into(store)?;
+        tokio::spawn(source.run(store.clone()));
+    }
+    // wait for the first table
+    let mut rx = store.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| t.is_some()))
+        .await
+        .map_err(|_| DemoError::Other("no routing table within 10 s".into()))?
+        .map_err(|e| DemoError::Other(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The comments-and-likes logic shared by the HTTP and gRPC front ends: a write
+//! is a business row plus an outbox row in one transaction, then a local CRDT
+//! commit; reads come from the local replica (through the optional Redis cache,
+//! behind a breaker).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use cellctx::CellId;
+use crdt::{Replica, Value};
+use serde::Serialize;
+
+use super::cache::Cache;
+use super::storage::Storage;
+use crate::error::DemoError;
+
+/// One cell's posts.
+#[derive(Debug, Clone)]
+pub(crate) struct Posts {
+    pub(crate) cell: CellId,
+    pub(crate) replica: Arc<Replica>,
+    pub(crate) storage: Storage,
+    pub(crate) ids: idgen::Generator,
+    pub(crate) cache: Option<Cache>,
+}
+
+/// A post as this cell sees it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct PostView {
+    pub(crate) post: String,
+    pub(crate) likes: i64,
+    pub(crate) comments: Vec<String>,
+    pub(crate) cell: String,
+}
+
+/// An acknowledged write.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Written {
+    pub(crate) id: String,
+    pub(crate) cell: String,
+}
+
+fn likes_key(post: &str) -> String {
+    format!("likes:{post}")
+}
+fn comments_key(post: &str) -> String {
+    format!("comments:{post}")
+}
+
+fn user() -> String {
+    cellctx::current().and_then(|c| c.routing_key.clone()).unwrap_or_else(|| "anonymous".into())
+}
+
+impl Posts {
+    /// Likes `post`.
+    pub(crate) async fn like(&self, post: &str) -> Result<Written, DemoError> {
+        let id = self.ids.next_id()?.to_string();
+        let mut guard = self.replica.lock().await;
+        let change = guard.counter_add("post", &likes_key(post), 1)?;
+        let mut tx = self.storage.outbox.pool().begin().await?;
+        let q = format!("INSERT INTO {} (id, post, user_id) VALUES ({})", self.storage.likes, self.storage.ph(3));
+        sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).execute(&mut *tx).await?;
+        self.storage.outbox.enqueue(&mut tx, &change).await?;
+        tx.commit().await?;
+        guard.commit(&change)?;
+        drop(guard);
+        self.storage.outbox.wake();
+        self.invalidate(post).await;
+        Ok(Written { id, cell: self.cell.to_string() })
+    }
+
+    /// Comments `text` on `post`; the comment id joins the post's OR-set.
+    pub(crate) async fn comment(&self, post: &str, text: &str) -> Result<Written, DemoError> {
+        let id = self.ids.next_id()?.to_string();
+        let mut guard = self.replica.lock().await;
+        let change = guard.or_add("post", &comments_key(post), &id)?;
+        let mut tx = self.storage.outbox.pool().begin().await?;
+        let q = format!("INSERT INTO {} (id, post, user_id, body) VALUES ({})", self.storage.comments, self.storage.ph(4));
+        sqlx::query(&q)
+            .bind(id.clone())
+            .bind(post.to_string())
+            .bind(user())
+            .bind(text.to_string())
+            .execute(&mut *tx)
+            .await?;
+        self.storage.outbox.enqueue(&mut tx, &change).await?;
+        tx.commit().await?;
+        guard.commit(&change)?;
+        drop(guard);
+        self.storage.outbox.wake();
+        self.invalidate(post).await;
+        Ok(Written { id, cell: self.cell.to_string() })
+    }
+
+    async fn invalidate(&self, post: &str) {
+        if let Some(c) = &self.cache {
+            c.invalidate(post).await;
+        }
+    }
+
+    /// Reads `post` (cache first when configured).
+    pub(crate) async fn get(&self, post: &str) -> PostView {
+        if let Some(c) = &self.cache
+            && let Some(v) = c.get(post).await
+        {
+            return v;
+        }
+        let likes = match self.replica.get(&likes_key(post)).await {
+            Some(Value::Counter(c)) => c.value(),
+            _ => 0,
+        };
+        let mut comments = self.replica.get(&comments_key(post)).await.and_then(|v| v.members()).unwrap_or_default();
+        comments.sort();
+        let view = PostView { post: post.to_string(), likes, comments, cell: self.cell.to_string() };
+        if let Some(c) = &self.cache {
+            c.put(&view).await;
+        }
+        view
+    }
+
+    /// The whole replicated state as JSON (objects sorted, set members sorted)
+    /// and a digest of it.
+    pub(crate) async fn state(&self) -> (String, u64) {
+        let guard = self.replica.lock().await;
+        let mut out = BTreeMap::new();
+        for (id, v) in guard.store().objects() {
+            let j = match v {
+                Value::Counter(c) => serde_json::json!(c.value()),
+                other => {
+                    let mut m = other.members().unwrap_or_default();
+                    m.sort();
+                    serde_json::json!(m)
+                }
+            };
+            out.insert(id.clone(), j);
+        }
+        drop(guard);
+        let json = serde_json::to_string(&out).unwrap_or_default();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        json.hash(&mut h);
+        (json, h.finish())
+    }
+}

@@ -1,0 +1,36 @@
+//! The demo's error type.
+
+/// Everything that can stop the demo.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DemoError {
+    /// The configuration file is invalid.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// A database error.
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A replication error.
+    #[error("crdt: {0}")]
+    Crdt(#[from] crdt::CrdtError),
+    /// A routing error.
+    #[error("routing: {0}")]
+    Router(#[from] cellrouter::Error),
+    /// A failover error.
+    #[error("failover: {0}")]
+    Failover(#[from] failover::Error),
+    /// A health error.
+    #[error("health: {0}")]
+    Health(#[from] health::HealthError),
+    /// An id error.
+    #[error("idgen: {0}")]
+    Id(#[from] idgen::Error),
+    /// A Kafka error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// An I/O error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}

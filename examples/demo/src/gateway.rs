@@ -1,0 +1,178 @@
+//! The edge gateway: the trust boundary (`cellctx` edge mode), user -> cell
+//! routing through the `cellrouter` table, smooth WRR x RTT across a cell's
+//! instances, a breaker per cell, and outcome reports to the failover engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use cellctx::{CellContext, CellId, PropagateCellContextLayer};
+use cellrouter::{SmoothWrr, TableStore};
+use failover::OutcomeReporter;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+use crate::error::DemoError;
+
+/// The plain HTTP client the demo uses everywhere.
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A new client (HTTP/1, pooled).
+pub(crate) fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_millis(200)));
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(5)).build(connector)
+}
+
+/// GETs `url` and parses JSON, within `timeout`.
+pub(crate) async fn get_json(client: &HttpClient, url: &str, timeout: Duration) -> Result<serde_json::Value, DemoError> {
+    let req = http::Request::get(url).body(Full::new(Bytes::new())).map_err(|e| DemoError::Other(e.to_string()))?;
+    let resp = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .map_err(|_| DemoError::Other(format!("{url}: timeout")))?
+        .map_err(|e| DemoError::Other(format!("{url}: {e}")))?;
+    let body = tokio::time::timeout(timeout, resp.into_body().collect())
+        .await
+        .map_err(|_| DemoError::Other(format!("{url}: timeout")))?
+        .map_err(|e| DemoError::Other(format!("{url}: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| DemoError::Other(format!("{url}: {e}")))
+}
+
+type Downstream = BoxCloneSyncService<http::Request<Full<Bytes>>, http::Response<hyper::body::Incoming>, BoxError>;
+
+/// One cell as the gateway sees it.
+struct Upstream {
+    endpoints: Vec<String>,
+    wrr: SmoothWrr<usize>,
+    svc: Downstream,
+}
+
+/// The gateway.
+pub(crate) struct Gateway {
+    store: TableStore,
+    cells: HashMap<CellId, Upstream>,
+    reporter: OutcomeReporter,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("cells", &self.cells.len()).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway over the cells of `store`'s table, with a breaker per cell.
+    pub(crate) fn try_new(
+        store: TableStore,
+        breakers: breaker::BreakersConfig,
+        reporter: OutcomeReporter,
+        timeout: Duration,
+    ) -> Result<Self, DemoError> {
+        let table = store.current().ok_or_else(|| DemoError::Other("gateway: no routing table".into()))?;
+        let client = http_client();
+        let mut cells = HashMap::new();
+        for c in &table.table().cells {
+            let wrr = SmoothWrr::new();
+            for i in 0..c.endpoints.len() {
+                wrr.insert(i, f64::from(c.weight));
+            }
+            let breaker = breaker::CircuitBreakerLayer::from_config(c.id.as_str(), breakers.clone())
+                .map_err(|e| DemoError::Config(format!("breaker: {e}")))?;
+            let svc = ServiceBuilder::new()
+                .layer(breaker)
+                .timeout(timeout)
+                .layer(PropagateCellContextLayer::new())
+                .service(client.clone())
+                .map_err(BoxError::from);
+            cells.insert(c.id.clone(), Upstream { endpoints: c.endpoints.clone(), wrr, svc: BoxCloneSyncService::new(svc) });
+        }
+        Ok(Gateway { store, cells, reporter })
+    }
+
+    /// The gateway's HTTP service: the edge context layer around the forwarder.
+    pub(crate) fn router(self: Arc<Self>) -> axum::Router {
+        axum::Router::new().fallback(forward).with_state(self).layer(cellctx::CellContextLayer::edge())
+    }
+}
+
+fn answer(status: StatusCode, msg: String) -> Response {
+    (status, msg).into_response()
+}
+
+async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let Some(ctx) = req.extensions().get::<Arc<CellContext>>().cloned() else {
+        return answer(StatusCode::INTERNAL_SERVER_ERROR, "no cell context".into());
+    };
+    let Some(key) = ctx.routing_key.clone() else {
+        return answer(StatusCode::BAD_REQUEST, "X-User-ID is required".into());
+    };
+    // user -> cell: the key's slot in its region's map (region from the hint)
+    let (target, kind) = {
+        let guard = gw.store.load();
+        let Some(table) = guard.as_ref() else {
+            return answer(StatusCode::SERVICE_UNAVAILABLE, "no routing table".into());
+        };
+        let region = ctx.region_hint.as_ref().map(|h| h.region.clone()).unwrap_or_else(|| table.table().default_region.clone());
+        match cellrouter::resolve_in(table, &region, &key) {
+            Ok(r) => (r.target.clone(), r.kind),
+            Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    };
+    let Some(up) = gw.cells.get(&target) else {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, format!("unknown cell {target}"));
+    };
+    // WRR x RTT across the cell's instances
+    let Some(idx) = up.wrr.pick() else {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, format!("cell {target}: no instance"));
+    };
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return answer(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let Ok(uri) = format!("{}{pq}", up.endpoints[idx]).parse::<http::Uri>() else {
+        return answer(StatusCode::BAD_GATEWAY, "bad endpoint".into());
+    };
+    let mut out = http::Request::new(Full::new(body));
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = uri;
+    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+        out.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
+    }
+    // the context goes on as signed-off internal headers (client layer), with the chosen cell
+    let mut fwd_ctx = (*ctx).clone();
+    fwd_ctx.cell = Some(target.clone());
+    let started = Instant::now();
+    let result = cellctx::scope(Arc::new(fwd_ctx), up.svc.clone().oneshot(out)).await;
+    let rtt = started.elapsed();
+    match result {
+        Ok(resp) => {
+            let ok = !resp.status().is_server_error();
+            up.wrr.observe_rtt(&idx, rtt);
+            gw.reporter.report(&target, ok, rtt);
+            let (mut p, b) = resp.into_parts();
+            if let Ok(v) = http::HeaderValue::from_str(&format!("{kind:?}")) {
+                p.headers.insert("x-route-kind", v);
+            }
+            Response::from_parts(p, Body::new(b))
+        }
+        Err(e) => {
+            gw.reporter.report(&target, false, rtt);
+            let open = e.downcast_ref::<breaker::Error>().is_some();
+            let status = if open { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+            answer(status, format!("cell {target}: {e}"))
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The run's report: computed from the clients' records, the controller's
+//! switches, the audit log and the cells' final states.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::SystemTime;
+
+use failover::Change;
+use failover::audit::AuditRecord;
+use serde::Serialize;
+
+use crate::control::SwitchEvent;
+use crate::load::{Op, Record, User};
+
+/// Per-cell counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct CellCounts {
+    /// Requests the cell served successfully.
+    pub(crate) requests: u64,
+    /// Failed requests of users homed in the cell.
+    pub(crate) errors: u64,
+}
+
+/// The switch's phases in ms.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct SwitchMs {
+    /// Kill -> the engine's first bad observation.
+    pub(crate) detect: Option<u64>,
+    /// First bad observation -> intent row written (trip window + decision).
+    pub(crate) decide: Option<u64>,
+    /// Intent -> table committed.
+    pub(crate) commit: Option<u64>,
+    /// Commit -> every live router runs the table.
+    pub(crate) apply: Option<u64>,
+    /// Kill -> first success for the dead cell's users.
+    pub(crate) total: Option<u64>,
+}
+
+/// One audit row, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AuditRow {
+    pub(crate) action: String,
+    pub(crate) cell: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) table_version: u64,
+    pub(crate) status: String,
+}
+
+/// The whole report (the `--json` line).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) cells: BTreeMap<String, CellCounts>,
+    pub(crate) killed_cell: String,
+    pub(crate) kill_at_ms: u64,
+    pub(crate) restart_at_ms: u64,
+    pub(crate) switch_ms: SwitchMs,
+    /// Restart -> failback applied.
+    pub(crate) failback_ms: Option<u64>,
+    pub(crate) client_errors_during_switch: u64,
+    pub(crate) errors_total: u64,
+    pub(crate) total_requests: u64,
+    pub(crate) acked_writes: u64,
+    pub(crate) lost_writes: u64,
+    pub(crate) converged: bool,
+    pub(crate) digests: BTreeMap<String, u64>,
+    pub(crate) audit_rows: Vec<AuditRow>,
+    /// Successful requests served by a cell other than the user's home or its declared failover target.
+    pub(crate) misrouted: u64,
+    pub(crate) requests_before_kill: u64,
+    /// Successful requests before the kill not served by the user's home cell.
+    pub(crate) off_home_before_kill: u64,
+    /// Successful requests of the dead cell's users served by its failover target.
+    pub(crate) failover_served: u64,
+    /// Requests per cell per second of the run.
+    pub(crate) timeline: Vec<BTreeMap<String, u64>>,
+}
+
+/// What the orchestrator gathered.
+#[derive(Debug)]
+pub(crate) struct Inputs<'a> {
+    pub(crate) cells: Vec<String>,
+    pub(crate) users: &'a [User],
+    pub(crate) records: &'a [Record],
+    pub(crate) t0: SystemTime,
+    pub(crate) killed: String,
+    pub(crate) kill_ms: u64,
+    pub(crate) restart_ms: u64,
+    pub(crate) switches: Vec<SwitchEvent>,
+    pub(crate) audit: Vec<AuditRecord>,
+    /// Per cell: (state JSON, digest); `None` when it did not answer.
+    pub(crate) states: BTreeMap<String, Option<(String, u64)>>,
+}
+
+fn ms(t0: SystemTime, t: SystemTime) -> u64 {
+    t.duration_since(t0).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Acknowledged writes missing from `state` (a cell's state JSON): comments
+/// by id, likes by count per post.
+fn lost_writes(records: &[Record], state: &str) -> u64 {
+    let state: BTreeMap<String, serde_json::Value> = serde_json::from_str(state).unwrap_or_default();
+    let mut lost = 0;
+    let mut likes: HashMap<&str, i64> = HashMap::new();
+    for r in records.iter().filter(|r| r.ok && r.id.is_some()) {
+        match r.op {
+            Op::Comment => {
+                let id = r.id.as_deref().unwrap_or_default();
+                let present = state
+                    .get(&format!("comments:{}", r.post))
+                    .and_then(|v| v.as_array())
+                    .is_some_and(|a| a.iter().any(|m| m.as_str() == Some(id)));
+                if !present {
+                    lost += 1;
+                }
+            }
+            Op::Like => *likes.entry(r.post.as_str()).or_default() += 1,
+            Op::Read => {}
+        }
+    }
+    for (post, acked) in likes {
+        let have = state.get(&format!("likes:{post}")).and_then(|v| v.as_i64()).unwrap_or(0);
+        lost += u64::try_from(acked - have).unwrap_or(0);
+    }
+    lost
+}
+
+/// Computes the report.
+pub(crate) fn compute(i: Inputs<'_>) -> Report {
+    let mut cells: BTreeMap<String, CellCounts> = i.cells.iter().map(|c| (c.clone(), CellCounts::default())).collect();
+    let mut timeline: Vec<BTreeMap<String, u64>> = Vec::new();
+    let (mut misrouted, mut before, mut off_home, mut failover_served, mut errors) = (0, 0, 0, 0, 0);
+    let mut first_failover_success: Option<u64> = None;
+    for r in i.records {
+        let u = &i.users[r.user];
+        if !r.ok {
+            errors += 1;
+            cells.entry(u.home.clone()).or_default().errors += 1;
+            continue;
+        }
+        let Some(by) = &r.served_by else { continue };
+        cells.entry(by.clone()).or_default().requests += 1;
+        let sec = (r.end_ms / 1000) as usize;
+        if timeline.len() <= sec {
+            timeline.resize_with(sec + 1, || i.cells.iter().map(|c| (c.clone(), 0)).collect());
+        }
+        *timeline[sec].entry(by.clone()).or_default() += 1;
+        if by != &u.home && Some(by) != u.failover.as_ref() {
+            misrouted += 1;
+        }
+        if r.end_ms < i.kill_ms {
+            before += 1;
+            if by != &u.home {
+                off_home += 1;
+            }
+        }
+        if u.home == i.killed && Some(by) == u.failover.as_ref() {
+            failover_served += 1;
+            if r.start_ms >= i.kill_ms {
+                first_failover_success = Some(first_failover_success.map_or(r.end_ms, |f| f.min(r.end_ms)));
+            }
+        }
+    }
+    let total = first_failover_success.map(|f| f.saturating_sub(i.kill_ms));
+    let during = i
+        .records
+        .iter()
+        .filter(|r| !r.ok && r.start_ms >= i.kill_ms && total.is_none_or(|t| r.start_ms <= i.kill_ms + t))
+        .count() as u64;
+    let drain = i.switches.iter().find(|e| matches!(&e.change, Change::Drain(c) if c.as_str() == i.killed));
+    let switch_ms = match drain {
+        Some(e) => SwitchMs {
+            detect: Some(ms(i.t0, e.detected_at).saturating_sub(i.kill_ms)),
+            decide: e.intent_at.duration_since(e.detected_at).ok().map(|d| d.as_millis() as u64),
+            commit: e.committed_at.duration_since(e.intent_at).ok().map(|d| d.as_millis() as u64),
+            apply: e.applied_at.duration_since(e.committed_at).ok().map(|d| d.as_millis() as u64),
+            total,
+        },
+        None => SwitchMs { total, ..Default::default() },
+    };
+    let failback_ms = i
+        .switches
+        .iter()
+        .find(|e| matches!(&e.change, Change::Failback(c) if c.as_str() == i.killed))
+        .map(|e| ms(i.t0, e.applied_at).saturating_sub(i.restart_ms));
+    let digests: BTreeMap<String, u64> =
+        i.states.iter().filter_map(|(c, s)| s.as_ref().map(|(_, d)| (c.clone(), *d))).collect();
+    let distinct: HashSet<u64> = digests.values().copied().collect();
+    let converged = digests.len() == i.cells.len() && distinct.len() == 1;
+    let lost = i
+        .states
+        .values()
+        .flatten()
+        .map(|(json, _)| lost_writes(i.records, json))
+        .max()
+        .unwrap_or_else(|| i.records.iter().filter(|r| r.ok && r.id.is_some()).count() as u64);
+    let audit_rows = i
+        .audit
+        .iter()
+        .map(|a| AuditRow {
+            action: match a.to.as_str() {
+                "state=down" => "drain".into(),
+                "state=active" => "failback".into(),
+                other => other.to_string(),
+            },
+            cell: a.flow.clone(),
+            from: a.from.clone(),
+            to: a.to.clone(),
+            table_version: a.version_after,
+            status: a.status.as_str().to_string(),
+        })
+        .collect();
+    Report {
+        cells,
+        killed_cell: i.killed.clone(),
+        kill_at_ms: i.kill_ms,
+        restart_at_ms: i.restart_ms,
+        switch_ms,
+        failback_ms,
+        client_errors_during_switch: during,
+        errors_total: errors,
+        total_requests: i.records.len() as u64,
+        acked_writes: i.records.iter().filter(|r| r.ok && r.id.is_some()).count() as u64,
+        lost_writes: lost,
+        converged,
+        digests,
+        audit_rows,
+        misrouted,
+        requests_before_kill: before,
+        off_home_before_kill: off_home,
+        failover_served,
+        timeline,
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v} ms"))
+}
+
+/// The human-readable report.
+pub(crate) fn print_human(r: &Report) {
+    println!();
+    println!("== requests per cell over time (successes per second) ==");
+    let names: Vec<&String> = r.cells.keys().collect();
+    print!("{:>5}", "t(s)");
+    for n in &names {
+        print!(" {n:>10}");
+    }
+    println!();
+    for (s, row) in r.timeline.iter().enumerate() {
+        let mark = if (s as u64) == r.kill_at_ms / 1000 {
+            "  <- kill"
+        } else if (s as u64) == r.restart_at_ms / 1000 {
+            "  <- restart"
+        } else {
+            ""
+        };
+        print!("{s:>5}");
+        for n in &names {
+            print!(" {:>10}", row.get(*n).copied().unwrap_or(0));
+        }
+        println!("{mark}");
+    }
+    println!();
+    println!("== cells ==");
+    for (c, n) in &r.cells {
+        println!("{c:>10}: {:>6} served, {:>4} errors seen by its users", n.requests, n.errors);
+    }
+    println!();
+    println!("== the switch (killed {} at {} ms) ==", r.killed_cell, r.kill_at_ms);
+    let s = &r.switch_ms;
+    println!("  detect {}  decide {}  commit {}  apply {}", opt(s.detect), opt(s.decide), opt(s.commit), opt(s.apply));
+    println!("  total (kill -> first success for its users): {}", opt(s.total));
+    println!("  client errors during the switch: {}", r.client_errors_during_switch);
+    println!("  failback (restart -> table applied): {}", opt(r.failback_ms));
+    println!();
+    println!("== correctness ==");
+    println!("  requests: {} ({} errors)", r.total_requests, r.errors_total);
+    println!("  acknowledged writes: {}, lost: {}", r.acked_writes, r.lost_writes);
+    println!("  converged: {} ({} cells)", r.converged, r.digests.len());
+    println!("  before the kill: {} requests, {} off their home cell", r.requests_before_kill, r.off_home_before_kill);
+    println!("  served by the failover cell: {}", r.failover_served);
+    println!("  misrouted: {}", r.misrouted);
+    println!();
+    println!("== audit log ==");
+    for a in &r.audit_rows {
+        println!("  {:>8} {:>10}: {} -> {} (table v{}, {})", a.action, a.cell, a.from, a.to, a.table_version, a.status);
+    }
+}
