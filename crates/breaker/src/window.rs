@@ -112,6 +112,10 @@ pub(crate) struct TimeWindow {
     ring: Box<[Bucket]>,
     mask: u64,
     width: u64,
+    /// `floor(now / width) == (now * magic) >> shift` for `now < 2^63`
+    /// (a multiply instead of a 64-bit division on the hot path).
+    magic: u64,
+    shift: u32,
     n: u64,
     last_bad: AtomicU64,
 }
@@ -121,18 +125,26 @@ impl TimeWindow {
         let n = u64::from(buckets.max(1));
         let width = (nanos(duration) / n).max(1);
         let cap = n.next_power_of_two();
+        // k = ceil(log2(width)); magic = ceil(2^(63 + k) / width) < 2^64.
+        let k = 64 - (width - 1).leading_zeros();
+        let shift = 63 + k;
+        let magic = u64::try_from((1u128 << shift).div_ceil(u128::from(width))).unwrap_or(u64::MAX);
         TimeWindow {
             ring: (0..cap).map(|_| Bucket::default()).collect(),
             mask: cap - 1,
             width,
+            magic,
+            shift,
             n,
             last_bad: AtomicU64::new(0),
         }
     }
 
     /// The bucket epoch of `now` (from 1: 0 marks an empty bucket).
+    #[inline]
     fn epoch(&self, now: u64) -> u64 {
-        now / self.width + 1
+        let now = now & (u64::MAX >> 1);
+        ((u128::from(now) * u128::from(self.magic)) >> self.shift) as u64 + 1
     }
 
     /// The bucket of `now`, cleared first if it still holds an older epoch.
@@ -182,7 +194,8 @@ impl TimeWindow {
     }
 
     fn has_bad(&self, now: u64) -> bool {
-        self.epoch(now).saturating_sub(self.last_bad.load(Relaxed)) < self.n
+        let last = self.last_bad.load(Relaxed);
+        last != 0 && self.epoch(now).saturating_sub(last) < self.n
     }
 
     pub(crate) fn reset(&self) {
@@ -305,6 +318,23 @@ mod tests {
     }
 
     proptest! {
+        // Law: the multiply-shift epoch equals the division.
+        #[test]
+        fn epoch_is_exact(width in 1u64..u64::MAX >> 2, now in 0u64..u64::MAX >> 1) {
+            let w = TimeWindow::new(Duration::from_nanos(width), 1);
+            prop_assert_eq!(w.epoch(now), now / width + 1);
+            prop_assert_eq!(w.epoch(now / width * width), now / width + 1);
+            if now / width > 0 {
+                prop_assert_eq!(w.epoch(now / width * width - 1), now / width);
+            }
+        }
+
+        #[test]
+        fn epoch_is_exact_for_small_widths(width in 1u64..5000, now in 0u64..10_000_000_000_000) {
+            let w = TimeWindow::new(Duration::from_nanos(width), 1);
+            prop_assert_eq!(w.epoch(now), now / width + 1);
+        }
+
         // Law: the count window's packed totals equal a plain recount of its
         // last `size` outcomes.
         #[test]

@@ -1,8 +1,10 @@
 //! [`CellId`]: the validated name of a cell.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroU8;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use crate::error::InvalidValue;
 
@@ -11,7 +13,9 @@ pub const MAX_CELL_ID_LEN: usize = 32;
 
 /// The id of a cell: 1 to 32 bytes of lowercase ASCII letters, digits and `-`.
 ///
-/// Cheap to clone (a shared string).
+/// Held inline (at most 32 bytes, no heap allocation): cheap to build and to
+/// clone, and `Option<CellId>` is no larger than `CellId`. Equality, ordering and
+/// hashing are those of the string.
 ///
 /// ```
 /// use cellctx::CellId;
@@ -19,8 +23,13 @@ pub const MAX_CELL_ID_LEN: usize = 32;
 /// assert_eq!(id.as_str(), "cn-shanghai-1");
 /// assert!("Shanghai".parse::<CellId>().is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CellId(Arc<str>);
+#[derive(Clone)]
+pub struct CellId {
+    /// 1 to [`MAX_CELL_ID_LEN`]: the bytes in use.
+    len: NonZeroU8,
+    /// The id, zero-padded.
+    bytes: [u8; MAX_CELL_ID_LEN],
+}
 
 impl CellId {
     /// Validates `s` as a cell id.
@@ -34,12 +43,50 @@ impl CellId {
         if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
             return Err(InvalidValue::BadCharacter);
         }
-        Ok(CellId(Arc::from(s)))
+        let mut bytes = [0; MAX_CELL_ID_LEN];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        // 1..=32, checked above.
+        let len = u8::try_from(s.len()).ok().and_then(NonZeroU8::new).ok_or(InvalidValue::Empty)?;
+        Ok(CellId { len, bytes })
+    }
+
+    /// The id's bytes (ASCII).
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len.get())]
     }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (checked in `new`), so this never falls back.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for CellId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for CellId {}
+
+impl PartialOrd for CellId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CellId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Byte order is `str` order.
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl Hash for CellId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Hashes like the `str` (as the shared-string representation did).
+        self.as_str().hash(state);
     }
 }
 
@@ -66,25 +113,25 @@ impl TryFrom<String> for CellId {
 
 impl AsRef<str> for CellId {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl fmt::Display for CellId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for CellId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CellId({:?})", &*self.0)
+        write!(f, "CellId({:?})", self.as_str())
     }
 }
 
 impl serde::Serialize for CellId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -92,5 +139,40 @@ impl<'de> serde::Deserialize<'de> for CellId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         CellId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::hash_map::DefaultHasher;
+
+    use super::*;
+
+    fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
+        let mut h = DefaultHasher::new();
+        v.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn behaves_like_its_string() {
+        let ids = ["a", "a-1", "b", "eu-west-1", "eu-west-10", "0123456789abcdefghijklmnopqrstuv"];
+        for a in ids {
+            let ca = CellId::new(a).unwrap();
+            assert_eq!(ca.as_str(), a);
+            assert_eq!(ca.to_string(), a);
+            assert_eq!(format!("{ca:?}"), format!("CellId({a:?})"));
+            assert_eq!(hash_of(&ca), hash_of(a));
+            for b in ids {
+                let cb = CellId::new(b).unwrap();
+                assert_eq!(ca == cb, a == b);
+                assert_eq!(ca.cmp(&cb), a.cmp(b), "{a} vs {b}");
+            }
+        }
+        assert_eq!(CellId::new(&"a".repeat(33)), Err(InvalidValue::TooLong { max: MAX_CELL_ID_LEN }));
+        assert_eq!(CellId::new(""), Err(InvalidValue::Empty));
+        assert_eq!(std::mem::size_of::<Option<CellId>>(), std::mem::size_of::<CellId>());
     }
 }

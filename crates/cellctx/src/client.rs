@@ -150,7 +150,7 @@ impl ClientConfig {
         if self.otel && !headers.contains_key(TRACEPARENT) {
             crate::propagation::inject_current_otel(headers);
         }
-        let trace_set = headers.contains_key(TRACEPARENT);
+        let trace_set = !headers.is_empty() && headers.contains_key(TRACEPARENT);
         if headers.is_empty() {
             // One allocation for the usual handful of context headers.
             headers.reserve(8);

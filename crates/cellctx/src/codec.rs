@@ -22,26 +22,116 @@ pub(crate) const MAX_BAGGAGE_HEADER_LEN: usize = 4 * MAX_BAGGAGE_BYTES;
 
 /// A carrier the context is read from.
 pub(crate) trait Source {
-    /// The raw value of `name`, `None` when absent; an error when repeated.
-    fn raw(&self, name: &HeaderName) -> Result<Option<&[u8]>, InvalidValue> {
-        Ok(self.get(name)?.map(|(b, _)| b))
-    }
+    /// The raw value of `name` (`None` when absent, an error when repeated)
+    /// and, for HTTP, the header value itself (kept so that injecting the same
+    /// value again costs no allocation).
+    fn get(&self, name: &HeaderName) -> Found<'_>;
 
-    /// The raw value of `name` and, for HTTP, the header value itself (kept so
-    /// that injecting the same value again costs no allocation).
-    fn get(&self, name: &HeaderName) -> Result<RawValue<'_>, InvalidValue>;
+    /// Every context header at once (by default one [`get`](Source::get) each).
+    fn fields<'a>(&'a self, names: &HeaderNames) -> Fields<'a> {
+        lookup_fields(self, names)
+    }
+}
+
+/// [`Source::fields`] by one [`Source::get`] per field.
+fn lookup_fields<'a, S: Source + ?Sized>(src: &'a S, names: &HeaderNames) -> Fields<'a> {
+    Fields {
+        cell: src.get(&names.cell),
+        request_id: src.get(&names.request_id),
+        tenant: src.get(&names.tenant),
+        auth_user: src.get(&names.auth_user),
+        routing_key: src.get(&names.routing_key),
+        xid: src.get(&names.xid),
+        region_hint: src.get(&names.region_hint),
+        downgraded: src.get(&names.downgraded),
+        traceparent: src.get(&TRACEPARENT),
+        tracestate: src.get(&TRACESTATE),
+        baggage: src.get(&BAGGAGE),
+    }
 }
 
 /// A raw header value and, for HTTP, the header value itself.
 pub(crate) type RawValue<'a> = Option<(&'a [u8], Option<&'a HeaderValue>)>;
 
+/// What a carrier holds for one header: its value, none, or an error (repeated).
+pub(crate) type Found<'a> = Result<RawValue<'a>, InvalidValue>;
+
+const REPEATED: InvalidValue = InvalidValue::Malformed("repeated header");
+
+/// The context headers found in a carrier, one per field.
+pub(crate) struct Fields<'a> {
+    cell: Found<'a>,
+    request_id: Found<'a>,
+    tenant: Found<'a>,
+    auth_user: Found<'a>,
+    routing_key: Found<'a>,
+    xid: Found<'a>,
+    region_hint: Found<'a>,
+    downgraded: Found<'a>,
+    traceparent: Found<'a>,
+    tracestate: Found<'a>,
+    baggage: Found<'a>,
+}
+
+/// Up to this many header values, [`HeaderMap`] finds the context headers in
+/// one pass over the map (a name comparison per field and value) rather than
+/// with one hashed lookup per field (11 lookups, most of them misses).
+const SCAN_MAX: usize = 20;
+
 impl Source for HeaderMap {
-    fn get(&self, name: &HeaderName) -> Result<RawValue<'_>, InvalidValue> {
+    fn get(&self, name: &HeaderName) -> Found<'_> {
         let mut values = self.get_all(name).iter();
         match (values.next(), values.next()) {
             (None, _) => Ok(None),
             (Some(v), None) => Ok(Some((v.as_bytes(), Some(v)))),
-            (Some(_), Some(_)) => Err(InvalidValue::Malformed("repeated header")),
+            (Some(_), Some(_)) => Err(REPEATED),
+        }
+    }
+
+    fn fields<'a>(&'a self, names: &HeaderNames) -> Fields<'a> {
+        if self.len() > SCAN_MAX {
+            return lookup_fields(self, names);
+        }
+        let (tp, ts, bg) = (TRACEPARENT, TRACESTATE, BAGGAGE);
+        let wanted: [&HeaderName; 11] = [
+            &names.cell,
+            &names.request_id,
+            &names.tenant,
+            &names.auth_user,
+            &names.routing_key,
+            &names.xid,
+            &names.region_hint,
+            &names.downgraded,
+            &tp,
+            &ts,
+            &bg,
+        ];
+        let mut found: [Found<'a>; 11] = [const { Ok(None) }; 11];
+        for (name, value) in self {
+            // Every field the name is configured for (two fields may share a name).
+            for (want, slot) in wanted.iter().zip(found.iter_mut()) {
+                if name == *want {
+                    *slot = match slot {
+                        Ok(None) => Ok(Some((value.as_bytes(), Some(value)))),
+                        _ => Err(REPEATED),
+                    };
+                }
+            }
+        }
+        let [cell, request_id, tenant, auth_user, routing_key, xid, region_hint, downgraded, traceparent, tracestate, baggage] =
+            found;
+        Fields {
+            cell,
+            request_id,
+            tenant,
+            auth_user,
+            routing_key,
+            xid,
+            region_hint,
+            downgraded,
+            traceparent,
+            tracestate,
+            baggage,
         }
     }
 }
@@ -52,11 +142,15 @@ impl Source for HeaderMap {
 pub(crate) struct RawCache {
     pub(crate) cell: Option<HeaderValue>,
     pub(crate) request_id: Option<HeaderValue>,
+    /// Whether `request_id` was generated here rather than read from the carrier.
+    pub(crate) request_id_generated: bool,
     pub(crate) tenant: Option<HeaderValue>,
     pub(crate) auth_user: Option<HeaderValue>,
     pub(crate) routing_key: Option<HeaderValue>,
     pub(crate) xid: Option<HeaderValue>,
+    pub(crate) region_hint: Option<HeaderValue>,
     pub(crate) traceparent: Option<HeaderValue>,
+    pub(crate) tracestate: Option<HeaderValue>,
 }
 
 impl PartialEq for RawCache {
@@ -76,6 +170,14 @@ impl std::fmt::Debug for RawCache {
 /// `cached` when it still holds exactly `text`.
 fn reuse(cached: &Option<HeaderValue>, text: &str) -> Option<HeaderValue> {
     cached.as_ref().filter(|v| v.as_bytes() == text.as_bytes()).cloned()
+}
+
+/// `cached` when it still spells `hint` (`<region>;src=<source>`).
+fn reuse_hint(cached: &Option<HeaderValue>, hint: &RegionHint) -> Option<HeaderValue> {
+    let v = cached.as_ref()?;
+    let rest = v.as_bytes().strip_prefix(hint.region.as_str().as_bytes())?;
+    let src = rest.strip_prefix(b";src=")?;
+    (src == hint.source.as_str().as_bytes()).then(|| v.clone())
 }
 
 /// Reads the context from `headers`.
@@ -147,14 +249,11 @@ pub fn inject(ctx: &CellContext, names: &HeaderNames, headers: &mut HeaderMap) -
 /// How many headers a context can write.
 pub(crate) const FIELDS: usize = 11;
 
-fn text<'a, S: Source + ?Sized>(src: &'a S, name: &HeaderName, max: usize) -> Result<Option<&'a str>, ContextError> {
-    Ok(text_value(src, name, max)?.map(|(s, _)| s))
-}
-
 type Text<'a> = Option<(&'a str, Option<&'a HeaderValue>)>;
 
-fn text_value<'a, S: Source + ?Sized>(src: &'a S, name: &HeaderName, max: usize) -> Result<Text<'a>, ContextError> {
-    let Some((raw, hv)) = src.get(name).map_err(|r| ContextError::for_header(name, r))? else {
+/// A header value as text: at most `max` bytes of visible ASCII, space or tab.
+fn text_value<'a>(found: Found<'a>, name: &HeaderName, max: usize) -> Result<Text<'a>, ContextError> {
+    let Some((raw, hv)) = found.map_err(|r| ContextError::for_header(name, r))? else {
         return Ok(None);
     };
     if raw.len() > max {
@@ -168,55 +267,83 @@ fn text_value<'a, S: Source + ?Sized>(src: &'a S, name: &HeaderName, max: usize)
         .map_err(|_| ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter })
 }
 
-fn token<S: Source + ?Sized>(
-    src: &S,
-    name: &HeaderName,
-    cache: &mut Option<HeaderValue>,
-) -> Result<Option<String>, ContextError> {
-    match text_value(src, name, MAX_TOKEN_LEN)? {
-        None => Ok(None),
-        Some((v, hv)) => {
-            validate_token(v).map_err(|r| ContextError::for_header(name, r))?;
-            *cache = hv.cloned();
-            Ok(Some(v.to_owned()))
-        }
+/// A token header: one pass over the bytes (the checks and errors of
+/// [`text_value`] then [`validate_token`]), one copy into the `String`.
+fn token(found: Found<'_>, name: &HeaderName, cache: &mut Option<HeaderValue>) -> Result<Option<String>, ContextError> {
+    let Some((raw, hv)) = found.map_err(|r| ContextError::for_header(name, r))? else {
+        return Ok(None);
+    };
+    check_token(raw).map_err(|r| ContextError::for_header(name, r))?;
+    let text = std::str::from_utf8(raw)
+        .map_err(|_| ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter })?;
+    *cache = hv.cloned();
+    Ok(Some(text.to_owned()))
+}
+
+/// [`validate_token`] on bytes.
+pub(crate) fn check_token(raw: &[u8]) -> Result<(), InvalidValue> {
+    if raw.len() > MAX_TOKEN_LEN {
+        return Err(InvalidValue::TooLong { max: MAX_TOKEN_LEN });
     }
+    if raw.is_empty() {
+        return Err(InvalidValue::Empty);
+    }
+    if !raw.iter().all(|&b| is_token_byte(b)) {
+        return Err(InvalidValue::BadCharacter);
+    }
+    Ok(())
+}
+
+/// Visible ASCII but `,` and `;`.
+#[inline]
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) && b != b',' && b != b';'
 }
 
 /// Reads a context from any carrier.
 pub(crate) fn extract_from<S: Source + ?Sized>(src: &S, names: &HeaderNames) -> Result<CellContext, ContextError> {
+    let f = src.fields(names);
     let mut ctx = CellContext::default();
     let raw = &mut ctx.raw;
-    if let Some((v, hv)) = text_value(src, &names.cell, MAX_CELL_ID_LEN)? {
+    if let Some((v, hv)) = text_value(f.cell, &names.cell, MAX_CELL_ID_LEN)? {
         ctx.cell = Some(CellId::new(v).map_err(|r| ContextError::for_header(&names.cell, r))?);
         raw.cell = hv.cloned();
     }
-    ctx.request_id = match token(src, &names.request_id, &mut raw.request_id)? {
+    ctx.request_id = match token(f.request_id, &names.request_id, &mut raw.request_id)? {
         Some(id) => id,
-        None => crate::request_id::generate(),
+        None => {
+            let (id, value) = crate::request_id::generate_with_value();
+            raw.request_id = value;
+            raw.request_id_generated = true;
+            id
+        }
     };
-    ctx.tenant = token(src, &names.tenant, &mut raw.tenant)?;
-    ctx.auth_user = token(src, &names.auth_user, &mut raw.auth_user)?;
-    ctx.routing_key = token(src, &names.routing_key, &mut raw.routing_key)?;
-    ctx.xid = token(src, &names.xid, &mut raw.xid)?;
-    if let Some(v) = text(src, &names.region_hint, MAX_REGION_HINT_LEN)? {
+    ctx.tenant = token(f.tenant, &names.tenant, &mut raw.tenant)?;
+    ctx.auth_user = token(f.auth_user, &names.auth_user, &mut raw.auth_user)?;
+    ctx.routing_key = token(f.routing_key, &names.routing_key, &mut raw.routing_key)?;
+    ctx.xid = token(f.xid, &names.xid, &mut raw.xid)?;
+    if let Some((v, hv)) = text_value(f.region_hint, &names.region_hint, MAX_REGION_HINT_LEN)? {
         ctx.region_hint =
             Some(v.parse::<RegionHint>().map_err(|r| ContextError::for_header(&names.region_hint, r))?);
+        raw.region_hint = hv.cloned();
     }
-    if let Some(v) = text(src, &names.downgraded, MAX_FLAG_LEN)? {
+    if let Some((v, _)) = text_value(f.downgraded, &names.downgraded, MAX_FLAG_LEN)? {
         ctx.downgraded = parse_flag(v).map_err(|r| ContextError::for_header(&names.downgraded, r))?;
     }
-    // W3C: an unusable traceparent is ignored, and then so is tracestate.
-    if let Ok(Some((tp, hv))) = src.get(&TRACEPARENT)
+    // W3C: an unusable (or repeated) traceparent is ignored, and then so is tracestate.
+    if let Ok(Some((tp, hv))) = f.traceparent
         && let Some(tp) = valid_traceparent(tp)
     {
         ctx.traceparent = Some(tp.to_owned());
-        ctx.raw.traceparent = hv.cloned();
-        if let Ok(Some(ts)) = src.raw(&TRACESTATE) {
-            ctx.tracestate = valid_tracestate(ts).map(str::to_owned);
+        raw.traceparent = hv.cloned();
+        if let Ok(Some((ts, hv))) = f.tracestate
+            && let Some(ts) = valid_tracestate(ts)
+        {
+            ctx.tracestate = Some(ts.to_owned());
+            raw.tracestate = hv.cloned();
         }
     }
-    if let Some(v) = text(src, &BAGGAGE, MAX_BAGGAGE_HEADER_LEN)? {
+    if let Some((v, _)) = text_value(f.baggage, &BAGGAGE, MAX_BAGGAGE_HEADER_LEN)? {
         ctx.baggage = parse_baggage(v).map_err(|r| ContextError::for_header(&BAGGAGE, r))?;
     }
     Ok(ctx)
@@ -271,17 +398,21 @@ pub(crate) fn encode_fields(
         }
     }
     if let Some(hint) = &ctx.region_hint {
-        emit(&names.region_hint, value(&names.region_hint, &hint.to_string()));
+        let v = match reuse_hint(&raw.region_hint, hint) {
+            Some(hv) => Ok(hv),
+            None => value(&names.region_hint, &hint.to_string()),
+        };
+        emit(&names.region_hint, v);
     }
     if ctx.downgraded {
         emit(&names.downgraded, Ok(HeaderValue::from_static("true")));
     }
     if let Some(tp) = &ctx.traceparent {
         // A value read (and validated) at extraction and not changed since is reused as is.
-        let v = match (reuse(&ctx.raw.traceparent, tp), valid_traceparent(tp.as_bytes())) {
-            (Some(hv), _) => Ok(hv),
-            (None, Some(_)) => value(&TRACEPARENT, tp),
-            (None, None) => Err(ContextError::Malformed {
+        let v = match reuse(&raw.traceparent, tp) {
+            Some(hv) => Ok(hv),
+            None if valid_traceparent(tp.as_bytes()).is_some() => value(&TRACEPARENT, tp),
+            None => Err(ContextError::Malformed {
                 header: TRACEPARENT,
                 reason: InvalidValue::Malformed("not a W3C traceparent"),
             }),
@@ -289,9 +420,10 @@ pub(crate) fn encode_fields(
         emit(&TRACEPARENT, v);
     }
     if let Some(ts) = &ctx.tracestate {
-        let v = match valid_tracestate(ts.as_bytes()) {
-            Some(_) => value(&TRACESTATE, ts),
-            None => Err(ContextError::for_header(&TRACESTATE, if ts.len() > MAX_TRACESTATE_LEN {
+        let v = match (reuse(&raw.tracestate, ts), valid_tracestate(ts.as_bytes())) {
+            (Some(hv), _) => Ok(hv),
+            (None, Some(_)) => value(&TRACESTATE, ts),
+            (None, None) => Err(ContextError::for_header(&TRACESTATE, if ts.len() > MAX_TRACESTATE_LEN {
                 InvalidValue::TooLong { max: MAX_TRACESTATE_LEN }
             } else {
                 InvalidValue::BadCharacter
@@ -306,7 +438,8 @@ pub(crate) fn encode_fields(
 }
 
 fn is_lower_hex(b: &[u8]) -> bool {
-    b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    // Branch-free over the slice: the bytes of `0-9a-f`.
+    b.iter().fold(true, |ok, &c| ok & (c.wrapping_sub(b'0') < 10 || c.wrapping_sub(b'a') < 6))
 }
 
 /// `raw` as a string when it is a usable W3C `traceparent`.
@@ -317,14 +450,19 @@ pub(crate) fn valid_traceparent(raw: &[u8]) -> Option<&str> {
     let (version, trace_id, span_id, flags) = (&raw[0..2], &raw[3..35], &raw[36..52], &raw[53..55]);
     let dashes = raw[2] == b'-' && raw[35] == b'-' && raw[52] == b'-';
     let hex = is_lower_hex(version) && is_lower_hex(trace_id) && is_lower_hex(span_id) && is_lower_hex(flags);
+    if !(dashes && hex) {
+        return None;
+    }
     let nonzero = trace_id.iter().any(|&c| c != b'0') && span_id.iter().any(|&c| c != b'0');
     let tail_ok = if version == b"00" {
         raw.len() == 55
     } else {
         version != b"ff" && (raw.len() == 55 || raw[55] == b'-')
     };
-    let visible = raw.iter().all(|&b| (0x21..0x7f).contains(&b));
-    if dashes && hex && nonzero && tail_ok && visible { std::str::from_utf8(raw).ok() } else { None }
+    // The first 55 bytes are hex digits and dashes (checked above): only a
+    // later version's tail needs the visible-ASCII check.
+    let visible = raw[55..].iter().all(|&b| (0x21..0x7f).contains(&b));
+    if nonzero && tail_ok && visible { std::str::from_utf8(raw).ok() } else { None }
 }
 
 /// `raw` as a string when it can ride along as `tracestate`.

@@ -12,16 +12,7 @@ pub const MAX_TOKEN_LEN: usize = 128;
 /// Validates a token value (tenant, user, routing key, request id): 1 to 128
 /// visible ASCII bytes, no spaces, commas or semicolons.
 pub fn validate_token(s: &str) -> Result<(), InvalidValue> {
-    if s.is_empty() {
-        return Err(InvalidValue::Empty);
-    }
-    if s.len() > MAX_TOKEN_LEN {
-        return Err(InvalidValue::TooLong { max: MAX_TOKEN_LEN });
-    }
-    if !s.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b';') {
-        return Err(InvalidValue::BadCharacter);
-    }
-    Ok(())
+    crate::codec::check_token(s.as_bytes())
 }
 
 /// Where a region hint came from; the router trusts them in this order:
@@ -117,7 +108,9 @@ pub struct CellContext {
 impl CellContext {
     /// An empty context with a fresh request id.
     pub fn new() -> Self {
-        CellContext { request_id: crate::request_id::generate(), ..Default::default() }
+        let (request_id, value) = crate::request_id::generate_with_value();
+        let raw = crate::codec::RawCache { request_id: value, ..Default::default() };
+        CellContext { request_id, raw, ..Default::default() }
     }
 
     /// Sets the cell.

@@ -28,7 +28,7 @@ use crate::headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
 struct KafkaSource<'a, H: ?Sized>(&'a H);
 
 impl<H: Headers + ?Sized> Source for KafkaSource<'_, H> {
-    fn get(&self, name: &HeaderName) -> Result<crate::codec::RawValue<'_>, InvalidValue> {
+    fn get(&self, name: &HeaderName) -> crate::codec::Found<'_> {
         let mut found = None;
         for i in 0..self.0.count() {
             let Some(h) = self.0.try_get(i) else { break };

@@ -68,12 +68,13 @@
 //! - `cellrouter.table.staleness` (gauge, seconds since the source confirmed the table)
 //! - `cellrouter.source.errors` (counter, `source` = `etcd` | `file` | `memory`)
 //! - `cellrouter.requests` (counter, `outcome` = `local` | `forward` | `redirect` |
-//!   `refuse` | `loop` | `unavailable` | `forward_error`)
+//!   `refuse` | `loop` | `unavailable` | `forward_error` | `forward_timeout`)
 //!
 //! # Features
 //! - `etcd`: `source::EtcdSource` and `source::publish` (etcd-client).
 
 
+mod balance;
 mod error;
 mod layer;
 pub mod placement;
@@ -91,11 +92,12 @@ pub use layer::{
     BoxError, CellRouter, CellRouterLayer, HOME_HEADER, HOPS_HEADER, KeyExtractor, MisroutePolicy, ResponseFuture, RouterBody,
     VERSION_HEADER,
 };
+pub use balance::{Balancer, UnkeyedPolicy};
 pub use error::{Error, InvalidTable, ResolveError};
 pub use rebalance::{RebalancePlan, SlotMove, plan_rebalance};
 pub use resolve::{Resolution, TargetKind, resolve, resolve_in};
 pub use slot::{slot_of, slot_of_md5, xxh3};
-pub use store::TableStore;
+pub use store::{TableCache, TableStore};
 pub use table::{
     Cell, CellState, CompiledTable, DEFAULT_SLOTS, MAX_CELLS, MAX_REGIONS, MAX_SLOTS, Migration, Region, RoutingTable,
     SlotRange, SlotState,

@@ -14,7 +14,7 @@ pub const TABLE_STALENESS: &str = "cellrouter.table.staleness";
 /// Counter: table source errors (etcd unreachable, bad file, ...), attribute `source`.
 pub const SOURCE_ERRORS: &str = "cellrouter.source.errors";
 /// Counter: routed requests, attribute `outcome` = `local` | `forward` |
-/// `redirect` | `refuse` | `loop` | `unavailable` | `forward_error`.
+/// `redirect` | `refuse` | `loop` | `unavailable` | `forward_error` | `forward_timeout`.
 pub const REQUESTS: &str = "cellrouter.requests";
 
 fn meter() -> Meter {
@@ -52,7 +52,7 @@ impl StoreMetrics {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestMetrics {
     pub(crate) requests: Counter<u64>,
-    pub(crate) attrs: [[KeyValue; 1]; 7],
+    pub(crate) attrs: [[KeyValue; 1]; 8],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,11 +64,12 @@ pub(crate) enum Outcome {
     Loop = 4,
     Unavailable = 5,
     ForwardError = 6,
+    ForwardTimeout = 7,
 }
 
 impl RequestMetrics {
     pub(crate) fn new() -> Self {
-        let names = ["local", "forward", "redirect", "refuse", "loop", "unavailable", "forward_error"];
+        let names = ["local", "forward", "redirect", "refuse", "loop", "unavailable", "forward_error", "forward_timeout"];
         RequestMetrics {
             requests: meter().u64_counter(REQUESTS).with_description("requests routed by cellrouter").build(),
             attrs: names.map(|n| [KeyValue::new("outcome", n)]),

@@ -2,9 +2,11 @@
 
 use cellctx::CellId;
 
+use std::sync::atomic::Ordering;
+
 use crate::error::ResolveError;
-use crate::slot::slot_of;
-use crate::table::{Cell, CellState, CompiledTable};
+use crate::slot::xxh3;
+use crate::table::{Cell, CompiledTable, route};
 
 /// Why the target differs from (or equals) the home cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,7 @@ pub struct Resolution<'a> {
     /// Whether the region is compliance-pinned.
     pub pinned: bool,
     target_cell: &'a Cell,
+    pub(crate) target_idx: u16,
 }
 
 impl<'a> Resolution<'a> {
@@ -76,42 +79,42 @@ pub fn resolve<'a>(table: &'a CompiledTable, key: &str) -> Result<Resolution<'a>
 /// 4. otherwise the first cell of the home's failover list that is up and, for a
 ///    compliance-pinned region, inside the allowed regions;
 /// 5. none: [`ResolveError::NoTarget`] (answered 503, never a leak).
+///
+/// The answers are precomputed per slot when the table is compiled and when the
+/// health overlay changes, so a lookup costs one hash and one indexed load.
 pub fn resolve_in<'a>(table: &'a CompiledTable, region: &CellId, key: &str) -> Result<Resolution<'a>, ResolveError> {
     let r = *table.c.region_idx.get(region).ok_or_else(|| ResolveError::UnknownRegion(region.clone()))?;
     resolve_idx(table, r, key)
 }
 
+/// Resolves in region index `r`: hash, mask (or modulo), one load of the
+/// precomputed route, and pointer arithmetic into the table. No string compare,
+/// no hash map, no allocation.
 #[inline]
 pub(crate) fn resolve_idx<'a>(table: &'a CompiledTable, r: u16, key: &str) -> Result<Resolution<'a>, ResolveError> {
     let c = &table.c;
-    let slot = slot_of(key, c.n_slots);
+    let h = xxh3(key.as_bytes());
+    let slot = if c.slot_mask != u64::MAX { h & c.slot_mask } else { h % u64::from(c.n_slots) } as u32;
     let ri = r as usize;
-    let home_i = c.owner[ri][slot as usize];
-    let moving = c.moving[ri][slot as usize];
-    let allowed = c.allowed[ri];
+    let e = table.routes[ri * c.n_slots as usize + slot as usize].load(Ordering::Relaxed);
+    let (home_i, target_i, kind) = route::unpack(e);
     let pinned = c.pinned[ri];
-    let up = |i: u16| {
-        let cell = table.cell_at(i);
-        cell.state != CellState::Down && !table.health.failed(i) && allowed & (1u64 << c.cell_region[i as usize]) != 0
+    let cells = table.cells();
+    let kind = match kind {
+        route::HOME => TargetKind::Home,
+        route::MIGRATING => TargetKind::Migrating,
+        route::FAILOVER => TargetKind::Failover,
+        _ => return Err(ResolveError::NoTarget { slot, home: cells[home_i as usize].id.clone(), pinned }),
     };
-    let (target_i, kind) = if moving != CompiledTable::NONE && up(moving) {
-        (moving, TargetKind::Migrating)
-    } else if up(home_i) {
-        (home_i, TargetKind::Home)
-    } else {
-        match c.failover[home_i as usize].iter().copied().find(|&f| up(f)) {
-            Some(f) => (f, TargetKind::Failover),
-            None => return Err(ResolveError::NoTarget { slot, home: table.cell_at(home_i).id.clone(), pinned }),
-        }
-    };
-    let target_cell = table.cell_at(target_i);
+    let target_cell = &cells[target_i as usize];
     Ok(Resolution {
         slot,
         region: &table.region_at(r).name,
-        home: &table.cell_at(home_i).id,
+        home: &cells[home_i as usize].id,
         target: &target_cell.id,
         kind,
         pinned,
         target_cell,
+        target_idx: target_i,
     })
 }

@@ -50,6 +50,8 @@ struct Inner {
     rejected: AtomicU64,
     source_errors: AtomicU64,
     fresh_ms: AtomicU64,
+    /// Bumped after every swap (readers holding a [`TableCache`] compare it).
+    generation: AtomicU64,
     metrics: StoreMetrics,
 }
 
@@ -86,6 +88,7 @@ impl TableStore {
                 rejected: AtomicU64::new(0),
                 source_errors: AtomicU64::new(0),
                 fresh_ms: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
                 metrics: StoreMetrics::new(),
             }),
         }
@@ -102,6 +105,19 @@ impl TableStore {
     #[inline]
     pub fn load(&self) -> Guard<Option<Arc<CompiledTable>>> {
         self.inner.current.load()
+    }
+
+    /// A caching read handle for a reader that lives long (a task, a thread, a
+    /// service instance): its [`TableCache::load`] is one atomic load and a
+    /// compare while the table does not change, instead of an `ArcSwap` load.
+    pub fn cache(&self) -> TableCache {
+        TableCache { store: self.clone(), generation: u64::MAX, table: None }
+    }
+
+    /// Bumped after every table swap.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// The table in force, as an owned `Arc`.
@@ -144,11 +160,10 @@ impl TableStore {
             return Err(InvalidTable::StaleVersion { current: cur.version(), offered: table.version }.into());
         }
         let compiled = table.compile()?;
-        for c in failed.iter() {
-            compiled.set_failed(c, true);
-        }
+        compiled.set_failed_many(failed.iter(), true);
         let compiled = Arc::new(compiled);
         self.inner.current.store(Some(Arc::clone(&compiled)));
+        self.inner.generation.fetch_add(1, Ordering::Release);
         self.inner.tx.send_replace(Some(Arc::clone(&compiled)));
         drop(failed);
         Ok(compiled)
@@ -218,5 +233,51 @@ impl TableStore {
     pub(crate) fn source_error(&self, source: &'static str) {
         self.inner.source_errors.fetch_add(1, Ordering::Relaxed);
         self.inner.metrics.source_errors.add(1, &[opentelemetry::KeyValue::new("source", source)]);
+    }
+}
+
+/// A per-reader cache of the table in force (see [`TableStore::cache`]).
+///
+/// Holds an `Arc` of the table it last saw: [`load`](Self::load) compares the
+/// store's swap counter with the one it cached and reloads only after a swap,
+/// so a reader never waits for a writer and, between swaps, pays one atomic
+/// load. The previous table stays alive until the next `load` after a swap.
+///
+/// ```
+/// use cellrouter::{Cell, RoutingTable, TableStore, resolve};
+/// use cellctx::CellId;
+/// let id = |s: &str| CellId::new(s).unwrap();
+/// let mut t = RoutingTable::uniform(id("eu"), vec![Cell::new(id("a"), id("eu"), "http://127.0.0.1:1")], 128);
+/// let store = TableStore::with_table(t.clone()).unwrap();
+/// let mut cache = store.cache();
+/// assert_eq!(cache.load().unwrap().version(), 1);
+/// t.version = 2;
+/// store.store(t).unwrap();
+/// let table = cache.load().unwrap();
+/// assert_eq!(table.version(), 2);
+/// assert_eq!(resolve(table, "user-1").unwrap().target.as_str(), "a");
+/// ```
+#[derive(Debug, Clone)]
+pub struct TableCache {
+    store: TableStore,
+    generation: u64,
+    table: Option<Arc<CompiledTable>>,
+}
+
+impl TableCache {
+    /// The table in force (`None` before the first table).
+    #[inline]
+    pub fn load(&mut self) -> Option<&Arc<CompiledTable>> {
+        let g = self.store.generation();
+        if g != self.generation {
+            self.table = self.store.current();
+            self.generation = g;
+        }
+        self.table.as_ref()
+    }
+
+    /// The store this cache reads.
+    pub fn store(&self) -> &TableStore {
+        &self.store
     }
 }

@@ -34,7 +34,8 @@
 //! failover targets of the cells serving it must stay inside its allowed regions.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use cellctx::CellId;
 use serde::{Deserialize, Serialize};
@@ -242,7 +243,10 @@ impl RoutingTable {
     pub fn compile(self) -> Result<CompiledTable, InvalidTable> {
         let c = Compiled::build(&self)?;
         let health = HealthFlags::new(self.cells.len());
-        Ok(CompiledTable { table: self, c, health })
+        let routes = (0..c.owner.len() * c.n_slots as usize).map(|_| AtomicU32::new(0)).collect();
+        let t = CompiledTable { table: self, c, health, routes, recompute: Mutex::new(()), health_gen: AtomicU64::new(0) };
+        t.recompute_routes();
+        Ok(t)
     }
 
     /// Decodes a table from JSON (does not validate).
@@ -289,6 +293,9 @@ impl RoutingTable {
 #[derive(Debug)]
 pub(crate) struct Compiled {
     pub(crate) n_slots: u32,
+    /// `n_slots - 1` when `n_slots` is a power of two (the slot is then a mask,
+    /// not a division), else `u64::MAX`.
+    pub(crate) slot_mask: u64,
     pub(crate) default_region: u16,
     /// Region name -> index.
     pub(crate) region_idx: HashMap<CellId, u16>,
@@ -455,6 +462,7 @@ impl Compiled {
         }
         Ok(Compiled {
             n_slots: t.slot_count,
+            slot_mask: if t.slot_count.is_power_of_two() { u64::from(t.slot_count) - 1 } else { u64::MAX },
             default_region,
             region_idx,
             pinned,
@@ -476,6 +484,33 @@ pub struct CompiledTable {
     table: RoutingTable,
     pub(crate) c: Compiled,
     pub(crate) health: HealthFlags,
+    /// Per region, per slot: the precomputed answer (see [`route`]), region-major
+    /// (`region * n_slots + slot`). Recomputed when the health overlay changes,
+    /// so a lookup is hash + mask/modulo + one indexed load.
+    pub(crate) routes: Box<[AtomicU32]>,
+    /// Serializes recomputations of `routes`.
+    recompute: Mutex<()>,
+    /// Bumped on every health overlay change (weighted pickers resync on it).
+    pub(crate) health_gen: AtomicU64,
+}
+
+/// Packing of a precomputed route: home cell in bits 0..12, target cell in bits
+/// 12..24, kind in bits 24..26 (`MAX_CELLS` = 4096 indices fit in 12 bits).
+pub(crate) mod route {
+    pub(crate) const HOME: u8 = 0;
+    pub(crate) const MIGRATING: u8 = 1;
+    pub(crate) const FAILOVER: u8 = 2;
+    pub(crate) const NO_TARGET: u8 = 3;
+
+    #[inline]
+    pub(crate) fn pack(home: u16, target: u16, kind: u8) -> u32 {
+        u32::from(home & 0xfff) | u32::from(target & 0xfff) << 12 | u32::from(kind) << 24
+    }
+
+    #[inline]
+    pub(crate) fn unpack(e: u32) -> (u16, u16, u8) {
+        ((e & 0xfff) as u16, (e >> 12 & 0xfff) as u16, (e >> 24 & 0b11) as u8)
+    }
 }
 
 /// Per-cell health overlay of a compiled table (cells reported failed by health checks).
@@ -551,9 +586,74 @@ impl CompiledTable {
     }
 
     pub(crate) fn set_failed(&self, cell: &CellId, failed: bool) {
-        if let Some(f) = self.c.cell_idx.get(cell).and_then(|&i| self.health.0.get(i as usize)) {
-            f.store(failed, Ordering::Relaxed);
+        self.set_failed_many(std::iter::once(cell), failed);
+    }
+
+    /// Sets the health flag of `cells`, then recomputes the routes once.
+    pub(crate) fn set_failed_many<'a>(&self, cells: impl IntoIterator<Item = &'a CellId>, failed: bool) {
+        let _g = self.recompute.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        for cell in cells {
+            if let Some(f) = self.c.cell_idx.get(cell).and_then(|&i| self.health.0.get(i as usize)) {
+                changed |= f.swap(failed, Ordering::Relaxed) != failed;
+            }
         }
+        if changed {
+            self.recompute_locked();
+            self.health_gen.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn recompute_routes(&self) {
+        let _g = self.recompute.lock().unwrap_or_else(|p| p.into_inner());
+        self.recompute_locked();
+    }
+
+    /// Recomputes every precomputed route from the slot maps, cell states,
+    /// health flags, failover lists and compliance masks.
+    fn recompute_locked(&self) {
+        let c = &self.c;
+        let n = c.n_slots as usize;
+        for (r, (owner, moving)) in c.owner.iter().zip(c.moving.iter()).enumerate() {
+            let allowed = c.allowed[r];
+            let up = |i: u16| {
+                self.table.cells[i as usize].state != CellState::Down
+                    && !self.health.failed(i)
+                    && allowed & (1u64 << c.cell_region[i as usize]) != 0
+            };
+            for (slot, (&home, &mv)) in owner.iter().zip(moving.iter()).enumerate() {
+                let e = if mv != NONE && up(mv) {
+                    route::pack(home, mv, route::MIGRATING)
+                } else if up(home) {
+                    route::pack(home, home, route::HOME)
+                } else {
+                    match c.failover[home as usize].iter().copied().find(|&f| up(f)) {
+                        Some(f) => route::pack(home, f, route::FAILOVER),
+                        None => route::pack(home, home, route::NO_TARGET),
+                    }
+                };
+                self.routes[r * n + slot].store(e, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The index of cell `id`.
+    pub(crate) fn cell_index(&self, id: &CellId) -> Option<u16> {
+        self.c.cell_idx.get(id).copied()
+    }
+
+    /// The region index of cell index `i`.
+    pub(crate) fn cell_region_index(&self, i: u16) -> u16 {
+        self.c.cell_region[i as usize]
+    }
+
+    /// Cells, in table order (index = cell index).
+    pub(crate) fn cells(&self) -> &[Cell] {
+        &self.table.cells
+    }
+
+    pub(crate) fn failed_at(&self, i: u16) -> bool {
+        self.health.failed(i)
     }
 
     pub(crate) fn cell_at(&self, i: u16) -> &Cell {

@@ -207,6 +207,11 @@ impl<K: Clone + PartialEq> SmoothWrr<K> {
         Some(v[b].key.clone())
     }
 
+    /// Removes every key `keep` refuses.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
+        self.lock().retain(|e| keep(&e.key));
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -1,7 +1,108 @@
 //! `failover`: the failover decision engine, CEL routing rules, the atomic
 //! audited traffic switch and SLA figures.
 //!
-//! PLACEHOLDER DOCS
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use cellctx::CellId;
+//! use failover::sla::{SlaConfig, SlaTracker};
+//! use failover::{CellPhase, CellSpec, Decision, DecisionConfig, DecisionEngine, OutcomeLayer};
+//! use tokio::time::Instant;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (a, b): (CellId, CellId) = ("eu-1".parse()?, "eu-2".parse()?);
+//! // The seed's rule: > 0.5 % errors for 30 s drains the cell.
+//! let mut engine = DecisionEngine::try_new(
+//!     DecisionConfig::new(),
+//!     vec![CellSpec::new(a.clone()).with_failover([b.clone()]), CellSpec::new(b.clone()).with_headroom_rps(500.0)],
+//! )?;
+//! let sla = Arc::new(SlaTracker::try_new(SlaConfig::default())?);
+//!
+//! let mut svc = ServiceBuilder::new()
+//!     // after cellctx::CellContextLayer and cellrouter::CellRouterLayer
+//!     .layer(OutcomeLayer::new(engine.reporter()).with_sla(sla.clone()).with_cell(a.clone()))
+//!     .service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, Infallible>(http::Response::builder().status(503).body(()).unwrap())
+//!     });
+//!
+//! let mut drained_at = None;
+//! for second in 1..=30 {
+//!     for _ in 0..50 {
+//!         svc.ready().await?.call(http::Request::new(())).await?;
+//!     }
+//!     tokio::time::advance(Duration::from_secs(1)).await;
+//!     // In production `spawn_engine` ticks in its own task.
+//!     for d in engine.tick(Instant::now()) {
+//!         if let Decision::Drain { .. } = d {
+//!             drained_at = Some(second);
+//!         }
+//!     }
+//! }
+//! assert_eq!(drained_at, Some(30));
+//! assert_eq!(engine.phase(&a), Some(CellPhase::Drained));
+//! assert_eq!(engine.plan().get(&a).unwrap().spill[0].to, b);
+//! assert_eq!(sla.report().overall.errors, 1500);
+//! # Ok(()) }
+//! ```
+//!
+//! # Where it goes
+//! [`OutcomeLayer`] sits inside each cell's stack, after `cellctx`'s context
+//! layer and `cellrouter`'s routing layer (so it sees the requests this cell
+//! serves, with their cell), around the handlers or the per-cell breaker. The
+//! engine, the rule watcher and the switch are background pieces: the engine
+//! runs in its own task ([`spawn_engine`]), the request path only reports
+//! outcomes and reads the latest [`Plan`] and [`RuleEngine`] set.
+//!
+//! # The pieces
+//! - [`DecisionEngine`] (+ [`spawn_engine`]): consumes the per-cell health
+//!   streams of several probers (`health::HealthHub::subscribe`) and the passive
+//!   outcomes reported through [`OutcomeReporter`]. Defaults as in the seed
+//!   (error rate > 0.5 % for 30 s drains the cell, which is an alert); every
+//!   window configurable in [`DecisionConfig`]: separate trip and recover rates
+//!   with a minimum dwell (no flapping), failback along a [`RampCurve`] or held
+//!   for a manual decision ([`Failback`]), spill to failover targets capped by
+//!   their declared headroom ([`CellSpec::headroom_rps`]), a cap on cells drained
+//!   at once, a prober quorum (gray failures), and an explicit [`FailMode`].
+//! - [`rules`]: CEL rules (`cel-interpreter`) over request attributes, context
+//!   and cell health, with route / drain / weight actions; loaded from a file or
+//!   etcd, hot-swapped, an invalid set rejected with the old one kept.
+//! - `switch::AtomicSwitch` (features `etcd` + `sql`): etcd lock tied to a
+//!   lease, compare-on-revision write of the `cellrouter` table, intent-first
+//!   SQL audit row ([`audit`], feature `sql`) and reconcile-on-start; manual
+//!   drain, failback and dry run through the same path.
+//! - [`sla`]: availability, P99.9 latency (HDR histogram), error rate, switch
+//!   durations (detect / decide / commit / apply) and the error budget left
+//!   (default target 99.995 %) with the spent budget attributed to dependency,
+//!   cell or switch; a JSON report and OpenTelemetry metrics.
+//!
+//! # Mapping decisions to the routing table
+//! A drain is `switch::Change::Drain` (the cell's state becomes `down`, so
+//! `cellrouter` sends its slots to its failover list); failback is
+//! `switch::Change::Failback`; intermediate ramp shares and spill caps are
+//! expressed in the [`Plan`] (for unkeyed traffic and weighted selection,
+//! `cellrouter::SmoothWrr` weights or `switch::Change::SetWeight`): the routing
+//! table itself has no per-slot fractional weights.
+//!
+//! # Metrics (OpenTelemetry API, meter `failover`)
+//! | name | kind | attributes |
+//! |---|---|---|
+//! | `failover.decisions` | counter | `cell`, `action` |
+//! | `failover.alerts` | counter | `cell` |
+//! | `failover.cell.share` | gauge 0..1 | `cell` |
+//! | `failover.rules.reloads` | counter | `result` = `loaded` \| `rejected` |
+//! | `failover.sla.requests` | counter | `cell`, `outcome`, `cause` |
+//! | `failover.sla.latency` | histogram, s | `cell` |
+//! | `failover.switch.duration` | histogram, s | `phase` = `detect` \| `decide` \| `commit` \| `apply` |
+//! | `failover.sla.availability` | gauge | |
+//! | `failover.sla.error_budget_remaining` | gauge | |
+//!
+//! # Features
+//! - `etcd`: rule sets from etcd ([`RuleEngine::watch_etcd`]); with `sql`, the
+//!   `switch` module.
+//! - `sql`: the [`audit`] log (MySQL/MariaDB, PostgreSQL, SQLite through sqlx).
 
 #[cfg(feature = "sql")]
 pub mod audit;
@@ -9,6 +110,7 @@ mod config;
 mod driver;
 mod engine;
 mod error;
+mod layer;
 mod outcome;
 pub mod rules;
 pub mod sla;
@@ -19,6 +121,7 @@ pub use config::{CellSpec, DecisionConfig, FailMode, Failback, RampCurve};
 pub use driver::{EngineHandle, spawn_engine};
 pub use engine::{Allocation, CellPhase, Decision, DecisionEngine, DrainReason, Plan, SharedPlan, Spill};
 pub use error::Error;
+pub use layer::{Outcome, OutcomeLayer, ResponseFuture};
 pub use outcome::OutcomeReporter;
 pub use rules::{Action, RuleEngine, RuleMatch, RuleSet};
 #[cfg(all(feature = "etcd", feature = "sql"))]

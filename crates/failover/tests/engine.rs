@@ -599,3 +599,52 @@ async fn sla_figures_and_budget_attribution() {
     assert_eq!(r.budget.remaining, 1.0);
     assert_eq!(r.switches.count, 0);
 }
+
+// ---- the outcome layer ----
+
+#[tokio::test(start_paused = true)]
+async fn the_outcome_layer_reports_per_context_cell() {
+    use tower::{Service, ServiceBuilder, ServiceExt};
+    let cells = vec![CellSpec::new(id("a")), CellSpec::new(id("b")), CellSpec::new(id("c"))];
+    let mut e = DecisionEngine::try_new(DecisionConfig::new().with_max_drained(3), cells).unwrap();
+    let sla = Arc::new(SlaTracker::try_new(SlaConfig::default()).unwrap());
+    let mut svc = ServiceBuilder::new()
+        .layer(failover::OutcomeLayer::new(e.reporter()).with_sla(sla.clone()).with_cell(id("c")))
+        .service_fn(|req: http::Request<()>| async move {
+            tokio::time::sleep(Duration::from_millis(7)).await;
+            match req.uri().path() {
+                "/fail" => Ok(http::Response::builder().status(500).body(()).unwrap()),
+                "/error" => Err(std::io::Error::other("boom")),
+                _ => Ok(http::Response::builder().status(404).body(()).unwrap()),
+            }
+        });
+    let call = |path: &str, cell: Option<&str>| {
+        let mut r = http::Request::builder().uri(path).body(()).unwrap();
+        if let Some(c) = cell {
+            r.extensions_mut().insert(Arc::new(CellContext::new().with_cell(id(c))));
+        }
+        r
+    };
+    for _ in 0..40 {
+        let _ = svc.ready().await.unwrap().call(call("/fail", Some("a"))).await;
+        let _ = svc.ready().await.unwrap().call(call("/ok", Some("b"))).await; // 404 is not a failure
+        let _ = svc.ready().await.unwrap().call(call("/error", None)).await; // the layer's cell
+    }
+    let r = sla.report();
+    assert_eq!((r.cells["a"].errors, r.cells["b"].errors, r.cells["c"].errors), (40, 0, 40));
+    assert_eq!(r.cells["b"].requests, 40);
+    assert!((r.cells["b"].p50_ms - 7.0).abs() < 0.1, "{}", r.cells["b"].p50_ms);
+    assert_eq!(r.budget.spent_by_cause.cell, 80);
+    let mut drained = Vec::new();
+    for _ in 0..30 {
+        // keep the signal: report the same mix every second
+        for _ in 0..40 {
+            svc.ready().await.unwrap().call(call("/fail", Some("a"))).await.unwrap();
+            svc.ready().await.unwrap().call(call("/ok", Some("b"))).await.unwrap();
+        }
+        advance(SEC).await;
+        drained.extend(e.tick(Instant::now()).into_iter().map(|d| d.cell().to_string()));
+    }
+    assert_eq!(drained, vec!["a".to_string()]);
+    let _ = svc.oneshot(call("/ok", None)).await;
+}

@@ -201,7 +201,7 @@ impl Generator {
                 Next::Exhausted { .. } => {
                     // At the ceiling: the next millisecond is under 1 ms away.
                     spins = spins.wrapping_add(1);
-                    if spins % 1024 == 0 {
+                    if spins.is_multiple_of(1024) {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();

@@ -179,7 +179,7 @@ impl DemoConfig {
             return Err(invalid("rules: probe_interval_ms, probe_timeout_ms and tick_ms must be > 0"));
         }
         // the remaining checks are the SDK's own validators
-        self.routing_table(&|_, _| String::new())?;
+        self.routing_table(&|_, i| format!("http://127.0.0.1:{}", 1 + u32::from(i)))?;
         self.decision_config()?;
         self.breakers()?;
         Ok(())

@@ -34,7 +34,6 @@ pub(crate) struct SwitchEvent {
     pub(crate) change: Change,
     pub(crate) version: u64,
     pub(crate) detected_at: SystemTime,
-    pub(crate) decided_at: SystemTime,
     pub(crate) intent_at: SystemTime,
     pub(crate) committed_at: SystemTime,
     pub(crate) applied_at: SystemTime,
@@ -210,7 +209,7 @@ impl ControlPlane {
                     failover::SwitchOutcome::Committed(record) => {
                         let ms = |v: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(v);
                         let committed = ms(record.committed_at_ms.unwrap_or(record.intent_at_ms));
-                        (record.clone(), ms(record.intent_at_ms), committed)
+                        ((*record).clone(), ms(record.intent_at_ms), committed)
                     }
                     _ => return Ok(None),
                 }
@@ -220,7 +219,7 @@ impl ControlPlane {
         self.wait_applied(version).await;
         let applied_at = SystemTime::now();
         self.audit.mark_applied(&record.tx_id, epoch_ms(applied_at)).await?;
-        let ev = SwitchEvent { change, version, detected_at, decided_at, intent_at, committed_at, applied_at };
+        let ev = SwitchEvent { change, version, detected_at, intent_at, committed_at, applied_at };
         self.events.push(ev.clone());
         Ok(Some(ev))
     }

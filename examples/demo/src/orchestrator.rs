@@ -225,7 +225,7 @@ async fn drive(
     tokio::spawn(async move { axum::serve(listener, gw.router()).await });
 
     // users of every region, with their home and failover cells
-    let compiled = table.clone().compile()?;
+    let compiled = table.clone().compile().map_err(|e| DemoError::Other(format!("routing table: {e}")))?;
     let mut users = Vec::new();
     for r in &cfg.regions {
         let region = CellId::new(&r.name).map_err(|e| DemoError::Config(e.to_string()))?;

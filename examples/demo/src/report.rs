@@ -286,3 +286,28 @@ pub(crate) fn print_human(r: &Report) {
         println!("  {:>8} {:>10}: {} -> {} (table v{}, {})", a.action, a.cell, a.from, a.to, a.table_version, a.status);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(op: Op, post: &str, id: &str, ok: bool) -> Record {
+        Record { user: 0, op, post: post.into(), start_ms: 0, end_ms: 1, ok, served_by: Some("a".into()), id: Some(id.into()) }
+    }
+
+    #[test]
+    fn lost_writes_counts_missing_comments_and_likes() {
+        let records = vec![
+            rec(Op::Like, "p", "1", true),
+            rec(Op::Like, "p", "2", true),
+            rec(Op::Comment, "p", "3", true),
+            rec(Op::Comment, "p", "4", true),
+            rec(Op::Comment, "p", "5", false), // not acknowledged: not counted
+        ];
+        let all = r#"{"likes:p":2,"comments:p":["3","4"]}"#;
+        assert_eq!(lost_writes(&records, all), 0);
+        let missing = r#"{"likes:p":1,"comments:p":["4","5"]}"#;
+        assert_eq!(lost_writes(&records, missing), 2);
+        assert_eq!(lost_writes(&records, "{}"), 4);
+    }
+}

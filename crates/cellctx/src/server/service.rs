@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
@@ -61,22 +61,19 @@ where
                     .get(&names.request_id)
                     .filter(|v| v.to_str().is_ok_and(|s| crate::validate_token(s).is_ok()))
                     .cloned()
-                    .or_else(|| HeaderValue::try_from(crate::request_id::generate()).ok());
+                    .or_else(|| crate::request_id::generate_with_value().1);
                 let echo = id.map(|v| (names.request_id.clone(), v));
                 return ResponseFuture::rejected(err, super::body::is_grpc(req.headers()), echo);
             }
         };
         let names = &self.config.names;
-        let request_id = match req.headers().get(&names.request_id) {
-            Some(v) => Some(v.clone()),
-            None => match HeaderValue::from_str(&ctx.request_id) {
-                Ok(v) => {
-                    req.headers_mut().insert(names.request_id.clone(), v.clone());
-                    Some(v)
-                }
-                Err(_) => None,
-            },
-        };
+        // The value read (or generated) by the extraction: no second lookup, no copy.
+        let request_id = ctx.raw.request_id.clone();
+        if ctx.raw.request_id_generated
+            && let Some(v) = &request_id
+        {
+            req.headers_mut().insert(names.request_id.clone(), v.clone());
+        }
         let otel = if self.config.otel && ctx.traceparent.is_some() {
             crate::propagation::extract_otel(req.headers())
         } else {

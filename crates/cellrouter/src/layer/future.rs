@@ -5,13 +5,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use cellctx::CellContext;
-use http::{Response, StatusCode};
+use http::Response;
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::body::RouterBody;
-use crate::metrics::{Outcome, RequestMetrics};
+
+/// A forwarded request: the forwarded response, or the layer's own answer
+/// (502, 504). Boxed: forwarding does I/O anyway, and the local path's future
+/// stays small.
+pub(crate) type ForwardFuture =
+    Pin<Box<dyn Future<Output = Result<Response<hyper::body::Incoming>, Response<Full<Bytes>>>> + Send>>;
 
 pin_project! {
     /// Response future of [`CellRouter`](super::CellRouter).
@@ -25,9 +32,12 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
+        // Served locally, inside a task-local scope of the (updated) context.
         Local { #[pin] fut: TaskLocalFuture<Arc<CellContext>, F> },
-        Forward { #[pin] fut: hyper_util::client::legacy::ResponseFuture, metrics: RequestMetrics },
-        Ready { resp: Option<Response<http_body_util::Full<bytes::Bytes>>> },
+        // Served locally, already inside the scope of the same context.
+        Scoped { #[pin] fut: F },
+        Forward { fut: ForwardFuture },
+        Ready { resp: Option<Box<Response<Full<Bytes>>>> },
     }
 }
 
@@ -35,6 +45,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self.state {
             State::Local { .. } => "Local",
+            State::Scoped { .. } => "Scoped",
             State::Forward { .. } => "Forward",
             State::Ready { .. } => "Ready",
         };
@@ -46,11 +57,14 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn local(fut: TaskLocalFuture<Arc<CellContext>, F>) -> Self {
         ResponseFuture { state: State::Local { fut } }
     }
-    pub(crate) fn forward(fut: hyper_util::client::legacy::ResponseFuture, metrics: RequestMetrics) -> Self {
-        ResponseFuture { state: State::Forward { fut, metrics } }
+    pub(crate) fn scoped(fut: F) -> Self {
+        ResponseFuture { state: State::Scoped { fut } }
     }
-    pub(crate) fn ready(resp: Response<http_body_util::Full<bytes::Bytes>>) -> Self {
-        ResponseFuture { state: State::Ready { resp: Some(resp) } }
+    pub(crate) fn forward(fut: ForwardFuture) -> Self {
+        ResponseFuture { state: State::Forward { fut } }
+    }
+    pub(crate) fn ready(resp: Response<Full<Bytes>>) -> Self {
+        ResponseFuture { state: State::Ready { resp: Some(Box::new(resp)) } }
     }
 }
 
@@ -63,19 +77,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Local { fut } => fut.poll(cx).map_ok(|r| r.map(RouterBody::inner)),
-            StateProj::Forward { fut, metrics } => match fut.poll(cx) {
+            StateProj::Scoped { fut } => fut.poll(cx).map_ok(|r| r.map(RouterBody::inner)),
+            StateProj::Forward { fut } => match fut.as_mut().poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(r)) => Poll::Ready(Ok(r.map(RouterBody::forwarded))),
-                Poll::Ready(Err(e)) => {
-                    metrics.record(Outcome::ForwardError);
-                    tracing::warn!(error = %e, "forwarding to the home cell failed");
-                    let mut resp = Response::new(RouterBody::own("home cell unreachable\n"));
-                    *resp.status_mut() = StatusCode::BAD_GATEWAY;
-                    Poll::Ready(Ok(resp))
-                }
+                Poll::Ready(Err(r)) => Poll::Ready(Ok(r.map(RouterBody::own_full))),
             },
             StateProj::Ready { resp } => match resp.take() {
-                Some(r) => Poll::Ready(Ok(r.map(RouterBody::own_full))),
+                Some(r) => Poll::Ready(Ok((*r).map(RouterBody::own_full))),
                 None => Poll::Pending,
             },
         }

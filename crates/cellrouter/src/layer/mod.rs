@@ -11,7 +11,7 @@ pub use future::ResponseFuture;
 pub use service::CellRouter;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cellctx::{CellId, HeaderNames};
@@ -22,6 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower_layer::Layer;
 
+use crate::balance::{Balancer, UnkeyedPolicy};
 use crate::metrics::RequestMetrics;
 use crate::store::TableStore;
 
@@ -60,7 +61,9 @@ pub(crate) struct Config {
     pub(crate) hint_region: bool,
     pub(crate) client: Client<HttpConnector, FwdBody>,
     pub(crate) metrics: RequestMetrics,
-    pub(crate) rr: AtomicUsize,
+    pub(crate) balancer: Arc<Balancer>,
+    pub(crate) unkeyed: UnkeyedPolicy,
+    pub(crate) forward_timeout: Option<Duration>,
 }
 
 /// Routes each request to its key's home cell (see the [crate docs](crate)).
@@ -78,6 +81,9 @@ pub struct CellRouterLayer {
     id_layout: Option<idgen::Layout>,
     hint_region: bool,
     client: Option<Client<HttpConnector, FwdBody>>,
+    balancer: Arc<Balancer>,
+    unkeyed: UnkeyedPolicy,
+    forward_timeout: Option<Duration>,
 }
 
 impl CellRouterLayer {
@@ -94,6 +100,9 @@ impl CellRouterLayer {
             id_layout: None,
             hint_region: false,
             client: None,
+            balancer: Arc::new(Balancer::new()),
+            unkeyed: UnkeyedPolicy::Local,
+            forward_timeout: None,
         }
     }
 
@@ -137,6 +146,34 @@ impl CellRouterLayer {
         self
     }
 
+    /// Shares `balancer` (endpoint and cell weights, RTT averages, failed
+    /// endpoints) with this layer; by default each layer has its own.
+    pub fn with_balancer(mut self, balancer: Arc<Balancer>) -> Self {
+        self.balancer = balancer;
+        self
+    }
+
+    /// The weighted selection state of this layer and its services: mark an
+    /// endpoint failed there ([`Balancer::set_endpoint_failed`]), read weights.
+    pub fn balancer(&self) -> &Arc<Balancer> {
+        &self.balancer
+    }
+
+    /// Sets what happens to requests without a routing key (default
+    /// [`UnkeyedPolicy::Local`]: served where they land).
+    pub fn with_unkeyed(mut self, policy: UnkeyedPolicy) -> Self {
+        self.unkeyed = policy;
+        self
+    }
+
+    /// Bounds the time to the response headers of a forwarded request; on expiry
+    /// the layer answers 504 Gateway Timeout (metric outcome `forward_timeout`).
+    /// Default: no bound beyond the client's own.
+    pub fn with_forward_timeout(mut self, timeout: Duration) -> Self {
+        self.forward_timeout = Some(timeout);
+        self
+    }
+
     fn config(&self) -> Config {
         let client = self.client.clone().unwrap_or_else(|| Client::builder(TokioExecutor::new()).build_http());
         Config {
@@ -150,7 +187,9 @@ impl CellRouterLayer {
             hint_region: self.hint_region,
             client,
             metrics: RequestMetrics::new(),
-            rr: AtomicUsize::new(0),
+            balancer: Arc::clone(&self.balancer),
+            unkeyed: self.unkeyed,
+            forward_timeout: self.forward_timeout,
         }
     }
 }

@@ -116,6 +116,16 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
         servers.push(tokio::spawn(async move { axum::serve(listener, router).await }));
     }
     tracing::info!(cell = %cell, ports = ?args.ports, "cell serving");
+    // a cell never outlives the demo that spawned it
+    let parent = std::os::unix::process::parent_id();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
     for s in servers {
         s.await.map_err(|e| DemoError::Other(e.to_string()))??;
     }
