@@ -44,7 +44,7 @@ enum Backend {
     /// The in-memory table, persisted to a file the cells watch.
     Memory { table: Mutex<RoutingTable>, file: PathBuf },
     /// etcd, through the failover crate's atomic switch.
-    Etcd { switch: failover::AtomicSwitch },
+    Etcd { switch: Box<failover::AtomicSwitch> },
 }
 
 /// The control plane.
@@ -111,7 +111,7 @@ impl ControlPlane {
                     .with_table_key(key)
                     .with_prefix(format!("/cellsdk/demo/{run_id}/failover"))
                     .with_actor("demo-controller");
-                Backend::Etcd { switch }
+                Backend::Etcd { switch: Box::new(switch) }
             }
             None => {
                 let file = run_dir.join("table.json");
@@ -231,9 +231,9 @@ impl ControlPlane {
             let mut all = self.gateway_store.version().is_some_and(|v| v >= version);
             if all {
                 for url in &self.status_urls {
-                    match crate::gateway::get_json(&self.client, url, Duration::from_millis(200)).await {
-                        Ok(j) => all &= j["table_version"].as_u64().is_some_and(|v| v >= version),
-                        Err(_) => {} // a dead cell runs nothing
+                    // a dead cell runs nothing: only live cells are waited for
+                    if let Ok(j) = crate::gateway::get_json(&self.client, url, Duration::from_millis(200)).await {
+                        all &= j["table_version"].as_u64().is_some_and(|v| v >= version);
                     }
                 }
             }

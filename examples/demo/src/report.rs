@@ -288,6 +288,7 @@ pub(crate) fn print_human(r: &Report) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! Runs the demo binary in its short mode and checks the "Must show"
 //! list from the JSON report (the last line of stdout).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]
