@@ -1,7 +1,8 @@
 //! cellrouter: key -> cell lookup (16,384 slots) against a `HashMap<String, CellId>`
 //! user directory (the naive peer), the same lookup while a writer swaps tables
-//! continuously, and the routing layer around a no-op service against the bare
-//! no-op service.
+//! continuously (with `ArcSwap` loads and with a `TableCache`), and the routing
+//! layer around a no-op service against the bare no-op service (alone, and inside
+//! the cellctx scope as in a real stack).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -62,6 +63,15 @@ fn lookup(c: &mut Criterion) {
             black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
         })
     });
+    let mut cache = store.cache();
+    let mut i = 0usize;
+    g.bench_function("store.cache().load + resolve", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let t = cache.load().unwrap();
+            black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
+        })
+    });
     let held = store.current().unwrap();
     let mut i = 0usize;
     g.bench_function("resolve (table held)", |b| {
@@ -104,6 +114,14 @@ fn lookup(c: &mut Criterion) {
             black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
         })
     });
+    let mut i = 0usize;
+    g.bench_function("store.cache().load + resolve, table swapped concurrently", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let t = cache.load().unwrap();
+            black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
+        })
+    });
     stop.store(true, Ordering::Relaxed);
     let swaps = writer.join().unwrap();
     eprintln!("cellrouter bench: {swaps} table swaps during the concurrent-read bench");
@@ -143,6 +161,26 @@ fn layer(c: &mut Criterion) {
             let mut req = Request::new(Empty::<Bytes>::new());
             req.headers_mut().insert("x-user-id", values[i].clone());
             black_box(ready(routed.call(req)).unwrap())
+        })
+    });
+    // As placed in a real stack: after cellctx's server layer, which puts the
+    // context in the extensions and opens its task-local scope.
+    let mut i = 0usize;
+    g.bench_function("CellRouter(local, key from context) inside the cellctx scope", |b| {
+        b.iter(|| {
+            i = (i + 1) & 255;
+            let mut req = Request::new(Empty::<Bytes>::new());
+            req.extensions_mut().insert(ctxs[i].clone());
+            black_box(ready(cellctx::scope(ctxs[i].clone(), async { routed.call(req).await })).unwrap())
+        })
+    });
+    let mut i = 0usize;
+    g.bench_function("peer: bare no-op service inside the cellctx scope", |b| {
+        b.iter(|| {
+            i = (i + 1) & 255;
+            let mut req = Request::new(Empty::<Bytes>::new());
+            req.extensions_mut().insert(ctxs[i].clone());
+            black_box(ready(cellctx::scope(ctxs[i].clone(), async { bare.call(req).await })).unwrap())
         })
     });
     let mut i = 0usize;

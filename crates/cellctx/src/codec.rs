@@ -92,25 +92,26 @@ impl Source for HeaderMap {
         if self.len() > SCAN_MAX {
             return lookup_fields(self, names);
         }
-        let (tp, ts, bg) = (TRACEPARENT, TRACESTATE, BAGGAGE);
-        let wanted: [&HeaderName; 11] = [
-            &names.cell,
-            &names.request_id,
-            &names.tenant,
-            &names.auth_user,
-            &names.routing_key,
-            &names.xid,
-            &names.region_hint,
-            &names.downgraded,
-            &tp,
-            &ts,
-            &bg,
+        // Names compared as their (lowercase) bytes: a length check rules most out.
+        let wanted: [&[u8]; 11] = [
+            names.cell.as_str().as_bytes(),
+            names.request_id.as_str().as_bytes(),
+            names.tenant.as_str().as_bytes(),
+            names.auth_user.as_str().as_bytes(),
+            names.routing_key.as_str().as_bytes(),
+            names.xid.as_str().as_bytes(),
+            names.region_hint.as_str().as_bytes(),
+            names.downgraded.as_str().as_bytes(),
+            b"traceparent",
+            b"tracestate",
+            b"baggage",
         ];
         let mut found: [Found<'a>; 11] = [const { Ok(None) }; 11];
         for (name, value) in self {
+            let name = name.as_str().as_bytes();
             // Every field the name is configured for (two fields may share a name).
             for (want, slot) in wanted.iter().zip(found.iter_mut()) {
-                if name == *want {
+                if name.len() == want.len() && name == *want {
                     *slot = match slot {
                         Ok(None) => Ok(Some((value.as_bytes(), Some(value)))),
                         _ => Err(REPEATED),
@@ -638,6 +639,61 @@ mod tests {
         assert_eq!(out["x-cell-id"], "eu-2");
         ctx.tenant = Some("bad tenant".into());
         assert!(inject(&ctx, &names, &mut HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn scanning_and_lookups_read_the_same() {
+        let names = HeaderNames::default().with_routing_key(HeaderName::from_static("x-tenant-id"));
+        for filler in [0, 4, SCAN_MAX + 1] {
+            let mut h = HeaderMap::new();
+            for i in 0..filler {
+                h.insert(HeaderName::try_from(format!("x-filler-{i}")).unwrap(), HeaderValue::from_static("f"));
+            }
+            h.insert(http::header::USER_AGENT, HeaderValue::from_static("t"));
+            h.insert("x-cell-id", HeaderValue::from_static("eu-1"));
+            h.insert("x-tenant-id", HeaderValue::from_static("acme"));
+            h.insert("x-region-hint", HeaderValue::from_static("eu;src=gps"));
+            h.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+            h.insert("tracestate", HeaderValue::from_static("a=1"));
+            let ctx = extract(&h, &names).unwrap();
+            assert_eq!(ctx.cell.as_ref().map(CellId::as_str), Some("eu-1"), "{filler}");
+            // Two fields configured with one name both read it.
+            assert_eq!((ctx.tenant.as_deref(), ctx.routing_key.as_deref()), (Some("acme"), Some("acme")));
+            assert_eq!(ctx.region_hint.as_ref().map(ToString::to_string).as_deref(), Some("eu;src=gps"));
+            assert_eq!(ctx.tracestate.as_deref(), Some("a=1"));
+            assert_eq!(ctx.auth_user, None);
+            assert!(ctx.raw.request_id_generated);
+            h.append("x-cell-id", HeaderValue::from_static("eu-2"));
+            assert_eq!(extract(&h, &names).unwrap_err(), ContextError::Malformed {
+                header: HeaderName::from_static("x-cell-id"),
+                reason: InvalidValue::Malformed("repeated header"),
+            });
+            h.insert("x-cell-id", HeaderValue::from_static("eu-1"));
+            h.append("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"));
+            let ctx = extract(&h, &names).unwrap();
+            assert_eq!((ctx.traceparent, ctx.tracestate), (None, None), "a repeated traceparent is ignored");
+        }
+    }
+
+    #[test]
+    fn reused_hint_and_tracestate_never_go_stale() {
+        let names = HeaderNames::default();
+        let mut h = HeaderMap::new();
+        h.insert("x-region-hint", HeaderValue::from_static("eu;src=gps"));
+        h.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        h.insert("tracestate", HeaderValue::from_static("a=1"));
+        let mut ctx = extract(&h, &names).unwrap();
+        let mut out = HeaderMap::new();
+        inject(&ctx, &names, &mut out).unwrap();
+        assert_eq!((&out["x-region-hint"], &out["tracestate"]), (&h["x-region-hint"], &h["tracestate"]));
+        ctx.region_hint = Some("eu;src=ip".parse().unwrap());
+        ctx.tracestate = Some("b=2".into());
+        inject(&ctx, &names, &mut out).unwrap();
+        assert_eq!(out["x-region-hint"], "eu;src=ip");
+        assert_eq!(out["tracestate"], "b=2");
+        ctx.region_hint = Some("eu-2;src=gps".parse().unwrap());
+        inject(&ctx, &names, &mut out).unwrap();
+        assert_eq!(out["x-region-hint"], "eu-2;src=gps");
     }
 
     #[test]

@@ -12,7 +12,6 @@ use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt as _;
 
 use crate::context::CellContext;
-use crate::headers::TRACEPARENT;
 
 /// Reads OpenTelemetry propagation fields from an [`http::HeaderMap`].
 ///
@@ -118,11 +117,9 @@ impl CellContext {
 }
 
 /// The OpenTelemetry context to attach around a request's inner future: the one
-/// the global propagator reads from `headers`, when they carry a trace.
+/// the global propagator reads from `headers` (which carry a `traceparent`),
+/// when it holds a span.
 pub(crate) fn extract_otel(headers: &HeaderMap) -> Option<opentelemetry::Context> {
-    if !headers.contains_key(TRACEPARENT) {
-        return None;
-    }
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     cx.has_active_span().then_some(cx)
 }

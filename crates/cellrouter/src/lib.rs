@@ -50,13 +50,23 @@
 //! - [`resolve`] / [`resolve_in`]: key -> [`Resolution`] (slot, home, target, kind)
 //!   honouring cell state, health, migrations (`ASK`), failover lists and
 //!   compliance; [`ResolveError`] when no allowed cell can serve.
+//!   A lookup is hash + mask (modulo when `N` is not a power of two) + one indexed
+//!   load: the answer of every slot is precomputed when the table is compiled and
+//!   whenever the health overlay changes.
 //! - [`TableStore`]: the table in force behind `ArcSwap` (`load`, `store`,
 //!   `subscribe`, `set_cell_failed`); a rejected table leaves the old one in force.
+//!   [`TableStore::cache`] gives long-lived readers a [`TableCache`] (one atomic
+//!   load per read while the table does not change).
 //! - Weights: [`rtt_weight`] (`base × (1 + 0.5 e^(−0.02 rtt))`), [`SmoothWrr`] with
 //!   live weights, an EWMA RTT per key, a floor, and 0 for a failed key.
 //! - [`plan_rebalance`]: the fewest slot moves to reach capacity shares.
 //! - [`CellRouterLayer`]: local / forward (once; 508 on a loop) / 307 / 421,
-//!   migrating slots always forwarded (`ASK`), 503 rather than a compliance leak.
+//!   migrating slots always forwarded (`ASK`), 503 rather than a compliance leak;
+//!   forwarded requests bounded by [`CellRouterLayer::with_forward_timeout`] (504).
+//! - [`Balancer`]: which endpoint of a cell gets a forwarded request (smooth WRR,
+//!   RTT EWMA of forwarded responses, 0 for an endpoint marked failed, a floor for
+//!   live ones), and which cell gets unkeyed traffic ([`UnkeyedPolicy`]: local by
+//!   default, or WRR over capacity weight × RTT).
 //! - [`source`]: [`source::MemorySource`], [`source::FileSource`] and (feature
 //!   `etcd`) `source::EtcdSource` with its key layout (`DEFAULT_ETCD_KEY`), encoding
 //!   ([`source::encode`]/[`source::decode`]) and a compare-on-revision
@@ -67,6 +77,7 @@
 //! - `cellrouter.table.version` (gauge)
 //! - `cellrouter.table.staleness` (gauge, seconds since the source confirmed the table)
 //! - `cellrouter.source.errors` (counter, `source` = `etcd` | `file` | `memory`)
+//! - `cellrouter.source.compactions` (counter: watch revision compacted, table re-read)
 //! - `cellrouter.requests` (counter, `outcome` = `local` | `forward` | `redirect` |
 //!   `refuse` | `loop` | `unavailable` | `forward_error` | `forward_timeout`)
 //!

@@ -13,6 +13,8 @@ pub const TABLE_VERSION: &str = "cellrouter.table.version";
 pub const TABLE_STALENESS: &str = "cellrouter.table.staleness";
 /// Counter: table source errors (etcd unreachable, bad file, ...), attribute `source`.
 pub const SOURCE_ERRORS: &str = "cellrouter.source.errors";
+/// Counter: watch revisions found compacted (the source re-read the table).
+pub const SOURCE_COMPACTIONS: &str = "cellrouter.source.compactions";
 /// Counter: routed requests, attribute `outcome` = `local` | `forward` |
 /// `redirect` | `refuse` | `loop` | `unavailable` | `forward_error` | `forward_timeout`.
 pub const REQUESTS: &str = "cellrouter.requests";
@@ -27,6 +29,7 @@ pub(crate) struct StoreMetrics {
     pub(crate) version: Gauge<u64>,
     pub(crate) staleness: Gauge<f64>,
     pub(crate) source_errors: Counter<u64>,
+    pub(crate) compactions: Counter<u64>,
     pub(crate) applied: [KeyValue; 1],
     pub(crate) rejected: [KeyValue; 1],
 }
@@ -43,6 +46,10 @@ impl StoreMetrics {
                 .with_description("seconds since the table source last confirmed the table")
                 .build(),
             source_errors: m.u64_counter(SOURCE_ERRORS).with_description("routing table source errors").build(),
+            compactions: m
+                .u64_counter(SOURCE_COMPACTIONS)
+                .with_description("watch revisions found compacted; the table was re-read")
+                .build(),
             applied: [KeyValue::new("result", "applied")],
             rejected: [KeyValue::new("result", "rejected")],
         }

@@ -49,6 +49,7 @@ struct Inner {
     applied: AtomicU64,
     rejected: AtomicU64,
     source_errors: AtomicU64,
+    compactions: AtomicU64,
     fresh_ms: AtomicU64,
     /// Bumped after every swap (readers holding a [`TableCache`] compare it).
     generation: AtomicU64,
@@ -87,6 +88,7 @@ impl TableStore {
                 applied: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 source_errors: AtomicU64::new(0),
+                compactions: AtomicU64::new(0),
                 fresh_ms: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
                 metrics: StoreMetrics::new(),
@@ -203,6 +205,18 @@ impl TableStore {
     /// lost connections); also the `cellrouter.source.errors` counter.
     pub fn source_error_count(&self) -> u64 {
         self.inner.source_errors.load(Ordering::Relaxed)
+    }
+
+    /// Times a source found its watch revision compacted and re-read the whole
+    /// table (metric `cellrouter.source.compactions`).
+    pub fn compaction_count(&self) -> u64 {
+        self.inner.compactions.load(Ordering::Relaxed)
+    }
+
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn compaction_reread(&self) {
+        self.inner.compactions.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.compactions.add(1, &[]);
     }
 
     /// Records that the source confirmed the table is current (sources call it

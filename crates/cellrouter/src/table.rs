@@ -656,13 +656,7 @@ impl CompiledTable {
         self.health.failed(i)
     }
 
-    pub(crate) fn cell_at(&self, i: u16) -> &Cell {
-        &self.table.cells[i as usize]
-    }
-
     pub(crate) fn region_at(&self, i: u16) -> &Region {
         &self.table.regions[i as usize]
     }
-
-    pub(crate) const NONE: u16 = NONE;
 }

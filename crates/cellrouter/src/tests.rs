@@ -483,3 +483,131 @@ proptest! {
         after.validate().unwrap();
     }
 }
+
+fn shares<K: std::hash::Hash + Eq>(picks: impl Iterator<Item = K>) -> HashMap<K, u32> {
+    let mut m = HashMap::new();
+    for k in picks {
+        *m.entry(k).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn balancer_endpoint_shares_follow_rtt_and_skip_failed() {
+    let mut a = cell("a", "eu");
+    a.endpoints = ["http://e1:80", "http://e2:80", "http://e3:80", "http://e4:80"].map(String::from).to_vec();
+    let mut t = RoutingTable::uniform(id("eu"), vec![a, cell("b", "eu")], 128);
+    let table = t.clone().compile().unwrap();
+    let b = Balancer::new();
+    // failed before the first pick (health checks may report first)
+    b.set_endpoint_failed(&id("a"), "http://e4:80", true);
+    assert_eq!(b.endpoint_weight(&id("a"), "http://e4:80"), Some(0.0));
+    b.pick_endpoint(&table, &id("a")).unwrap();
+    let rtts = [("http://e1:80", 2u64), ("http://e2:80", 30), ("http://e3:80", 120)];
+    for _ in 0..10 {
+        for (e, ms) in rtts {
+            b.observe_endpoint_rtt(&id("a"), e, Duration::from_millis(ms));
+        }
+    }
+    let want: HashMap<&str, f64> = rtts.iter().map(|&(e, ms)| (e, rtt_weight(100.0, ms as f64))).collect();
+    for (e, w) in &want {
+        assert!((b.endpoint_weight(&id("a"), e).unwrap() - w).abs() < 0.01);
+        assert!((b.endpoint_rtt_ms(&id("a"), e).unwrap() - rtts.iter().find(|r| r.0 == *e).unwrap().1 as f64).abs() < 1e-6);
+    }
+    let counts = shares((0..10_000).map(|_| b.pick_endpoint(&table, &id("a")).unwrap().to_string()));
+    assert_eq!(counts.get("http://e4:80"), None, "a failed endpoint got requests");
+    let total: f64 = want.values().sum();
+    for (e, w) in &want {
+        let share = f64::from(counts[*e]) / 10_000.0;
+        assert!((share - w / total).abs() <= 0.02 * (w / total), "{e}: share {share} want {}", w / total);
+    }
+    // A new table version keeps the failed flag and the RTTs, and drops endpoints
+    // no longer listed.
+    t.version = 2;
+    t.cell_mut(&id("a")).unwrap().endpoints.retain(|e| e != "http://e3:80");
+    let table2 = t.compile().unwrap();
+    let counts = shares((0..1000).map(|_| b.pick_endpoint(&table2, &id("a")).unwrap().to_string()));
+    assert_eq!(counts.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), ["http://e1:80", "http://e2:80"].into());
+    assert_eq!(b.endpoint_weight(&id("a"), "http://e3:80"), None);
+    // Every endpoint failed: nothing to pick.
+    for e in ["http://e1:80", "http://e2:80", "http://e4:80"] {
+        b.set_endpoint_failed(&id("a"), e, true);
+    }
+    assert_eq!(b.pick_endpoint(&table2, &id("a")), None);
+    b.set_endpoint_failed(&id("a"), "http://e2:80", false);
+    assert_eq!(b.pick_endpoint(&table2, &id("a")).as_deref(), Some("http://e2:80"));
+    assert_eq!(b.pick_endpoint(&table2, &id("nope")), None);
+}
+
+#[test]
+fn balancer_cells_for_unkeyed_traffic() {
+    let mut cells: Vec<Cell> = ["a", "b", "c", "d"].iter().map(|c| cell(c, "eu")).collect();
+    cells[1].weight = 300;
+    cells[2].state = CellState::Draining;
+    let mut t = RoutingTable::uniform(id("eu"), cells, 128);
+    t.regions.push(Region::new(id("us")));
+    t.cells.push(cell("u", "us"));
+    t.slots.push(SlotRange { region: id("us"), start: 0, end: 127, cell: id("u") });
+    let store = TableStore::with_table(t).unwrap();
+    store.set_cell_failed(&id("d"), true);
+    let table = store.current().unwrap();
+    let bal = Balancer::new();
+    let eu = Some(&id("eu"));
+    bal.pick_cell(&table, eu).unwrap();
+    bal.pick_cell(&table, None).unwrap();
+    for _ in 0..10 {
+        bal.observe_cell_rtt(&id("a"), Duration::from_millis(80));
+        bal.observe_cell_rtt(&id("b"), Duration::from_millis(5));
+        bal.observe_cell_rtt(&id("u"), Duration::from_millis(150));
+    }
+    let (wa, wb) = (rtt_weight(100.0, 80.0), rtt_weight(300.0, 5.0));
+    assert!((bal.cell_weight(eu, &id("a")).unwrap() - wa).abs() < 0.01);
+    assert!((bal.cell_weight(eu, &id("b")).unwrap() - wb).abs() < 0.01);
+    assert_eq!(bal.cell_weight(eu, &id("c")), Some(0.0), "draining cells take no unkeyed traffic");
+    assert_eq!(bal.cell_weight(eu, &id("d")), Some(0.0), "failed cells take no unkeyed traffic");
+    let counts = shares((0..10_000).map(|_| bal.pick_cell(&table, eu).unwrap().as_str().to_string()));
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    for (c, w) in [("a", wa), ("b", wb)] {
+        let share = f64::from(counts[c]) / 10_000.0;
+        let want = w / (wa + wb);
+        assert!((share - want).abs() <= 0.02 * want, "{c}: share {share} want {want}");
+    }
+    // Global scope includes the other region; recovery of d is seen without a
+    // new table version (health generation).
+    let global = shares((0..1000).map(|_| bal.pick_cell(&table, None).unwrap().as_str().to_string()));
+    assert!(global.contains_key("u") && !global.contains_key("c") && !global.contains_key("d"), "{global:?}");
+    store.set_cell_failed(&id("d"), false);
+    assert!((0..100).any(|_| bal.pick_cell(&table, eu).unwrap().as_str() == "d"));
+}
+
+#[test]
+fn precomputed_routes_match_slot_of_for_any_slot_count() {
+    for n in [7u32, 100, 128, 1000, 16384] {
+        let t = RoutingTable::uniform(id("eu"), vec![cell("a", "eu"), cell("b", "eu"), cell("c", "eu")], n).compile().unwrap();
+        for i in 0..500 {
+            let k = format!("k{i}");
+            let r = resolve(&t, &k).unwrap();
+            assert_eq!(r.slot, slot_of(&k, n));
+            assert_eq!(Some(r.home), match t.slot_state(&id("eu"), r.slot).unwrap() {
+                SlotState::Stable(c) => Some(c),
+                SlotState::Migrating { from, .. } => Some(from),
+            });
+        }
+    }
+}
+
+#[test]
+fn table_cache_follows_swaps() {
+    let mut t = RoutingTable::uniform(id("eu"), vec![cell("a", "eu")], 128);
+    let store = TableStore::new();
+    let mut cache = store.cache();
+    assert!(cache.load().is_none());
+    store.store(t.clone()).unwrap();
+    assert_eq!(cache.load().unwrap().version(), 1);
+    let held = std::sync::Arc::clone(cache.load().unwrap());
+    t.version = 5;
+    store.store(t).unwrap();
+    assert_eq!(cache.load().unwrap().version(), 5);
+    assert_eq!(held.version(), 1);
+    assert_eq!(cache.clone().load().unwrap().version(), 5);
+}

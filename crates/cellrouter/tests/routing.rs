@@ -302,3 +302,97 @@ async fn no_table_and_unkeyed_requests() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["served_by"], "a");
 }
+
+/// A server whose handler never answers in time; counts its hits.
+async fn slow_server() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = Router::new().route(
+        "/{*path}",
+        any(move || {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                "late"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn weighted_endpoints_unkeyed_traffic_and_forward_timeout() {
+    let mut cl = Cluster::bind(&["a", "b1", "b2", "a-unkeyed"]).await;
+    let (slow_url, slow_hits) = slow_server().await;
+    // eu: a; b with two endpoints (b1, b2); s (draining) answers too late.
+    let a = Cell::new(id("a"), id("eu"), cl.url("a"));
+    let mut b = Cell::new(id("b"), id("eu"), cl.url("b1"));
+    b.endpoints.push(cl.url("b2"));
+    let mut s = Cell::new(id("s"), id("eu"), slow_url.clone());
+    s.state = CellState::Draining;
+    let t = RoutingTable::uniform(id("eu"), vec![a, b, s], 16384);
+    let store = TableStore::with_table(t.clone()).unwrap();
+    let compiled = t.clone().compile().unwrap();
+    let keys_of = |home: &str| -> Vec<String> {
+        (0..100_000).map(|i| format!("user-{i}")).filter(|k| resolve_in(&compiled, &id("eu"), k).unwrap().home.as_str() == home).take(20).collect()
+    };
+    let layer_a = CellRouterLayer::new(store.clone(), id("a")).with_forward_timeout(std::time::Duration::from_millis(300));
+    let balancer = layer_a.balancer().clone();
+    cl.serve("a", layer_a);
+    let hits_b1 = cl.serve("b1", CellRouterLayer::new(store.clone(), id("b")));
+    let hits_b2 = cl.serve("b2", CellRouterLayer::new(store.clone(), id("b")));
+
+    // One endpoint of the home cell marked failed: it gets no request.
+    balancer.set_endpoint_failed(&id("b"), &cl.url("b2"), true);
+    let kb = keys_of("b");
+    for k in &kb {
+        let r = get(&cl.url("a"), &[("x-user-id", k)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+        assert_eq!((r.body["served_by"].as_str(), r.body["ctx_cell"].as_str()), ("b1", "b"));
+    }
+    assert_eq!((hits_b1.load(Ordering::SeqCst), hits_b2.load(Ordering::SeqCst)), (20, 0));
+    // The RTT EWMA was fed from the forwarded responses (b1 only).
+    assert!(balancer.endpoint_rtt_ms(&id("b"), &cl.url("b1")).is_some());
+    assert_eq!(balancer.endpoint_rtt_ms(&id("b"), &cl.url("b2")), None);
+    // Recovered: both endpoints serve again.
+    balancer.set_endpoint_failed(&id("b"), &cl.url("b2"), false);
+    for k in &kb {
+        assert_eq!(get(&cl.url("a"), &[("x-user-id", k)]).await.status, StatusCode::OK);
+    }
+    assert!(hits_b1.load(Ordering::SeqCst) > 20 && hits_b2.load(Ordering::SeqCst) > 0);
+
+    // Forward timeout: the slow cell's key is answered 504 naming the cell.
+    let ks = keys_of("s");
+    let started = std::time::Instant::now();
+    let r = get(&cl.url("a"), &[("x-user-id", &ks[0])]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.raw);
+    assert_eq!(r.headers["x-cell-home"], "s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the 60 s handler was awaited");
+    assert_eq!(slow_hits.load(Ordering::SeqCst), 1);
+
+    // Unkeyed traffic under UnkeyedPolicy::Weighted: spread over the active
+    // cells a and b (both endpoints), never to the draining cell.
+    let hits_au = cl.serve(
+        "a-unkeyed",
+        CellRouterLayer::new(store.clone(), id("a")).with_unkeyed(cellrouter::UnkeyedPolicy::Weighted),
+    );
+    let (b1_before, b2_before) = (hits_b1.load(Ordering::SeqCst), hits_b2.load(Ordering::SeqCst));
+    let mut served = HashMap::<String, usize>::new();
+    for _ in 0..40 {
+        let r = get(&cl.url("a-unkeyed"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+        *served.entry(r.body["served_by"].clone()).or_default() += 1;
+    }
+    let (b1, b2) = (hits_b1.load(Ordering::SeqCst) - b1_before, hits_b2.load(Ordering::SeqCst) - b2_before);
+    assert_eq!(hits_au.load(Ordering::SeqCst), served.get("a-unkeyed").copied().unwrap_or(0));
+    assert!(served.get("a-unkeyed").copied().unwrap_or(0) > 0 && b1 > 0 && b2 > 0, "{served:?}");
+    assert_eq!(hits_au.load(Ordering::SeqCst) + b1 + b2, 40);
+    assert_eq!(slow_hits.load(Ordering::SeqCst), 1, "the draining cell got unkeyed traffic");
+    // A forwarded unkeyed request (hop counter set) is served where it lands.
+    let r = get(&cl.url("a-unkeyed"), &[("x-cell-hops", "1")]).await;
+    assert_eq!(r.body["served_by"], "a-unkeyed");
+}

@@ -15,8 +15,9 @@
 //! at least `prober_quorum` probers see the cell unhealthy; *good* when the
 //! probers do not agree it is down and the error rate (if measurable) is at or
 //! below the recover rate. Between the two rates the signal is neither, which
-//! resets the recovery timer (hysteresis). Too few outcomes leave the trip
-//! timer as it was.
+//! resets the recovery timer (hysteresis). A few outcomes (fewer than
+//! `min_samples`) leave the trip timer as it was; no outcome at all (and no
+//! prober quorum) is no evidence of a failure and resets it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -375,7 +376,7 @@ impl DecisionEngine {
                 Phase::Serving => {
                     if bad {
                         run.bad_since.get_or_insert(prev);
-                    } else if known {
+                    } else if known || samples == 0 {
                         run.bad_since = None;
                         run.suppressed = false;
                     }

@@ -112,6 +112,30 @@ impl SwitchRequest {
         SwitchRequest { change, reason: "manual".into(), rule: "manual".into(), detected_at: now, decided_at: now }
     }
 
+    /// The switch a decision of the [`DecisionEngine`](crate::DecisionEngine)
+    /// calls for: a drain becomes [`Change::Drain`] (reason, detected and
+    /// decided times carried over), a restored cell [`Change::Failback`]. Ramp
+    /// steps and refused drains change no table (they live in the
+    /// [`Plan`](crate::Plan)): `None`.
+    pub fn from_decision(d: &crate::Decision, rule: &str) -> Option<Self> {
+        let wall = |at: tokio::time::Instant| SystemTime::now() - tokio::time::Instant::now().saturating_duration_since(at);
+        match d {
+            crate::Decision::Drain { cell, reason, detected_at, decided_at } => Some(
+                SwitchRequest::new(Change::Drain(cell.clone()))
+                    .with_reason(serde_json::to_string(reason).unwrap_or_else(|_| format!("{reason:?}")))
+                    .with_rule(rule)
+                    .with_times(wall(*detected_at), wall(*decided_at)),
+            ),
+            crate::Decision::Restored { cell, at } => Some(
+                SwitchRequest::new(Change::Failback(cell.clone()))
+                    .with_reason("recovered; failback ramp complete")
+                    .with_rule(rule)
+                    .with_times(wall(*at), wall(*at)),
+            ),
+            _ => None,
+        }
+    }
+
     /// Sets the reason.
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = reason.into();

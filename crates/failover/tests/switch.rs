@@ -255,6 +255,19 @@ async fn dry_run_failback_and_applied_by_a_router() {
     assert_eq!(env.table().await, table());
     assert!(s.audit().all().await.unwrap().is_empty());
     assert!(matches!(s.dry_run(&Change::Drain(id("nope"))).await, Err(Error::UnknownCell(_))));
+    // A decision of the engine becomes a switch request.
+    let d = failover::Decision::Drain {
+        cell: id("a"),
+        reason: failover::DrainReason::ErrorRate { rate: 0.012 },
+        detected_at: tokio::time::Instant::now() - Duration::from_secs(30),
+        decided_at: tokio::time::Instant::now(),
+    };
+    let req = SwitchRequest::from_decision(&d, "seed-default").unwrap();
+    assert_eq!(req.change, Change::Drain(id("a")));
+    assert_eq!(req.reason, r#"{"kind":"error_rate","rate":0.012}"#);
+    let gap = req.decided_at.duration_since(req.detected_at).unwrap();
+    assert!(gap >= Duration::from_millis(29_990) && gap <= Duration::from_millis(30_010), "{gap:?}");
+    assert!(SwitchRequest::from_decision(&failover::Decision::FailbackStep { cell: id("a"), share: 0.5, at: tokio::time::Instant::now() }, "r").is_none());
     // A router watching the key applies the switch.
     let store = TableStore::new();
     let source = EtcdSource::try_new(vec![env.etcd.endpoint()]).unwrap().with_key(env.key.clone());

@@ -20,7 +20,10 @@
 //! ))?;
 //! let config = GslbConfig::new("example.test", ["api.example.test"])
 //!     .with_region(RegionRule::new("127.0.0.0/8".parse()?, id("eu")));
-//! let responder = Responder::builder(config, store.clone()).build()?; // .with_health(hub) for the health stream
+//! let responder = Responder::builder(config, store.clone())
+//!     // .with_health(hub): the prober's health stream
+//!     // .with_balancer(router_layer.balancer().clone()): the router's WRR × RTT state
+//!     .build()?;
 //! let server = Server::new(responder)
 //!     .with_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
 //!     .with_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -72,11 +75,14 @@
 //!   and the zone's SOA.
 //! - Choice: the client's region (EDNS client-subnet when present, else the
 //!   source address, mapped by [`RegionMap`]; the echo carries the matched
-//!   prefix as scope) by smooth weighted round robin over
-//!   `cell.weight × (1 + 0.5 e^(−0.02 rtt_ms))` ([`cellrouter::SmoothWrr`],
-//!   RTT from the health stream's probe p50 and [`Responder::observe_rtt`]);
-//!   more addresses from the next best cells of that region, then of others; a
-//!   region without a healthy cell falls back to all cells.
+//!   prefix as scope), the cell picked by the router's [`cellrouter::Balancer`]
+//!   (smooth weighted round robin over `cell.weight × (1 + 0.5 e^(−0.02 rtt_ms))`;
+//!   share the routing layer's with [`ResponderBuilder::with_balancer`] so DNS
+//!   and unkeyed HTTP use one state and one RTT average per cell, fed by
+//!   forwarded responses, the health stream's probe p50 and
+//!   [`Responder::observe_rtt`]); more addresses from the next heaviest cells
+//!   of that region, then of others; a region without a healthy cell falls
+//!   back to all cells.
 //! - Never answered: a cell that is not `active` in the table (draining, down),
 //!   one marked failed in the store ([`cellrouter::TableStore::set_cell_failed`])
 //!   or unhealthy in the health snapshot. Checked live on each answer; no cell

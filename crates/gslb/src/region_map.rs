@@ -71,11 +71,3 @@ impl RegionMap {
         self.rules.is_empty()
     }
 }
-
-impl RegionMap {
-    /// Index (into [`rules`](Self::rules)) and prefix length of the rule matching `addr`.
-    pub(crate) fn lookup_index(&self, addr: IpAddr) -> Option<(usize, u8)> {
-        let addr = addr.to_canonical();
-        self.rules.iter().position(|r| r.cidr.contains(&addr)).map(|i| (i, self.rules[i].cidr.prefix_len()))
-    }
-}

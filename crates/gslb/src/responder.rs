@@ -1,14 +1,13 @@
 //! [`Responder`]: the authoritative answer logic, a hickory-server
 //! [`RequestHandler`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use cellrouter::{CellId, CompiledTable, TableStore, WeightParams};
+use cellrouter::{Balancer, CellId, CompiledTable, TableStore};
 use health::{HealthHub, HealthSnapshot};
 use hickory_proto::op::{Edns, Header, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -23,21 +22,26 @@ use crate::error::GslbError;
 use crate::metrics::{Malformed, Metrics, Refusal, Stats};
 use crate::plan::{Family, Plan, eligible, health_rtt_ms};
 
+
 /// Largest UDP payload we advertise in EDNS answers (the DNS flag day value).
 const EDNS_PAYLOAD: u16 = 1232;
 
 /// The authoritative GSLB responder: answers the configured names with the
 /// entry addresses of the best healthy cells.
 ///
-/// It reads the routing table from the same [`TableStore`] the `cellrouter`
-/// layer routes with, and (optionally) the same [`HealthHub`] the prober
-/// publishes to, live: a table update, a [`TableStore::set_cell_failed`] or a
-/// health change is seen by the next query. Selection: the client's region (by
-/// EDNS client-subnet or source address, through the [`RegionMap`](crate::RegionMap))
-/// first, by smooth WRR over `cell.weight × (1 + 0.5 e^(−0.02 rtt))`
-/// ([`cellrouter::SmoothWrr`], [`cellrouter::WeightParams`]); a region with no
-/// healthy cell falls back to every cell. A cell that is not `active`, reported
-/// failed, or unhealthy is never answered; none left is `SERVFAIL`.
+/// One source of truth with the router: it reads the routing table from the
+/// same [`TableStore`] the `cellrouter` layer routes with, picks cells with the
+/// same [`Balancer`] (share the layer's through
+/// [`ResponderBuilder::with_balancer`] and
+/// `CellRouterLayer::with_balancer`: one smooth-WRR state and one RTT average
+/// per cell, `cell.weight × (1 + 0.5 e^(−0.02 rtt_ms))`), and reads cell health
+/// from the [`HealthHub`] the prober publishes to. All live: a table update, a
+/// [`TableStore::set_cell_failed`] or a health change is seen by the next query.
+///
+/// Selection: the client's region (by EDNS client-subnet or source address,
+/// through the [`RegionMap`](crate::RegionMap)) first; a region with no
+/// healthy cell falls back to every cell. A cell that is not `active`, is
+/// reported failed, or is unhealthy is never answered; none left is `SERVFAIL`.
 ///
 /// It implements hickory-server's [`RequestHandler`], so it can be registered on
 /// any `ServerFuture`; [`Server`](crate::Server) runs it on UDP and TCP with
@@ -51,11 +55,9 @@ struct Inner {
     cfg: Compiled,
     store: TableStore,
     health: Option<HealthHub>,
-    params: WeightParams,
+    balancer: Arc<Balancer>,
     plan: ArcSwapOption<Plan>,
     rebuild: Mutex<()>,
-    /// Last RTT average per cell (ms), kept across plan rebuilds.
-    rtt: Mutex<HashMap<CellId, f64>>,
     health_version: AtomicU64,
     metrics: Metrics,
 }
@@ -78,7 +80,7 @@ pub struct ResponderBuilder {
     config: GslbConfig,
     store: TableStore,
     health: Option<HealthHub>,
-    params: WeightParams,
+    balancer: Option<Arc<Balancer>>,
     meter: Option<Meter>,
 }
 
@@ -89,10 +91,13 @@ impl ResponderBuilder {
         self
     }
 
-    /// The WRR × RTT weight parameters (default: cellrouter's defaults, the same
-    /// the router uses).
-    pub fn with_weight_params(mut self, params: WeightParams) -> Self {
-        self.params = params;
+    /// Picks cells with `balancer`: pass the one the routing layer uses
+    /// (`CellRouterLayer::balancer()`, or the one given to
+    /// `CellRouterLayer::with_balancer`) so that DNS and unkeyed HTTP traffic
+    /// share one weighted round robin and one RTT average per cell. Default: a
+    /// private `Balancer::new()` (the same formula and defaults).
+    pub fn with_balancer(mut self, balancer: Arc<Balancer>) -> Self {
+        self.balancer = Some(balancer);
         self
     }
 
@@ -105,20 +110,15 @@ impl ResponderBuilder {
     /// Validates the config and builds the responder.
     pub fn build(self) -> Result<Responder, GslbError> {
         let cfg = self.config.compile()?;
-        let p = self.params;
-        if !(p.a.is_finite() && p.b.is_finite() && p.floor.is_finite() && p.alpha > 0.0 && p.alpha <= 1.0) {
-            return Err(GslbError::config(format!("weight params out of range: {p:?}")));
-        }
         let meter = self.meter.unwrap_or_else(|| opentelemetry::global::meter("gslb"));
         let r = Responder {
             inner: Arc::new(Inner {
                 cfg,
                 store: self.store,
                 health: self.health,
-                params: p,
+                balancer: self.balancer.unwrap_or_else(|| Arc::new(Balancer::new())),
                 plan: ArcSwapOption::empty(),
                 rebuild: Mutex::new(()),
-                rtt: Mutex::new(HashMap::new()),
                 health_version: AtomicU64::new(u64::MAX),
                 metrics: Metrics::new(&meter),
             }),
@@ -147,7 +147,7 @@ impl Decision {
 impl Responder {
     /// A builder for a responder serving `config` from the table in `store`.
     pub fn builder(config: GslbConfig, store: TableStore) -> ResponderBuilder {
-        ResponderBuilder { config, store, health: None, params: WeightParams::default(), meter: None }
+        ResponderBuilder { config, store, health: None, balancer: None, meter: None }
     }
 
     /// The table store read on every query.
@@ -170,24 +170,24 @@ impl Responder {
         self.inner.cfg.refresh
     }
 
-    /// Feeds an RTT sample of `cell` into its weight (an EWMA, as the router's
-    /// [`cellrouter::SmoothWrr::observe_rtt`]); kept across table updates.
-    /// Returns false when the cell is not in the table in force.
-    pub fn observe_rtt(&self, cell: &CellId, rtt: Duration) -> bool {
-        let Some(plan) = self.current_plan() else { return false };
-        let Some(ci) = plan.cell_index(cell) else { return false };
-        if let Some(avg) = plan.observe_rtt(ci, rtt) {
-            self.inner.rtt.lock().unwrap_or_else(|p| p.into_inner()).insert(cell.clone(), avg);
-        }
-        true
+    /// The balancer cells are picked with.
+    pub fn balancer(&self) -> &Arc<Balancer> {
+        &self.inner.balancer
     }
 
-    /// The current effective A-record weight of `cell` (its base weight × the
-    /// RTT factor; 0 while failed, drained or unhealthy as of the last refresh).
+    /// Feeds an RTT sample of `cell` into its weight (the balancer's EWMA, as
+    /// the routing layer does for every forwarded response).
+    pub fn observe_rtt(&self, cell: &CellId, rtt: Duration) {
+        self.inner.balancer.observe_cell_rtt(cell, rtt);
+    }
+
+    /// The current weight of `cell` within its region (capacity weight × RTT
+    /// factor; 0 while drained or reported failed), `None` before the first
+    /// answer for that region.
     pub fn weight(&self, cell: &CellId) -> Option<f64> {
-        let plan = self.current_plan()?;
-        let ci = plan.cell_index(cell)?;
-        plan.weight(ci, Family::V4).or_else(|| plan.weight(ci, Family::V6))
+        let table = self.inner.store.current()?;
+        let region = &table.cell(cell)?.region;
+        self.inner.balancer.cell_weight(Some(region), cell)
     }
 
     /// Counts a packet dropped before it reached the responder (see [`Stats::malformed`]).
@@ -199,12 +199,7 @@ impl Responder {
         self.inner.health.as_ref().map(HealthHub::snapshot)
     }
 
-    /// The plan for the table in force, rebuilt when the version changed.
-    fn current_plan(&self) -> Option<Arc<Plan>> {
-        let table = self.inner.store.current()?;
-        Some(self.plan_for(&table))
-    }
-
+    /// The plan for `table`, rebuilt when the version changed.
     fn plan_for(&self, table: &Arc<CompiledTable>) -> Arc<Plan> {
         if let Some(p) = self.inner.plan.load_full()
             && p.version == table.version()
@@ -217,41 +212,31 @@ impl Responder {
         {
             return p;
         }
-        let rtt = self.inner.rtt.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let plan = Arc::new(Plan::build(table, &self.inner.cfg, self.inner.params, &rtt));
-        let health = self.health_snapshot();
-        for (ci, c) in plan.cells.iter().enumerate() {
-            plan.mark(ci, !eligible(table, health.as_deref(), self.inner.cfg.require_health, &c.id));
-        }
+        let plan = Arc::new(Plan::build(table, &self.inner.cfg));
         tracing::debug!(version = plan.version, cells = plan.cells.len(), "gslb plan rebuilt");
         self.inner.plan.store(Some(Arc::clone(&plan)));
         plan
     }
 
-    /// Brings the weights up to date with the table, the failed overlay and the
-    /// health stream (new RTTs are fed once per health snapshot). The background
-    /// task of [`Server`](crate::Server) calls it on every change and every
-    /// refresh period; the query path never waits for it (it checks the cells
-    /// it answers live).
+    /// Rebuilds the address plan when the table version changed and feeds the
+    /// health stream's RTTs (lowest probe p50 per cell, once per snapshot, when
+    /// [`GslbConfig::health_rtt`] is on) into the balancer. The background task
+    /// of [`Server`](crate::Server) calls it on every change and every refresh
+    /// period; the query path never waits for it (it checks health and the
+    /// table live).
     pub fn refresh(&self) {
         let Some(table) = self.inner.store.current() else { return };
         let plan = self.plan_for(&table);
-        let health = self.health_snapshot();
-        let cfg = &self.inner.cfg;
-        for (ci, c) in plan.cells.iter().enumerate() {
-            plan.mark(ci, !eligible(&table, health.as_deref(), cfg.require_health, &c.id));
+        if !self.inner.cfg.health_rtt {
+            return;
         }
-        if let Some(h) = health.as_deref()
-            && cfg.health_rtt
-            && self.inner.health_version.swap(h.version(), Ordering::AcqRel) != h.version()
-        {
-            let mut rtts = self.inner.rtt.lock().unwrap_or_else(|p| p.into_inner());
-            for (ci, c) in plan.cells.iter().enumerate() {
-                if let Some(ms) = health_rtt_ms(h, &c.id)
-                    && let Some(avg) = plan.observe_rtt(ci, Duration::from_secs_f64(ms / 1000.0))
-                {
-                    rtts.insert(c.id.clone(), avg);
-                }
+        let Some(h) = self.health_snapshot() else { return };
+        if self.inner.health_version.swap(h.version(), Ordering::AcqRel) == h.version() {
+            return;
+        }
+        for c in &plan.cells {
+            if let Some(ms) = health_rtt_ms(&h, &c.id) {
+                self.inner.balancer.observe_cell_rtt(&c.id, Duration::from_secs_f64(ms / 1000.0));
             }
         }
     }
@@ -328,13 +313,14 @@ impl Responder {
         };
         let client: IpAddr = ecs.as_ref().map_or(info.src.ip(), ClientSubnet::addr);
         let plan = self.plan_for(&table);
-        let (group, scope) = match cfg.region_map.lookup_index(client) {
-            Some((rule, prefix)) => (plan.rule_group.get(rule).copied().flatten(), prefix),
-            None => (plan.default_group, 0),
+        let (region, scope) = match cfg.region_map.lookup(client) {
+            Some((region, prefix)) => (Some(region), prefix),
+            None => (cfg.default_region.as_ref(), 0),
         };
+        let region = region.filter(|r| plan.has_region(r));
         let ecs = ecs.map(|cs| ClientSubnet::new(cs.addr(), cs.source_prefix(), scope));
         let health = self.health_snapshot();
-        let chosen = self.select(&plan, &table, health.as_deref(), family, group);
+        let chosen = self.select(&plan, &table, health.as_deref(), family, region);
         if chosen.is_empty() {
             tracing::warn!(%client, "no healthy cell to answer");
             let mut d = Decision::code(ResponseCode::ServFail);
@@ -368,35 +354,35 @@ impl Responder {
         Decision { rcode: ResponseCode::NoError, authoritative: true, answers, soa: None, ecs }
     }
 
-    /// The cells to answer, best first: a WRR pick in the client's group (else
-    /// among all cells), then the next best eligible cells until enough addresses.
-    fn select(&self, plan: &Plan, table: &CompiledTable, health: Option<&HealthSnapshot>, f: Family, group: Option<usize>) -> Vec<usize> {
+    /// The cells to answer, best first: the balancer's pick in the client's
+    /// region (else among all cells), then the next heaviest eligible cells
+    /// until enough addresses.
+    fn select(&self, plan: &Plan, table: &CompiledTable, health: Option<&HealthSnapshot>, f: Family, region: Option<&CellId>) -> Vec<usize> {
         let cfg = &self.inner.cfg;
-        let all = plan.all_group();
-        let groups = &plan.groups[f as usize];
         let mut out: Vec<usize> = Vec::with_capacity(cfg.max_answers.min(4));
         let mut addrs = 0usize;
-        let ok = |ci: usize| eligible(table, health, cfg.require_health, &plan.cells[ci].id);
-        for g in [group, Some(all)].into_iter().flatten() {
-            let Some(group) = groups.get(g) else { continue };
+        let ok = |ci: usize| plan.cells[ci].count(f) > 0 && eligible(table, health, cfg.require_health, &plan.cells[ci].id);
+        let scopes: [Option<Option<&CellId>>; 2] = [region.map(Some), Some(None)];
+        for scope in scopes.into_iter().flatten() {
+            let members = plan.members(scope);
             if out.is_empty() {
-                for _ in 0..group.members.len() {
-                    let Some(ci) = group.wrr.pick() else { break };
-                    let ci = ci as usize;
-                    if ok(ci) {
+                // The balancer skips drained and failed cells itself; a pick that
+                // is unhealthy or has no address of this family is skipped here.
+                for _ in 0..=members.len() {
+                    let Some(id) = self.inner.balancer.pick_cell(table, scope) else { break };
+                    if let Some(ci) = plan.cell_index(&id)
+                        && ok(ci)
+                    {
                         out.push(ci);
                         addrs += plan.cells[ci].count(f);
                         break;
                     }
-                    // The background refresh has not seen it yet: stop picking it now.
-                    plan.mark(ci, true);
                 }
             }
-            for &ci in &group.members {
+            for &ci in members {
                 if addrs >= cfg.max_answers {
                     return out;
                 }
-                let ci = ci as usize;
                 if !out.contains(&ci) && ok(ci) {
                     out.push(ci);
                     addrs += plan.cells[ci].count(f);

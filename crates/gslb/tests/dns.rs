@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cellrouter::{Cell, CellId, CellState, Region, RoutingTable, SlotRange, TableStore};
+use cellrouter::{Balancer, Cell, CellId, CellState, Region, RoutingTable, SlotRange, TableStore};
 use gslb::{GslbConfig, RegionRule, Responder, RunningServer, Server};
-use health::{FnProbe, HealthEvent, HealthHub, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
+use health::{FnProbe, HealthHub, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
@@ -213,7 +213,6 @@ async fn a_cell_marked_down_is_excluded_from_the_next_answer() {
         let up = flag.load(Ordering::SeqCst);
         async move { Ok::<_, std::io::Error>(if up { ProbeOutcome::up() } else { ProbeOutcome::down("stopped") }) }
     });
-    let mut events = hub.events();
     let probes = Scheduler::try_new(&hub, 4)
         .unwrap()
         .with_probe(ProbeSpec::new(id("eu-2"), "gateway", probe).with_interval(Duration::from_millis(20)))
@@ -222,37 +221,28 @@ async fn a_cell_marked_down_is_excluded_from_the_next_answer() {
     let responder = Responder::builder(config(), store.clone()).with_health(hub.clone()).build().unwrap();
     let server = serve(responder).await;
     let mut c = Client::new(server.udp_addrs()[0]).await;
-    let eu = |a: &[IpAddr]| a.to_vec();
-    let wait_for = |events: &mut tokio::sync::broadcast::Receiver<HealthEvent>, healthy: bool| {
-        let mut events = events.resubscribe();
+    // Waits until the health stream says eu-2 is (un)healthy.
+    let wait_for = |healthy: bool| {
+        let hub = hub.clone();
         async move {
-            tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    match events.recv().await.unwrap() {
-                        HealthEvent::Healthy { cell, .. } if healthy && cell.as_str() == "eu-2" => return,
-                        HealthEvent::Alert { cell, .. } if !healthy && cell.as_str() == "eu-2" => return,
-                        _ => {}
-                    }
-                }
-            })
-            .await
-            .unwrap()
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while hub.cell(&id("eu-2")).is_none_or(|h| h.healthy != healthy) {
+                assert!(tokio::time::Instant::now() < deadline, "eu-2 never became healthy={healthy}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     };
-    if !hub.cell(&id("eu-2")).is_some_and(|h| h.healthy) {
-        wait_for(&mut events, true).await;
-    }
+    wait_for(true).await;
 
     // 1. Health stream: the prober reports eu-2 down.
     eu2_up.store(false, Ordering::SeqCst);
-    let alert = wait_for(&mut events, false);
-    alert.await;
+    wait_for(false).await;
     for _ in 0..10 {
-        assert_eq!(eu(&addrs(&c.ask("api.example.test.", RecordType::A, None).await)), vec![ip("192.0.2.1")]);
+        assert_eq!(addrs(&c.ask("api.example.test.", RecordType::A, None).await), vec![ip("192.0.2.1")]);
     }
     // Back up: answered again (once the sync task has seen the change).
     eu2_up.store(true, Ordering::SeqCst);
-    wait_for(&mut events, true).await;
+    wait_for(true).await;
     let mut back = false;
     for _ in 0..200 {
         if addrs(&c.ask("api.example.test.", RecordType::A, None).await) == vec![ip("192.0.2.2")] {
@@ -262,6 +252,14 @@ async fn a_cell_marked_down_is_excluded_from_the_next_answer() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(back, "eu-2 never answered again after recovering");
+    // The health stream's RTT (the probe's p50, well under 1 ms) reached the
+    // weights: eu-2 weighs about 100 × 1.5, eu-1 (no probe) its base 100.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.responder().weight(&id("eu-2")).is_none_or(|w| w < 149.0) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", server.responder().weight(&id("eu-2")));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.responder().weight(&id("eu-1")), Some(100.0));
 
     // 2. The router's failed overlay.
     store.set_cell_failed(&id("eu-1"), true);
@@ -322,7 +320,9 @@ async fn answer_shares_over_10000_queries_match_the_weights() {
         128,
     );
     let store = TableStore::with_table(table).unwrap();
-    let responder = Responder::builder(config(), store).build().unwrap();
+    // The balancer the routing layer would use (`CellRouterLayer::with_balancer`).
+    let balancer = Arc::new(Balancer::new());
+    let responder = Responder::builder(config(), store).with_balancer(Arc::clone(&balancer)).build().unwrap();
     let server = serve(responder.clone()).await;
     let mut c = Client::new(server.udp_addrs()[0]).await;
 
@@ -336,11 +336,14 @@ async fn answer_shares_over_10000_queries_match_the_weights() {
     };
     check(&shares(&mut c, 10_000).await, [("192.0.2.1", 0.5), ("192.0.2.2", 0.3), ("192.0.2.3", 0.2)]);
 
-    // RTT moves the weights the router's way: c measured close (0 ms) gets
-    // 20 × 1.5 = 30, a far away (200 ms) 50 × (1 + 0.5 e^-4).
-    assert!(responder.observe_rtt(&id("c"), Duration::ZERO));
-    assert!(responder.observe_rtt(&id("a"), Duration::from_millis(200)));
+    // RTT moves the weights the router's way: c measured close (0 ms, fed to
+    // the shared balancer as the routing layer does for a forwarded response)
+    // gets 20 × 1.5 = 30, a far away (200 ms, fed through the responder)
+    // 50 × (1 + 0.5 e^-4).
+    balancer.observe_cell_rtt(&id("c"), Duration::ZERO);
+    responder.observe_rtt(&id("a"), Duration::from_millis(200));
     let w = |name: &str| responder.weight(&id(name)).unwrap();
+    assert_eq!(balancer.cell_weight(Some(&id("eu")), &id("c")), Some(w("c")));
     assert!((w("c") - 30.0).abs() < 1e-3, "{}", w("c"));
     assert!((w("a") - cellrouter::rtt_weight(50.0, 200.0)).abs() < 1e-3);
     let total = w("a") + w("b") + w("c");

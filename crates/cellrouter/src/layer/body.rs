@@ -33,9 +33,6 @@ pin_project! {
 }
 
 impl<B> RouterBody<B> {
-    pub(crate) fn own(text: impl Into<Bytes>) -> Self {
-        RouterBody { kind: Kind::Own { body: Full::new(text.into()) } }
-    }
     pub(crate) fn inner(body: B) -> Self {
         RouterBody { kind: Kind::Inner { body } }
     }

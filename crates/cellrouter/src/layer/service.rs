@@ -1,11 +1,12 @@
 //! [`CellRouter`]: the routing service.
 
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
-use cellctx::CellContext;
+use cellctx::{CellContext, CellId};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -14,6 +15,7 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::{BoxError, Config, FwdBody, HOME_HEADER, HOPS_HEADER, MisroutePolicy, VERSION_HEADER};
+use crate::balance::{EndpointSet, UnkeyedPolicy};
 use crate::error::ResolveError;
 use crate::metrics::Outcome;
 use crate::resolve::{TargetKind, resolve_idx};
@@ -27,17 +29,30 @@ use crate::table::CompiledTable;
 pub struct CellRouter<S> {
     inner: S,
     cfg: Arc<Config>,
+    /// This instance's view of the table (filled from its second call on).
+    cache: Option<Cached>,
+    warm: bool,
+}
+
+#[derive(Debug)]
+struct Cached {
+    generation: u64,
+    table: Arc<CompiledTable>,
+    /// The local cell's index in `table` (`None`: not in the table).
+    local: Option<u16>,
 }
 
 impl<S: Clone> Clone for CellRouter<S> {
     fn clone(&self) -> Self {
-        CellRouter { inner: self.inner.clone(), cfg: Arc::clone(&self.cfg) }
+        // The clone starts cold: a service cloned per request never touches the
+        // table's reference count.
+        CellRouter { inner: self.inner.clone(), cfg: Arc::clone(&self.cfg), cache: None, warm: false }
     }
 }
 
 impl<S> CellRouter<S> {
     pub(crate) fn new(inner: S, cfg: Arc<Config>) -> Self {
-        CellRouter { inner, cfg }
+        CellRouter { inner, cfg, cache: None, warm: false }
     }
 
     /// The inner service.
@@ -112,23 +127,40 @@ where
         let cfg = &*self.cfg;
         let ctx: Option<Arc<CellContext>> =
             req.extensions().get::<Arc<CellContext>>().cloned().or_else(cellctx::current);
-        let guard = cfg.store.load();
-        let Some(table) = guard.as_ref() else {
-            cfg.metrics.record(Outcome::Unavailable);
-            return ResponseFuture::ready(own(StatusCode::SERVICE_UNAVAILABLE, "no routing table loaded\n".into()));
+        // The table: this instance's cache when it is current (one atomic load),
+        // else an `ArcSwap` load. The cache is filled from the second call of an
+        // instance on, so services cloned per request (axum) never pay for it.
+        let generation = cfg.store.generation();
+        if self.warm && self.cache.as_ref().is_none_or(|c| c.generation != generation) {
+            self.cache = cfg.store.current().map(|table| Cached { generation, local: table.cell_index(&cfg.local), table });
+        }
+        let guard;
+        let (table, local): (&CompiledTable, Option<Option<u16>>) = match &self.cache {
+            Some(c) if c.generation == generation => (&c.table, Some(c.local)),
+            _ => {
+                self.warm = true;
+                guard = cfg.store.load();
+                match guard.as_ref() {
+                    Some(t) => (t, None),
+                    None => {
+                        cfg.metrics.record(Outcome::Unavailable);
+                        return ResponseFuture::ready(own(StatusCode::SERVICE_UNAVAILABLE, "no routing table loaded\n".into()));
+                    }
+                }
+            }
         };
         let routed = {
             let ctx_key = match &cfg.key {
                 super::KeyExtractor::Context => ctx.as_ref().and_then(|c| c.routing_key.as_deref()),
                 _ => None,
             };
-            let key = match ctx_key {
-                Some(k) => Some(std::borrow::Cow::Borrowed(k)),
-                None => cfg.key.extract(req.uri(), req.headers()),
+            let (key, from_ctx) = match ctx_key {
+                Some(k) => (Some(Cow::Borrowed(k)), true),
+                None => (cfg.key.extract(req.uri(), req.headers()), false),
             };
             key.map(|key| {
                 let region = region_index(cfg, table, &key, ctx.as_deref());
-                let owned = if ctx.as_ref().is_some_and(|c| c.routing_key.as_deref() == Some(&*key)) {
+                let owned = if from_ctx || ctx.as_ref().is_some_and(|c| c.routing_key.as_deref() == Some(&*key)) {
                     None
                 } else {
                     Some(key.clone().into_owned())
@@ -137,10 +169,8 @@ where
             })
         };
         let Some((res, new_key)) = routed else {
-            // Unkeyed traffic is served where it lands.
-            cfg.metrics.record(Outcome::Local);
-            let ctx = ctx.unwrap_or_else(|| Arc::new(CellContext::new()));
-            return ResponseFuture::local(cellctx::scope(ctx, self.inner.call(req)));
+            let hops = hops_of(req.headers());
+            return unkeyed(&mut self.inner, cfg, req, ctx, table, local, hops);
         };
         let res = match res {
             Ok(r) => r,
@@ -157,24 +187,12 @@ where
             }
         };
         // Record the chosen cell in the context (a new context only when it changes).
-        let (ctx, changed) = match ctx {
-            Some(c) if c.cell.as_ref() == Some(res.target) && new_key.is_none() => (c, false),
-            Some(c) => {
-                let mut c = (*c).clone();
-                c.cell = Some(res.target.clone());
-                if new_key.is_some() {
-                    c.routing_key = new_key;
-                }
-                (Arc::new(c), true)
-            }
-            None => {
-                let mut c = CellContext::new();
-                c.cell = Some(res.target.clone());
-                c.routing_key = new_key;
-                (Arc::new(c), true)
-            }
+        let (ctx, changed) = with_cell(ctx, res.target, new_key);
+        let is_local = match local {
+            Some(l) => l == Some(res.target_idx),
+            None => *res.target == cfg.local,
         };
-        if *res.target == cfg.local {
+        if is_local {
             cfg.metrics.record(Outcome::Local);
             // A stale X-Cell-ID header is corrected; an absent one is left to the
             // context (the cellctx client layer writes it on outgoing calls).
@@ -184,17 +202,9 @@ where
             {
                 *h = v;
             }
-            if changed {
-                req.extensions_mut().insert(Arc::clone(&ctx));
-            }
-            return ResponseFuture::local(cellctx::scope(ctx, self.inner.call(req)));
+            return serve_local(&mut self.inner, req, ctx, changed);
         }
-        let hops = req
-            .headers()
-            .get(&HOPS_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0);
+        let hops = hops_of(req.headers());
         let target = res.target_cell();
         let version = HeaderValue::from(table.version());
         let forward = res.kind == TargetKind::Migrating || cfg.policy == MisroutePolicy::Forward;
@@ -208,11 +218,12 @@ where
             resp.headers_mut().insert(VERSION_HEADER, version);
             return ResponseFuture::ready(resp);
         }
-        let n = target.endpoints.len().max(1);
-        let endpoint = target.endpoints.get(cfg.rr.fetch_add(1, Ordering::Relaxed) % n).map(String::as_str).unwrap_or("");
-        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let url = format!("{}{}", endpoint.trim_end_matches('/'), pq);
+        let (set, endpoint) = cfg.balancer.pick_endpoint_in(table, target);
+        let Some(endpoint) = endpoint else {
+            return no_endpoint(cfg, &target.id, version);
+        };
         if !forward {
+            let url = join(&endpoint, &req);
             let (status, outcome, text) = match cfg.policy {
                 MisroutePolicy::Redirect => (StatusCode::TEMPORARY_REDIRECT, Outcome::Redirect, format!("see {url}\n")),
                 _ => (
@@ -235,31 +246,189 @@ where
             h.insert(VERSION_HEADER, version);
             return ResponseFuture::ready(resp);
         }
-        // Forward, once.
-        let Ok(uri) = url.parse::<Uri>() else {
-            cfg.metrics.record(Outcome::ForwardError);
-            return ResponseFuture::ready(own(StatusCode::BAD_GATEWAY, format!("bad endpoint for cell {}\n", res.target)));
-        };
-        cfg.metrics.record(Outcome::Forward);
-        let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::HOST);
-        parts.headers.insert(HOPS_HEADER, HeaderValue::from(hops + 1));
-        if cellctx::inject(&ctx, &cfg.names, &mut parts.headers).is_err() {
-            // Keep at least the cell and the key when some other field is invalid.
-            if let Some(v) = hv(res.target.as_str()) {
-                parts.headers.insert(cfg.names.cell.clone(), v);
+        forward_to(cfg, req, &ctx, &target.id, Feedback { set, endpoint }, hops)
+    }
+}
+
+/// Serves locally: inside a task-local scope of `ctx`, unless the request is
+/// already running inside the scope of this very context (the cellctx server
+/// layer opens one), which saves a scope per poll.
+fn serve_local<S, ReqB, ResB>(inner: &mut S, mut req: Request<ReqB>, ctx: Arc<CellContext>, changed: bool) -> ResponseFuture<S::Future>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    if changed {
+        req.extensions_mut().insert(Arc::clone(&ctx));
+    } else if cellctx::with_current(|c| c.is_some_and(|c| std::ptr::eq(c, &*ctx))) {
+        return ResponseFuture::scoped(inner.call(req));
+    }
+    ResponseFuture::local(cellctx::scope(ctx, inner.call(req)))
+}
+
+/// `ctx` with its cell set to `cell` (and its routing key to `new_key`, when
+/// given); the flag says whether it is a new context.
+fn with_cell(ctx: Option<Arc<CellContext>>, cell: &CellId, new_key: Option<String>) -> (Arc<CellContext>, bool) {
+    match ctx {
+        Some(c) if c.cell.as_ref() == Some(cell) && new_key.is_none() => (c, false),
+        Some(c) => {
+            let mut c = (*c).clone();
+            c.cell = Some(cell.clone());
+            if new_key.is_some() {
+                c.routing_key = new_key;
             }
-            if let Some(v) = ctx.routing_key.as_deref().and_then(hv) {
-                parts.headers.insert(cfg.names.routing_key.clone(), v);
+            (Arc::new(c), true)
+        }
+        None => {
+            let mut c = CellContext::new();
+            c.cell = Some(cell.clone());
+            c.routing_key = new_key;
+            (Arc::new(c), true)
+        }
+    }
+}
+
+fn hops_of(h: &HeaderMap) -> u32 {
+    h.get(&HOPS_HEADER).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0)
+}
+
+/// A request without a routing key, per [`UnkeyedPolicy`].
+fn unkeyed<S, ReqB, ResB>(
+        inner: &mut S,
+        cfg: &Config,
+        req: Request<ReqB>,
+        ctx: Option<Arc<CellContext>>,
+        table: &CompiledTable,
+        local: Option<Option<u16>>,
+        hops: u32,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ReqB: Body<Data = Bytes> + Send + 'static,
+        ReqB::Error: Into<BoxError>,
+    {
+        let scope = match cfg.unkeyed {
+            UnkeyedPolicy::Local => None,
+            UnkeyedPolicy::Weighted => {
+                let local_idx = match local {
+                    Some(l) => l,
+                    None => table.cell_index(&cfg.local),
+                };
+                let r = match local_idx {
+                    Some(i) => table.cell_region_index(i),
+                    None => table.c.default_region,
+                };
+                Some(Some(&table.region_at(r).name))
+            }
+            UnkeyedPolicy::WeightedGlobal => Some(None),
+        };
+        let picked = match scope {
+            Some(scope) if hops < cfg.max_hops => cfg.balancer.pick_cell(table, scope).filter(|c| *c != cfg.local),
+            _ => None,
+        };
+        let target = picked.as_ref().and_then(|c| table.cell(c));
+        let Some(target) = target else {
+            // Served where it lands.
+            cfg.metrics.record(Outcome::Local);
+            let ctx = ctx.unwrap_or_else(|| Arc::new(CellContext::new()));
+            return serve_local(inner, req, ctx, false);
+        };
+        let (set, endpoint) = cfg.balancer.pick_endpoint_in(table, target);
+        let Some(endpoint) = endpoint else {
+            return no_endpoint(cfg, &target.id, HeaderValue::from(table.version()));
+        };
+        let (ctx, _) = with_cell(ctx, &target.id, None);
+        forward_to(cfg, req, &ctx, &target.id, Feedback { set, endpoint }, hops)
+}
+
+/// Where RTT samples of a forwarded request go.
+struct Feedback {
+    set: Arc<EndpointSet>,
+    endpoint: Arc<str>,
+}
+
+fn no_endpoint<F>(cfg: &Config, cell: &CellId, version: HeaderValue) -> ResponseFuture<F> {
+    cfg.metrics.record(Outcome::Unavailable);
+    let mut resp = own(StatusCode::SERVICE_UNAVAILABLE, format!("cell {cell} has no live endpoint\n"));
+    if let Some(v) = hv(cell.as_str()) {
+        resp.headers_mut().insert(HOME_HEADER, v);
+    }
+    resp.headers_mut().insert(VERSION_HEADER, version);
+    ResponseFuture::ready(resp)
+}
+
+fn join<B>(endpoint: &str, req: &Request<B>) -> String {
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{}{}", endpoint.trim_end_matches('/'), pq)
+}
+
+/// Forwards `req` to `endpoint` of cell `cell` (once: the hop counter goes up),
+/// propagating `ctx`; feeds the response time back into the weights.
+fn forward_to<F, ReqB>(cfg: &Config, req: Request<ReqB>, ctx: &CellContext, cell: &CellId, fb: Feedback, hops: u32) -> ResponseFuture<F>
+where
+    ReqB: Body<Data = Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+{
+    let url = join(&fb.endpoint, &req);
+    let Ok(uri) = url.parse::<Uri>() else {
+        cfg.metrics.record(Outcome::ForwardError);
+        return ResponseFuture::ready(own(StatusCode::BAD_GATEWAY, format!("bad endpoint for cell {cell}\n")));
+    };
+    cfg.metrics.record(Outcome::Forward);
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    parts.headers.insert(HOPS_HEADER, HeaderValue::from(hops + 1));
+    if cellctx::inject(ctx, &cfg.names, &mut parts.headers).is_err() {
+        // Keep at least the cell and the key when some other field is invalid.
+        if let Some(v) = hv(cell.as_str()) {
+            parts.headers.insert(cfg.names.cell.clone(), v);
+        }
+        if let Some(v) = ctx.routing_key.as_deref().and_then(hv) {
+            parts.headers.insert(cfg.names.routing_key.clone(), v);
+        }
+    }
+    parts.extensions = http::Extensions::new();
+    let body: FwdBody = body.map_err(Into::into).boxed_unsync();
+    let fut = cfg.client.request(Request::from_parts(parts, body));
+    let timeout = cfg.forward_timeout;
+    let metrics = cfg.metrics.clone();
+    let balancer = Arc::clone(&cfg.balancer);
+    let cell = cell.clone();
+    ResponseFuture::forward(Box::pin(async move {
+        let started = Instant::now();
+        let res = match timeout {
+            Some(d) => match tokio::time::timeout(d, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    metrics.record(Outcome::ForwardTimeout);
+                    tracing::warn!(%cell, endpoint = %fb.endpoint, timeout = ?d, "forwarding to the home cell timed out");
+                    // A timeout counts as an RTT sample of the whole bound.
+                    fb.set.wrr.observe_rtt(&fb.endpoint, d);
+                    balancer.observe_cell_rtt(&cell, d);
+                    let mut r = own(StatusCode::GATEWAY_TIMEOUT, format!("cell {cell} did not answer within {d:?}\n"));
+                    if let Some(v) = hv(cell.as_str()) {
+                        r.headers_mut().insert(HOME_HEADER, v);
+                    }
+                    return Err(r);
+                }
+            },
+            None => fut.await,
+        };
+        match res {
+            Ok(resp) => {
+                let rtt = started.elapsed();
+                fb.set.wrr.observe_rtt(&fb.endpoint, rtt);
+                balancer.observe_cell_rtt(&cell, rtt);
+                Ok(resp)
+            }
+            Err(e) => {
+                metrics.record(Outcome::ForwardError);
+                tracing::warn!(error = %e, %cell, endpoint = %fb.endpoint, "forwarding to the home cell failed");
+                Err(own(StatusCode::BAD_GATEWAY, "home cell unreachable\n".to_string()))
             }
         }
-        parts.extensions = http::Extensions::new();
-        let body: FwdBody = body.map_err(Into::into).boxed_unsync();
-        let fut = cfg.client.request(Request::from_parts(parts, body));
-        ResponseFuture::forward(fut, cfg.metrics.clone())
-    }
+    }))
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {

@@ -21,7 +21,9 @@ pub const DEFAULT_ETCD_KEY: &str = "/cellsdk/routing/table";
 /// - reconnects by itself with exponential backoff (the etcd-client watch does
 ///   not) and asks for progress every `progress_interval`; a stream silent for
 ///   three intervals is treated as dead;
-/// - re-reads the key when the watch revision was compacted;
+/// - re-reads the key when the watch revision was compacted (counted in
+///   `cellrouter.source.compactions`); [`with_start_revision`](Self::with_start_revision)
+///   resumes from a known revision without a first read;
 /// - keeps the last-known-good table while etcd is unreachable, and persists
 ///   every applied table to `last_known_good` (when set) so a restarting service
 ///   starts from it with etcd down;
@@ -37,6 +39,7 @@ pub struct EtcdSource {
     backoff_max: Duration,
     progress_interval: Duration,
     connect_timeout: Duration,
+    start_revision: Option<i64>,
 }
 
 impl EtcdSource {
@@ -53,6 +56,7 @@ impl EtcdSource {
             backoff_max: Duration::from_secs(5),
             progress_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
+            start_revision: None,
         })
     }
 
@@ -79,6 +83,18 @@ impl EtcdSource {
     /// Sets how often progress is requested (default 1 s).
     pub fn with_progress_interval(mut self, every: Duration) -> Self {
         self.progress_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Resumes from etcd revision `revision` instead of reading the key first:
+    /// the first session watches from `revision` directly, for a store that
+    /// already holds the table as of `revision - 1` (from the last-known-good
+    /// file, say). Events from `revision` on are applied in order; if etcd has
+    /// compacted that revision away, the watch answers "compacted" and the
+    /// source re-reads the key, then watches from the revision it read at.
+    /// Later sessions (after a reconnect) always read the key first.
+    pub fn with_start_revision(mut self, revision: i64) -> Self {
+        self.start_revision = Some(revision.max(1));
         self
     }
 
@@ -119,22 +135,31 @@ impl EtcdSource {
     }
 
     /// One session: connect, read, watch until the stream fails.
-    async fn session(&self, store: &TableStore, connected: &mut bool) -> Result<(), Error> {
+    ///
+    /// `resume`: watch from this revision without reading first (taken on use).
+    async fn session(&self, store: &TableStore, connected: &mut bool, resume: &mut Option<i64>) -> Result<(), Error> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
         let mut client = Client::connect(&self.endpoints, Some(opts)).await?;
         loop {
-            let resp = client.get(self.key.as_str(), None).await?;
-            *connected = true;
-            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            match resp.kvs().first() {
-                Some(kv) => self.apply(store, kv.value()),
-                None => store.mark_fresh(),
-            }
-            let wopts = WatchOptions::new().with_start_revision(rev + 1).with_progress_notify();
+            let start = match resume.take() {
+                Some(rev) => rev,
+                None => {
+                    let resp = client.get(self.key.as_str(), None).await?;
+                    *connected = true;
+                    let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                    match resp.kvs().first() {
+                        Some(kv) => self.apply(store, kv.value()),
+                        None => store.mark_fresh(),
+                    }
+                    rev + 1
+                }
+            };
+            let wopts = WatchOptions::new().with_start_revision(start).with_progress_notify();
             let mut stream = client.watch(self.key.as_str(), Some(wopts)).await?;
+            *connected = true;
             let mut tick = tokio::time::interval(self.progress_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_msg = Instant::now();
@@ -172,7 +197,8 @@ impl EtcdSource {
                 }
             };
             if compacted {
-                tracing::info!(key = %self.key, "etcd watch revision compacted; re-reading the table");
+                store.compaction_reread();
+                tracing::info!(key = %self.key, start, "etcd watch revision compacted; re-reading the table");
             }
         }
     }
@@ -186,9 +212,11 @@ impl TableSource for EtcdSource {
             Err(e) => tracing::warn!(error = %e, "last-known-good routing table not loaded"),
         }
         let mut backoff = self.backoff_min;
+        let mut resume = self.start_revision;
         loop {
             let mut connected = false;
-            let res = self.session(&store, &mut connected).await;
+            let res = self.session(&store, &mut connected, &mut resume).await;
+            resume = None;
             if connected {
                 backoff = self.backoff_min;
             }
