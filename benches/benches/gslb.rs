@@ -34,7 +34,10 @@ fn id(s: &str) -> CellId {
 
 fn query_bytes() -> Vec<u8> {
     let mut m = Message::new();
-    m.set_id(1).add_query(Query::query(Name::from_ascii("api.example.test.").unwrap(), RecordType::A));
+    m.set_id(1).add_query(Query::query(
+        Name::from_ascii("api.example.test.").unwrap(),
+        RecordType::A,
+    ));
     m.to_vec().unwrap()
 }
 
@@ -67,11 +70,24 @@ async fn drive(sock: &UdpSocket, server: SocketAddr, q: &[u8], n: u64) -> Durati
 }
 
 async fn start_gslb() -> (gslb::RunningServer, SocketAddr) {
-    let cells = (1..=4).map(|i| Cell::new(id(&format!("eu-{i}")), id("eu"), format!("http://192.0.2.{i}:8080"))).collect();
+    let cells = (1..=4)
+        .map(|i| {
+            Cell::new(
+                id(&format!("eu-{i}")),
+                id("eu"),
+                format!("http://192.0.2.{i}:8080"),
+            )
+        })
+        .collect();
     let store = TableStore::with_table(RoutingTable::uniform(id("eu"), cells, 16384)).unwrap();
-    let config = GslbConfig::new("example.test", ["api.example.test"]).with_region(RegionRule::new("127.0.0.0/8".parse().unwrap(), id("eu")));
+    let config = GslbConfig::new("example.test", ["api.example.test"])
+        .with_region(RegionRule::new("127.0.0.0/8".parse().unwrap(), id("eu")));
     let responder = Responder::builder(config, store).build().unwrap();
-    let server = Server::new(responder).with_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).start().await.unwrap();
+    let server = Server::new(responder)
+        .with_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .start()
+        .await
+        .unwrap();
     let addr = server.udp_addrs()[0];
     (server, addr)
 }
@@ -79,9 +95,24 @@ async fn start_gslb() -> (gslb::RunningServer, SocketAddr) {
 async fn start_catalog() -> (ServerFuture<Catalog>, SocketAddr) {
     let origin = Name::from_ascii("example.test.").unwrap();
     let mut auth = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
-    let soa = SOA::new(Name::from_ascii("ns.example.test.").unwrap(), Name::from_ascii("hostmaster.example.test.").unwrap(), 1, 3600, 600, 86400, 5);
+    let soa = SOA::new(
+        Name::from_ascii("ns.example.test.").unwrap(),
+        Name::from_ascii("hostmaster.example.test.").unwrap(),
+        1,
+        3600,
+        600,
+        86400,
+        5,
+    );
     auth.upsert_mut(Record::from_rdata(origin.clone(), 5, RData::SOA(soa)), 1);
-    auth.upsert_mut(Record::from_rdata(Name::from_ascii("api.example.test.").unwrap(), 5, RData::A(A::new(192, 0, 2, 1))), 1);
+    auth.upsert_mut(
+        Record::from_rdata(
+            Name::from_ascii("api.example.test.").unwrap(),
+            5,
+            RData::A(A::new(192, 0, 2, 1)),
+        ),
+        1,
+    );
     let mut catalog = Catalog::new();
     catalog.upsert(LowerName::new(&origin), vec![Arc::new(auth)]);
     let mut server = ServerFuture::new(catalog);
@@ -92,7 +123,11 @@ async fn start_catalog() -> (ServerFuture<Catalog>, SocketAddr) {
 }
 
 fn qps(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (gslb_server, gslb_addr) = rt.block_on(start_gslb());
     let (catalog_server, catalog_addr) = rt.block_on(start_catalog());
     let client = rt.block_on(UdpSocket::bind("127.0.0.1:0")).unwrap();
@@ -110,13 +145,24 @@ fn qps(c: &mut Criterion) {
     }
 
     let mut g = c.benchmark_group("gslb/udp_loopback");
-    g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20);
     g.throughput(Throughput::Elements(1));
-    let run = |rt: &Runtime, addr: SocketAddr, iters: u64| rt.block_on(drive(&client, addr, &q, iters));
-    g.bench_function("gslb Responder (WRR x RTT, health)", |b| b.iter_custom(|n| run(&rt, gslb_addr, n)));
-    g.bench_function("peer: hickory Catalog + InMemoryAuthority (static A)", |b| b.iter_custom(|n| run(&rt, catalog_addr, n)));
+    let run =
+        |rt: &Runtime, addr: SocketAddr, iters: u64| rt.block_on(drive(&client, addr, &q, iters));
+    g.bench_function("gslb Responder (WRR x RTT, health)", |b| {
+        b.iter_custom(|n| run(&rt, gslb_addr, n))
+    });
+    g.bench_function(
+        "peer: hickory Catalog + InMemoryAuthority (static A)",
+        |b| b.iter_custom(|n| run(&rt, catalog_addr, n)),
+    );
     g.finish();
-    eprintln!("gslb bench: {} queries unanswered within 200 ms", LOST.load(Ordering::Relaxed));
+    eprintln!(
+        "gslb bench: {} queries unanswered within 200 ms",
+        LOST.load(Ordering::Relaxed)
+    );
 
     rt.block_on(async move {
         gslb_server.shutdown().await;

@@ -78,6 +78,15 @@ pub(crate) struct Fields<'a> {
 /// with one hashed lookup per field (11 lookups, most of them misses).
 const SCAN_MAX: usize = 20;
 
+/// A quick filter for name comparisons: the length and the first 8 bytes.
+fn name_key(name: &[u8]) -> (usize, u64) {
+    let mut head = [0u8; 8];
+    for (d, s) in head.iter_mut().zip(name) {
+        *d = *s;
+    }
+    (name.len(), u64::from_le_bytes(head))
+}
+
 impl Source for HeaderMap {
     fn get(&self, name: &HeaderName) -> Found<'_> {
         let mut values = self.get_all(name).iter();
@@ -106,12 +115,14 @@ impl Source for HeaderMap {
             b"tracestate",
             b"baggage",
         ];
+        let keys = wanted.map(name_key);
         let mut found: [Found<'a>; 11] = [const { Ok(None) }; 11];
         for (name, value) in self {
             let name = name.as_str().as_bytes();
+            let key = name_key(name);
             // Every field the name is configured for (two fields may share a name).
-            for (want, slot) in wanted.iter().zip(found.iter_mut()) {
-                if name.len() == want.len() && name == *want {
+            for ((want, want_key), slot) in wanted.iter().zip(keys).zip(found.iter_mut()) {
+                if key == want_key && name == *want {
                     *slot = match slot {
                         Ok(None) => Ok(Some((value.as_bytes(), Some(value)))),
                         _ => Err(REPEATED),

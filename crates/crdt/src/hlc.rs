@@ -189,6 +189,19 @@ impl Hlc {
         Stamp::new(self.now(), self.site)
     }
 
+    /// Moves the clock past `ts` without the drift check: for this cell's own
+    /// earlier timestamps (a restored snapshot, replayed outbox rows), which
+    /// must never be stamped again whatever the wall clock says now.
+    pub(crate) fn adopt(&self, ts: Timestamp) {
+        let mut old = self.state.load(Ordering::Acquire);
+        while ts.0 > old {
+            match self.state.compare_exchange_weak(old, ts.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
     /// Merges a timestamp received from another site (the HLC receive rule) and
     /// returns the new local timestamp, greater than both.
     ///

@@ -29,6 +29,28 @@
 //!   the offset) and, with `sql` too, `kafka::Relay` (outbox rows to Kafka,
 //!   key = object id, then mark sent).
 //! - Feature `redis`: `redis_state::RedisStateStore`, the replica state in Redis.
+//! - Feature `sql`: `sql_state::SqlStateStore`, the replica state in a SQL
+//!   table on the outbox's pool (beside the business rows).
+//!
+//! # Restarting a cell
+//! A saved state ([`Replica::snapshot`] in a [`StateStore`]) is usually older
+//! than the cell's last writes: they reached the outbox, the process died
+//! before the next save. Those writes must be re-applied locally **before the
+//! cell takes new local writes**: a [`PnCounter`] delta carries the cell's
+//! running total, so an increment computed from the older state carries a
+//! smaller total than one already sent, every replica joins by maximum, and
+//! the increments in between are lost everywhere (sets do not lose data this
+//! way, but the restarted cell would not see its own last writes).
+//!
+//! With feature `sql`, do it in one step before serving requests and before
+//! `kafka::Replicator::start` (which then does not restore again):
+//! `replica.recover(&state, &outbox).await?` loads and restores the snapshot,
+//! then re-applies this cell's own outbox rows (sent or not) stamped after it,
+//! holding the replica's lock throughout. `outbox.replay_into(&replica)` does
+//! the replay alone (after `Replicator::start` restored, before spawning it).
+//! Replaying is idempotent; nothing is written to the outbox again. The
+//! outbox rows are the cell's durable log: do not prune own rows newer than
+//! the last saved state.
 //!
 //! # Where it goes
 //! Not a tower layer: the [`Replica`] lives beside your handlers (share it in an
@@ -97,6 +119,8 @@ pub mod kafka;
 pub mod outbox;
 #[cfg(feature = "redis")]
 pub mod redis_state;
+#[cfg(feature = "sql")]
+pub mod sql_state;
 
 pub use counter::{PnCounter, PnDelta, PnEntry};
 pub use error::CrdtError;

@@ -19,7 +19,9 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::error::CrdtError;
 use crate::hlc::Timestamp;
-use crate::replica::Change;
+use crate::codec;
+use crate::replica::{Change, Delta, Replica, Store};
+use crate::state::StateStore;
 
 /// The SQL dialect of the outbox database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +46,36 @@ impl Dialect {
         }
     }
 
-    fn placeholders(self, n: usize) -> String {
+    /// The `i`-th bind placeholder (1-based).
+    pub(crate) fn placeholder(self, i: usize) -> String {
+        if self == Dialect::Postgres { format!("${i}") } else { "?".to_string() }
+    }
+
+    pub(crate) fn placeholders(self, n: usize) -> String {
         (1..=n)
             .map(|i| if self == Dialect::Postgres { format!("${i}") } else { "?".to_string() })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+impl Replica {
+    /// Recovers a restarted cell in one step, before it takes local writes:
+    /// restores the snapshot `state` holds for this cell (if any), then
+    /// re-applies this cell's own outbox rows written after it (see
+    /// [`Outbox::replay_into`]); returns how many rows were replayed. The
+    /// replica stays locked throughout, and afterwards counts as restored, so
+    /// `kafka::Replicator::start` does not restore the older snapshot again.
+    ///
+    /// # Errors
+    /// The state store's or the database's error, or a snapshot or own outbox
+    /// row that does not decode.
+    pub async fn recover<S: StateStore>(&self, state: &S, outbox: &Outbox) -> Result<u64, CrdtError> {
+        let mut store = self.lock_store().await;
+        if let Some(saved) = state.load(self.cell()).await? {
+            self.restore_locked(&mut store, &saved)?;
+        }
+        outbox.replay_locked(self, &mut store).await
     }
 }
 
@@ -93,11 +120,7 @@ impl Outbox {
 
     /// Uses an existing pool of the given dialect.
     pub fn new(pool: AnyPool, dialect: Dialect, table: &str) -> Result<Self, CrdtError> {
-        let ok = !table.is_empty()
-            && table.len() <= 60
-            && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !table.as_bytes()[0].is_ascii_digit();
-        if !ok {
+        if !valid_table(table) {
             return Err(CrdtError::Config(format!("invalid outbox table name {table:?}")));
         }
         Ok(Outbox { pool, table: table.to_string(), dialect, wake: Arc::new(tokio::sync::Notify::new()) })
@@ -223,11 +246,86 @@ impl Outbox {
         Ok(sqlx::query(&sql).execute(&self.pool).await?.rows_affected())
     }
 
+    /// Re-applies `replica`'s own changes from this outbox (rows whose `origin`
+    /// is its cell, sent or not) stamped after the snapshot it was restored
+    /// from (every own row when it was not restored); returns how many rows.
+    ///
+    /// A restarted cell must do this before it takes new local writes: a
+    /// counter delta carries the cell's running total, so a write computed
+    /// from a snapshot older than the cell's last writes would carry a smaller
+    /// total, and every replica (joining by maximum) would drop it. The
+    /// replica stays locked for the whole replay, so no local write
+    /// interleaves; applying is idempotent, so replaying twice is harmless.
+    /// [`Replica::recover`] does load, restore and replay in one step.
+    ///
+    /// # Errors
+    /// A database error, or an own row that does not decode (nothing after it
+    /// is applied; the cell should not start writing).
+    pub async fn replay_into(&self, replica: &Replica) -> Result<u64, CrdtError> {
+        let mut store = replica.lock_store().await;
+        self.replay_locked(replica, &mut store).await
+    }
+
+    async fn replay_locked(&self, replica: &Replica, store: &mut Store) -> Result<u64, CrdtError> {
+        const PAGE: i64 = 512;
+        let after = hlc_to_i64(replica.replay_after());
+        let sql = format!(
+            "SELECT id, aggregateid, type, payload, hlc FROM {} WHERE origin = {} AND hlc > {} AND id > {} \
+             ORDER BY id LIMIT {PAGE}",
+            self.table,
+            self.dialect.placeholder(1),
+            self.dialect.placeholder(2),
+            self.dialect.placeholder(3),
+        );
+        let mut last_id = 0i64;
+        let mut replayed = 0u64;
+        loop {
+            let rows = sqlx::query(&sql)
+                .bind(replica.cell().as_str())
+                .bind(after)
+                .bind(last_id)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                let id: i64 = r.try_get("id")?;
+                let object: String = r.try_get("aggregateid")?;
+                let event_type: String = r.try_get("type")?;
+                let payload: Vec<u8> = r.try_get("payload")?;
+                let ts = Timestamp(u64::try_from(r.try_get::<i64, _>("hlc")?).unwrap_or(0));
+                let delta: Delta = codec::decode(&payload)?;
+                if delta.event_type() != event_type {
+                    return Err(CrdtError::Corrupt(format!(
+                        "outbox row {id}: type {event_type:?} but payload is {}",
+                        delta.event_type()
+                    )));
+                }
+                replica.apply_own(store, &object, ts, &delta)?;
+                last_id = id;
+                replayed += 1;
+            }
+            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < PAGE {
+                break;
+            }
+        }
+        replica.mark_recovered();
+        tracing::info!(cell = %replica.cell(), replayed, "crdt replica replayed its own outbox");
+        Ok(replayed)
+    }
+
     /// Number of rows not yet sent.
     pub async fn pending_count(&self) -> Result<i64, CrdtError> {
         let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE sent = 0", self.table);
         Ok(sqlx::query(&sql).fetch_one(&self.pool).await?.try_get("n")?)
     }
+}
+
+/// A table name we splice into SQL: letters, digits and `_`, at most 60 bytes,
+/// not starting with a digit.
+pub(crate) fn valid_table(table: &str) -> bool {
+    !table.is_empty()
+        && table.len() <= 60
+        && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !table.as_bytes()[0].is_ascii_digit()
 }
 
 fn hlc_to_i64(ts: Timestamp) -> i64 {

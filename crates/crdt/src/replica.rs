@@ -254,6 +254,9 @@ pub struct Replica {
     metrics: Arc<ReplicaMetrics>,
     cells: Vec<CellId>,
     gc: parking_lot::Mutex<GcState>,
+    /// The last timestamp of the restored snapshot, once restored (or recovered
+    /// without one: `Timestamp(0)`); own outbox rows after it get replayed.
+    restored: parking_lot::Mutex<Option<Timestamp>>,
 }
 
 impl Replica {
@@ -275,6 +278,7 @@ impl Replica {
             metrics,
             cells: Vec::new(),
             gc: parking_lot::Mutex::new(GcState::default()),
+            restored: parking_lot::Mutex::new(None),
         })
     }
 
@@ -412,11 +416,53 @@ impl Replica {
 
     /// Replaces the state with a decoded snapshot (a restarted cell), and moves
     /// the clock past the snapshot's last timestamp.
+    ///
+    /// A snapshot may be older than this cell's last writes (they reached the
+    /// outbox, the process died before the next save). Before taking new local
+    /// writes, re-apply them: `Outbox::replay_into` or `Replica::recover`
+    /// (feature `sql`); see the crate docs, "Restarting a cell".
     pub async fn restore(&self, snapshot: &[u8]) -> Result<(), CrdtError> {
-        let store: Store = codec::decode(snapshot)?;
-        let _ = self.hlc.update(store.last_ts);
-        *self.store.lock().await = store;
+        let mut store = self.store.lock().await;
+        self.restore_locked(&mut store, snapshot)
+    }
+
+    pub(crate) fn restore_locked(&self, store: &mut Store, snapshot: &[u8]) -> Result<(), CrdtError> {
+        let restored: Store = codec::decode(snapshot)?;
+        self.hlc.adopt(restored.last_ts);
+        *self.restored.lock() = Some(restored.last_ts);
+        *store = restored;
         Ok(())
+    }
+
+    /// Whether the state was restored from a snapshot or recovered (then
+    /// `kafka::Replicator::start` does not restore it again).
+    pub fn is_restored(&self) -> bool {
+        self.restored.lock().is_some()
+    }
+
+    /// Own outbox rows stamped after this were not in the restored snapshot
+    /// (`Timestamp(0)` when nothing was restored: every own row).
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    pub(crate) fn replay_after(&self) -> Timestamp {
+        self.restored.lock().unwrap_or_default()
+    }
+
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    pub(crate) fn mark_recovered(&self) {
+        self.restored.lock().get_or_insert(Timestamp::default());
+    }
+
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    pub(crate) async fn lock_store(&self) -> tokio::sync::MutexGuard<'_, Store> {
+        self.store.lock().await
+    }
+
+    /// Re-applies one of this cell's own changes (a replayed outbox row): the
+    /// clock moves past its timestamp, the delta is joined (idempotently).
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    pub(crate) fn apply_own(&self, store: &mut Store, id: &str, ts: Timestamp, delta: &Delta) -> Result<(), CrdtError> {
+        self.hlc.adopt(ts);
+        store.apply_delta(id, delta, self.bias)
     }
 
     /// Applies an event idempotently: duplicates (same origin and sequence) are

@@ -398,15 +398,21 @@ async fn relay_crash_between_publish_and_mark_and_cell_restart_lose_nothing() {
         };
         tokio::join!(work(0), work(2));
     }
-    env.start_replicator(1).await;
+    // recovery: Redis state plus own outbox rows, before any local write
+    restarted.recover(&env.cells[1].state, &env.cells[1].outbox).await.unwrap();
+    assert!(restarted.is_restored());
     // the restored state already holds round "a" (from Redis), before any new message
     assert_eq!(counter(&env.cells[1], "p1/likes").await, 9);
     assert_eq!(members(&env.cells[1], "p1/comments").await, members(&env.cells[0], "p1/comments").await);
+    // a local write after recovery: `Replicator::start` must not restore over it
+    like(&env.cells[1], "p1", "after-restart").await;
+    env.start_replicator(1).await;
+    assert_eq!(counter(&env.cells[1], "p1/likes").await, 10);
     env.start_relay(1);
     wait_converged(&env).await;
     for c in &env.cells {
         assert_eq!(counter(c, "p2/likes").await, 6);
-        assert_eq!(counter(c, "p1/likes").await, 9);
+        assert_eq!(counter(c, "p1/likes").await, 10);
     }
     assert!(Arc::ptr_eq(&restarted, &env.cells[1].replica) && !Arc::ptr_eq(&old, &restarted));
     env.stop().await;
@@ -567,4 +573,202 @@ async fn tombstones_are_collected_once_every_cell_acknowledged_and_stay_dead() {
         assert!(!members(c, "p1/comments").await.contains(&"ghost".to_string()));
     }
     env.stop().await;
+}
+
+/// Restarting a cell whose saved state is older than its last writes, and the
+/// SQL state store; no Kafka: outbox rows are delivered by hand.
+mod recovery {
+    use super::*;
+    use crdt::StateStore;
+    use crdt::sql_state::SqlStateStore;
+
+    const POST: &str = "post-1";
+
+    /// A unique SQL table name.
+    fn table(prefix: &str) -> String {
+        testkit::unique(prefix).replace('-', "_")
+    }
+
+    fn cell(name: &str) -> cellctx::CellId {
+        name.parse().unwrap()
+    }
+
+    fn replica(name: &str) -> Replica {
+        Replica::try_new(cell(name), Duration::from_secs(5)).unwrap()
+    }
+
+    /// A like: the change goes to the outbox in a transaction, then is committed locally.
+    async fn like(replica: &Replica, outbox: &Outbox) -> Change {
+        let mut guard = replica.lock().await;
+        let change = guard.counter_add("post", POST, 1).unwrap();
+        let mut tx = outbox.pool().begin().await.unwrap();
+        outbox.enqueue(&mut tx, &change).await.unwrap();
+        tx.commit().await.unwrap();
+        guard.commit(&change).unwrap();
+        change
+    }
+
+    async fn count(replica: &Replica) -> i64 {
+        replica.get(POST).await.and_then(|v| v.as_counter().map(|c| c.value())).unwrap_or(0)
+    }
+
+    /// Delivers every row of `from` to `to`, as its replicator would.
+    async fn deliver(from: &Outbox, to: &Replica) {
+        for row in from.pending(10_000).await.unwrap() {
+            let ev = crdt::Event {
+                origin: cell(&row.origin),
+                seq: u64::try_from(row.id).unwrap(),
+                ts: row.hlc,
+                aggregate_id: row.aggregate_id,
+                event_type: row.event_type,
+                payload: row.payload,
+            };
+            to.apply_event(&ev).await.unwrap();
+        }
+    }
+
+    async fn scenario(url: &str) {
+        let a_out = Outbox::connect(url, &table("crdt_rec_a")).await.unwrap();
+        let b_out = Outbox::connect(url, &table("crdt_rec_b")).await.unwrap();
+        a_out.migrate().await.unwrap();
+        b_out.migrate().await.unwrap();
+        let state = SqlStateStore::for_outbox(&a_out, &table("crdt_state")).unwrap();
+        state.migrate().await.unwrap();
+
+        // cell "sh" likes 5 times, saves its state, likes 3 more times, dies unsaved
+        let a = replica("sh");
+        let b = replica("fra");
+        for _ in 0..5 {
+            like(&a, &a_out).await;
+        }
+        state.save(a.cell(), &a.snapshot().await.unwrap()).await.unwrap();
+        for _ in 0..3 {
+            like(&a, &a_out).await;
+        }
+        for _ in 0..2 {
+            like(&b, &b_out).await;
+        }
+        assert_eq!(count(&a).await, 8);
+        drop(a);
+
+        // without recovery, the restarted cell's next like would carry total 6
+        // (below the 8 already in the outbox): the join by maximum would lose it
+        let stale = replica("sh");
+        stale.restore(&state.load(stale.cell()).await.unwrap().unwrap()).await.unwrap();
+        let change = stale.lock().await.counter_add("post", POST, 1).unwrap();
+        let crdt::Delta::Counter(d) = &change.delta else { panic!("counter delta") };
+        assert_eq!(d.entries[0].p, 6);
+
+        // recovery: snapshot plus the 3 own rows written after it
+        let a = replica("sh");
+        assert_eq!(a.recover(&state, &a_out).await.unwrap(), 3);
+        assert!(a.is_restored());
+        assert_eq!(count(&a).await, 8);
+        for _ in 0..4 {
+            let change = like(&a, &a_out).await;
+            let crdt::Delta::Counter(d) = &change.delta else { panic!("counter delta") };
+            assert!(d.entries[0].p > 8, "a like after recovery carries the full total");
+        }
+        like(&b, &b_out).await;
+
+        // every cell gets every row (a fresh third cell too): 12 + 3 everywhere
+        deliver(&b_out, &a).await;
+        deliver(&a_out, &b).await;
+        let c = replica("sv");
+        deliver(&b_out, &c).await;
+        deliver(&a_out, &c).await;
+        for r in [&a, &b, &c] {
+            assert_eq!(count(r).await, 15, "cell {}", r.cell());
+        }
+        assert_eq!(a.get(POST).await, b.get(POST).await);
+        assert_eq!(b.get(POST).await, c.get(POST).await);
+
+        // a second restart without any saved state replays every own row
+        let empty = SqlStateStore::for_outbox(&a_out, &table("crdt_state")).unwrap();
+        empty.migrate().await.unwrap();
+        let a2 = replica("sh");
+        assert_eq!(a2.recover(&empty, &a_out).await.unwrap(), 12);
+        assert_eq!(count(&a2).await, 12);
+        // replaying again changes nothing
+        assert_eq!(a_out.replay_into(&a2).await.unwrap(), 12);
+        assert_eq!(count(&a2).await, 12);
+        let change = a2.lock().await.counter_add("post", POST, 1).unwrap();
+        let crdt::Delta::Counter(d) = &change.delta else { panic!("counter delta") };
+        assert_eq!(d.entries[0].p, 13);
+    }
+
+    #[tokio::test]
+    async fn restarted_cell_recovers_from_outbox_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        scenario(&format!("sqlite://{}/cell.db?mode=rwc", dir.path().display())).await;
+    }
+
+    #[tokio::test]
+    async fn restarted_cell_recovers_from_outbox_mariadb() {
+        scenario(&testkit::mysql_url()).await;
+    }
+
+    #[tokio::test]
+    async fn restarted_cell_recovers_from_outbox_postgres() {
+        scenario(&testkit::postgres_url()).await;
+    }
+
+    async fn state_store(url: &str) {
+        let outbox = Outbox::connect(url, &table("crdt_ss_out")).await.unwrap();
+        let store = SqlStateStore::for_outbox(&outbox, &table("crdt_ss")).unwrap();
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap(); // idempotent
+        let (sh, fra) = (cell("sh"), cell("fra"));
+        assert_eq!(store.load(&sh).await.unwrap(), None);
+
+        // a real snapshot round-trips
+        let r = replica("sh");
+        let mut g = r.lock().await;
+        let c1 = g.counter_add("post", POST, 7).unwrap();
+        g.commit(&c1).unwrap();
+        let c2 = g.or_add("post", "comments", "hello").unwrap();
+        g.commit(&c2).unwrap();
+        drop(g);
+        let snap = r.snapshot().await.unwrap();
+        store.save(&sh, &snap).await.unwrap();
+        store.save(&fra, &[1, 2, 3]).await.unwrap();
+        assert_eq!(store.load(&sh).await.unwrap().as_deref(), Some(&snap[..]));
+        let back = replica("sh");
+        back.restore(&store.load(&sh).await.unwrap().unwrap()).await.unwrap();
+        assert_eq!(back.get(POST).await, r.get(POST).await);
+        assert_eq!(back.get("comments").await, r.get("comments").await);
+
+        // a save replaces the row; other cells keep theirs
+        store.save(&sh, &[9; 300]).await.unwrap();
+        assert_eq!(store.load(&sh).await.unwrap(), Some(vec![9; 300]));
+        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
+
+        // save_on joins the caller's transaction: rolled back, nothing changes
+        let mut tx = outbox.pool().begin().await.unwrap();
+        store.save_on(&mut tx, &fra, &[4]).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
+        let mut tx = outbox.pool().begin().await.unwrap();
+        store.save_on(&mut tx, &fra, &[5]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![5]));
+
+        assert!(SqlStateStore::for_outbox(&outbox, "bad name; drop").is_err());
+    }
+
+    #[tokio::test]
+    async fn sql_state_store_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        state_store(&format!("sqlite://{}/state.db?mode=rwc", dir.path().display())).await;
+    }
+
+    #[tokio::test]
+    async fn sql_state_store_postgres() {
+        state_store(&testkit::postgres_url()).await;
+    }
+
+    #[tokio::test]
+    async fn sql_state_store_mariadb() {
+        state_store(&testkit::mysql_url()).await;
+    }
 }

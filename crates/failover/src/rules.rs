@@ -157,7 +157,7 @@ struct Rule {
 
 /// Compiles a CEL expression. cel-parser 0.10 panics (an `unreachable!` in
 /// its generated ANTLR visitor) on some truncated inputs such as
-/// `request.path ===`; the panic is caught and reported as a parse error so a
+/// `request.path ===` (known upstream: cel-rust/cel-rust#194); the panic is caught and reported as a parse error so a
 /// bad rule file can never take the process down.
 fn compile(src: &str) -> Result<Program, String> {
     match std::panic::catch_unwind(|| Program::compile(src)) {

@@ -185,30 +185,49 @@ impl GslbConfig {
             return Err(GslbError::config("names: at least one name"));
         }
         if self.max_answers == 0 || self.max_answers > MAX_ANSWERS {
-            return Err(GslbError::config(format!("max_answers {} out of 1..={MAX_ANSWERS}", self.max_answers)));
+            return Err(GslbError::config(format!(
+                "max_answers {} out of 1..={MAX_ANSWERS}",
+                self.max_answers
+            )));
         }
         if self.ttl > MAX_TTL_SECS {
-            return Err(GslbError::config(format!("ttl {} s above {MAX_TTL_SECS} s", self.ttl)));
+            return Err(GslbError::config(format!(
+                "ttl {} s above {MAX_TTL_SECS} s",
+                self.ttl
+            )));
         }
         if self.refresh_ms < 10 {
-            return Err(GslbError::config(format!("refresh_ms {} below 10", self.refresh_ms)));
+            return Err(GslbError::config(format!(
+                "refresh_ms {} below 10",
+                self.refresh_ms
+            )));
         }
         for (cell, addrs) in &self.entry_addresses {
             if addrs.is_empty() {
-                return Err(GslbError::config(format!("entry_addresses.{cell}: empty list")));
+                return Err(GslbError::config(format!(
+                    "entry_addresses.{cell}: empty list"
+                )));
             }
         }
         let mut zones = Vec::with_capacity(self.zones.len());
         for z in &self.zones {
             let name = fqdn(z)?;
-            zones.push(Zone { lower: LowerName::new(&name), soa_mname: child("ns", &name)?, soa_rname: child("hostmaster", &name)?, name });
+            zones.push(Zone {
+                lower: LowerName::new(&name),
+                soa_mname: child("ns", &name)?,
+                soa_rname: child("hostmaster", &name)?,
+                name,
+            });
         }
         let mut names = HashSet::with_capacity(self.names.len());
         for n in &self.names {
             let name = fqdn(n)?;
             let lower = LowerName::new(&name);
             if !zones.iter().any(|z| z.lower.zone_of(&lower)) {
-                return Err(GslbError::InvalidName { name: n.clone(), reason: "not inside any configured zone".into() });
+                return Err(GslbError::InvalidName {
+                    name: n.clone(),
+                    reason: "not inside any configured zone".into(),
+                });
             }
             names.insert(lower);
         }
@@ -229,7 +248,10 @@ impl GslbConfig {
 }
 
 fn fqdn(s: &str) -> Result<Name, GslbError> {
-    let bad = |reason: String| GslbError::InvalidName { name: s.to_owned(), reason };
+    let bad = |reason: String| GslbError::InvalidName {
+        name: s.to_owned(),
+        reason,
+    };
     if s.trim().is_empty() {
         return Err(bad("empty".into()));
     }
@@ -244,7 +266,10 @@ fn fqdn(s: &str) -> Result<Name, GslbError> {
 fn child(label: &str, parent: &Name) -> Result<Name, GslbError> {
     Name::from_ascii(label)
         .and_then(|l| l.append_domain(parent))
-        .map_err(|e| GslbError::InvalidName { name: format!("{label}.{parent}"), reason: e.to_string() })
+        .map_err(|e| GslbError::InvalidName {
+            name: format!("{label}.{parent}"),
+            reason: e.to_string(),
+        })
 }
 
 /// A configured zone with its SOA names.
@@ -275,6 +300,9 @@ pub(crate) struct Compiled {
 impl Compiled {
     /// The configured zone `name` falls in (the longest one).
     pub(crate) fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
-        self.zones.iter().filter(|z| z.lower.zone_of(name)).max_by_key(|z| z.lower.num_labels())
+        self.zones
+            .iter()
+            .filter(|z| z.lower.zone_of(name))
+            .max_by_key(|z| z.lower.num_labels())
     }
 }

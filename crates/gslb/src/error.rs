@@ -38,6 +38,9 @@ impl GslbError {
     }
 
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
-        GslbError::Io { what: what.into(), source }
+        GslbError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }

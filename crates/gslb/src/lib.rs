@@ -82,7 +82,9 @@
 //!   forwarded responses, the health stream's probe p50 and
 //!   [`Responder::observe_rtt`]); more addresses from the next heaviest cells
 //!   of that region, then of others; a region without a healthy cell falls
-//!   back to all cells.
+//!   back to all cells. The health stream's RTTs are fed into the balancer when
+//!   [`GslbConfig::health_rtt`] is on (default); turn it off to weigh a shared
+//!   balancer by the router's forwarded-response RTTs alone.
 //! - Never answered: a cell that is not `active` in the table (draining, down),
 //!   one marked failed in the store ([`cellrouter::TableStore::set_cell_failed`])
 //!   or unhealthy in the health snapshot. Checked live on each answer; no cell

@@ -49,7 +49,9 @@ pub(crate) struct Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("stats", &self.stats()).finish()
+        f.debug_struct("Metrics")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -103,10 +105,22 @@ impl Metrics {
     pub(crate) fn new(meter: &Meter) -> Self {
         let kv = |k: &'static str, v: &'static str| [KeyValue::new(k, v)];
         Metrics {
-            responses: meter.u64_counter("gslb.responses").with_description("DNS responses sent, by response code").build(),
-            answers: meter.u64_counter("gslb.answers").with_description("Cells answered, by cell and the cell's region").build(),
-            refusals: meter.u64_counter("gslb.refusals").with_description("Queries refused, by reason").build(),
-            malformed: meter.u64_counter("gslb.malformed").with_description("Packets dropped unanswered, by reason").build(),
+            responses: meter
+                .u64_counter("gslb.responses")
+                .with_description("DNS responses sent, by response code")
+                .build(),
+            answers: meter
+                .u64_counter("gslb.answers")
+                .with_description("Cells answered, by cell and the cell's region")
+                .build(),
+            refusals: meter
+                .u64_counter("gslb.refusals")
+                .with_description("Queries refused, by reason")
+                .build(),
+            malformed: meter
+                .u64_counter("gslb.malformed")
+                .with_description("Packets dropped unanswered, by reason")
+                .build(),
             rcode_attrs: [
                 kv("rcode", "noerror"),
                 kv("rcode", "nxdomain"),
@@ -117,7 +131,11 @@ impl Metrics {
                 kv("rcode", "other"),
             ],
             refusal_attrs: [kv("reason", "outside_zone"), kv("reason", "class")],
-            malformed_attrs: [kv("reason", "header"), kv("reason", "body"), kv("reason", "response")],
+            malformed_attrs: [
+                kv("reason", "header"),
+                kv("reason", "body"),
+                kv("reason", "response"),
+            ],
             counts: Counts::default(),
         }
     }

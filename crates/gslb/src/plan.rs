@@ -49,7 +49,10 @@ pub(crate) struct Plan {
 
 impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plan").field("version", &self.version).field("cells", &self.cells.len()).finish()
+        f.debug_struct("Plan")
+            .field("version", &self.version)
+            .field("cells", &self.cells.len())
+            .finish()
     }
 }
 
@@ -59,9 +62,18 @@ pub(crate) fn endpoint_ip(endpoint: &str) -> Option<IpAddr> {
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if let Some(v6) = host.strip_prefix('[') {
-        return v6.split_once(']')?.0.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+        return v6
+            .split_once(']')?
+            .0
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6);
     }
-    host.split(':').next()?.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    host.split(':')
+        .next()?
+        .parse::<Ipv4Addr>()
+        .ok()
+        .map(IpAddr::V4)
 }
 
 impl Plan {
@@ -75,7 +87,8 @@ impl Plan {
             let addrs: Vec<IpAddr> = match cfg.entry_addresses.get(&c.id) {
                 Some(a) => a.iter().map(|a| a.to_canonical()).collect(),
                 None => {
-                    let a: Vec<IpAddr> = c.endpoints.iter().filter_map(|e| endpoint_ip(e)).collect();
+                    let a: Vec<IpAddr> =
+                        c.endpoints.iter().filter_map(|e| endpoint_ip(e)).collect();
                     if a.is_empty() {
                         tracing::warn!(cell = %c.id, "no endpoint of the cell has an IP host and no entry address is configured: never answered");
                     }
@@ -100,12 +113,24 @@ impl Plan {
                 KeyValue::new("region", Arc::<str>::from(c.region.as_str())),
             ];
             index.insert(c.id.clone(), ci);
-            cells.push(PlanCell { id: c.id.clone(), v4, v6, attrs });
+            cells.push(PlanCell {
+                id: c.id.clone(),
+                v4,
+                v6,
+                attrs,
+            });
         }
-        let by_weight = |v: &mut Vec<usize>| v.sort_by_key(|&ci| std::cmp::Reverse(t.cells[ci].weight));
+        let by_weight =
+            |v: &mut Vec<usize>| v.sort_by_key(|&ci| std::cmp::Reverse(t.cells[ci].weight));
         by_region.values_mut().for_each(by_weight);
         by_weight(&mut all);
-        Plan { version: table.version(), cells, index, by_region, all }
+        Plan {
+            version: table.version(),
+            cells,
+            index,
+            by_region,
+            all,
+        }
     }
 
     /// Index of the cell with this id.
@@ -129,8 +154,15 @@ impl Plan {
 
 /// Whether `cell` may be answered now: active in the table in force, not
 /// reported failed to the table store, and not unhealthy in the health stream.
-pub(crate) fn eligible(table: &CompiledTable, health: Option<&HealthSnapshot>, require_health: bool, id: &CellId) -> bool {
-    let Some(cell) = table.cell(id) else { return false };
+pub(crate) fn eligible(
+    table: &CompiledTable,
+    health: Option<&HealthSnapshot>,
+    require_health: bool,
+    id: &CellId,
+) -> bool {
+    let Some(cell) = table.cell(id) else {
+        return false;
+    };
     if cell.state != CellState::Active || table.is_failed(id) {
         return false;
     }
@@ -142,5 +174,11 @@ pub(crate) fn eligible(table: &CompiledTable, health: Option<&HealthSnapshot>, r
 
 /// The RTT the health stream measured for `id`: the lowest p50 of its probes.
 pub(crate) fn health_rtt_ms(health: &HealthSnapshot, id: &CellId) -> Option<f64> {
-    health.get(id)?.probes.iter().filter_map(|p| p.p50_ms).filter(|v| v.is_finite() && *v >= 0.0).min_by(f64::total_cmp)
+    health
+        .get(id)?
+        .probes
+        .iter()
+        .filter_map(|p| p.p50_ms)
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .min_by(f64::total_cmp)
 }

@@ -50,7 +50,13 @@ impl RegionMap {
     /// A map from rules (in any order; the longest matching prefix wins, and
     /// among equal prefixes the first written).
     pub fn new(rules: Vec<RegionRule>) -> Self {
-        let mut rules: Vec<RegionRule> = rules.into_iter().map(|r| RegionRule { cidr: r.cidr.trunc(), region: r.region }).collect();
+        let mut rules: Vec<RegionRule> = rules
+            .into_iter()
+            .map(|r| RegionRule {
+                cidr: r.cidr.trunc(),
+                region: r.region,
+            })
+            .collect();
         rules.sort_by_key(|r| std::cmp::Reverse(r.cidr.prefix_len()));
         RegionMap { rules }
     }
@@ -58,7 +64,10 @@ impl RegionMap {
     /// The region of `addr` and the prefix length of the rule that matched.
     pub fn lookup(&self, addr: IpAddr) -> Option<(&CellId, u8)> {
         let addr = addr.to_canonical();
-        self.rules.iter().find(|r| r.cidr.contains(&addr)).map(|r| (&r.region, r.cidr.prefix_len()))
+        self.rules
+            .iter()
+            .find(|r| r.cidr.contains(&addr))
+            .map(|r| (&r.region, r.cidr.prefix_len()))
     }
 
     /// The rules, longest prefix first.

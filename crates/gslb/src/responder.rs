@@ -22,7 +22,6 @@ use crate::error::GslbError;
 use crate::metrics::{Malformed, Metrics, Refusal, Stats};
 use crate::plan::{Family, Plan, eligible, health_rtt_ms};
 
-
 /// Largest UDP payload we advertise in EDNS answers (the DNS flag day value).
 const EDNS_PAYLOAD: u16 = 1232;
 
@@ -65,7 +64,16 @@ struct Inner {
 impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Responder")
-            .field("zones", &self.inner.cfg.zones.iter().map(|z| z.name.to_string()).collect::<Vec<_>>())
+            .field(
+                "zones",
+                &self
+                    .inner
+                    .cfg
+                    .zones
+                    .iter()
+                    .map(|z| z.name.to_string())
+                    .collect::<Vec<_>>(),
+            )
             .field("names", &self.inner.cfg.names.len())
             .field("table_version", &self.inner.store.version())
             .field("health", &self.inner.health.is_some())
@@ -110,7 +118,9 @@ impl ResponderBuilder {
     /// Validates the config and builds the responder.
     pub fn build(self) -> Result<Responder, GslbError> {
         let cfg = self.config.compile()?;
-        let meter = self.meter.unwrap_or_else(|| opentelemetry::global::meter("gslb"));
+        let meter = self
+            .meter
+            .unwrap_or_else(|| opentelemetry::global::meter("gslb"));
         let r = Responder {
             inner: Arc::new(Inner {
                 cfg,
@@ -140,14 +150,26 @@ pub(crate) struct Decision {
 
 impl Decision {
     fn code(rcode: ResponseCode) -> Self {
-        Decision { rcode, authoritative: false, answers: Vec::new(), soa: None, ecs: None }
+        Decision {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            soa: None,
+            ecs: None,
+        }
     }
 }
 
 impl Responder {
     /// A builder for a responder serving `config` from the table in `store`.
     pub fn builder(config: GslbConfig, store: TableStore) -> ResponderBuilder {
-        ResponderBuilder { config, store, health: None, balancer: None, meter: None }
+        ResponderBuilder {
+            config,
+            store,
+            health: None,
+            balancer: None,
+            meter: None,
+        }
     }
 
     /// The table store read on every query.
@@ -213,7 +235,11 @@ impl Responder {
             return p;
         }
         let plan = Arc::new(Plan::build(table, &self.inner.cfg));
-        tracing::debug!(version = plan.version, cells = plan.cells.len(), "gslb plan rebuilt");
+        tracing::debug!(
+            version = plan.version,
+            cells = plan.cells.len(),
+            "gslb plan rebuilt"
+        );
         self.inner.plan.store(Some(Arc::clone(&plan)));
         plan
     }
@@ -225,18 +251,29 @@ impl Responder {
     /// period; the query path never waits for it (it checks health and the
     /// table live).
     pub fn refresh(&self) {
-        let Some(table) = self.inner.store.current() else { return };
+        let Some(table) = self.inner.store.current() else {
+            return;
+        };
         let plan = self.plan_for(&table);
         if !self.inner.cfg.health_rtt {
             return;
         }
-        let Some(h) = self.health_snapshot() else { return };
-        if self.inner.health_version.swap(h.version(), Ordering::AcqRel) == h.version() {
+        let Some(h) = self.health_snapshot() else {
+            return;
+        };
+        if self
+            .inner
+            .health_version
+            .swap(h.version(), Ordering::AcqRel)
+            == h.version()
+        {
             return;
         }
         for c in &plan.cells {
             if let Some(ms) = health_rtt_ms(&h, &c.id) {
-                self.inner.balancer.observe_cell_rtt(&c.id, Duration::from_secs_f64(ms / 1000.0));
+                self.inner
+                    .balancer
+                    .observe_cell_rtt(&c.id, Duration::from_secs_f64(ms / 1000.0));
             }
         }
     }
@@ -293,14 +330,30 @@ impl Responder {
                 d.answers.push(self.soa(zone, serial));
                 return d;
             }
-            let rcode = if *name == zone.lower { ResponseCode::NoError } else { ResponseCode::NXDomain };
-            return Decision { rcode, authoritative: true, answers: Vec::new(), soa: Some(self.soa(zone, serial)), ecs: None };
+            let rcode = if *name == zone.lower {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::NXDomain
+            };
+            return Decision {
+                rcode,
+                authoritative: true,
+                answers: Vec::new(),
+                soa: Some(self.soa(zone, serial)),
+                ecs: None,
+            };
         }
         let family = match query.query_type() {
             RecordType::A => Family::V4,
             RecordType::AAAA => Family::V6,
             _ => {
-                return Decision { rcode: ResponseCode::NoError, authoritative: true, answers: Vec::new(), soa: Some(self.soa(zone, serial)), ecs: None };
+                return Decision {
+                    rcode: ResponseCode::NoError,
+                    authoritative: true,
+                    answers: Vec::new(),
+                    soa: Some(self.soa(zone, serial)),
+                    ecs: None,
+                };
             }
         };
         let Some(table) = table else {
@@ -308,7 +361,9 @@ impl Responder {
         };
         // Client address: EDNS client-subnet when present and allowed, else the source.
         let ecs = match request.edns().and_then(|e| e.option(EdnsCode::Subnet)) {
-            Some(EdnsOption::Subnet(cs)) if cfg.client_subnet && cs.source_prefix() > 0 => Some(*cs),
+            Some(EdnsOption::Subnet(cs)) if cfg.client_subnet && cs.source_prefix() > 0 => {
+                Some(*cs)
+            }
             _ => None,
         };
         let client: IpAddr = ecs.as_ref().map_or(info.src.ip(), ClientSubnet::addr);
@@ -346,22 +401,42 @@ impl Responder {
                         if answers.len() == cfg.max_answers {
                             break 'cells;
                         }
-                        answers.push(Record::from_rdata(owner.clone(), cfg.ttl, RData::AAAA(AAAA(*a))));
+                        answers.push(Record::from_rdata(
+                            owner.clone(),
+                            cfg.ttl,
+                            RData::AAAA(AAAA(*a)),
+                        ));
                     }
                 }
             }
         }
-        Decision { rcode: ResponseCode::NoError, authoritative: true, answers, soa: None, ecs }
+        Decision {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers,
+            soa: None,
+            ecs,
+        }
     }
 
     /// The cells to answer, best first: the balancer's pick in the client's
     /// region (else among all cells), then the next heaviest eligible cells
     /// until enough addresses.
-    fn select(&self, plan: &Plan, table: &CompiledTable, health: Option<&HealthSnapshot>, f: Family, region: Option<&CellId>) -> Vec<usize> {
+    fn select(
+        &self,
+        plan: &Plan,
+        table: &CompiledTable,
+        health: Option<&HealthSnapshot>,
+        f: Family,
+        region: Option<&CellId>,
+    ) -> Vec<usize> {
         let cfg = &self.inner.cfg;
         let mut out: Vec<usize> = Vec::with_capacity(cfg.max_answers.min(4));
         let mut addrs = 0usize;
-        let ok = |ci: usize| plan.cells[ci].count(f) > 0 && eligible(table, health, cfg.require_health, &plan.cells[ci].id);
+        let ok = |ci: usize| {
+            plan.cells[ci].count(f) > 0
+                && eligible(table, health, cfg.require_health, &plan.cells[ci].id)
+        };
         let scopes: [Option<Option<&CellId>>; 2] = [region.map(Some), Some(None)];
         for scope in scopes.into_iter().flatten() {
             let members = plan.members(scope);
@@ -369,7 +444,9 @@ impl Responder {
                 // The balancer skips drained and failed cells itself; a pick that
                 // is unhealthy or has no address of this family is skipped here.
                 for _ in 0..=members.len() {
-                    let Some(id) = self.inner.balancer.pick_cell(table, scope) else { break };
+                    let Some(id) = self.inner.balancer.pick_cell(table, scope) else {
+                        break;
+                    };
                     if let Some(ci) = plan.cell_index(&id)
                         && ok(ci)
                     {
@@ -397,14 +474,26 @@ impl Responder {
 
     fn soa(&self, zone: &Zone, serial: u32) -> Record {
         let ttl = self.inner.cfg.ttl;
-        let soa = SOA::new(zone.soa_mname.clone(), zone.soa_rname.clone(), serial, 3600, 600, 86_400, ttl);
+        let soa = SOA::new(
+            zone.soa_mname.clone(),
+            zone.soa_rname.clone(),
+            serial,
+            3600,
+            600,
+            86_400,
+            ttl,
+        );
         Record::from_rdata(zone.name.clone(), ttl, RData::SOA(soa))
     }
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for Responder {
-    async fn handle_request<R: ResponseHandler>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
         let d = self.decide(request);
         self.inner.metrics.response(d.rcode, d.answers.len());
         let mut header = Header::response_from_request(request.header());
@@ -420,7 +509,13 @@ impl RequestHandler for Responder {
             }
             builder.edns(edns);
         }
-        let response = builder.build(header, d.answers.iter(), std::iter::empty(), d.soa.iter(), std::iter::empty());
+        let response = builder.build(
+            header,
+            d.answers.iter(),
+            std::iter::empty(),
+            d.soa.iter(),
+            std::iter::empty(),
+        );
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(e) => {
@@ -435,7 +530,12 @@ impl RequestHandler for Responder {
 
 impl Responder {
     /// Handles raw bytes (UDP): `None` when the packet is dropped (and counted).
-    pub(crate) fn parse(&self, bytes: &[u8], src: std::net::SocketAddr, protocol: hickory_proto::xfer::Protocol) -> Option<Request> {
+    pub(crate) fn parse(
+        &self,
+        bytes: &[u8],
+        src: std::net::SocketAddr,
+        protocol: hickory_proto::xfer::Protocol,
+    ) -> Option<Request> {
         use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
         use hickory_server::authority::MessageRequest;
         if bytes.len() < 12 {

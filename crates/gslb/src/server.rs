@@ -45,7 +45,13 @@ impl Server {
     /// A server for `responder` with no socket yet, 2 UDP workers per socket and
     /// a 5 s TCP idle timeout.
     pub fn new(responder: Responder) -> Self {
-        Server { responder, udp: Vec::new(), tcp: Vec::new(), workers: 2, tcp_timeout: Duration::from_secs(5) }
+        Server {
+            responder,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            workers: 2,
+            tcp_timeout: Duration::from_secs(5),
+        }
     }
 
     /// Listens on UDP `addr` (port 0: any free port, see [`RunningServer::udp_addrs`]).
@@ -80,11 +86,19 @@ impl Server {
         let mut tasks = Vec::new();
         let mut udp_addrs = Vec::new();
         for addr in &self.udp {
-            let sock = UdpSocket::bind(addr).await.map_err(|e| GslbError::io(format!("udp {addr}"), e))?;
-            udp_addrs.push(sock.local_addr().map_err(|e| GslbError::io(format!("udp {addr}"), e))?);
+            let sock = UdpSocket::bind(addr)
+                .await
+                .map_err(|e| GslbError::io(format!("udp {addr}"), e))?;
+            udp_addrs.push(
+                sock.local_addr()
+                    .map_err(|e| GslbError::io(format!("udp {addr}"), e))?,
+            );
             let sock = Arc::new(sock);
             for _ in 0..self.workers {
-                tasks.push(tokio::spawn(udp_loop(Arc::clone(&sock), self.responder.clone())));
+                tasks.push(tokio::spawn(udp_loop(
+                    Arc::clone(&sock),
+                    self.responder.clone(),
+                )));
             }
         }
         let mut tcp_addrs = Vec::new();
@@ -92,15 +106,27 @@ impl Server {
         if !self.tcp.is_empty() {
             let mut server = ServerFuture::new(self.responder.clone());
             for addr in &self.tcp {
-                let l = TcpListener::bind(addr).await.map_err(|e| GslbError::io(format!("tcp {addr}"), e))?;
-                tcp_addrs.push(l.local_addr().map_err(|e| GslbError::io(format!("tcp {addr}"), e))?);
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| GslbError::io(format!("tcp {addr}"), e))?;
+                tcp_addrs.push(
+                    l.local_addr()
+                        .map_err(|e| GslbError::io(format!("tcp {addr}"), e))?,
+                );
                 server.register_listener(l, self.tcp_timeout);
             }
             tcp = Some(server);
         }
         let sync = self.responder.spawn_sync();
         tracing::info!(udp = ?udp_addrs, tcp = ?tcp_addrs, "gslb responder listening");
-        Ok(RunningServer { udp_addrs, tcp_addrs, tasks, tcp, sync, responder: self.responder })
+        Ok(RunningServer {
+            udp_addrs,
+            tcp_addrs,
+            tasks,
+            tcp,
+            sync,
+            responder: self.responder,
+        })
     }
 }
 
@@ -116,7 +142,10 @@ pub struct RunningServer {
 
 impl std::fmt::Debug for RunningServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer").field("udp", &self.udp_addrs).field("tcp", &self.tcp_addrs).finish()
+        f.debug_struct("RunningServer")
+            .field("udp", &self.udp_addrs)
+            .field("tcp", &self.tcp_addrs)
+            .finish()
     }
 }
 
@@ -176,9 +205,17 @@ async fn udp_loop(sock: Arc<UdpSocket>, responder: Responder) {
         if src.port() == 0 {
             continue;
         }
-        let Some(request) = responder.parse(&buf[..n], src, Protocol::Udp) else { continue };
-        let max = request.edns().map_or(PLAIN_UDP, |e| e.max_payload().max(PLAIN_UDP));
-        let handle = UdpResponse { sock: Arc::clone(&sock), dst: src, max };
+        let Some(request) = responder.parse(&buf[..n], src, Protocol::Udp) else {
+            continue;
+        };
+        let max = request
+            .edns()
+            .map_or(PLAIN_UDP, |e| e.max_payload().max(PLAIN_UDP));
+        let handle = UdpResponse {
+            sock: Arc::clone(&sock),
+            dst: src,
+            max,
+        };
         responder.handle_request(&request, handle).await;
     }
 }
@@ -217,7 +254,10 @@ impl ResponseHandler for UdpResponse {
             Err(_) => {
                 buf.clear();
                 tc.set_truncated(true);
-                tc.set_query_count(0).set_answer_count(0).set_name_server_count(0).set_additional_count(0);
+                tc.set_query_count(0)
+                    .set_answer_count(0)
+                    .set_name_server_count(0)
+                    .set_additional_count(0);
                 let mut enc = BinEncoder::new(&mut buf);
                 tc.emit(&mut enc).map_err(io::Error::other)?;
                 ResponseInfo::from(tc)

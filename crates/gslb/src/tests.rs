@@ -22,18 +22,51 @@ fn config_defaults_and_rejections() {
     assert_eq!(c.max_answers, 1);
     c.validate().unwrap();
     let bad = |c: GslbConfig| c.validate().unwrap_err();
-    assert!(matches!(bad(c.clone().with_max_answers(0)), GslbError::InvalidConfig(_)));
-    assert!(matches!(bad(c.clone().with_max_answers(17)), GslbError::InvalidConfig(_)));
-    assert!(matches!(bad(c.clone().with_ttl(Duration::from_secs(86_401))), GslbError::InvalidConfig(_)));
-    assert!(matches!(bad(c.clone().with_refresh(Duration::from_millis(1))), GslbError::InvalidConfig(_)));
-    assert!(matches!(bad(GslbConfig::new("example.test", ["api.example.org"])), GslbError::InvalidName { .. }));
-    assert!(matches!(bad(GslbConfig::new("example.test", Vec::<String>::new())), GslbError::InvalidConfig(_)));
-    assert!(matches!(bad(GslbConfig::new("", ["api.example.test"])), GslbError::InvalidName { .. }));
-    assert!(matches!(bad(GslbConfig::new(".", ["api.example.test"])), GslbError::InvalidName { .. }));
-    assert!(matches!(bad(GslbConfig::new("exa mple..test", ["api.example.test"])), GslbError::InvalidName { .. }));
-    assert!(matches!(bad(c.clone().with_entry_addresses(id("a"), vec![])), GslbError::InvalidConfig(_)));
+    assert!(matches!(
+        bad(c.clone().with_max_answers(0)),
+        GslbError::InvalidConfig(_)
+    ));
+    assert!(matches!(
+        bad(c.clone().with_max_answers(17)),
+        GslbError::InvalidConfig(_)
+    ));
+    assert!(matches!(
+        bad(c.clone().with_ttl(Duration::from_secs(86_401))),
+        GslbError::InvalidConfig(_)
+    ));
+    assert!(matches!(
+        bad(c.clone().with_refresh(Duration::from_millis(1))),
+        GslbError::InvalidConfig(_)
+    ));
+    assert!(matches!(
+        bad(GslbConfig::new("example.test", ["api.example.org"])),
+        GslbError::InvalidName { .. }
+    ));
+    assert!(matches!(
+        bad(GslbConfig::new("example.test", Vec::<String>::new())),
+        GslbError::InvalidConfig(_)
+    ));
+    assert!(matches!(
+        bad(GslbConfig::new("", ["api.example.test"])),
+        GslbError::InvalidName { .. }
+    ));
+    assert!(matches!(
+        bad(GslbConfig::new(".", ["api.example.test"])),
+        GslbError::InvalidName { .. }
+    ));
+    assert!(matches!(
+        bad(GslbConfig::new("exa mple..test", ["api.example.test"])),
+        GslbError::InvalidName { .. }
+    ));
+    assert!(matches!(
+        bad(c.clone().with_entry_addresses(id("a"), vec![])),
+        GslbError::InvalidConfig(_)
+    ));
     // A second zone makes a name in it valid.
-    GslbConfig::new("example.test", ["api.example.org"]).with_zone("example.org").validate().unwrap();
+    GslbConfig::new("example.test", ["api.example.org"])
+        .with_zone("example.org")
+        .validate()
+        .unwrap();
 }
 
 #[test]
@@ -44,9 +77,15 @@ fn config_from_yaml() {
     assert_eq!(c.ttl, 10);
     assert_eq!(c.max_answers, 2);
     assert!(c.client_subnet && c.health_rtt && !c.require_health);
-    assert_eq!(c.regions, vec![RegionRule::new("10.1.0.0/16".parse().unwrap(), id("eu"))]);
+    assert_eq!(
+        c.regions,
+        vec![RegionRule::new("10.1.0.0/16".parse().unwrap(), id("eu"))]
+    );
     c.validate().unwrap();
-    assert!(serde_yaml::from_str::<GslbConfig>("zones: [a.test]\nnames: [b.a.test]\nbogus: 1\n").is_err());
+    assert!(
+        serde_yaml::from_str::<GslbConfig>("zones: [a.test]\nnames: [b.a.test]\nbogus: 1\n")
+            .is_err()
+    );
 }
 
 #[test]
@@ -55,7 +94,10 @@ fn endpoint_hosts() {
     assert_eq!(endpoint_ip("http://10.0.0.1:8080"), ip("10.0.0.1"));
     assert_eq!(endpoint_ip("https://10.0.0.1"), ip("10.0.0.1"));
     assert_eq!(endpoint_ip("http://[2001:db8::1]:443/x"), ip("2001:db8::1"));
-    assert_eq!(endpoint_ip("http://user@192.0.2.1:80/path?q"), ip("192.0.2.1"));
+    assert_eq!(
+        endpoint_ip("http://user@192.0.2.1:80/path?q"),
+        ip("192.0.2.1")
+    );
     assert_eq!(endpoint_ip("http://gw.example.test:8080"), None);
     assert_eq!(endpoint_ip("http://[nonsense]:80"), None);
     assert_eq!(endpoint_ip(""), None);
@@ -63,11 +105,23 @@ fn endpoint_hosts() {
 
 #[test]
 fn mapped_ipv6_source_matches_ipv4_rules() {
-    let m = RegionMap::new(vec![RegionRule::new("10.0.0.0/8".parse().unwrap(), id("eu"))]);
-    assert_eq!(m.lookup("::ffff:10.1.2.3".parse().unwrap()), Some((&id("eu"), 8)));
+    let m = RegionMap::new(vec![RegionRule::new(
+        "10.0.0.0/8".parse().unwrap(),
+        id("eu"),
+    )]);
+    assert_eq!(
+        m.lookup("::ffff:10.1.2.3".parse().unwrap()),
+        Some((&id("eu"), 8))
+    );
     // Host bits in a rule are ignored.
-    let m = RegionMap::new(vec![RegionRule::new("10.1.2.3/16".parse().unwrap(), id("eu"))]);
-    assert_eq!(m.lookup("10.1.200.1".parse().unwrap()), Some((&id("eu"), 16)));
+    let m = RegionMap::new(vec![RegionRule::new(
+        "10.1.2.3/16".parse().unwrap(),
+        id("eu"),
+    )]);
+    assert_eq!(
+        m.lookup("10.1.200.1".parse().unwrap()),
+        Some((&id("eu"), 16))
+    );
 }
 
 fn arb_v4_net() -> impl Strategy<Value = IpNet> {

@@ -253,6 +253,7 @@ where
 /// Serves locally: inside a task-local scope of `ctx`, unless the request is
 /// already running inside the scope of this very context (the cellctx server
 /// layer opens one), which saves a scope per poll.
+#[inline]
 fn serve_local<S, ReqB, ResB>(inner: &mut S, mut req: Request<ReqB>, ctx: Arc<CellContext>, changed: bool) -> ResponseFuture<S::Future>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -267,6 +268,7 @@ where
 
 /// `ctx` with its cell set to `cell` (and its routing key to `new_key`, when
 /// given); the flag says whether it is a new context.
+#[inline]
 fn with_cell(ctx: Option<Arc<CellContext>>, cell: &CellId, new_key: Option<String>) -> (Arc<CellContext>, bool) {
     match ctx {
         Some(c) if c.cell.as_ref() == Some(cell) && new_key.is_none() => (c, false),

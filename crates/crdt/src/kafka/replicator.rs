@@ -37,9 +37,14 @@ enum Outcome {
 }
 
 impl<S: StateStore> Replicator<S> {
-    /// Restores `replica` from `state` (when a state was saved), then
-    /// subscribes to `topic` in consumer group `group_id` (one group per cell;
-    /// a new group starts from the earliest offset).
+    /// Restores `replica` from `state` (when a state was saved and the replica
+    /// was not restored already, e.g. by `Replica::recover`), then subscribes
+    /// to `topic` in consumer group `group_id` (one group per cell; a new group
+    /// starts from the earliest offset).
+    ///
+    /// A restarted cell must also replay its own outbox before taking local
+    /// writes: call `Replica::recover` before this (feature `sql`), or
+    /// `Outbox::replay_into` after it and before spawning the replicator.
     pub async fn start(
         replica: Arc<Replica>,
         bootstrap_servers: &str,
@@ -47,8 +52,10 @@ impl<S: StateStore> Replicator<S> {
         group_id: &str,
         state: S,
     ) -> Result<Self, CrdtError> {
-        if let Some(saved) = state.load(replica.cell()).await? {
-            replica.restore(&saved).await?;
+        if !replica.is_restored() {
+            if let Some(saved) = state.load(replica.cell()).await? {
+                replica.restore(&saved).await?;
+            }
         }
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap_servers)
