@@ -78,14 +78,6 @@ pub(crate) struct Fields<'a> {
 /// with one hashed lookup per field (11 lookups, most of them misses).
 const SCAN_MAX: usize = 20;
 
-/// A quick filter for name comparisons: the length, the third and the last
-/// byte (which tell the default names apart), without a loop.
-fn name_key(name: &[u8]) -> u32 {
-    let third = name.get(2).copied().unwrap_or(0);
-    let last = name.last().copied().unwrap_or(0);
-    (name.len() as u32) << 16 | u32::from(third) << 8 | u32::from(last)
-}
-
 impl Source for HeaderMap {
     fn get(&self, name: &HeaderName) -> Found<'_> {
         let mut values = self.get_all(name).iter();
@@ -114,14 +106,12 @@ impl Source for HeaderMap {
             b"tracestate",
             b"baggage",
         ];
-        let keys = wanted.map(name_key);
         let mut found: [Found<'a>; 11] = [const { Ok(None) }; 11];
         for (name, value) in self {
             let name = name.as_str().as_bytes();
-            let key = name_key(name);
             // Every field the name is configured for (two fields may share a name).
-            for ((want, want_key), slot) in wanted.iter().zip(keys).zip(found.iter_mut()) {
-                if key == want_key && name == *want {
+            for (want, slot) in wanted.iter().zip(found.iter_mut()) {
+                if name.len() == want.len() && name == *want {
                     *slot = match slot {
                         Ok(None) => Ok(Some((value.as_bytes(), Some(value)))),
                         _ => Err(REPEATED),

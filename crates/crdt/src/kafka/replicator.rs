@@ -52,10 +52,10 @@ impl<S: StateStore> Replicator<S> {
         group_id: &str,
         state: S,
     ) -> Result<Self, CrdtError> {
-        if !replica.is_restored() {
-            if let Some(saved) = state.load(replica.cell()).await? {
-                replica.restore(&saved).await?;
-            }
+        if !replica.is_restored()
+            && let Some(saved) = state.load(replica.cell()).await?
+        {
+            replica.restore(&saved).await?;
         }
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap_servers)
