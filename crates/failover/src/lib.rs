@@ -106,23 +106,39 @@
 
 #[cfg(feature = "sql")]
 pub mod audit;
+#[cfg(feature = "sql")]
+mod backend;
+mod change;
 mod config;
+mod config_file;
+#[cfg(feature = "sql")]
+mod controller;
 mod driver;
 mod engine;
 mod error;
 mod layer;
+#[cfg(feature = "sql")]
+mod local;
 mod outcome;
 pub mod rules;
 pub mod sla;
 #[cfg(all(feature = "etcd", feature = "sql"))]
 pub mod switch;
 
+#[cfg(feature = "sql")]
+pub use backend::{DryRun, ReconcileReport, SwitchBackend, SwitchOutcome};
+pub use change::{Change, SwitchRequest};
 pub use config::{CellSpec, DecisionConfig, FailMode, Failback, RampCurve};
+pub use config_file::{CurvePoint, DecisionConfigFile, FailbackFile, FailbackMode};
+#[cfg(feature = "sql")]
+pub use controller::{Controller, ControllerEvent, ControllerHandle};
 pub use driver::{EngineHandle, spawn_engine};
 pub use engine::{Allocation, CellPhase, Decision, DecisionEngine, DrainReason, Plan, SharedPlan, Spill};
 pub use error::Error;
 pub use layer::{Outcome, OutcomeLayer, ResponseFuture};
+#[cfg(feature = "sql")]
+pub use local::LocalSwitch;
 pub use outcome::OutcomeReporter;
 pub use rules::{Action, RuleEngine, RuleMatch, RuleSet};
 #[cfg(all(feature = "etcd", feature = "sql"))]
-pub use switch::{AtomicSwitch, Change, SwitchOutcome, SwitchRequest};
+pub use switch::AtomicSwitch;
