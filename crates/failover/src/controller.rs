@@ -1,22 +1,7 @@
 //! [`Controller`]: the background task that carries the engine's decisions
 //! into the routing table through a [`SwitchBackend`], with SLA switch phases.
 //!
-//! For each decision on [`EngineHandle::decisions`]:
-//!
-//! - **detect / decide**: the decision's own instants (when the bad signal
-//!   started, when the engine decided), turned into wall-clock times by
-//!   [`SwitchRequest::from_decision`];
-//! - **commit**: the backend's audited switch (intent row, table write,
-//!   commit row); a drain becomes `Change::Drain`, a finished failback
-//!   `Change::Failback`; ramp steps and refused drains change no table;
-//! - **apply**: the wait until every router store given with
-//!   [`Controller::with_router`] runs the new version, then the row is stamped
-//!   `applied`.
-//!
-//! The four durations go to the [`SlaTracker`] ([`Controller::with_sla`]).
-//! On start the backend's `reconcile` settles intents left by a crash. If the
-//! controller falls behind the decision stream (a lagged broadcast), it
-//! re-derives every cell's table state from the engine's current plan.
+//! See [`Controller`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -65,7 +50,24 @@ pub enum ControllerEvent {
     },
 }
 
-/// Drives a [`SwitchBackend`] from the engine's decisions (see the [module docs](self)).
+/// Drives a [`SwitchBackend`] from the engine's decisions.
+///
+/// For each decision on [`EngineHandle::decisions`]:
+///
+/// - **detect / decide**: the decision's own instants (when the bad signal
+///   started, when the engine decided), turned into wall-clock times by
+///   [`SwitchRequest::from_decision`];
+/// - **commit**: the backend's audited switch (intent row, table write,
+///   commit row); a drain becomes `Change::Drain`, a finished failback
+///   `Change::Failback`; ramp steps and refused drains change no table;
+/// - **apply**: the wait until every router store given with
+///   [`Controller::with_router`] runs the new version, then the row is stamped
+///   `applied`.
+///
+/// The four durations go to the [`SlaTracker`] ([`Controller::with_sla`]).
+/// On start the backend's `reconcile` settles intents left by a crash. If the
+/// controller falls behind the decision stream (a lagged broadcast), it
+/// re-derives every cell's table state from the engine's current plan.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

@@ -73,6 +73,15 @@
 //!   lease, compare-on-revision write of the `cellrouter` table, intent-first
 //!   SQL audit row ([`audit`], feature `sql`) and reconcile-on-start; manual
 //!   drain, failback and dry run through the same path.
+//! - [`Controller`] (feature `sql`): the background task that carries the
+//!   engine's decisions ([`EngineHandle::decisions`]) into the routing table
+//!   through a [`SwitchBackend`] and records each switch's detect / decide /
+//!   commit / apply durations in the [`sla::SlaTracker`]. Backends:
+//!   `AtomicSwitch` (etcd) and [`LocalSwitch`] (an in-process
+//!   `cellrouter::TableStore`, same intent / write / commit audit path and
+//!   reconcile on start, for single-process control planes without etcd).
+//! - [`DecisionConfigFile`]: the YAML / JSON file format of
+//!   [`DecisionConfig`] (`DecisionConfig::try_from`, [`DecisionConfig::load`]).
 //! - [`sla`]: availability, P99.9 latency (HDR histogram), error rate, switch
 //!   durations (detect / decide / commit / apply) and the error budget left
 //!   (default target 99.995 %) with the spent budget attributed to dependency,
@@ -103,6 +112,7 @@
 //! - `etcd`: rule sets from etcd ([`RuleEngine::watch_etcd`]); with `sql`, the
 //!   `switch` module.
 //! - `sql`: the [`audit`] log (MySQL/MariaDB, PostgreSQL, SQLite through sqlx).
+//!   Also the [`Controller`], the [`SwitchBackend`] trait and [`LocalSwitch`].
 
 #[cfg(feature = "sql")]
 pub mod audit;

@@ -2,24 +2,7 @@
 //! `cellrouter::TableStore`, for a single-process control plane (tests,
 //! demos, embedded routers) that has no etcd.
 //!
-//! The same steps as [`AtomicSwitch`](crate::AtomicSwitch), with a process
-//! mutex in place of the etcd lock and the store's version check in place of
-//! the compare-on-revision transaction:
-//!
-//! 1. **lock**: one switch at a time in this process.
-//! 2. **prepare**: read the table in force, apply the change, validate; a change
-//!    already in force is [`SwitchOutcome::NoChange`]. Otherwise write the
-//!    audit row as an **intent**.
-//! 3. **commit**: store the new table (version + 1). The store refuses a version
-//!    that is not above the one in force, so a concurrent writer's table is never
-//!    overwritten: the intent is rolled back and the call fails with
-//!    [`Error::Conflict`].
-//! 4. **record**: the intent becomes `committed`.
-//!
-//! [`reconcile`](LocalSwitch::reconcile) settles intents left by a crash: the
-//! switch happened when the table in force is at the row's version or later
-//! and shows the row's target state; otherwise it is rolled back. Give each
-//! local control plane its own audit table: reconcile settles every intent in it.
+//! See [`LocalSwitch`].
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -33,7 +16,26 @@ use crate::backend::{DryRun, ReconcileReport, SwitchBackend, SwitchOutcome};
 use crate::change::{Change, SwitchRequest, state_name};
 use crate::error::Error;
 
-/// The audited switch over an in-process table store (see the [module docs](self)).
+/// The audited switch over an in-process table store.
+///
+/// The same steps as [`AtomicSwitch`](crate::AtomicSwitch), with a process
+/// mutex in place of the etcd lock and the store's version check in place of
+/// the compare-on-revision transaction:
+///
+/// 1. **lock**: one switch at a time in this process.
+/// 2. **prepare**: read the table in force, apply the change, validate; a change
+///    already in force is [`SwitchOutcome::NoChange`]. Otherwise write the
+///    audit row as an **intent**.
+/// 3. **commit**: store the new table (version + 1). The store refuses a version
+///    that is not above the one in force, so a concurrent writer's table is never
+///    overwritten: the intent is rolled back and the call fails with
+///    [`Error::Conflict`].
+/// 4. **record**: the intent becomes `committed`.
+///
+/// [`reconcile`](LocalSwitch::reconcile) settles intents left by a crash: the
+/// switch happened when the table in force is at the row's version or later
+/// and shows the row's target state; otherwise it is rolled back. Give each
+/// local control plane its own audit table: reconcile settles every intent in it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -178,7 +180,7 @@ impl LocalSwitch {
     }
 
     /// Settles every intent of the audit table against the table in force
-    /// (see the [module docs](self)). Run it on start, after the store holds
+    /// (see [`LocalSwitch`]). Run it on start, after the store holds
     /// its first table.
     pub async fn reconcile(&self) -> Result<ReconcileReport, Error> {
         let _guard = self.lock.lock().await;

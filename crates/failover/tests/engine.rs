@@ -648,3 +648,151 @@ async fn the_outcome_layer_reports_per_context_cell() {
     assert_eq!(drained, vec!["a".to_string()]);
     let _ = svc.oneshot(call("/ok", None)).await;
 }
+
+/// The controller carries engine decisions through the audited in-process
+/// switch (real time, short windows; the audit log on SQLite).
+#[cfg(feature = "sql")]
+mod controller {
+    use super::*;
+    use cellrouter::{Cell, CellState, RoutingTable, TableStore};
+    use failover::audit::{AuditLog, AuditRecord, AuditStatus};
+    use failover::{Change, Controller, ControllerEvent, LocalSwitch, SwitchBackend, SwitchOutcome, SwitchRequest};
+    use health::{FnProbe, HealthHub, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
+    use tokio::sync::broadcast;
+
+    fn table() -> RoutingTable {
+        let mut a = Cell::new(id("a"), id("eu"), "http://127.0.0.1:1");
+        a.failover = vec![id("b")];
+        let b = Cell::new(id("b"), id("eu"), "http://127.0.0.1:2");
+        RoutingTable::uniform(id("eu"), vec![a, b], 64)
+    }
+
+    async fn sqlite_audit(dir: &tempfile::TempDir) -> AuditLog {
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("audit.db").display());
+        AuditLog::connect(&url, "failover_audit").await.unwrap()
+    }
+
+    fn ids() -> idgen::Generator {
+        idgen::Generator::try_new(idgen::Layout::seed(), 0, 7).unwrap()
+    }
+
+    async fn next_switch(events: &mut broadcast::Receiver<ControllerEvent>) -> AuditRecord {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("no switch in 20 s").unwrap();
+        match ev {
+            ControllerEvent::Switched(r) => *r,
+            other => panic!("expected a switch, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sick_cell_is_drained_and_failed_back_through_the_audited_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = sqlite_audit(&dir).await;
+        let store = TableStore::with_table(table()).unwrap();
+        let switch = LocalSwitch::new(store.clone(), audit.clone(), ids()).with_actor("test-controller");
+
+        let up = Arc::new(AtomicBool::new(true));
+        let hub = HealthHub::try_new(ScorePolicy::default().with_window(3)).unwrap();
+        let flag = up.clone();
+        let probe = FnProbe::new(move || {
+            let ok = flag.load(Ordering::SeqCst);
+            async move { Ok::<_, std::io::Error>(if ok { ProbeOutcome::up() } else { ProbeOutcome::down("refused") }) }
+        });
+        let ms = Duration::from_millis;
+        let spec = ProbeSpec::new(id("a"), "gw", probe).with_interval(ms(20)).with_jitter(Duration::ZERO);
+        let probes = Scheduler::try_new(&hub, 4).unwrap().with_probe(spec).unwrap().start();
+
+        let curve = RampCurve::try_new(vec![(Duration::ZERO, 0.5), (ms(100), 1.0)]).unwrap();
+        let cfg = DecisionConfig::new()
+            .with_trip(0.005, ms(300))
+            .with_recover(0.001, ms(200))
+            .with_min_dwell(ms(300))
+            .with_probers(1, Duration::from_secs(10))
+            .with_failback(Failback::Ramp(curve));
+        let cells = CellSpec::from_table(&table(), 100.0);
+        let engine = spawn_engine(DecisionEngine::try_new(cfg, cells).unwrap(), vec![("p0".into(), hub.subscribe())], ms(20));
+        let sla = Arc::new(SlaTracker::try_new(SlaConfig::default()).unwrap());
+        let controller =
+            Controller::new(switch).with_sla(sla.clone()).with_router(store.clone()).with_rule("seed-rule").spawn(&engine).await.unwrap();
+        assert_eq!(controller.reconciled(), &Default::default());
+        let mut events = controller.events();
+
+        up.store(false, Ordering::SeqCst);
+        let drain = next_switch(&mut events).await;
+        assert_eq!(store.current().unwrap().cell(&id("a")).unwrap().state, CellState::Down);
+        assert_eq!(store.version(), Some(2));
+
+        let rows = audit.all().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row, &drain);
+        assert_eq!(row.flow, "a");
+        assert_eq!((row.from.as_str(), row.to.as_str()), ("state=active", "state=down"));
+        assert_eq!((row.version_before, row.version_after), (1, 2));
+        assert_eq!(row.status, AuditStatus::Applied);
+        assert_eq!((row.rule.as_str(), row.actor.as_str()), ("seed-rule", "test-controller"));
+        assert!(row.reason.contains("probers_down"), "{}", row.reason);
+        let committed = row.committed_at_ms.unwrap();
+        assert!(row.detected_at_ms <= row.decided_at_ms && row.decided_at_ms <= row.intent_at_ms);
+        assert!(row.intent_at_ms <= committed && committed <= row.applied_at_ms.unwrap());
+        // The bad signal lasted the trip window before the decision.
+        assert!(row.decided_at_ms - row.detected_at_ms >= 280, "{row:?}");
+
+        up.store(true, Ordering::SeqCst);
+        let failback = next_switch(&mut events).await;
+        assert_eq!(store.current().unwrap().cell(&id("a")).unwrap().state, CellState::Active);
+        let rows = audit.all().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1], failback);
+        assert_eq!(rows[1].flow, "a");
+        assert_eq!((rows[1].from.as_str(), rows[1].to.as_str()), ("state=down", "state=active"));
+        assert_eq!((rows[1].version_before, rows[1].version_after), (2, 3));
+        assert_eq!(rows[1].status, AuditStatus::Applied);
+        assert_eq!(engine.plan().get(&id("a")).unwrap().phase, CellPhase::Serving);
+
+        let report = sla.report();
+        assert_eq!(report.switches.count, 2);
+        assert!(report.switches.max_ms.detect >= 280.0, "{:?}", report.switches);
+        probes.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn local_switch_audits_no_change_and_reconciles_intents() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = sqlite_audit(&dir).await;
+        let store = TableStore::with_table(table()).unwrap();
+        let switch = LocalSwitch::new(store.clone(), audit.clone(), ids());
+
+        // A dry run changes nothing; a change in force writes no row.
+        let dry = SwitchBackend::dry_run(&switch, &Change::Drain(id("a"))).await.unwrap();
+        assert!(dry.changes && dry.version_after == 2 && store.version() == Some(1));
+        let same = switch.switch(SwitchRequest::new(Change::Failback(id("a")))).await.unwrap();
+        assert_eq!(same, SwitchOutcome::NoChange { version: 1 });
+        assert!(switch.switch(SwitchRequest::new(Change::Drain(id("zz")))).await.is_err());
+        assert!(audit.all().await.unwrap().is_empty());
+
+        // A crash left two intents: one whose table write happened, one whose did not.
+        let SwitchOutcome::Committed(done) = switch.switch(SwitchRequest::new(Change::SetWeight(id("b"), 7))).await.unwrap()
+        else {
+            panic!()
+        };
+        let intent = |tx: &str, to: &str, after: u64| AuditRecord {
+            tx_id: tx.into(),
+            status: AuditStatus::Intent,
+            to: to.into(),
+            version_after: after,
+            committed_at_ms: None,
+            ..(*done).clone()
+        };
+        audit.insert_intent(&intent("1", "weight=7", 2)).await.unwrap();
+        audit.insert_intent(&intent("2", "state=down", 3)).await.unwrap();
+        let report = SwitchBackend::reconcile(&switch).await.unwrap();
+        assert_eq!(report.committed, vec!["1".to_string()]);
+        assert_eq!(report.rolled_back, vec!["2".to_string()]);
+        assert_eq!(audit.get("1").await.unwrap().unwrap().status, AuditStatus::Committed);
+        let rolled = audit.get("2").await.unwrap().unwrap();
+        assert_eq!(rolled.status, AuditStatus::RolledBack);
+        assert!(rolled.note.unwrap().contains("never written"));
+        assert!(audit.pending().await.unwrap().is_empty());
+    }
+}

@@ -375,3 +375,32 @@ async fn audit_log_on_mariadb_postgres_and_sqlite() {
     assert!(matches!(AuditLog::connect("oracle://x", "t").await, Err(Error::Config(_))));
     assert!(matches!(AuditLog::connect(&testkit::mysql_url(), "bad name;").await, Err(Error::Config(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_drives_the_etcd_switch_from_engine_decisions() {
+    use failover::{CellSpec, Controller, ControllerEvent, DecisionConfig, DecisionEngine, spawn_engine};
+    use std::sync::Arc;
+    let env = Env::start().await;
+    let s = env.switch("controller", 7).await;
+    let audit = s.audit().clone();
+    let store = TableStore::new();
+    let source = EtcdSource::try_new(vec![env.etcd.endpoint()]).unwrap().with_key(env.key.clone());
+    let task = tokio::spawn(source.run(store.clone()));
+    let engine = DecisionEngine::try_new(DecisionConfig::new(), CellSpec::from_table(&table(), 10.0)).unwrap();
+    let engine = spawn_engine(engine, Vec::new(), Duration::from_millis(50));
+    let sla = Arc::new(SlaTracker::try_new(SlaConfig::default()).unwrap());
+    let controller = Controller::new(s).with_sla(sla.clone()).with_router(store.clone()).spawn(&engine).await.unwrap();
+    let mut events = controller.events();
+    // An operator drain goes through the engine, the controller and the etcd switch.
+    engine.drain(&id("a")).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
+    let ControllerEvent::Switched(row) = ev else { panic!("{ev:?}") };
+    assert_eq!((row.from.as_str(), row.to.as_str()), ("state=active", "state=down"));
+    assert_eq!((row.version_before, row.version_after, row.status), (1, 2, AuditStatus::Applied));
+    assert_eq!(row.reason, r#"{"kind":"manual"}"#);
+    assert_eq!(audit.all().await.unwrap(), vec![*row]);
+    assert_eq!(env.table().await.cell(&id("a")).unwrap().state, CellState::Down);
+    assert_eq!(store.version(), Some(2));
+    assert_eq!(sla.report().switches.count, 1);
+    task.abort();
+}
