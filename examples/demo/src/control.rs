@@ -1,17 +1,17 @@
 //! The in-process control plane: the routing table in force (a file the cells
-//! watch, or etcd when `ETCD_ENDPOINTS` is set), the atomic audited switch, and
-//! the failover controller: probers -> decision engine -> switch.
+//! watch, or etcd when `ETCD_ENDPOINTS` is set) and the failover controller:
+//! probers -> decision engine -> `failover::Controller` -> audited switch
+//! (`failover::LocalSwitch`, or `failover::AtomicSwitch` over etcd).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cellctx::CellId;
 use cellrouter::{RoutingTable, TableStore};
-use failover::audit::{AuditLog, AuditRecord, AuditStatus, epoch_ms};
-use failover::{CellSpec, Change, Decision, DecisionEngine, EngineHandle};
+use failover::audit::{AuditLog, AuditRecord};
+use failover::{CellSpec, Controller, ControllerHandle, DecisionEngine, EngineHandle, LocalSwitch, SwitchBackend};
 use health::{CellProber, HealthHub, PeerCell, ScorePolicy, SchedulerHandle};
-use tokio::sync::Mutex;
 
 use crate::config::DemoConfig;
 use crate::error::DemoError;
@@ -28,62 +28,20 @@ pub(crate) fn etcd_table_key(run_id: &str) -> String {
     format!("/cellsdk/demo/{run_id}/routing-table")
 }
 
-/// One switch as the controller saw it (wall-clock stamps).
-#[derive(Debug, Clone)]
-pub(crate) struct SwitchEvent {
-    pub(crate) change: Change,
-    pub(crate) version: u64,
-    pub(crate) detected_at: SystemTime,
-    pub(crate) intent_at: SystemTime,
-    pub(crate) committed_at: SystemTime,
-    pub(crate) applied_at: SystemTime,
-}
-
-/// Where the table goes when it changes.
-enum Backend {
-    /// The in-memory table, persisted to a file the cells watch.
-    Memory { table: Mutex<RoutingTable>, file: PathBuf },
-    /// etcd, through the failover crate's atomic switch.
-    Etcd { switch: Box<failover::AtomicSwitch> },
-}
-
-/// The control plane.
+/// The control plane: the switch backend and the routers a switch waits for.
 pub(crate) struct ControlPlane {
-    backend: Backend,
-    audit: AuditLog,
-    ids: idgen::Generator,
+    backend: Arc<dyn SwitchBackend>,
     /// The gateway's table store (the first router to apply a switch).
     pub(crate) gateway_store: TableStore,
-    /// `/admin/status` URLs of every cell (apply check).
-    status_urls: Vec<String>,
-    client: crate::gateway::HttpClient,
-    events: parking_lot_free::Events,
-}
-
-/// A tiny shared list (std mutex; never held across an await).
-mod parking_lot_free {
-    use std::sync::{Arc, Mutex};
-
-    use super::SwitchEvent;
-
-    #[derive(Debug, Clone, Default)]
-    pub(crate) struct Events(Arc<Mutex<Vec<SwitchEvent>>>);
-
-    impl Events {
-        pub(crate) fn push(&self, e: SwitchEvent) {
-            if let Ok(mut v) = self.0.lock() {
-                v.push(e);
-            }
-        }
-        pub(crate) fn all(&self) -> Vec<SwitchEvent> {
-            self.0.lock().map(|v| v.clone()).unwrap_or_default()
-        }
-    }
+    /// Per cell, a store that follows the gateway's once the cell reports
+    /// running that version (or cannot be reached: a dead cell runs nothing).
+    cell_stores: Vec<TableStore>,
+    table_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane").field("audit", &self.audit.table()).finish_non_exhaustive()
+        f.debug_struct("ControlPlane").field("audit", &self.backend.audit().table()).finish_non_exhaustive()
     }
 }
 
@@ -99,150 +57,89 @@ impl ControlPlane {
         let audit = AuditLog::connect(audit_url, &format!("demo_{run_id}_audit")).await?;
         let ids = idgen::Generator::try_new(idgen::Layout::seed(), 0, 1000)?;
         let gateway_store = TableStore::new();
-        let backend = match etcd_endpoints() {
+        let (backend, table_file): (Arc<dyn SwitchBackend>, _) = match etcd_endpoints() {
             Some(eps) => {
                 let key = etcd_table_key(run_id);
                 let mut client = etcd_client::Client::connect(&eps, None).await.map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
                 cellrouter::source::publish(&mut client, &key, &table).await?;
                 let source = cellrouter::source::EtcdSource::try_new(eps.clone())?.with_key(key.clone());
                 tokio::spawn(cellrouter::source::TableSource::run(source, gateway_store.clone()));
-                let switch = failover::AtomicSwitch::connect(&eps, audit.clone(), ids.clone())
+                let switch = failover::AtomicSwitch::connect(&eps, audit, ids)
                     .await?
                     .with_table_key(key)
                     .with_prefix(format!("/cellsdk/demo/{run_id}/failover"))
                     .with_actor("demo-controller");
-                Backend::Etcd { switch: Box::new(switch) }
+                (Arc::new(switch), None)
             }
             None => {
+                // the switch writes the gateway's store; the cells read its file
                 let file = run_dir.join("table.json");
                 cellrouter::source::persist(&table, &file)?;
-                gateway_store.store(table.clone())?;
-                Backend::Memory { table: Mutex::new(table), file }
+                gateway_store.store(table)?;
+                tokio::spawn(persist_on_change(gateway_store.clone(), file.clone()));
+                let switch = LocalSwitch::new(gateway_store.clone(), audit, ids).with_actor("demo-controller");
+                (Arc::new(switch), Some(file))
             }
         };
-        Ok(Arc::new(ControlPlane {
-            backend,
-            audit,
-            ids,
-            gateway_store,
-            status_urls,
-            client: crate::gateway::http_client(),
-            events: Default::default(),
-        }))
+        let client = crate::gateway::http_client();
+        let cell_stores = status_urls.into_iter().map(|url| follow_cell(gateway_store.clone(), url, client.clone())).collect();
+        Ok(Arc::new(ControlPlane { backend, gateway_store, cell_stores, table_file }))
     }
 
     /// The path of the table file (in-memory mode).
     pub(crate) fn table_file(&self) -> Option<PathBuf> {
-        match &self.backend {
-            Backend::Memory { file, .. } => Some(file.clone()),
-            Backend::Etcd { .. } => None,
-        }
-    }
-
-    /// Every switch so far.
-    pub(crate) fn events(&self) -> Vec<SwitchEvent> {
-        self.events.all()
+        self.table_file.clone()
     }
 
     /// Every audit row.
     pub(crate) async fn audit_rows(&self) -> Result<Vec<AuditRecord>, DemoError> {
-        Ok(self.audit.all().await?)
+        Ok(self.backend.audit().all().await?)
     }
+}
 
-    /// The atomic, audited switch: lock, prepare (intent row), commit (table
-    /// write + row `committed`), apply (every live router runs it; row `applied`).
-    /// `Ok(None)` when the change was already in force.
-    pub(crate) async fn switch(
-        &self,
-        change: Change,
-        reason: &str,
-        detected_at: SystemTime,
-        decided_at: SystemTime,
-    ) -> Result<Option<SwitchEvent>, DemoError> {
-        let (record, intent_at, committed_at) = match &self.backend {
-            Backend::Memory { table, file } => {
-                let mut current = table.lock().await; // the flow lock
-                let mut next = current.clone();
-                let (from, to) = change.apply(&mut next)?;
-                if from == to {
-                    return Ok(None);
-                }
-                next.version = current.version + 1;
-                next.validate().map_err(|e| DemoError::Other(format!("switch: {e}")))?;
-                let intent_at = SystemTime::now();
-                let record = AuditRecord {
-                    tx_id: self.ids.next_id()?.to_string(),
-                    flow: change.flow().to_string(),
-                    from,
-                    to,
-                    reason: reason.to_string(),
-                    rule: "demo-rules".into(),
-                    actor: "demo-controller".into(),
-                    status: AuditStatus::Intent,
-                    version_before: current.version,
-                    version_after: next.version,
-                    detected_at_ms: epoch_ms(detected_at),
-                    decided_at_ms: epoch_ms(decided_at),
-                    intent_at_ms: epoch_ms(intent_at),
-                    committed_at_ms: None,
-                    applied_at_ms: None,
-                    note: None,
-                };
-                self.audit.insert_intent(&record).await?;
-                // commit: the cells' file, then the gateway's store
-                if let Err(e) = cellrouter::source::persist(&next, file) {
-                    self.audit.mark_rolled_back(&record.tx_id, &e.to_string()).await?;
-                    return Err(e.into());
-                }
-                self.gateway_store.store(next.clone())?;
-                let committed_at = SystemTime::now();
-                self.audit.mark_committed(&record.tx_id, epoch_ms(committed_at), None).await?;
-                *current = next;
-                (record, intent_at, committed_at)
-            }
-            Backend::Etcd { switch } => {
-                let req = failover::SwitchRequest::new(change.clone())
-                    .with_reason(reason)
-                    .with_rule("demo-rules")
-                    .with_times(detected_at, decided_at);
-                match switch.switch(req).await? {
-                    failover::SwitchOutcome::Committed(record) => {
-                        let ms = |v: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(v);
-                        let committed = ms(record.committed_at_ms.unwrap_or(record.intent_at_ms));
-                        ((*record).clone(), ms(record.intent_at_ms), committed)
-                    }
-                    _ => return Ok(None),
-                }
-            }
-        };
-        let version = record.version_after;
-        self.wait_applied(version).await;
-        let applied_at = SystemTime::now();
-        self.audit.mark_applied(&record.tx_id, epoch_ms(applied_at)).await?;
-        let ev = SwitchEvent { change, version, detected_at, intent_at, committed_at, applied_at };
-        self.events.push(ev.clone());
-        Ok(Some(ev))
-    }
-
-    /// Waits (at most 3 s) until the gateway and every reachable cell run `version`.
-    async fn wait_applied(&self, version: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        loop {
-            let mut all = self.gateway_store.version().is_some_and(|v| v >= version);
-            if all {
-                for url in &self.status_urls {
-                    // a dead cell runs nothing: only live cells are waited for
-                    if let Ok(j) = crate::gateway::get_json(&self.client, url, Duration::from_millis(200)).await {
-                        all &= j["table_version"].as_u64().is_some_and(|v| v >= version);
-                    }
-                }
-            }
-            if all || tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+/// Writes every table the store applies to `file` (the cells' `FileSource`).
+async fn persist_on_change(store: TableStore, file: PathBuf) {
+    let mut rx = store.subscribe();
+    while rx.changed().await.is_ok() {
+        let current = rx.borrow_and_update().clone();
+        if let Some(t) = current
+            && let Err(e) = cellrouter::source::persist(t.table(), &file)
+        {
+            tracing::error!(error = %e, "routing table file not written");
         }
     }
+}
+
+/// A store standing for a cell process in the controller's apply wait: it
+/// takes `source`'s table once the cell's `/admin/status` reports that
+/// version, or at once when the cell does not answer (a dead cell runs
+/// nothing and is not waited for).
+fn follow_cell(source: TableStore, status_url: String, client: crate::gateway::HttpClient) -> TableStore {
+    let mirror = TableStore::new();
+    let out = mirror.clone();
+    tokio::spawn(async move {
+        let mut rx = source.subscribe();
+        loop {
+            if let Some(t) = source.current()
+                && mirror.version().is_none_or(|v| v < t.version())
+            {
+                let runs = match crate::gateway::get_json(&client, &status_url, Duration::from_millis(200)).await {
+                    Ok(j) => j["table_version"].as_u64().is_some_and(|v| v >= t.version()),
+                    Err(_) => true,
+                };
+                if runs {
+                    let _ = mirror.store(t.table().clone());
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                continue;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    out
 }
 
 /// The probers: `n` independent health hubs probing every cell.
@@ -274,17 +171,15 @@ pub(crate) fn start_probers(
     Ok((hubs, handles))
 }
 
-fn wall(at: tokio::time::Instant) -> SystemTime {
-    SystemTime::now() - tokio::time::Instant::now().saturating_duration_since(at)
-}
-
 /// The failover controller: the decision engine fed by the probers and the
-/// gateway's outcomes, its decisions carried out by the switch.
-pub(crate) fn start_controller(
+/// gateway's outcomes, its decisions carried out by `failover::Controller`
+/// through the control plane's switch; a switch is `applied` once the gateway
+/// and every live cell run its table.
+pub(crate) async fn start_controller(
     cfg: &DemoConfig,
     hubs: &[HealthHub],
-    control: Arc<ControlPlane>,
-) -> Result<EngineHandle, DemoError> {
+    control: &ControlPlane,
+) -> Result<(EngineHandle, ControllerHandle), DemoError> {
     let specs = cfg
         .cells
         .iter()
@@ -297,35 +192,14 @@ pub(crate) fn start_controller(
         .collect::<Result<Vec<_>, _>>()?;
     let engine = DecisionEngine::try_new(cfg.decision_config()?, specs)?;
     let probers = hubs.iter().enumerate().map(|(i, h)| (format!("prober-{i}"), h.subscribe())).collect();
-    let handle = failover::spawn_engine(engine, probers, Duration::from_millis(cfg.rules.tick_ms));
-    let mut decisions = handle.decisions();
-    tokio::spawn(async move {
-        loop {
-            let d = match decisions.recv().await {
-                Ok(d) => d,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
-            };
-            let result = match &d {
-                Decision::Drain { cell, reason, detected_at, decided_at } => {
-                    control.switch(Change::Drain(cell.clone()), &format!("{reason:?}"), wall(*detected_at), wall(*decided_at)).await
-                }
-                Decision::FailbackStep { cell, share, at } if *share >= 1.0 => {
-                    let t = wall(*at);
-                    control.switch(Change::Failback(cell.clone()), "recovered", t, t).await
-                }
-                Decision::Restored { cell, at } => {
-                    let t = wall(*at);
-                    control.switch(Change::Failback(cell.clone()), "recovered", t, t).await
-                }
-                _ => Ok(None),
-            };
-            match result {
-                Ok(Some(ev)) => tracing::info!(change = ?ev.change, version = ev.version, "switched"),
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, decision = d.action(), "switch failed"),
-            }
-        }
-    });
-    Ok(handle)
+    let engine = failover::spawn_engine(engine, probers, Duration::from_millis(cfg.rules.tick_ms));
+    let mut controller = Controller::new(control.backend.clone())
+        .with_rule("demo-rules")
+        .with_apply_wait(Duration::from_secs(5))
+        .with_router(control.gateway_store.clone());
+    for store in &control.cell_stores {
+        controller = controller.with_router(store.clone());
+    }
+    let handle = controller.spawn(&engine).await?;
+    Ok((engine, handle))
 }

@@ -211,7 +211,7 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let engine = control::start_controller(cfg, &hubs, control.clone())?;
+    let (engine, controller) = control::start_controller(cfg, &hubs, control).await?;
 
     // the gateway
     let gw = Arc::new(Gateway::try_new(
@@ -285,11 +285,8 @@ async fn drive(
     bar.finish_and_clear();
 
     // failback (if not yet), then replication drains and the cells converge
-    let killed_id = CellId::new(killed).map_err(|e| DemoError::Config(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline
-        && !control.events().iter().any(|e| matches!(&e.change, failover::Change::Failback(c) if *c == killed_id))
-    {
+    while Instant::now() < deadline && !report::failed_back(&control.audit_rows().await?, killed) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -312,10 +309,10 @@ async fn drive(
         killed: killed.to_string(),
         kill_ms: kill_ms.unwrap_or(0),
         restart_ms: restart_ms.unwrap_or(0),
-        switches: control.events(),
         audit: control.audit_rows().await?,
         states: last,
     });
+    drop(controller);
     drop(engine);
     if args.json {
         println!("{}", serde_json::to_string(&rep).map_err(|e| DemoError::Other(e.to_string()))?);

@@ -1,14 +1,12 @@
-//! The run's report: computed from the clients' records, the controller's
-//! switches, the audit log and the cells' final states.
+//! The run's report: computed from the clients' records, the audit log (the
+//! switch phases are its rows' timestamps) and the cells' final states.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
-use failover::Change;
-use failover::audit::AuditRecord;
+use failover::audit::{AuditRecord, AuditStatus, epoch_ms};
 use serde::Serialize;
 
-use crate::control::SwitchEvent;
 use crate::load::{Op, Record, User};
 
 /// Per-cell counts.
@@ -85,14 +83,22 @@ pub(crate) struct Inputs<'a> {
     pub(crate) killed: String,
     pub(crate) kill_ms: u64,
     pub(crate) restart_ms: u64,
-    pub(crate) switches: Vec<SwitchEvent>,
     pub(crate) audit: Vec<AuditRecord>,
     /// Per cell: (state JSON, digest); `None` when it did not answer.
     pub(crate) states: BTreeMap<String, Option<(String, u64)>>,
 }
 
-fn ms(t0: SystemTime, t: SystemTime) -> u64 {
-    t.duration_since(t0).map(|d| d.as_millis() as u64).unwrap_or(0)
+const DRAINED: &str = "state=down";
+const ACTIVE: &str = "state=active";
+
+/// The first audit row switching `cell` to `to`.
+fn row<'a>(audit: &'a [AuditRecord], cell: &str, to: &str) -> Option<&'a AuditRecord> {
+    audit.iter().find(|a| a.flow == cell && a.to == to)
+}
+
+/// Whether `cell`'s failback is applied.
+pub(crate) fn failed_back(audit: &[AuditRecord], cell: &str) -> bool {
+    row(audit, cell, ACTIVE).is_some_and(|a| a.status == AuditStatus::Applied)
 }
 
 /// Acknowledged writes missing from `state` (a cell's state JSON): comments
@@ -166,22 +172,22 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         .iter()
         .filter(|r| !r.ok && r.start_ms >= i.kill_ms && total.is_none_or(|t| r.start_ms <= i.kill_ms + t))
         .count() as u64;
-    let drain = i.switches.iter().find(|e| matches!(&e.change, Change::Drain(c) if c.as_str() == i.killed));
-    let switch_ms = match drain {
-        Some(e) => SwitchMs {
-            detect: Some(ms(i.t0, e.detected_at).saturating_sub(i.kill_ms)),
-            decide: e.intent_at.duration_since(e.detected_at).ok().map(|d| d.as_millis() as u64),
-            commit: e.committed_at.duration_since(e.intent_at).ok().map(|d| d.as_millis() as u64),
-            apply: e.applied_at.duration_since(e.committed_at).ok().map(|d| d.as_millis() as u64),
+    // phases from the drain's audit row (epoch ms)
+    let t0 = epoch_ms(i.t0);
+    let since = |a: u64, b: Option<u64>| b.and_then(|b| b.checked_sub(a));
+    let switch_ms = match row(i.audit, &i.killed, DRAINED) {
+        Some(a) => SwitchMs {
+            detect: Some(a.detected_at_ms.saturating_sub(t0).saturating_sub(i.kill_ms)),
+            decide: since(a.detected_at_ms, Some(a.intent_at_ms)),
+            commit: since(a.intent_at_ms, a.committed_at_ms),
+            apply: a.committed_at_ms.and_then(|c| since(c, a.applied_at_ms)),
             total,
         },
         None => SwitchMs { total, ..Default::default() },
     };
-    let failback_ms = i
-        .switches
-        .iter()
-        .find(|e| matches!(&e.change, Change::Failback(c) if c.as_str() == i.killed))
-        .map(|e| ms(i.t0, e.applied_at).saturating_sub(i.restart_ms));
+    let failback_ms = row(i.audit, &i.killed, ACTIVE)
+        .and_then(|a| a.applied_at_ms)
+        .map(|at| at.saturating_sub(t0).saturating_sub(i.restart_ms));
     let digests: BTreeMap<String, u64> =
         i.states.iter().filter_map(|(c, s)| s.as_ref().map(|(_, d)| (c.clone(), *d))).collect();
     let distinct: HashSet<u64> = digests.values().copied().collect();
@@ -198,8 +204,8 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         .iter()
         .map(|a| AuditRow {
             action: match a.to.as_str() {
-                "state=down" => "drain".into(),
-                "state=active" => "failback".into(),
+                DRAINED => "drain".into(),
+                ACTIVE => "failback".into(),
                 other => other.to_string(),
             },
             cell: a.flow.clone(),

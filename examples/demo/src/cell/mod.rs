@@ -16,6 +16,7 @@ use cellctx::CellId;
 use cellrouter::TableStore;
 use cellrouter::source::{FileSource, TableSource};
 use crdt::Replica;
+use crdt::sql_state::SqlStateStore;
 use crdt::kafka::{Relay, Replicator};
 use health::{FnProbe, HealthHub, ProbeKind, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
 
@@ -33,7 +34,7 @@ pub(crate) struct CellArgs {
     /// The config file (the orchestrator passes the one it runs).
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
-    /// Working directory (SQLite file, replica state).
+    /// Working directory (SQLite file, log).
     #[arg(long)]
     pub(crate) dir: PathBuf,
     /// One port per instance.
@@ -69,13 +70,15 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     };
     let storage = storage::Storage::open(&url, &prefix).await?;
 
-    // replication: restore, replay our own outbox, then consume and relay
+    // replication: restore the saved state and replay our own outbox before
+    // anything else touches the replica, then consume and relay
     let replica = Arc::new(Replica::try_new(cell.clone(), Duration::from_secs(5))?);
-    let state = storage::FileStateStore::new(args.dir.clone());
+    let state = SqlStateStore::for_outbox(&storage.outbox, &format!("{prefix}replica_state"))?;
+    state.migrate().await?;
+    let replayed = replica.recover(&state, &storage.outbox).await?;
+    tracing::info!(cell = %cell, replayed, "replica recovered");
     let group = format!("demo-{}-{}", args.run_id, args.id);
     let replicator = Replicator::start(replica.clone(), &args.kafka, &args.topic, &group, state).await?;
-    let replayed = storage.replay_own_changes(&replica).await?;
-    tracing::info!(cell = %cell, replayed, "replica restored");
     let _replicator = replicator.spawn();
     let relay = Relay::new(storage.outbox.clone(), &args.kafka, &args.topic)?.with_poll_interval(Duration::from_millis(20));
     tokio::spawn(async move { relay.run(std::future::pending()).await });
