@@ -97,7 +97,8 @@ fn allocs_per_call(name: &str, mut f: impl FnMut()) {
 
 fn report_allocations() {
     let b = ours_core();
-    allocs_per_call("breaker admit+record", || b.try_acquire().unwrap().record(Outcome::Success));
+    allocs_per_call("breaker admit+record", || b.try_acquire_ref().unwrap().record(Outcome::Success));
+    allocs_per_call("breaker admit+record (Arc permit)", || b.try_acquire().unwrap().record(Outcome::Success));
     let mut s = ours_layer();
     allocs_per_call("breaker layer", || assert!(drive(&mut s, 1)));
     let mut t = tower_resilience();
@@ -115,7 +116,8 @@ fn uncontended(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("breaker/admit_record");
     let b = ours_core();
-    g.bench_function("breaker", |x| x.iter(|| b.try_acquire().unwrap().record(black_box(Outcome::Success))));
+    g.bench_function("breaker", |x| x.iter(|| b.try_acquire_ref().unwrap().record(black_box(Outcome::Success))));
+    g.bench_function("breaker_arc_permit", |x| x.iter(|| b.try_acquire().unwrap().record(black_box(Outcome::Success))));
     let r = recloser::Recloser::default();
     g.bench_function("recloser", |x| x.iter(|| r.call(|| Ok::<u64, ()>(black_box(1))).is_ok()));
     let f = failsafe::Config::new().build();
@@ -161,6 +163,9 @@ fn contended(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker/two_threads_one_breaker");
     let b = ours_core();
     g.bench_function("breaker_admit_record", |x| {
+        x.iter_custom(|n| two_threads(n, &b, |b| b.try_acquire_ref().unwrap().record(black_box(Outcome::Success))))
+    });
+    g.bench_function("breaker_admit_record_arc_permit", |x| {
         x.iter_custom(|n| two_threads(n, &b, |b| b.try_acquire().unwrap().record(black_box(Outcome::Success))))
     });
     let r = Arc::new(recloser::Recloser::default());

@@ -120,6 +120,9 @@ enum Engine {
 ///
 /// Use it directly with [`Breaker::try_acquire`] and [`Permit::record`], or
 /// through [`crate::CircuitBreakerLayer`].
+// Aligned so the state read on every call never shares a cache line with the
+// `Arc`'s reference counts, which the layer's response futures write.
+#[repr(align(128))]
 pub struct Breaker {
     name: Arc<str>,
     me: Weak<Breaker>,
@@ -128,6 +131,9 @@ pub struct Breaker {
     engine: Engine,
     metrics: BreakerMetrics,
     last_used: AtomicU64,
+    /// The clock's cached cell ([`crate::Clock::cached_cell`]): one relaxed
+    /// load per read instead of a dynamic call.
+    clock_cell: Option<&'static AtomicU64>,
 }
 
 impl fmt::Debug for Breaker {
@@ -164,6 +170,7 @@ impl fmt::Debug for Permit {
 impl Permit {
     /// Records the call's outcome; whether it was slow comes from the time
     /// since the permit was taken.
+    #[inline]
     pub fn record(mut self, outcome: Outcome) {
         let kind = std::mem::replace(&mut self.kind, Kind::Untracked);
         self.breaker.record(kind, self.start, outcome);
@@ -176,6 +183,46 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Kind::HalfOpen(g) = self.kind {
+            self.breaker.release(g);
+        }
+    }
+}
+
+/// A [`Permit`] that borrows its breaker instead of holding an `Arc` of it
+/// (no reference-count traffic per call): from [`Breaker::try_acquire_ref`],
+/// for callers that keep the breaker alive around the call themselves.
+/// Same semantics as [`Permit`].
+#[must_use = "a permit records nothing unless `record` is called"]
+pub struct PermitRef<'a> {
+    breaker: &'a Breaker,
+    kind: Kind,
+    start: u64,
+}
+
+impl fmt::Debug for PermitRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PermitRef").field("breaker", &self.breaker.name).field("kind", &self.kind).finish()
+    }
+}
+
+impl<'a> PermitRef<'a> {
+    /// Records the call's outcome; whether it was slow comes from the time
+    /// since the permit was taken.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        let kind = std::mem::replace(&mut self.kind, Kind::Untracked);
+        self.breaker.record(kind, self.start, outcome);
+    }
+
+    /// The breaker this permit belongs to.
+    pub fn breaker(&self) -> &'a Breaker {
+        self.breaker
+    }
+}
+
+impl Drop for PermitRef<'_> {
     fn drop(&mut self) {
         if let Kind::HalfOpen(g) = self.kind {
             self.breaker.release(g);
@@ -209,7 +256,9 @@ impl Breaker {
         };
         let metrics = BreakerMetrics::new(shared.instruments.clone(), Arc::clone(&name));
         let now = shared.clock.now_nanos();
+        let clock_cell = shared.clock.cached_cell();
         let b = Arc::new_cyclic(|me| Breaker {
+            clock_cell,
             name,
             me: me.clone(),
             mode: AtomicU8::new(mode_code(cfg.mode)),
@@ -240,6 +289,15 @@ impl Breaker {
         Ok((Breaker::new(Arc::from(name), cfg, shared)?, rx))
     }
 
+    /// The clock's time now.
+    #[inline]
+    fn now(&self) -> u64 {
+        match self.clock_cell {
+            Some(cell) => cell.load(Relaxed),
+            None => self.shared.clock.now_nanos(),
+        }
+    }
+
     /// The breaker's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -266,7 +324,7 @@ impl Breaker {
     /// Sets the operating mode (force open, disable, metrics only, back to
     /// normal); publishes the transition when the visible state changes.
     pub fn set_mode(&self, mode: Mode) {
-        let now = self.shared.clock.now_nanos();
+        let now = self.now();
         let before = self.state_now(now);
         self.mode.store(mode_code(mode), SeqCst);
         let after = self.state_now(now);
@@ -293,7 +351,7 @@ impl Breaker {
 
     /// Closes the breaker and clears its window.
     pub fn reset(&self) {
-        let now = self.shared.clock.now_nanos();
+        let now = self.now();
         if let Engine::Sliding(s) = &self.engine {
             loop {
                 let w = s.word.load(Acquire);
@@ -312,7 +370,7 @@ impl Breaker {
     /// The current state (an open breaker whose wait is over moves to
     /// half-open here).
     pub fn state(&self) -> State {
-        self.state_now(self.shared.clock.now_nanos())
+        self.state_now(self.now())
     }
 
     fn state_now(&self, now: u64) -> State {
@@ -338,7 +396,7 @@ impl Breaker {
     /// The window's counts now (zeros for the adaptive policy's accepts are
     /// reported as `failures = requests - accepts`).
     pub fn snapshot(&self) -> Snapshot {
-        let now = self.shared.clock.now_nanos();
+        let now = self.now();
         match &self.engine {
             Engine::Sliding(s) => s.window.snapshot(now),
             Engine::Adaptive(a) => {
@@ -359,7 +417,7 @@ impl Breaker {
     /// The adaptive policy's current drop probability (0 for sliding windows).
     pub fn drop_probability(&self) -> f64 {
         match &self.engine {
-            Engine::Adaptive(a) => drop_probability(&a.cfg.load(), a.window.snapshot(self.shared.clock.now_nanos())),
+            Engine::Adaptive(a) => drop_probability(&a.cfg.load(), a.window.snapshot(self.now())),
             Engine::Sliding(_) => 0.0,
         }
     }
@@ -400,7 +458,21 @@ impl Breaker {
     /// with a retry hint.
     #[inline]
     pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Error> {
-        let now = self.shared.clock.now_nanos();
+        let (kind, start) = self.admit_call()?;
+        Ok(Permit { breaker: Arc::clone(self), kind, start })
+    }
+
+    /// Like [`Breaker::try_acquire`], with a permit that borrows the breaker
+    /// (no `Arc` traffic): for a call that completes while `self` is borrowed.
+    #[inline]
+    pub fn try_acquire_ref(&self) -> Result<PermitRef<'_>, Error> {
+        let (kind, start) = self.admit_call()?;
+        Ok(PermitRef { breaker: self, kind, start })
+    }
+
+    #[inline]
+    fn admit_call(&self) -> Result<(Kind, u64), Error> {
+        let now = self.now();
         if now.wrapping_sub(self.last_used.load(Relaxed)) > 1_000_000 {
             self.last_used.store(now, Relaxed);
         }
@@ -419,7 +491,7 @@ impl Breaker {
                 return Err(Error::Open { retry_after: self.wait_hint() });
             }
         };
-        Ok(Permit { breaker: Arc::clone(self), kind, start: now })
+        Ok((kind, now))
     }
 
     fn wait_hint(&self) -> Duration {
@@ -576,7 +648,7 @@ impl Breaker {
 
     #[inline]
     fn record(&self, kind: Kind, start: u64, outcome: Outcome) {
-        let now = self.shared.clock.now_nanos();
+        let now = self.now();
         match (&self.engine, kind) {
             (_, Kind::Untracked) => {}
             (Engine::Adaptive(a), Kind::Adaptive) => {

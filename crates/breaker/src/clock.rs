@@ -15,6 +15,14 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Nanoseconds since this clock's origin; never decreases.
     fn now_nanos(&self) -> u64;
+
+    /// A process-lifetime cell that always holds [`Clock::now_nanos`], when
+    /// the clock is such a cached value: the breaker then reads it with one
+    /// relaxed load instead of a dynamic call. `None` (the default) for
+    /// clocks that compute the time on each read.
+    fn cached_cell(&self) -> Option<&'static AtomicU64> {
+        None
+    }
 }
 
 /// A shared, type-erased clock.
@@ -135,6 +143,11 @@ impl Clock for CoarseClock {
         } else {
             nanos(self.inner.origin.elapsed())
         }
+    }
+
+    fn cached_cell(&self) -> Option<&'static AtomicU64> {
+        let inner: &'static Arc<CoarseInner> = COARSE.get()?;
+        (Arc::ptr_eq(inner, &self.inner) && inner.ticking.load(Ordering::Relaxed)).then_some(&inner.now)
     }
 }
 

@@ -112,7 +112,7 @@ mod service;
 mod wait;
 mod window;
 
-pub use breaker::{Breaker, Permit};
+pub use breaker::{Breaker, Permit, PermitRef};
 pub use classify::{Classify, ErrorsAreFailures, GrpcClassifier, HttpClassifier, Outcome, classify_status};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock, TokioClock};
 pub use config::{

@@ -175,7 +175,7 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
     // phases from the drain's audit row (epoch ms)
     let t0 = epoch_ms(i.t0);
     let since = |a: u64, b: Option<u64>| b.and_then(|b| b.checked_sub(a));
-    let switch_ms = match row(i.audit, &i.killed, DRAINED) {
+    let switch_ms = match row(&i.audit, &i.killed, DRAINED) {
         Some(a) => SwitchMs {
             detect: Some(a.detected_at_ms.saturating_sub(t0).saturating_sub(i.kill_ms)),
             decide: since(a.detected_at_ms, Some(a.intent_at_ms)),
@@ -185,7 +185,7 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         },
         None => SwitchMs { total, ..Default::default() },
     };
-    let failback_ms = row(i.audit, &i.killed, ACTIVE)
+    let failback_ms = row(&i.audit, &i.killed, ACTIVE)
         .and_then(|a| a.applied_at_ms)
         .map(|at| at.saturating_sub(t0).saturating_sub(i.restart_ms));
     let digests: BTreeMap<String, u64> =
