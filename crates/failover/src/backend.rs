@@ -53,6 +53,35 @@ pub struct ReconcileReport {
     pub rolled_back: Vec<String>,
 }
 
+impl ReconcileReport {
+    /// Settles one intent row: `committed` at `committed_at_ms` when its table
+    /// write is found, else `rolled_back`, with a note naming `actor`; records
+    /// the row in this report when this call changed it.
+    pub(crate) async fn settle(
+        &mut self,
+        audit: &AuditLog,
+        actor: &str,
+        tx_id: &str,
+        committed_at_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        match committed_at_ms {
+            Some(at) => {
+                let note = format!("reconciled by {actor}: table write found");
+                if audit.mark_committed(tx_id, at, Some(&note)).await? {
+                    self.committed.push(tx_id.to_string());
+                }
+            }
+            None => {
+                let note = format!("reconciled by {actor}: table never written");
+                if audit.mark_rolled_back(tx_id, &note).await? {
+                    self.rolled_back.push(tx_id.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A place that carries out audited routing-table switches.
 ///
 /// Every implementation keeps the same contract: the audit row is written as

@@ -195,17 +195,8 @@ impl LocalSwitch {
                         row.to == state || row.to == weight
                     })
             });
-            if happened {
-                let note = format!("reconciled by {}: table write found", self.actor);
-                if self.audit.mark_committed(&row.tx_id, row.intent_at_ms, Some(&note)).await? {
-                    report.committed.push(row.tx_id);
-                }
-            } else {
-                let note = format!("reconciled by {}: table never written", self.actor);
-                if self.audit.mark_rolled_back(&row.tx_id, &note).await? {
-                    report.rolled_back.push(row.tx_id);
-                }
-            }
+            let committed_at = happened.then_some(row.intent_at_ms);
+            report.settle(&self.audit, &self.actor, &row.tx_id, committed_at).await?;
         }
         Ok(report)
     }

@@ -406,24 +406,13 @@ impl AtomicSwitch {
                 }
                 let mut c = self.client.clone();
                 let marker = c.get(self.marker(&row.tx_id), None).await?;
-                match marker.kvs().first() {
-                    Some(kv) => {
-                        let at = serde_json::from_slice::<serde_json::Value>(kv.value())
-                            .ok()
-                            .and_then(|v| v.get("committed_at_ms").and_then(|x| x.as_u64()))
-                            .unwrap_or_else(|| epoch_ms(SystemTime::now()));
-                        let note = format!("reconciled by {}: table write found", self.actor);
-                        if self.audit.mark_committed(&row.tx_id, at, Some(&note)).await? {
-                            report.committed.push(row.tx_id.clone());
-                        }
-                    }
-                    None => {
-                        let note = format!("reconciled by {}: table never written", self.actor);
-                        if self.audit.mark_rolled_back(&row.tx_id, &note).await? {
-                            report.rolled_back.push(row.tx_id.clone());
-                        }
-                    }
-                }
+                let committed_at = marker.kvs().first().map(|kv| {
+                    serde_json::from_slice::<serde_json::Value>(kv.value())
+                        .ok()
+                        .and_then(|v| v.get("committed_at_ms").and_then(|x| x.as_u64()))
+                        .unwrap_or_else(|| epoch_ms(SystemTime::now()))
+                });
+                report.settle(&self.audit, &self.actor, &row.tx_id, committed_at).await?;
                 Ok(())
             }
             .await;
