@@ -174,3 +174,20 @@ impl Clock for ManualClock {
         self.now.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn only_the_coarse_clock_exposes_its_cell() {
+        let coarse = CoarseClock::global();
+        let cell = coarse.cached_cell().expect("the coarse clock ticks");
+        assert!(std::ptr::eq(cell, &coarse.inner.now));
+        let read = cell.load(Ordering::Relaxed);
+        assert!(read <= coarse.now_nanos(), "the cell is the clock's value");
+        assert!(ManualClock::new().cached_cell().is_none());
+        assert!(MonotonicClock::new().cached_cell().is_none());
+    }
+}
