@@ -476,6 +476,22 @@ impl Breaker {
         if now.wrapping_sub(self.last_used.load(Relaxed)) > 1_000_000 {
             self.last_used.store(now, Relaxed);
         }
+        // Fast path: a closed sliding-window breaker admits on one load of
+        // its state word.
+        if self.mode.load(Relaxed) == M_NORMAL
+            && let Engine::Sliding(s) = &self.engine
+        {
+            let w = s.word.load(Acquire);
+            if st(w) == CLOSED {
+                return Ok((Kind::Closed(generation(w)), now));
+            }
+        }
+        self.admit_call_slow(now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_call_slow(&self, now: u64) -> Result<(Kind, u64), Error> {
         let kind = match self.mode.load(Relaxed) {
             M_NORMAL => match self.admit(now) {
                 Ok(k) => k,
@@ -511,7 +527,6 @@ impl Breaker {
         }
     }
 
-    #[inline]
     fn admit(&self, now: u64) -> Result<Kind, Duration> {
         let s = match &self.engine {
             Engine::Sliding(s) => s,
@@ -679,6 +694,22 @@ impl Breaker {
         {
             return;
         }
+        if outcome == Outcome::Success && !slow {
+            // Fast path: a plain success is one counter increment.
+            s.window.record(now, false, false);
+            if s.consecutive.load(Relaxed) != 0 {
+                s.consecutive.store(0, Relaxed);
+            }
+            if g.is_some() && s.window.has_bad(now) {
+                self.check_trip(s, w, now, 0);
+            }
+            return;
+        }
+        self.record_bad(s, g, w, now, outcome, slow);
+    }
+
+    #[inline(never)]
+    fn record_bad(&self, s: &Sliding, g: Option<u64>, w: u64, now: u64, outcome: Outcome, slow: bool) {
         let failure = outcome == Outcome::Failure || (slow && s.slow_is_failure.load(Relaxed));
         s.window.record(now, failure, slow);
         let consecutive = if failure {
@@ -692,6 +723,12 @@ impl Breaker {
         if g.is_none() || !(failure || slow || s.window.has_bad(now)) {
             return;
         }
+        self.check_trip(s, w, now, consecutive);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_trip(&self, s: &Sliding, w: u64, now: u64, consecutive: u32) {
         if self.mode.load(Relaxed) == M_NORMAL && self.should_trip(s, now, consecutive) {
             self.trip(s, w, now);
         }
@@ -779,4 +816,83 @@ fn drop_probability(cfg: &AdaptiveConfig, s: Snapshot) -> f64 {
     let requests = s.calls as f64;
     let accepts = s.failures as f64;
     ((requests - f64::from(cfg.protection) - cfg.k * accepts) / (requests + 1.0)).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{WaitConfig, WindowConfig};
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn breaker(window: WindowConfig, clock: &ManualClock) -> Arc<Breaker> {
+        let cfg = BreakerConfig::sliding(SlidingWindowConfig {
+            window,
+            minimum_calls: 4,
+            failure_rate_threshold: Some(50.0),
+            wait: WaitConfig::Fixed { wait: 10 * S },
+            permitted_calls_in_half_open: 2,
+            success_threshold: 2,
+            automatic_transition: false,
+            ..Default::default()
+        });
+        Breaker::standalone("unit", &cfg, Arc::new(clock.clone())).unwrap().0
+    }
+
+    // The success fast path still trips when a success brings the window to
+    // its minimum calls with the failure rate over the threshold.
+    #[test]
+    fn a_success_completing_the_minimum_trips_on_both_windows() {
+        for window in [WindowConfig::Count { size: 10 }, WindowConfig::Time { duration: 10 * S, buckets: 10 }] {
+            let clock = ManualClock::new();
+            let b = breaker(window, &clock);
+            for o in [Outcome::Failure, Outcome::Failure, Outcome::Success] {
+                b.try_acquire_ref().unwrap().record(o);
+                assert_eq!(b.state(), State::Closed);
+            }
+            b.try_acquire_ref().unwrap().record(Outcome::Success);
+            assert_eq!(b.state(), State::Open, "{window:?}");
+            assert_eq!(b.snapshot(), Snapshot { calls: 4, failures: 2, slow: 0 });
+        }
+    }
+
+    #[test]
+    fn successes_alone_never_trip_and_are_counted() {
+        let clock = ManualClock::new();
+        let b = breaker(WindowConfig::Time { duration: 10 * S, buckets: 10 }, &clock);
+        for _ in 0..100 {
+            b.try_acquire_ref().unwrap().record(Outcome::Success);
+        }
+        assert_eq!(b.snapshot(), Snapshot { calls: 100, failures: 0, slow: 0 });
+        clock.advance(11 * S);
+        assert_eq!(b.snapshot(), Snapshot::default(), "the buckets rotated out");
+        b.try_acquire_ref().unwrap().record(Outcome::Success);
+        assert_eq!(b.snapshot().calls, 1);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn borrowed_permits_hold_and_give_back_half_open_slots() {
+        let clock = ManualClock::new();
+        let b = breaker(WindowConfig::Count { size: 10 }, &clock);
+        for _ in 0..4 {
+            b.try_acquire_ref().unwrap().record(Outcome::Failure);
+        }
+        assert!(matches!(b.try_acquire_ref(), Err(Error::Open { .. })));
+        clock.advance(10 * S);
+        let p1 = b.try_acquire_ref().unwrap();
+        let p2 = b.try_acquire_ref().unwrap();
+        assert!(b.try_acquire_ref().is_err(), "only 2 permits");
+        assert!(b.try_acquire().is_err(), "shared with owned permits");
+        drop(p1);
+        assert_eq!(b.half_open_in_flight(), 1);
+        let p3 = b.try_acquire().unwrap();
+        p2.record(Outcome::Success);
+        assert_eq!(b.state(), State::HalfOpen);
+        p3.record(Outcome::Success);
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(b.half_open_in_flight(), 0);
+    }
 }

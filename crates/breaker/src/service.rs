@@ -101,24 +101,21 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.key.extract(&req);
         let epoch = self.registry.epoch();
-        let breaker = match &self.cache {
-            Some((e, k, b)) if *e == epoch && *k == key => Ok(Arc::clone(b)),
-            _ => {
-                let b = self.registry.get_or_create(&key, |k| self.key.name(k));
-                if let Ok(b) = &b {
-                    self.cache = Some((epoch, key, Arc::clone(b)));
+        let cached = matches!(&self.cache, Some((e, k, _)) if *e == epoch && *k == key);
+        if !cached {
+            match self.registry.get_or_create(&key, |k| self.key.name(k)) {
+                Ok(b) => self.cache = Some((epoch, key, b)),
+                Err(e) => {
+                    // Only reachable with a config the registry failed to apply:
+                    // fail open rather than fail every call.
+                    tracing::warn!(error = %e, "breaker unavailable; calling through");
+                    return ResponseFuture::called(self.inner.call(req), None, self.classifier.clone());
                 }
-                b
             }
-        };
-        let breaker = match breaker {
-            Ok(b) => b,
-            Err(e) => {
-                // Only reachable with a config the registry failed to apply:
-                // fail open rather than fail every call.
-                tracing::warn!(error = %e, "breaker unavailable; calling through");
-                return ResponseFuture::called(self.inner.call(req), None, self.classifier.clone());
-            }
+        }
+        // Borrowed from the cache: the permit's `Arc` is the only clone per call.
+        let Some((_, _, breaker)) = &self.cache else {
+            return ResponseFuture::called(self.inner.call(req), None, self.classifier.clone());
         };
         match breaker.try_acquire() {
             Ok(permit) => ResponseFuture::called(self.inner.call(req), Some(permit), self.classifier.clone()),

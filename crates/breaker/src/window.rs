@@ -148,24 +148,35 @@ impl TimeWindow {
     }
 
     /// The bucket of `now`, cleared first if it still holds an older epoch.
+    #[inline]
     fn bucket(&self, now: u64) -> Option<&Bucket> {
         let e = self.epoch(now);
         let b = self.ring.get((e & self.mask) as usize)?;
+        // Rotation is checked with one relaxed load.
+        if b.epoch.load(Relaxed) != e {
+            self.rotate(b, e);
+        }
+        Some(b)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn rotate(&self, b: &Bucket, e: u64) {
         let cur = b.epoch.load(Relaxed);
         if cur != e {
             if cur > e {
                 // A racing caller with a later clock reading already moved on:
                 // count this call there.
-                return Some(b);
+                return;
             }
             if b.epoch.compare_exchange(cur, e, Relaxed, Relaxed).is_ok() {
                 b.calls.store(0, Relaxed);
                 b.bad.store(0, Relaxed);
             }
         }
-        Some(b)
     }
 
+    #[inline]
     pub(crate) fn add(&self, now: u64, calls: u64, failures: u64, slow: u64) {
         let Some(b) = self.bucket(now) else { return };
         if calls != 0 {
@@ -193,6 +204,7 @@ impl TimeWindow {
         s
     }
 
+    #[inline]
     fn has_bad(&self, now: u64) -> bool {
         let last = self.last_bad.load(Relaxed);
         last != 0 && self.epoch(now).saturating_sub(last) < self.n

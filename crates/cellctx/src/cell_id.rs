@@ -51,7 +51,7 @@ impl CellId {
     }
 
     /// The id's bytes (ASCII).
-    fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len.get())]
     }
 

@@ -5,9 +5,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::baggage::{Baggage, MAX_BAGGAGE_BYTES};
 use crate::cell_id::{CellId, MAX_CELL_ID_LEN};
-use crate::context::{CellContext, MAX_TOKEN_LEN, RegionHint, validate_token};
+use crate::context::{CellContext, MAX_TOKEN_LEN, RegionHint};
 use crate::error::{ContextError, InvalidValue};
 use crate::headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
+use crate::token::Token;
 
 /// Longest `X-Region-Hint` value, in bytes.
 pub(crate) const MAX_REGION_HINT_LEN: usize = 64;
@@ -142,16 +143,9 @@ impl Source for HeaderMap {
 #[derive(Clone, Default)]
 pub(crate) struct RawCache {
     pub(crate) cell: Option<HeaderValue>,
-    pub(crate) request_id: Option<HeaderValue>,
     /// Whether `request_id` was generated here rather than read from the carrier.
     pub(crate) request_id_generated: bool,
-    pub(crate) tenant: Option<HeaderValue>,
-    pub(crate) auth_user: Option<HeaderValue>,
-    pub(crate) routing_key: Option<HeaderValue>,
-    pub(crate) xid: Option<HeaderValue>,
     pub(crate) region_hint: Option<HeaderValue>,
-    pub(crate) traceparent: Option<HeaderValue>,
-    pub(crate) tracestate: Option<HeaderValue>,
 }
 
 impl PartialEq for RawCache {
@@ -169,8 +163,8 @@ impl std::fmt::Debug for RawCache {
 }
 
 /// `cached` when it still holds exactly `text`.
-fn reuse(cached: &Option<HeaderValue>, text: &str) -> Option<HeaderValue> {
-    cached.as_ref().filter(|v| v.as_bytes() == text.as_bytes()).cloned()
+fn reuse(cached: &Option<HeaderValue>, text: &[u8]) -> Option<HeaderValue> {
+    cached.as_ref().filter(|v| v.as_bytes() == text).cloned()
 }
 
 /// `cached` when it still spells `hint` (`<region>;src=<source>`).
@@ -269,19 +263,28 @@ fn text_value<'a>(found: Found<'a>, name: &HeaderName, max: usize) -> Result<Tex
 }
 
 /// A token header: one pass over the bytes (the checks and errors of
-/// [`text_value`] then [`validate_token`]), one copy into the `String`.
-fn token(found: Found<'_>, name: &HeaderName, cache: &mut Option<HeaderValue>) -> Result<Option<String>, ContextError> {
+/// [`text_value`] then [`crate::validate_token`]); the header value is shared, not copied.
+fn token(found: Found<'_>, name: &HeaderName) -> Result<Option<Token>, ContextError> {
     let Some((raw, hv)) = found.map_err(|r| ContextError::for_header(name, r))? else {
         return Ok(None);
     };
     check_token(raw).map_err(|r| ContextError::for_header(name, r))?;
-    let text = std::str::from_utf8(raw)
-        .map_err(|_| ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter })?;
-    *cache = hv.cloned();
-    Ok(Some(text.to_owned()))
+    Ok(Some(shared(raw, hv).marked(Token::TOKEN)))
 }
 
-/// [`validate_token`] on bytes.
+/// A token for `raw` (already checked to be text): the header value itself
+/// when there is one, else a copy (Kafka headers).
+fn shared(raw: &[u8], hv: Option<&HeaderValue>) -> Token {
+    match hv {
+        Some(hv) => Token::from_checked(hv.clone()),
+        None => Token::from_checked(
+            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(raw))
+                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+        ),
+    }
+}
+
+/// [`crate::validate_token`] on bytes.
 pub(crate) fn check_token(raw: &[u8]) -> Result<(), InvalidValue> {
     if raw.len() > MAX_TOKEN_LEN {
         return Err(InvalidValue::TooLong { max: MAX_TOKEN_LEN });
@@ -304,25 +307,23 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
 /// Reads a context from any carrier.
 pub(crate) fn extract_from<S: Source + ?Sized>(src: &S, names: &HeaderNames) -> Result<CellContext, ContextError> {
     let f = src.fields(names);
-    let mut ctx = CellContext::default();
+    let cell = match text_value(f.cell, &names.cell, MAX_CELL_ID_LEN)? {
+        Some((v, hv)) => Some((CellId::new(v).map_err(|r| ContextError::for_header(&names.cell, r))?, hv)),
+        None => None,
+    };
+    let mut ctx = match token(f.request_id, &names.request_id)? {
+        Some(id) => CellContext::with_request_token(id, false),
+        None => CellContext::with_request_token(crate::request_id::generate_token(), true),
+    };
     let raw = &mut ctx.raw;
-    if let Some((v, hv)) = text_value(f.cell, &names.cell, MAX_CELL_ID_LEN)? {
-        ctx.cell = Some(CellId::new(v).map_err(|r| ContextError::for_header(&names.cell, r))?);
+    if let Some((cell, hv)) = cell {
+        ctx.cell = Some(cell);
         raw.cell = hv.cloned();
     }
-    ctx.request_id = match token(f.request_id, &names.request_id, &mut raw.request_id)? {
-        Some(id) => id,
-        None => {
-            let (id, value) = crate::request_id::generate_with_value();
-            raw.request_id = value;
-            raw.request_id_generated = true;
-            id
-        }
-    };
-    ctx.tenant = token(f.tenant, &names.tenant, &mut raw.tenant)?;
-    ctx.auth_user = token(f.auth_user, &names.auth_user, &mut raw.auth_user)?;
-    ctx.routing_key = token(f.routing_key, &names.routing_key, &mut raw.routing_key)?;
-    ctx.xid = token(f.xid, &names.xid, &mut raw.xid)?;
+    ctx.tenant = token(f.tenant, &names.tenant)?;
+    ctx.auth_user = token(f.auth_user, &names.auth_user)?;
+    ctx.routing_key = token(f.routing_key, &names.routing_key)?;
+    ctx.xid = token(f.xid, &names.xid)?;
     if let Some((v, hv)) = text_value(f.region_hint, &names.region_hint, MAX_REGION_HINT_LEN)? {
         ctx.region_hint =
             Some(v.parse::<RegionHint>().map_err(|r| ContextError::for_header(&names.region_hint, r))?);
@@ -333,15 +334,13 @@ pub(crate) fn extract_from<S: Source + ?Sized>(src: &S, names: &HeaderNames) -> 
     }
     // W3C: an unusable (or repeated) traceparent is ignored, and then so is tracestate.
     if let Ok(Some((tp, hv))) = f.traceparent
-        && let Some(tp) = valid_traceparent(tp)
+        && is_traceparent(tp)
     {
-        ctx.traceparent = Some(tp.to_owned());
-        raw.traceparent = hv.cloned();
+        ctx.traceparent = Some(shared(tp, hv).marked(Token::TRACEPARENT));
         if let Ok(Some((ts, hv))) = f.tracestate
-            && let Some(ts) = valid_tracestate(ts)
+            && valid_tracestate(ts).is_some()
         {
-            ctx.tracestate = Some(ts.to_owned());
-            raw.tracestate = hv.cloned();
+            ctx.tracestate = Some(shared(ts, hv));
         }
     }
     if let Some((v, _)) = text_value(f.baggage, &BAGGAGE, MAX_BAGGAGE_HEADER_LEN)? {
@@ -370,32 +369,30 @@ pub(crate) fn encode_fields(
     fn value(name: &HeaderName, v: &str) -> Result<HeaderValue, ContextError> {
         HeaderValue::from_str(v).map_err(|_| ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter })
     }
-    fn tok(name: &HeaderName, v: &str, cached: &Option<HeaderValue>) -> Result<HeaderValue, ContextError> {
-        if let Some(hv) = reuse(cached, v) {
-            return Ok(hv);
+    fn tok(name: &HeaderName, v: &Token) -> Result<HeaderValue, ContextError> {
+        // A value read at extraction (or set through a `with_*` setter) was checked then.
+        if !v.is_marked(Token::TOKEN) {
+            check_token(v.as_bytes()).map_err(|r| ContextError::for_header(name, r))?;
         }
-        validate_token(v).map_err(|r| ContextError::for_header(name, r))?;
-        value(name, v)
+        Ok(v.as_header_value().clone())
     }
     let raw = &ctx.raw;
     if let Some(cell) = &ctx.cell {
-        let v = match reuse(&raw.cell, cell.as_str()) {
+        let v = match reuse(&raw.cell, cell.as_bytes()) {
             Some(hv) => Ok(hv),
             None => value(&names.cell, cell.as_str()),
         };
         emit(&names.cell, v);
     }
-    if !ctx.request_id.is_empty() {
-        emit(&names.request_id, tok(&names.request_id, &ctx.request_id, &raw.request_id));
-    }
-    for (name, field, cached) in [
-        (&names.tenant, &ctx.tenant, &raw.tenant),
-        (&names.auth_user, &ctx.auth_user, &raw.auth_user),
-        (&names.routing_key, &ctx.routing_key, &raw.routing_key),
-        (&names.xid, &ctx.xid, &raw.xid),
+    emit(&names.request_id, tok(&names.request_id, &ctx.request_id));
+    for (name, field) in [
+        (&names.tenant, &ctx.tenant),
+        (&names.auth_user, &ctx.auth_user),
+        (&names.routing_key, &ctx.routing_key),
+        (&names.xid, &ctx.xid),
     ] {
         if let Some(v) = field {
-            emit(name, tok(name, v, cached));
+            emit(name, tok(name, v));
         }
     }
     if let Some(hint) = &ctx.region_hint {
@@ -409,22 +406,18 @@ pub(crate) fn encode_fields(
         emit(&names.downgraded, Ok(HeaderValue::from_static("true")));
     }
     if let Some(tp) = &ctx.traceparent {
-        // A value read (and validated) at extraction and not changed since is reused as is.
-        let v = match reuse(&raw.traceparent, tp) {
-            Some(hv) => Ok(hv),
-            None if valid_traceparent(tp.as_bytes()).is_some() => value(&TRACEPARENT, tp),
-            None => Err(ContextError::Malformed {
-                header: TRACEPARENT,
-                reason: InvalidValue::Malformed("not a W3C traceparent"),
-            }),
+        // A value read at extraction (or set through `with_traceparent`) was checked then.
+        let v = if tp.is_marked(Token::TRACEPARENT) || is_traceparent(tp.as_bytes()) {
+            Ok(tp.as_header_value().clone())
+        } else {
+            Err(ContextError::Malformed { header: TRACEPARENT, reason: InvalidValue::Malformed("not a W3C traceparent") })
         };
         emit(&TRACEPARENT, v);
     }
     if let Some(ts) = &ctx.tracestate {
-        let v = match (reuse(&raw.tracestate, ts), valid_tracestate(ts.as_bytes())) {
-            (Some(hv), _) => Ok(hv),
-            (None, Some(_)) => value(&TRACESTATE, ts),
-            (None, None) => Err(ContextError::for_header(&TRACESTATE, if ts.len() > MAX_TRACESTATE_LEN {
+        let v = match valid_tracestate(ts.as_bytes()) {
+            Some(_) => Ok(ts.as_header_value().clone()),
+            None => Err(ContextError::for_header(&TRACESTATE, if ts.len() > MAX_TRACESTATE_LEN {
                 InvalidValue::TooLong { max: MAX_TRACESTATE_LEN }
             } else {
                 InvalidValue::BadCharacter
@@ -444,15 +437,21 @@ fn is_lower_hex(b: &[u8]) -> bool {
 }
 
 /// `raw` as a string when it is a usable W3C `traceparent`.
-pub(crate) fn valid_traceparent(raw: &[u8]) -> Option<&str> {
+#[cfg(test)]
+fn valid_traceparent(raw: &[u8]) -> Option<&str> {
+    if is_traceparent(raw) { std::str::from_utf8(raw).ok() } else { None }
+}
+
+/// Whether `raw` is a usable W3C `traceparent` (then it is visible ASCII).
+pub(crate) fn is_traceparent(raw: &[u8]) -> bool {
     if raw.len() < 55 || raw.len() > MAX_TRACEPARENT_LEN {
-        return None;
+        return false;
     }
     let (version, trace_id, span_id, flags) = (&raw[0..2], &raw[3..35], &raw[36..52], &raw[53..55]);
     let dashes = raw[2] == b'-' && raw[35] == b'-' && raw[52] == b'-';
     let hex = is_lower_hex(version) && is_lower_hex(trace_id) && is_lower_hex(span_id) && is_lower_hex(flags);
     if !(dashes && hex) {
-        return None;
+        return false;
     }
     let nonzero = trace_id.iter().any(|&c| c != b'0') && span_id.iter().any(|&c| c != b'0');
     let tail_ok = if version == b"00" {
@@ -463,7 +462,7 @@ pub(crate) fn valid_traceparent(raw: &[u8]) -> Option<&str> {
     // The first 55 bytes are hex digits and dashes (checked above): only a
     // later version's tail needs the visible-ASCII check.
     let visible = raw[55..].iter().all(|&b| (0x21..0x7f).contains(&b));
-    if nonzero && tail_ok && visible { std::str::from_utf8(raw).ok() } else { None }
+    nonzero && tail_ok && visible
 }
 
 /// `raw` as a string when it can ride along as `tracestate`.
@@ -631,13 +630,13 @@ mod tests {
         h.insert("x-tenant-id", HeaderValue::from_static("acme"));
         h.insert("x-cell-id", HeaderValue::from_static("eu-1"));
         let mut ctx = extract(&h, &names).unwrap();
-        ctx.tenant = Some("globex".into());
+        ctx.tenant = Some("globex".parse().unwrap());
         ctx.cell = Some(CellId::new("eu-2").unwrap());
         let mut out = HeaderMap::new();
         inject(&ctx, &names, &mut out).unwrap();
         assert_eq!(out["x-tenant-id"], "globex");
         assert_eq!(out["x-cell-id"], "eu-2");
-        ctx.tenant = Some("bad tenant".into());
+        ctx.tenant = Some("bad tenant".parse().unwrap());
         assert!(inject(&ctx, &names, &mut HeaderMap::new()).is_err());
     }
 
@@ -676,6 +675,40 @@ mod tests {
     }
 
     #[test]
+    fn fields_share_the_header_bytes_both_ways() {
+        let names = HeaderNames::default();
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("r-1"));
+        h.insert("x-tenant-id", HeaderValue::from_static("acme"));
+        h.insert("x-user-id", HeaderValue::from_static("u-42"));
+        h.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        h.insert("tracestate", HeaderValue::from_static("a=1, b=2"));
+        let ctx = extract(&h, &names).unwrap();
+        assert!(!ctx.raw.request_id_generated);
+        let fields = [
+            ("x-request-id", Some(&ctx.request_id)),
+            ("x-tenant-id", ctx.tenant.as_ref()),
+            ("x-user-id", ctx.routing_key.as_ref()),
+            ("traceparent", ctx.traceparent.as_ref()),
+            ("tracestate", ctx.tracestate.as_ref()),
+        ];
+        let mut out = HeaderMap::new();
+        inject(&ctx, &names, &mut out).unwrap();
+        for (name, field) in fields {
+            let field = field.unwrap();
+            assert_eq!(field.as_bytes(), h[name].as_bytes(), "{name}");
+            assert_eq!(field.as_bytes().as_ptr(), h[name].as_bytes().as_ptr(), "{name}: extraction copied");
+            assert_eq!(out[name].as_bytes().as_ptr(), h[name].as_bytes().as_ptr(), "{name}: injection copied");
+        }
+        // A generated id is written out too.
+        let ctx = extract(&HeaderMap::new(), &names).unwrap();
+        assert!(ctx.raw.request_id_generated);
+        let mut out = HeaderMap::new();
+        inject(&ctx, &names, &mut out).unwrap();
+        assert_eq!(out["x-request-id"], ctx.request_id.as_str());
+    }
+
+    #[test]
     fn reused_hint_and_tracestate_never_go_stale() {
         let names = HeaderNames::default();
         let mut h = HeaderMap::new();
@@ -687,7 +720,7 @@ mod tests {
         inject(&ctx, &names, &mut out).unwrap();
         assert_eq!((&out["x-region-hint"], &out["tracestate"]), (&h["x-region-hint"], &h["tracestate"]));
         ctx.region_hint = Some("eu;src=ip".parse().unwrap());
-        ctx.tracestate = Some("b=2".into());
+        ctx.tracestate = Some("b=2".parse().unwrap());
         inject(&ctx, &names, &mut out).unwrap();
         assert_eq!(out["x-region-hint"], "eu;src=ip");
         assert_eq!(out["tracestate"], "b=2");
@@ -699,7 +732,7 @@ mod tests {
     #[test]
     fn inject_refuses_invalid_fields_and_writes_nothing() {
         let mut ctx = CellContext::new().with_tenant("acme").unwrap();
-        ctx.auth_user = Some("bad user".into());
+        ctx.auth_user = Some("bad user".parse().unwrap());
         let mut h = HeaderMap::new();
         let err = inject(&ctx, &HeaderNames::default(), &mut h).unwrap_err();
         assert_eq!(err.kind(), "malformed");

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use crate::cell_id::CellId;
 use crate::error::InvalidValue;
+use crate::token::Token;
 
 /// Longest tenant id, user id, routing key or request id, in bytes.
 pub const MAX_TOKEN_LEN: usize = 128;
@@ -76,41 +77,77 @@ impl fmt::Display for RegionHint {
 /// The server layer builds it from headers, stores it (as `Arc<CellContext>`) in
 /// the request extensions and in a task-local scope ([`crate::current`]); the client
 /// layer and the Kafka carrier write it back out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The text fields are [`Token`]s: read from HTTP headers they share the
+/// incoming header bytes and are written out again as the same header values,
+/// so carrying a context costs no allocation per field.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CellContext {
     /// The cell serving (or chosen to serve) the request (`X-Cell-ID`).
     pub cell: Option<CellId>,
     /// The request id (`X-Request-ID`); generated, time-ordered, when absent.
-    pub request_id: String,
+    pub request_id: Token,
     /// The tenant (`X-Tenant-ID`).
-    pub tenant: Option<String>,
+    pub tenant: Option<Token>,
     /// The authenticated user (`X-Auth-User`), set by the edge after authentication.
-    pub auth_user: Option<String>,
+    pub auth_user: Option<Token>,
     /// The routing key, usually the user id (`X-User-ID`).
-    pub routing_key: Option<String>,
+    pub routing_key: Option<Token>,
     /// The region hint (`X-Region-Hint`).
     pub region_hint: Option<RegionHint>,
     /// Whether some hop served this request degraded (`X-Downgraded: true`).
     pub downgraded: bool,
     /// The distributed transaction id of a saga this request belongs to (`X-Xid`).
-    pub xid: Option<String>,
+    pub xid: Option<Token>,
     /// W3C `traceparent`, passed on unchanged.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Token>,
     /// W3C `tracestate`, passed on unchanged.
-    pub tracestate: Option<String>,
+    pub tracestate: Option<Token>,
     /// W3C `baggage` entries (bounded: see [`crate::Baggage`]).
     pub baggage: crate::baggage::Baggage,
     /// The header values this context was read from (reused on injection).
     pub(crate) raw: crate::codec::RawCache,
 }
 
+impl Default for CellContext {
+    /// An empty context with a fresh request id (as [`CellContext::new`]).
+    fn default() -> Self {
+        CellContext::new()
+    }
+}
+
+/// A value for one of the `with_*` setters: a `&str`, `String` or [`Token`].
+fn to_token<T>(value: T) -> Result<Token, InvalidValue>
+where
+    T: TryInto<Token>,
+    InvalidValue: From<T::Error>,
+{
+    Ok(value.try_into()?)
+}
+
 impl CellContext {
     /// An empty context with a fresh request id.
     pub fn new() -> Self {
-        let (request_id, value) = crate::request_id::generate_with_value();
-        let raw = crate::codec::RawCache { request_id: value, ..Default::default() };
-        CellContext { request_id, raw, ..Default::default() }
+        CellContext::with_request_token(crate::request_id::generate_token(), true)
+    }
+
+    /// An empty context with this request id.
+    pub(crate) fn with_request_token(request_id: Token, generated: bool) -> Self {
+        CellContext {
+            cell: None,
+            request_id,
+            tenant: None,
+            auth_user: None,
+            routing_key: None,
+            region_hint: None,
+            downgraded: false,
+            xid: None,
+            traceparent: None,
+            tracestate: None,
+            baggage: crate::baggage::Baggage::default(),
+            raw: crate::codec::RawCache { request_id_generated: generated, ..Default::default() },
+        }
     }
 
     /// Sets the cell.
@@ -119,26 +156,41 @@ impl CellContext {
         self
     }
 
-    /// Sets the tenant (validated as a token).
-    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Result<Self, InvalidValue> {
-        let t = tenant.into();
+    /// Sets the tenant (a `&str`, `String` or [`Token`], validated as a token).
+    pub fn with_tenant<T>(mut self, tenant: T) -> Result<Self, InvalidValue>
+    where
+        T: TryInto<Token>,
+        InvalidValue: From<T::Error>,
+    {
+        let t = to_token(tenant)?;
         validate_token(&t)?;
+        let t = t.marked(Token::TOKEN);
         self.tenant = Some(t);
         Ok(self)
     }
 
-    /// Sets the routing key (validated as a token).
-    pub fn with_routing_key(mut self, key: impl Into<String>) -> Result<Self, InvalidValue> {
-        let k = key.into();
+    /// Sets the routing key (a `&str`, `String` or [`Token`], validated as a token).
+    pub fn with_routing_key<T>(mut self, key: T) -> Result<Self, InvalidValue>
+    where
+        T: TryInto<Token>,
+        InvalidValue: From<T::Error>,
+    {
+        let k = to_token(key)?;
         validate_token(&k)?;
+        let k = k.marked(Token::TOKEN);
         self.routing_key = Some(k);
         Ok(self)
     }
 
-    /// Sets the authenticated user (validated as a token).
-    pub fn with_auth_user(mut self, user: impl Into<String>) -> Result<Self, InvalidValue> {
-        let u = user.into();
+    /// Sets the authenticated user (a `&str`, `String` or [`Token`], validated as a token).
+    pub fn with_auth_user<T>(mut self, user: T) -> Result<Self, InvalidValue>
+    where
+        T: TryInto<Token>,
+        InvalidValue: From<T::Error>,
+    {
+        let u = to_token(user)?;
         validate_token(&u)?;
+        let u = u.marked(Token::TOKEN);
         self.auth_user = Some(u);
         Ok(self)
     }
@@ -149,30 +201,45 @@ impl CellContext {
         self
     }
 
-    /// Sets the request id (validated as a token).
-    pub fn with_request_id(mut self, id: impl Into<String>) -> Result<Self, InvalidValue> {
-        let id = id.into();
+    /// Sets the request id (a `&str`, `String` or [`Token`], validated as a token).
+    pub fn with_request_id<T>(mut self, id: T) -> Result<Self, InvalidValue>
+    where
+        T: TryInto<Token>,
+        InvalidValue: From<T::Error>,
+    {
+        let id = to_token(id)?;
         validate_token(&id)?;
+        let id = id.marked(Token::TOKEN);
         self.request_id = id;
+        self.raw.request_id_generated = false;
         Ok(self)
     }
 
-    /// Sets the saga transaction id (validated as a token).
-    pub fn with_xid(mut self, xid: impl Into<String>) -> Result<Self, InvalidValue> {
-        let x = xid.into();
+    /// Sets the saga transaction id (a `&str`, `String` or [`Token`], validated as a token).
+    pub fn with_xid<T>(mut self, xid: T) -> Result<Self, InvalidValue>
+    where
+        T: TryInto<Token>,
+        InvalidValue: From<T::Error>,
+    {
+        let x = to_token(xid)?;
         validate_token(&x)?;
+        let x = x.marked(Token::TOKEN);
         self.xid = Some(x);
         Ok(self)
     }
 
     /// Sets the W3C `traceparent` (validated: version, 32-hex trace id, 16-hex
     /// span id, flags, lowercase).
-    pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Result<Self, InvalidValue> {
-        let tp = traceparent.into();
-        if crate::codec::valid_traceparent(tp.as_bytes()).is_none() {
+    pub fn with_traceparent<T>(mut self, traceparent: T) -> Result<Self, InvalidValue>
+    where
+        T: TryInto<Token>,
+        InvalidValue: From<T::Error>,
+    {
+        let tp = to_token(traceparent)?;
+        if !crate::codec::is_traceparent(tp.as_bytes()) {
             return Err(InvalidValue::Malformed("not a W3C traceparent"));
         }
-        self.traceparent = Some(tp);
+        self.traceparent = Some(tp.marked(Token::TRACEPARENT));
         Ok(self)
     }
 

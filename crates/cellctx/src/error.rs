@@ -36,6 +36,12 @@ impl InvalidValue {
     }
 }
 
+impl From<std::convert::Infallible> for InvalidValue {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 /// A context header (or a signing key) that cannot be used.
 ///
 /// The server layer answers [`Malformed`](ContextError::Malformed) with

@@ -133,6 +133,7 @@ pub mod request_id;
 mod scope;
 mod server;
 mod sign;
+mod token;
 
 pub use baggage::{Baggage, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_ENTRIES};
 pub use cell_id::{CellId, MAX_CELL_ID_LEN};
@@ -145,3 +146,4 @@ pub use propagation::{HeaderExtractor, HeaderInjector};
 pub use scope::{current, scope, with_current};
 pub use server::{CellContextLayer, CellContextService, ResponseBody, ResponseFuture, TrustMode};
 pub use sign::{MIN_KEY_LEN, Signer, SigningKey, SigningKeys};
+pub use token::Token;

@@ -3,7 +3,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::HeaderValue;
+
+use crate::token::Token;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -18,10 +21,13 @@ pub fn generate() -> String {
     String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
-/// A new request id as text and as a header value (one copy each, no formatting).
-pub(crate) fn generate_with_value() -> (String, Option<HeaderValue>) {
+/// A new request id as a [`Token`] (one copy, no formatting).
+pub fn generate_token() -> Token {
     let id = generate_bytes();
-    (String::from_utf8(id.to_vec()).unwrap_or_default(), HeaderValue::from_bytes(&id).ok())
+    // Lowercase hex digits only: always a valid header value and token.
+    let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&id))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    Token::from_checked(value).marked(Token::TOKEN)
 }
 
 fn generate_bytes() -> [u8; LEN] {
@@ -63,9 +69,9 @@ mod tests {
         let ms = u64::from_str_radix(&id[..12], 16).unwrap();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         assert!(now >= ms && now - ms < 60_000, "{id}");
-        let (text, value) = generate_with_value();
-        assert_eq!(value.unwrap().as_bytes(), text.as_bytes());
-        assert!(text > id || text[..12] == id[..12], "time-ordered: {id} then {text}");
+        let token = generate_token();
+        let text = token.as_str();
+        assert!(text > id.as_str() || text[..12] == id[..12], "time-ordered: {id} then {text}");
     }
 
     #[test]

@@ -271,8 +271,8 @@ mod tests {
         let mutations: [fn(&mut CellContext); 6] = [
             |c| c.cell = Some(CellId::new("eu-2").unwrap()),
             |c| c.tenant = None,
-            |c| c.auth_user = Some("mallory".into()),
-            |c| c.routing_key = Some("u2".into()),
+            |c| c.auth_user = Some("mallory".parse().unwrap()),
+            |c| c.routing_key = Some("u2".parse().unwrap()),
             |c| c.downgraded = true,
             |c| c.xid = None,
         ];
@@ -283,7 +283,7 @@ mod tests {
         }
         // The request id is not signed.
         let mut c = ctx.clone();
-        c.request_id = "other".into();
+        c.request_id = "other".parse().unwrap();
         keys.verify(&c, sig.as_bytes(), now).unwrap();
     }
 

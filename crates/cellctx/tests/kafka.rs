@@ -30,7 +30,7 @@ fn full_context() -> CellContext {
         .with_region_hint(RegionHint { region: CellId::new("eu-west").unwrap(), source: HintSource::Phone })
         .with_traceparent(TP)
         .unwrap();
-    ctx.tracestate = Some("vendor=abc".into());
+    ctx.tracestate = Some("vendor=abc".parse().unwrap());
     ctx.downgraded = true;
     ctx.baggage.insert("plan", "gold, yearly").unwrap();
     ctx

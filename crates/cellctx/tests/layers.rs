@@ -504,8 +504,8 @@ async fn client_layer_keeps_explicit_headers_and_prefers_the_extension() {
     req.headers_mut().insert("traceparent", HeaderValue::from_static(TP));
     req.extensions_mut().insert(Arc::new(explicit));
     let mut ctx = (*scoped).clone();
-    ctx.traceparent = Some("00-11111111111111111111111111111111-2222222222222222-01".into());
-    ctx.tracestate = Some("vendor=x".into());
+    ctx.traceparent = Some("00-11111111111111111111111111111111-2222222222222222-01".parse().unwrap());
+    ctx.tracestate = Some("vendor=x".parse().unwrap());
     cellctx::scope(Arc::new(ctx), client.clone().oneshot(req)).await.unwrap();
     let h = sent.lock().unwrap().take().unwrap();
     assert_eq!(h["x-cell-id"], "set-by-caller");
@@ -525,7 +525,7 @@ async fn client_layer_signs_what_it_sends_for_a_downstream_edge() {
     let edge = CellContextLayer::edge().with_signing_keys(SigningKeys::new(k.clone()));
     let downstream = ServiceBuilder::new().layer(edge).service(service_fn(|req: Request<()>| async move {
         let ctx = req.extensions().get::<Arc<CellContext>>().cloned().unwrap();
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(ctx.tenant.clone().unwrap_or_default()))))
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(ctx.tenant.as_deref().unwrap_or_default().to_owned()))))
     }));
     let client = ServiceBuilder::new()
         .layer(PropagateCellContextLayer::new().with_signer(Signer::new(k), Duration::from_secs(30)))
@@ -563,18 +563,18 @@ fn context() -> impl Strategy<Value = CellContext> {
         if with_cell.is_some() {
             ctx = ctx.with_cell(CellId::new(&cell).ok()?);
         }
-        ctx.tenant = tenant;
-        ctx.auth_user = user;
-        ctx.routing_key = key;
-        ctx.xid = xid;
+        ctx.tenant = tenant.map(|v| v.parse().unwrap());
+        ctx.auth_user = user.map(|v| v.parse().unwrap());
+        ctx.routing_key = key.map(|v| v.parse().unwrap());
+        ctx.xid = xid.map(|v| v.parse().unwrap());
         ctx.region_hint = hint.map(|(r, source)| RegionHint { region: CellId::new(&r).unwrap(), source });
         ctx.downgraded = down;
         if let Some((t, s, f, state)) = trace {
             if t.bytes().all(|b| b == b'0') || s.bytes().all(|b| b == b'0') {
                 return None;
             }
-            ctx.traceparent = Some(format!("00-{t}-{s}-{f}"));
-            ctx.tracestate = state;
+            ctx.traceparent = Some(format!("00-{t}-{s}-{f}").parse().unwrap());
+            ctx.tracestate = state.map(|v| v.parse().unwrap());
         }
         for (k, v) in bag {
             ctx.baggage.insert(k, v).ok()?;

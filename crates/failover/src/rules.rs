@@ -291,8 +291,8 @@ impl RequestAttrs {
     /// Copies region, tenant, user and cell from a context.
     pub fn with_context(mut self, ctx: &CellContext) -> Self {
         self.region = ctx.region_hint.as_ref().map(|h| h.region.to_string()).unwrap_or_default();
-        self.tenant = ctx.tenant.clone().unwrap_or_default();
-        self.user = ctx.auth_user.clone().or_else(|| ctx.routing_key.clone()).unwrap_or_default();
+        self.tenant = ctx.tenant.as_deref().unwrap_or_default().to_owned();
+        self.user = ctx.auth_user.as_deref().or(ctx.routing_key.as_deref()).unwrap_or_default().to_owned();
         self.cell = ctx.cell.as_ref().map(|c| c.to_string()).unwrap_or_default();
         self
     }

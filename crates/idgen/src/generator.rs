@@ -188,27 +188,41 @@ impl Generator {
     /// It blocks the thread for at most about the bound (1 s by default) and
     /// usually for under a millisecond, only at the layout's ceiling. Async
     /// code that must never block uses [`try_next_id`](Self::try_next_id).
+    #[inline]
     pub fn next_id(&self) -> Result<Id, Error> {
+        match self.attempt(false)?.0 {
+            Next::Issued(s) => Ok(Id::new(self.compose(s))),
+            _ => self.next_id_slow(),
+        }
+    }
+
+    /// The millisecond is used up or the (possibly coarse) reading is behind:
+    /// from here on every reading is a fresh one.
+    #[cold]
+    fn next_id_slow(&self) -> Result<Id, Error> {
         let mut spins = 0u32;
-        let mut rereads = 0u32;
         loop {
-            let (next, now) = self.attempt()?;
+            let (next, now) = self.attempt(true)?;
             match next {
                 Next::Exhausted { held } if held > now.saturating_add(1) => {
                     // The clock is behind (within the bound): sleep most of it.
                     std::thread::sleep(Duration::from_millis(held - now - 1));
                 }
-                Next::Exhausted { .. } => {
+                Next::Exhausted { held } => {
                     // At the ceiling: the next millisecond is under 1 ms away.
-                    spins = spins.wrapping_add(1);
-                    if spins.is_multiple_of(1024) {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
+                    // Spin on the clock alone (no CAS traffic on the shared
+                    // word) until it passes the held millisecond; yield only
+                    // rarely (~every 0.2 ms): on a busy host a yield can cost
+                    // a whole time slice, i.e. whole milliseconds of ids.
+                    while self.clock.now_ms_fresh().checked_sub(self.epoch_ms) == Some(held) {
+                        spins = spins.wrapping_add(1);
+                        if spins.is_multiple_of(4096) {
+                            std::thread::yield_now();
+                        } else {
+                            std::hint::spin_loop();
+                        }
                     }
                 }
-                // A stale clock reading (preempted thread): read it again once.
-                Next::Behind { .. } if rereads == 0 => rereads += 1,
                 other => return self.finish(other),
             }
         }
@@ -219,18 +233,20 @@ impl Generator {
     /// used up).
     #[inline]
     pub fn try_next_id(&self) -> Result<Id, Error> {
-        match self.attempt()?.0 {
-            // A thread preempted between its clock read and its CAS sees a
-            // stale reading as "behind": read the clock again before failing.
-            Next::Behind { .. } => self.finish(self.attempt()?.0),
+        match self.attempt(false)?.0 {
+            // A coarse or stale reading (the clock's cache lags, or this
+            // thread was preempted between its reading and its CAS) can look
+            // "behind" or "used up": read the clock afresh before failing.
+            Next::Behind { .. } | Next::Exhausted { .. } => self.finish(self.attempt(true)?.0),
             next => self.finish(next),
         }
     }
 
-    /// One step; also returns the clock reading (ms since the epoch).
+    /// One step; also returns the clock reading (ms since the epoch). `fresh`
+    /// asks the clock for a direct reading instead of a cached one.
     #[inline]
-    fn attempt(&self) -> Result<(Next, u64), Error> {
-        let now_ms = self.clock.now_ms();
+    fn attempt(&self, fresh: bool) -> Result<(Next, u64), Error> {
+        let now_ms = if fresh { self.clock.now_ms_fresh() } else { self.clock.now_ms() };
         if let Some(lease) = &self.lease {
             lease.check(now_ms)?;
         }
@@ -303,7 +319,7 @@ impl fmt::Debug for Generator {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::ManualClock;
+    use crate::{Clock, ManualClock};
 
     const T0: u64 = crate::layout::DEFAULT_EPOCH_MS + 1_000_000;
 
@@ -394,6 +410,47 @@ mod tests {
         let first = Layout::js_safe().decode(ids[0]).timestamp_ms;
         let last = Layout::js_safe().decode(ids[199]).timestamp_ms;
         assert!(last - first >= 12);
+    }
+
+    /// `now_ms` reads `stale` (a lagging cache), `now_ms_fresh` reads `fresh`.
+    #[derive(Debug)]
+    struct Lagging {
+        stale: ManualClock,
+        fresh: ManualClock,
+    }
+
+    impl Clock for Lagging {
+        fn now_ms(&self) -> u64 {
+            self.stale.now_ms()
+        }
+        fn now_ms_fresh(&self) -> u64 {
+            self.fresh.now_ms()
+        }
+    }
+
+    #[test]
+    fn a_lagging_reading_is_refreshed_before_waiting_or_failing() {
+        let (stale, fresh) = (ManualClock::new(T0), ManualClock::new(T0 + 1));
+        let clock = Arc::new(Lagging { stale: stale.clone(), fresh: fresh.clone() });
+        let g = Generator::builder(Layout::seed(), 0, 0).with_clock(clock).build().unwrap();
+        for _ in 0..1024 {
+            assert_eq!(Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms, T0);
+        }
+        // The cached reading says T0 is used up; the fresh one says T0 + 1.
+        let p = Layout::seed().decode(g.try_next_id().unwrap());
+        assert_eq!((p.timestamp_ms, p.logical, p.sequence), (T0 + 1, 0, 0));
+        let p = Layout::seed().decode(g.next_id().unwrap());
+        assert_eq!((p.timestamp_ms, p.logical, p.sequence), (T0 + 1, 0, 1));
+        // A cached reading far behind (beyond the bound) is not an error while
+        // the fresh reading is on time.
+        stale.set(T0 - 5_000);
+        fresh.set(T0 + 2);
+        assert_eq!(Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms, T0 + 2);
+        assert_eq!(Layout::seed().decode(g.next_id().unwrap()).timestamp_ms, T0 + 2);
+        // Both behind beyond the bound: an error, never a duplicate.
+        fresh.set(T0 - 5_000);
+        assert!(matches!(g.try_next_id(), Err(Error::ClockMovedBackwards { .. })));
+        assert!(matches!(g.next_id(), Err(Error::ClockMovedBackwards { .. })));
     }
 
     #[test]

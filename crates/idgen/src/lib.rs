@@ -40,9 +40,14 @@
 //! - **Time** comes from [`SystemClock`]: a monotonic clock anchored to the
 //!   wall clock at start, so an NTP step does not move ids backwards; a
 //!   measured offset ([`SystemClock::set_offset_ms`], [`OffsetSource`]) is
-//!   paid down gradually (slewed), never stepped. [`CachedClock`] wraps any
-//!   clock for hot paths (one atomic load per id, refreshed by a thread every
-//!   100 µs); [`ManualClock`] is for tests.
+//!   paid down gradually (slewed), never stepped. By default a reading is one
+//!   atomic load of a process-wide coarse clock (refreshed every 100 µs by one
+//!   shared thread, started lazily, parked when unused; direct reads if it
+//!   cannot start); the generator reads the clock directly only when a
+//!   millisecond is used up or a reading looks behind ([`Clock::now_ms_fresh`]),
+//!   so the coarse clock's lag never costs throughput at the ceiling.
+//!   [`SystemClock::direct`] opts out. [`CachedClock`] wraps any other clock
+//!   the same way; [`ManualClock`] is for tests.
 //! - **Leased worker ids** (features `redis`, `etcd`): `WorkerLease::redis` /
 //!   `WorkerLease::etcd` take a free worker id under a TTL, renew it every
 //!   third of the TTL and release it on drop. A generator whose lease expired
@@ -62,9 +67,9 @@
 //!
 //! # Metrics and logs
 //!
-//! The crate records no metric instruments (the hot path is one clock read and
-//! one compare-and-swap); lease events (leased, renewal failed, lost,
-//! released) are logged with `tracing` under the `idgen` target.
+//! The crate records no metric instruments (the hot path is one atomic load of
+//! the coarse clock and one compare-and-swap); lease events (leased, renewal
+//! failed, lost, released) are logged with `tracing` under the `idgen` target.
 //!
 //! # Cargo features
 //!
@@ -82,7 +87,8 @@ mod lease_state;
 mod state;
 
 pub use clock::{
-    CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock, OffsetSource, SystemClock,
+    COARSE_CLOCK_PERIOD, CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock, OffsetSource,
+    SystemClock,
 };
 pub use error::Error;
 pub use generator::{DEFAULT_MAX_BEHIND, Generator, GeneratorBuilder};

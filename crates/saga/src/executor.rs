@@ -411,7 +411,7 @@ impl Executor {
             Some(c) => (*c).clone(),
             None => CellContext::new(),
         };
-        ctx.xid = Some(rec.xid.clone());
+        ctx.xid = cellctx::Token::try_from(rec.xid.as_str()).ok();
         let cell = Arc::new(ctx);
         let input = Arc::new(rec.input.clone());
         let n = def.steps.len();

@@ -1,9 +1,9 @@
 //! hello-cell: two axum services on loopback proving that the cell context
 //! crosses a hop.
 //!
-//! Service A faces clients ([`TrustMode::Edge`]): it strips internal headers
+//! Service A faces clients ([`cellctx::TrustMode::Edge`]): it strips internal headers
 //! unless they are signed, and calls service B through a hyper-util client
-//! wrapped in [`PropagateCellContextLayer`]. Service B ([`TrustMode::Internal`])
+//! wrapped in [`PropagateCellContextLayer`]. Service B ([`cellctx::TrustMode::Internal`])
 //! prints the context it received and returns it as JSON.
 //!
 //! `cargo run -p hello-cell` sends a few requests to A (a signed context, the same

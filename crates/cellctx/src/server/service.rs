@@ -61,18 +61,16 @@ where
                     .get(&names.request_id)
                     .filter(|v| v.to_str().is_ok_and(|s| crate::validate_token(s).is_ok()))
                     .cloned()
-                    .or_else(|| crate::request_id::generate_with_value().1);
-                let echo = id.map(|v| (names.request_id.clone(), v));
+                    .unwrap_or_else(|| crate::request_id::generate_token().into_header_value());
+                let echo = Some((names.request_id.clone(), id));
                 return ResponseFuture::rejected(err, super::body::is_grpc(req.headers()), echo);
             }
         };
         let names = &self.config.names;
         // The value read (or generated) by the extraction: no second lookup, no copy.
-        let request_id = ctx.raw.request_id.clone();
-        if ctx.raw.request_id_generated
-            && let Some(v) = &request_id
-        {
-            req.headers_mut().insert(names.request_id.clone(), v.clone());
+        let request_id = ctx.request_id.as_header_value().clone();
+        if ctx.raw.request_id_generated {
+            req.headers_mut().insert(names.request_id.clone(), request_id.clone());
         }
         let otel = if self.config.otel && ctx.traceparent.is_some() {
             crate::propagation::extract_otel(req.headers())
@@ -85,6 +83,6 @@ where
             let _guard = otel.clone().map(opentelemetry::Context::attach);
             crate::scope::sync_scope(Arc::clone(&ctx), || self.inner.call(req))
         };
-        ResponseFuture::new(crate::scope(ctx, fut), otel, request_id.map(|v| (names.request_id.clone(), v)))
+        ResponseFuture::new(crate::scope(ctx, fut), otel, Some((names.request_id.clone(), request_id)))
     }
 }

@@ -276,14 +276,14 @@ fn with_cell(ctx: Option<Arc<CellContext>>, cell: &CellId, new_key: Option<Strin
             let mut c = (*c).clone();
             c.cell = Some(cell.clone());
             if new_key.is_some() {
-                c.routing_key = new_key;
+                c.routing_key = new_key.and_then(|k| cellctx::Token::try_from(k).ok());
             }
             (Arc::new(c), true)
         }
         None => {
             let mut c = CellContext::new();
             c.cell = Some(cell.clone());
-            c.routing_key = new_key;
+            c.routing_key = new_key.and_then(|k| cellctx::Token::try_from(k).ok());
             (Arc::new(c), true)
         }
     }

@@ -49,7 +49,7 @@ fn comments_key(post: &str) -> String {
 }
 
 fn user() -> String {
-    cellctx::current().and_then(|c| c.routing_key.clone()).unwrap_or_else(|| "anonymous".into())
+    cellctx::current().and_then(|c| c.routing_key.as_deref().map(str::to_owned)).unwrap_or_else(|| "anonymous".into())
 }
 
 impl Posts {
