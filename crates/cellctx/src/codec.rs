@@ -107,9 +107,16 @@ impl Source for HeaderMap {
             b"tracestate",
             b"baggage",
         ];
+        // The lengths of the wanted names, as bits: most other headers are
+        // passed over on their length alone (longer names share bits and are
+        // then compared in full).
+        let lengths = wanted.iter().fold(0u64, |m, w| m | 1 << (w.len() & 63));
         let mut found: [Found<'a>; 11] = [const { Ok(None) }; 11];
         for (name, value) in self {
             let name = name.as_str().as_bytes();
+            if lengths & (1 << (name.len() & 63)) == 0 {
+                continue;
+            }
             // Every field the name is configured for (two fields may share a name).
             for (want, slot) in wanted.iter().zip(found.iter_mut()) {
                 if name.len() == want.len() && name == *want {
@@ -190,7 +197,7 @@ fn reuse_hint(cached: &Option<HeaderValue>, hint: &RegionHint) -> Option<HeaderV
 /// headers.insert("x-cell-id", "eu-west-1".parse().unwrap());
 /// headers.insert("x-tenant-id", "acme".parse().unwrap());
 /// let ctx = extract(&headers, &HeaderNames::default()).unwrap();
-/// assert_eq!(ctx.cell.unwrap().as_str(), "eu-west-1");
+/// assert_eq!(ctx.cell().unwrap().as_str(), "eu-west-1");
 /// assert_eq!(ctx.tenant.as_deref(), Some("acme"));
 /// assert!(!ctx.request_id.is_empty()); // generated
 ///
@@ -292,17 +299,12 @@ pub(crate) fn check_token(raw: &[u8]) -> Result<(), InvalidValue> {
     if raw.is_empty() {
         return Err(InvalidValue::Empty);
     }
-    if !raw.iter().all(|&b| is_token_byte(b)) {
+    if !crate::swar::all_token_bytes(raw) {
         return Err(InvalidValue::BadCharacter);
     }
     Ok(())
 }
 
-/// Visible ASCII but `,` and `;`.
-#[inline]
-pub(crate) fn is_token_byte(b: u8) -> bool {
-    (0x21..0x7f).contains(&b) && b != b',' && b != b';'
-}
 
 /// Reads a context from any carrier.
 pub(crate) fn extract_from<S: Source + ?Sized>(src: &S, names: &HeaderNames) -> Result<CellContext, ContextError> {
@@ -377,7 +379,7 @@ pub(crate) fn encode_fields(
         Ok(v.as_header_value().clone())
     }
     let raw = &ctx.raw;
-    if let Some(cell) = &ctx.cell {
+    if let Some(cell) = ctx.cell() {
         let v = match reuse(&raw.cell, cell.as_bytes()) {
             Some(hv) => Ok(hv),
             None => value(&names.cell, cell.as_str()),
@@ -631,7 +633,7 @@ mod tests {
         h.insert("x-cell-id", HeaderValue::from_static("eu-1"));
         let mut ctx = extract(&h, &names).unwrap();
         ctx.tenant = Some("globex".parse().unwrap());
-        ctx.cell = Some(CellId::new("eu-2").unwrap());
+        ctx.set_cell(Some(CellId::new("eu-2").unwrap()));
         let mut out = HeaderMap::new();
         inject(&ctx, &names, &mut out).unwrap();
         assert_eq!(out["x-tenant-id"], "globex");
@@ -655,7 +657,7 @@ mod tests {
             h.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
             h.insert("tracestate", HeaderValue::from_static("a=1"));
             let ctx = extract(&h, &names).unwrap();
-            assert_eq!(ctx.cell.as_ref().map(CellId::as_str), Some("eu-1"), "{filler}");
+            assert_eq!(ctx.cell().map(CellId::as_str), Some("eu-1"), "{filler}");
             // Two fields configured with one name both read it.
             assert_eq!((ctx.tenant.as_deref(), ctx.routing_key.as_deref()), (Some("acme"), Some("acme")));
             assert_eq!(ctx.region_hint.as_ref().map(ToString::to_string).as_deref(), Some("eu;src=gps"));

@@ -84,8 +84,12 @@ impl fmt::Display for RegionHint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CellContext {
-    /// The cell serving (or chosen to serve) the request (`X-Cell-ID`).
-    pub cell: Option<CellId>,
+    /// The cell named by the request (`X-Cell-ID`) or set with
+    /// [`with_cell`](CellContext::with_cell); see [`cell`](CellContext::cell).
+    pub(crate) cell: Option<CellId>,
+    /// The cell the router chose for this request (set once, through a shared
+    /// reference: see [`route_to`](CellContext::route_to)); overrides `cell`.
+    routed: std::sync::OnceLock<CellId>,
     /// The request id (`X-Request-ID`); generated, time-ordered, when absent.
     pub request_id: Token,
     /// The tenant (`X-Tenant-ID`).
@@ -136,6 +140,7 @@ impl CellContext {
     pub(crate) fn with_request_token(request_id: Token, generated: bool) -> Self {
         CellContext {
             cell: None,
+            routed: std::sync::OnceLock::new(),
             request_id,
             tenant: None,
             auth_user: None,
@@ -150,10 +155,47 @@ impl CellContext {
         }
     }
 
-    /// Sets the cell.
+    /// The cell serving (or chosen to serve) the request: the one the router
+    /// chose ([`route_to`](CellContext::route_to)), else the one the request
+    /// named (`X-Cell-ID`) or that was set. This is what the client layer sends on.
+    #[inline]
+    pub fn cell(&self) -> Option<&CellId> {
+        self.routed.get().or(self.cell.as_ref())
+    }
+
+    /// Sets the cell (replacing any cell chosen by [`route_to`](CellContext::route_to)).
     pub fn with_cell(mut self, cell: CellId) -> Self {
-        self.cell = Some(cell);
+        self.set_cell(Some(cell));
         self
+    }
+
+    /// Sets or clears the cell (replacing any cell chosen by
+    /// [`route_to`](CellContext::route_to)).
+    pub fn set_cell(&mut self, cell: Option<CellId>) {
+        self.cell = cell;
+        self.routed = std::sync::OnceLock::new();
+    }
+
+    /// Records `cell` as the cell serving the request, through a shared
+    /// reference: a router does this on the context the server layer already
+    /// shares (extensions, task-local scope), with no copy. The cell can be
+    /// chosen once: returns whether the context now names `cell` (false when
+    /// another cell was chosen before; copy the context and use
+    /// [`with_cell`](CellContext::with_cell) then).
+    ///
+    /// ```
+    /// use cellctx::{CellContext, CellId};
+    ///
+    /// let ctx = CellContext::new().with_cell(CellId::new("stale-1").unwrap());
+    /// assert!(ctx.route_to(&CellId::new("eu-1").unwrap()));
+    /// assert_eq!(ctx.cell().map(CellId::as_str), Some("eu-1"));
+    /// assert!(!ctx.route_to(&CellId::new("eu-2").unwrap()), "chosen once");
+    /// ```
+    pub fn route_to(&self, cell: &CellId) -> bool {
+        if self.cell() == Some(cell) {
+            return true;
+        }
+        self.routed.set(cell.clone()).is_ok()
     }
 
     /// Sets the tenant (a `&str`, `String` or [`Token`], validated as a token).

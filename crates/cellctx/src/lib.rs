@@ -133,6 +133,7 @@ pub mod request_id;
 mod scope;
 mod server;
 mod sign;
+mod swar;
 mod token;
 
 pub use baggage::{Baggage, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_ENTRIES};

@@ -195,7 +195,7 @@ fn canonical(ctx: &CellContext, expires_at: u64, mac: &mut HmacSha256) {
     let mut digits = [0u8; 20];
     mac.update(decimal(expires_at, &mut digits));
     mac.update(b"\n");
-    field(mac, b"cell", ctx.cell.as_ref().map(|c| c.as_str()));
+    field(mac, b"cell", ctx.cell().map(|c| c.as_str()));
     field(mac, b"tenant", ctx.tenant.as_deref());
     field(mac, b"auth_user", ctx.auth_user.as_deref());
     field(mac, b"routing_key", ctx.routing_key.as_deref());
@@ -269,7 +269,7 @@ mod tests {
         let keys = SigningKeys::new(key(1));
         keys.verify(&ctx, sig.as_bytes(), now).unwrap();
         let mutations: [fn(&mut CellContext); 6] = [
-            |c| c.cell = Some(CellId::new("eu-2").unwrap()),
+            |c| c.set_cell(Some(CellId::new("eu-2").unwrap())),
             |c| c.tenant = None,
             |c| c.auth_user = Some("mallory".parse().unwrap()),
             |c| c.routing_key = Some("u2".parse().unwrap()),

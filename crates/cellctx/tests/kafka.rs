@@ -117,7 +117,7 @@ fn bad_kafka_headers_are_typed_errors() {
     assert!(matches!(extract_kafka(&binary, &names), Err(ContextError::Malformed { .. })));
     // No headers at all: an empty context with a fresh request id.
     let empty = extract_kafka(&OwnedHeaders::new(), &names).unwrap();
-    assert!(empty.cell.is_none() && !empty.request_id.is_empty());
+    assert!(empty.cell().is_none() && !empty.request_id.is_empty());
 }
 
 fn rand_suffix() -> u64 {

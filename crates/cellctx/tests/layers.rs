@@ -45,7 +45,7 @@ fn service_b() -> Router {
         let current = cellctx::current().expect("scope");
         assert!(Arc::ptr_eq(&ctx, &current));
         serde_json::json!({
-            "cell": ctx.cell.as_ref().map(|c| c.as_str()),
+            "cell": ctx.cell().map(|c| c.as_str()),
             "tenant": ctx.tenant,
             "auth_user": ctx.auth_user,
             "routing_key": ctx.routing_key,
@@ -238,7 +238,7 @@ async fn tonic_round_trip_through_a_channel() {
     let (ext, current) = seen.lock().unwrap().pop().unwrap();
     let (ext, current) = (ext.unwrap(), current.unwrap());
     assert!(Arc::ptr_eq(&ext, &current));
-    assert_eq!(ext.cell.as_ref().unwrap().as_str(), "ap-south-2");
+    assert_eq!(ext.cell().unwrap().as_str(), "ap-south-2");
     assert_eq!(ext.tenant.as_deref(), Some("globex"));
     assert_eq!(ext.request_id, "grpc-req-1");
     assert_eq!(ext.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
@@ -349,14 +349,14 @@ async fn signatures_accepted_rejected_and_rotated() {
     let out = run(edge.clone(), request_for(&ctx, Some(Signer::new(new.clone()).sign(&ctx, later)))).await;
     assert_eq!(out.status, StatusCode::OK);
     let seen = out.ctx.unwrap();
-    assert_eq!((seen.cell.clone(), seen.tenant.as_deref()), (ctx.cell.clone(), Some("acme")));
+    assert_eq!((seen.cell().cloned(), seen.tenant.as_deref()), (ctx.cell().cloned(), Some("acme")));
     assert_eq!((seen.auth_user.as_deref(), seen.xid.as_deref()), (Some("alice"), Some("saga-9")));
 
     // Previous key: accepted during the rotation.
     let out = run(edge.clone(), request_for(&ctx, Some(Signer::new(old).sign(&ctx, later)))).await;
     assert_eq!(out.ctx.unwrap().tenant.as_deref(), Some("acme"));
 
-    let stripped = |c: &CellContext| c.cell.is_none() && c.tenant.is_none() && c.auth_user.is_none() && c.xid.is_none();
+    let stripped = |c: &CellContext| c.cell().is_none() && c.tenant.is_none() && c.auth_user.is_none() && c.xid.is_none();
 
     // Wrong key.
     let out = run(edge.clone(), request_for(&ctx, Some(Signer::new(key(3)).sign(&ctx, later)))).await;
@@ -408,7 +408,7 @@ async fn edge_without_keys_strips_even_signed_requests() {
     req.headers_mut().insert("x-region-hint", "eu-west;src=gps".parse().unwrap());
     let out = run(CellContextLayer::edge(), req).await;
     let seen = out.ctx.unwrap();
-    assert_eq!(seen.cell, None);
+    assert_eq!(seen.cell(), None);
     assert_eq!(seen.tenant, None);
     assert_eq!(
         seen.region_hint,

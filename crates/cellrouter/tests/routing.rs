@@ -29,14 +29,16 @@ struct CellState2 {
     hits: Arc<AtomicUsize>,
 }
 
-async fn echo(State(st): State<CellState2>, headers: HeaderMap) -> String {
+async fn echo(State(st): State<CellState2>, ext: axum::Extension<Arc<cellctx::CellContext>>, headers: HeaderMap) -> String {
     st.hits.fetch_add(1, Ordering::SeqCst);
     let ctx = cellctx::current().expect("context in scope");
+    // The router records its choice in the context the cellctx layer shared: one context, no copy.
+    assert!(Arc::ptr_eq(&ctx, &ext.0), "the scope and the extension hold the same context");
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
     format!(
         "served_by={}\nctx_cell={}\nkey={}\ntenant={}\nrequest_id={}\nhops={}\nx_cell_id={}\n",
         st.name,
-        ctx.cell.as_ref().map(|c| c.as_str()).unwrap_or("-"),
+        ctx.cell().map(|c| c.as_str()).unwrap_or("-"),
         ctx.routing_key.as_deref().unwrap_or("-"),
         ctx.tenant.as_deref().unwrap_or("-"),
         ctx.request_id,

@@ -158,7 +158,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let ctx = req.extensions().get::<Arc<CellContext>>().cloned().or_else(cellctx::current);
-        let Some((ctx, cell)) = ctx.and_then(|c| c.cell.clone().map(|cell| (c, cell))) else {
+        let Some((ctx, cell)) = ctx.and_then(|c| c.cell().cloned().map(|cell| (c, cell))) else {
             return ResponseFuture::failed(Error::NoCell);
         };
         let snap = self.watcher.load();

@@ -95,7 +95,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let cell = req.extensions().get::<Arc<CellContext>>().and_then(|c| c.cell.clone()).or_else(|| self.shared.cell.clone());
+        let cell = req.extensions().get::<Arc<CellContext>>().and_then(|c| c.cell().cloned()).or_else(|| self.shared.cell.clone());
         let track = cell.map(|cell| (cell, self.shared.clone(), Instant::now()));
         ResponseFuture { inner: self.inner.call(req), track }
     }

@@ -293,7 +293,7 @@ impl RequestAttrs {
         self.region = ctx.region_hint.as_ref().map(|h| h.region.to_string()).unwrap_or_default();
         self.tenant = ctx.tenant.as_deref().unwrap_or_default().to_owned();
         self.user = ctx.auth_user.as_deref().or(ctx.routing_key.as_deref()).unwrap_or_default().to_owned();
-        self.cell = ctx.cell.as_ref().map(|c| c.to_string()).unwrap_or_default();
+        self.cell = ctx.cell().map(|c| c.to_string()).unwrap_or_default();
         self
     }
 }

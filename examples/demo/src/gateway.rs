@@ -153,7 +153,7 @@ async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     }
     // the context goes on as signed-off internal headers (client layer), with the chosen cell
     let mut fwd_ctx = (*ctx).clone();
-    fwd_ctx.cell = Some(target.clone());
+    fwd_ctx.set_cell(Some(target.clone()));
     let started = Instant::now();
     let result = cellctx::scope(Arc::new(fwd_ctx), up.svc.clone().oneshot(out)).await;
     let rtt = started.elapsed();

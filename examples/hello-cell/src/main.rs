@@ -35,7 +35,7 @@ const DEMO_KEY: &[u8] = b"hello-cell demo key, not a secret";
 
 fn describe(ctx: &CellContext) -> serde_json::Value {
     serde_json::json!({
-        "cell": ctx.cell.as_ref().map(CellId::as_str),
+        "cell": ctx.cell().map(CellId::as_str),
         "tenant": ctx.tenant,
         "auth_user": ctx.auth_user,
         "routing_key": ctx.routing_key,

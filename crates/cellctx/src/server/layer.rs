@@ -131,7 +131,7 @@ impl Config {
             tracing::debug!(%err, reason, "cellctx: refused context signature, stripping internal headers");
             self.metrics.signature_rejected(reason);
             self.strip(headers);
-            ctx.cell = None;
+            ctx.set_cell(None);
             ctx.tenant = None;
             ctx.auth_user = None;
             ctx.xid = None;

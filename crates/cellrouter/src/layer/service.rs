@@ -168,6 +168,10 @@ where
                 (resolve_idx(table, region, &key), owned)
             })
         };
+        // A context without a cell was read from a request without a cell
+        // header (the cellctx layer reads it, or strips it at the edge): the
+        // header needs no correcting then, and no lookup.
+        let may_have_cell_header = ctx.as_ref().is_none_or(|c| c.cell().is_some());
         let Some((res, new_key)) = routed else {
             let hops = hops_of(req.headers());
             return unkeyed(&mut self.inner, cfg, req, ctx, table, local, hops);
@@ -196,7 +200,8 @@ where
             cfg.metrics.record(Outcome::Local);
             // A stale X-Cell-ID header is corrected; an absent one is left to the
             // context (the cellctx client layer writes it on outgoing calls).
-            if let Some(h) = req.headers_mut().get_mut(&cfg.names.cell)
+            if may_have_cell_header
+                && let Some(h) = req.headers_mut().get_mut(&cfg.names.cell)
                 && h.as_bytes() != res.target.as_str().as_bytes()
                 && let Some(v) = hv(res.target.as_str())
             {
@@ -267,14 +272,16 @@ where
 }
 
 /// `ctx` with its cell set to `cell` (and its routing key to `new_key`, when
-/// given); the flag says whether it is a new context.
+/// given); the flag says whether it is a new context. The cell is recorded in
+/// the shared context itself ([`CellContext::route_to`]) when it can be: no
+/// copy, and the request keeps running in the scope the cellctx layer opened.
 #[inline]
 fn with_cell(ctx: Option<Arc<CellContext>>, cell: &CellId, new_key: Option<String>) -> (Arc<CellContext>, bool) {
     match ctx {
-        Some(c) if c.cell.as_ref() == Some(cell) && new_key.is_none() => (c, false),
+        Some(c) if new_key.is_none() && c.route_to(cell) => (c, false),
         Some(c) => {
             let mut c = (*c).clone();
-            c.cell = Some(cell.clone());
+            c.set_cell(Some(cell.clone()));
             if new_key.is_some() {
                 c.routing_key = new_key.and_then(|k| cellctx::Token::try_from(k).ok());
             }
@@ -282,7 +289,7 @@ fn with_cell(ctx: Option<Arc<CellContext>>, cell: &CellId, new_key: Option<Strin
         }
         None => {
             let mut c = CellContext::new();
-            c.cell = Some(cell.clone());
+            c.set_cell(Some(cell.clone()));
             c.routing_key = new_key.and_then(|k| cellctx::Token::try_from(k).ok());
             (Arc::new(c), true)
         }

@@ -1,0 +1,124 @@
+//! stack_layers: the load harness's SDK stack (cellctx server layer -> cellrouter
+//! layer, served locally -> breaker) around a no-op handler, called directly
+//! (no network, no runtime), against the bare no-op handler in the same run.
+//! The request is the load harness's (`Host`, `X-User-ID`, `X-Request-ID`) and,
+//! as axum hands it to a route's layers, already carries an extension; the
+//! handler's response carries a `Content-Type`, as axum's `&'static str` does.
+//! It isolates the stack's own per-request cost, which the load harness sees
+//! diluted by HTTP and TCP; run it under callgrind for an instruction count.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use breaker::{BreakerConfig, CircuitBreakerLayer};
+use bytes::Bytes;
+use cellctx::{CellContextLayer, CellId};
+use cellrouter::{Cell, CellRouterLayer, MisroutePolicy, RoutingTable, TableStore, resolve};
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::{Empty, Full};
+use tower::{Service, ServiceBuilder, service_fn};
+
+const LOCAL: &str = "beijing-1";
+const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn id(s: &str) -> CellId {
+    CellId::new(s).unwrap()
+}
+
+fn store() -> TableStore {
+    let cells = ["beijing-1", "shanghai-1", "shenzhen-1"]
+        .iter()
+        .map(|c| Cell::new(id(c), id("cn"), "http://127.0.0.1:9"))
+        .collect();
+    TableStore::with_table(RoutingTable::uniform(id("cn"), cells, 16384)).unwrap()
+}
+
+/// A key homed on the local cell.
+fn local_key(store: &TableStore) -> HeaderValue {
+    let table = store.current().unwrap();
+    let key = (0..).map(|i| format!("user-{}", 1_000_000 + i * 7919)).find(|k| resolve(&table, k).unwrap().target.as_str() == LOCAL);
+    HeaderValue::from_str(&key.unwrap()).unwrap()
+}
+
+/// Stands for what axum's router inserts before a route's layers run (`MatchedPath`).
+#[derive(Clone, Copy)]
+struct RouteMarker;
+
+fn request(key: &HeaderValue) -> Request<Empty<Bytes>> {
+    let mut req = Request::new(Empty::new());
+    let h = req.headers_mut();
+    h.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+    h.insert(X_USER_ID, key.clone());
+    h.insert(X_REQUEST_ID, HeaderValue::from_static("load-0001"));
+    req.extensions_mut().insert(RouteMarker);
+    req
+}
+
+fn call<S, B>(svc: &mut S, req: Request<B>) -> S::Response
+where
+    S: Service<Request<B>>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    match pin!(svc.call(req)).poll(&mut cx) {
+        Poll::Ready(Ok(res)) => res,
+        Poll::Ready(Err(_)) => panic!("the handler does not fail"),
+        Poll::Pending => panic!("the bench stacks never wait"),
+    }
+}
+
+fn stack(c: &mut Criterion) {
+    let store = store();
+    let key = local_key(&store);
+    let handler = || {
+        service_fn(|_req: Request<Empty<Bytes>>| async {
+            let mut res = Response::new(Full::new(Bytes::from_static(b"hello")));
+            res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            Ok::<_, Infallible>(res)
+        })
+    };
+    let mut bare = handler();
+    let mut full = ServiceBuilder::new()
+        .layer(CellContextLayer::internal())
+        .layer(CellRouterLayer::new(store.clone(), id(LOCAL)).with_policy(MisroutePolicy::Refuse))
+        .layer(CircuitBreakerLayer::new("hello", BreakerConfig::default()).unwrap())
+        .service(handler());
+    let mut ctx_only = ServiceBuilder::new().layer(CellContextLayer::internal()).service(handler());
+    let mut ctx_router = ServiceBuilder::new()
+        .layer(CellContextLayer::internal())
+        .layer(CellRouterLayer::new(store.clone(), id(LOCAL)).with_policy(MisroutePolicy::Refuse))
+        .service(handler());
+    // The stack is in the path: the request id is echoed.
+    assert_eq!(call(&mut full, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
+
+    // Profiling mode: `STACK_LAYERS_PROFILE=<variant> STACK_LAYERS_N=<n>` runs n
+    // calls of one variant and exits, for callgrind (instructions / n, minus n = 0).
+    if let Ok(variant) = std::env::var("STACK_LAYERS_PROFILE") {
+        let n: usize = std::env::var("STACK_LAYERS_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        for _ in 0..n {
+            match variant.as_str() {
+                "bare" => drop(black_box(call(&mut bare, black_box(request(&key))))),
+                "cellctx" => drop(black_box(call(&mut ctx_only, black_box(request(&key))))),
+                "router" => drop(black_box(call(&mut ctx_router, black_box(request(&key))))),
+                _ => drop(black_box(call(&mut full, black_box(request(&key))))),
+            }
+        }
+        std::process::exit(0);
+    }
+    let mut g = c.benchmark_group("stack/one request");
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2)).sample_size(30);
+    g.bench_function("bare handler", |b| b.iter(|| black_box(call(&mut bare, black_box(request(&key))))));
+    g.bench_function("cellctx", |b| b.iter(|| black_box(call(&mut ctx_only, black_box(request(&key))))));
+    g.bench_function("cellctx + cellrouter", |b| b.iter(|| black_box(call(&mut ctx_router, black_box(request(&key))))));
+    g.bench_function("cellctx + cellrouter + breaker", |b| b.iter(|| black_box(call(&mut full, black_box(request(&key))))));
+    g.finish();
+}
+
+criterion_group!(benches, stack);
+criterion_main!(benches);
