@@ -65,6 +65,24 @@ fn layers(c: &mut Criterion) {
     }));
     let res = call(&mut ours, request());
     assert_eq!(res.body().get_ref(), Some(&5), "the client layer wrote the 5 headers");
+    // Profiling mode: `CELLCTX_PROFILE=ours|peer CELLCTX_N=<n>` runs n requests
+    // through one stack and exits (callgrind: instructions / n, minus n = 0).
+    if let Ok(which) = std::env::var("CELLCTX_PROFILE") {
+        let n: usize = std::env::var("CELLCTX_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        let x_request_id = HeaderName::from_static("x-request-id");
+        let mut peer = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
+            .layer(PropagateHeaderLayer::new(x_request_id))
+            .service(service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(Response::new(req.headers().len())) }));
+        for _ in 0..n {
+            if which == "peer" {
+                black_box(call(&mut peer, black_box(request())));
+            } else {
+                black_box(call(&mut ours, black_box(request())));
+            }
+        }
+        std::process::exit(0);
+    }
     g.bench_function("cellctx CellContextLayer + PropagateCellContextLayer", |b| {
         b.iter(|| black_box(call(&mut ours, black_box(request()))))
     });

@@ -49,13 +49,17 @@ pub struct PropagateCellContextLayer {
 #[derive(Clone, Debug)]
 struct ClientConfig {
     names: HeaderNames,
+    /// Whether every field has a header name of its own (then an empty
+    /// outgoing map is filled without checking for what is already there).
+    distinct: bool,
     signer: Option<(Signer, Duration)>,
     otel: bool,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { names: HeaderNames::default(), signer: None, otel: true }
+        let names = HeaderNames::default();
+        ClientConfig { distinct: names.all_distinct(), names, signer: None, otel: true }
     }
 }
 
@@ -67,7 +71,9 @@ impl PropagateCellContextLayer {
 
     /// Uses other header names.
     pub fn with_header_names(mut self, names: HeaderNames) -> Self {
-        Arc::make_mut(&mut self.config).names = names;
+        let config = Arc::make_mut(&mut self.config);
+        config.distinct = names.all_distinct();
+        config.names = names;
         self
     }
 
@@ -150,16 +156,22 @@ impl ClientConfig {
         if self.otel && !headers.contains_key(TRACEPARENT) {
             crate::propagation::inject_current_otel(headers);
         }
-        let trace_set = !headers.is_empty() && headers.contains_key(TRACEPARENT);
-        if headers.is_empty() {
+        let fresh = headers.is_empty();
+        let trace_set = !fresh && headers.contains_key(TRACEPARENT);
+        if fresh {
             // One allocation for the usual handful of context headers.
             headers.reserve(8);
         }
+        // Nothing to keep in an empty map when no two fields share a name.
+        let append = fresh && self.distinct;
         encode_fields(ctx, &self.names, |name, value| {
             if trace_set && (name == TRACEPARENT || name == TRACESTATE) {
                 return;
             }
             match value {
+                Ok(value) if append => {
+                    headers.append(name.clone(), value);
+                }
                 Ok(value) => {
                     if let Entry::Vacant(slot) = headers.entry(name) {
                         slot.insert(value);

@@ -114,6 +114,24 @@ impl HeaderNames {
         with_signature => signature,
     }
 
+    /// Whether no two fields (the W3C trace headers included) share a name.
+    pub(crate) fn all_distinct(&self) -> bool {
+        let all = [
+            &self.cell,
+            &self.request_id,
+            &self.tenant,
+            &self.auth_user,
+            &self.routing_key,
+            &self.region_hint,
+            &self.downgraded,
+            &self.xid,
+            &TRACEPARENT,
+            &TRACESTATE,
+            &BAGGAGE,
+        ];
+        all.iter().enumerate().all(|(i, a)| all[i + 1..].iter().all(|b| a != b))
+    }
+
     /// The internal headers: the ones an edge strips from unsigned requests
     /// (cell, tenant, authenticated user, xid, downgraded).
     pub fn internal(&self) -> [&HeaderName; 5] {
