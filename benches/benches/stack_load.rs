@@ -38,7 +38,8 @@
 //! `STACK_LOAD_ROUNDS` (default 10), `STACK_LOAD_CONNS` (default 16),
 //! `STACK_LOAD_MAX_REQUESTS` (per run, default 5,000,000), `STACK_LOAD_ABLATION=1`
 //! (a third phase at `conns` connections adding the stack's prefixes: cellctx
-//! alone, cellctx + cellrouter, to see which layer costs what).
+//! alone, cellctx + cellrouter, to see which layer costs what; and, as a peer
+//! layer, tower-http's `PropagateHeaderLayer` echoing the request id).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -167,6 +168,13 @@ async fn stack_app(store: TableStore) -> Stack {
         )
         .route_service("/healthz", hub.healthz());
     Stack { app, breaker, _probes: probes }
+}
+
+/// Ablation peer: one tower-http layer that echoes `X-Request-ID`
+/// (`PropagateHeaderLayer`): the cost of any layer mounted with `Router::layer`
+/// that touches the headers, against which cellctx's own cost can be read.
+fn echo_app() -> Router {
+    Router::new().route("/hello", get(hello)).layer(tower_http::propagate_header::PropagateHeaderLayer::new(X_REQUEST_ID))
 }
 
 /// Ablation: the cellctx server layer alone.
@@ -533,9 +541,10 @@ async fn main_async(opts: Opts) {
     let mut phases = vec![throughput, latency];
     if opts.ablation {
         // Which layer costs what: each prefix of the stack, at load.
+        let echo = Variant { name: "tower-http echo layer", addr: serve(echo_app()).await, echo: true };
         let ctx = Variant { name: "cellctx", addr: serve(ctx_app()).await, echo: true };
         let router = Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store)).await, echo: true };
-        let variants = [bare_v, ctx, router, full_v];
+        let variants = [bare_v, echo, ctx, router, full_v];
         phases.push(phase("ablation", std::env::var("STACK_LOAD_ABLATION_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(opts.conns), opts.secs, &opts, &variants, &local_keys).await);
     }
     print_table(&phases.iter().collect::<Vec<_>>());
