@@ -8,6 +8,9 @@
 //! diluted by HTTP and TCP; run it under callgrind for an instruction count.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/cells.rs"]
+mod cells;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
@@ -16,34 +19,19 @@ use std::time::Duration;
 
 use breaker::{BreakerConfig, CircuitBreakerLayer};
 use bytes::Bytes;
-use cellctx::{CellContextLayer, CellId};
-use cellrouter::{Cell, CellRouterLayer, MisroutePolicy, RoutingTable, TableStore, resolve};
+use cells::{LOCAL, id, keys, routing_table};
+use cellctx::CellContextLayer;
+use cellrouter::{CellRouterLayer, MisroutePolicy, TableStore};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::{Empty, Full};
 use tower::{Service, ServiceBuilder, service_fn};
 
-const LOCAL: &str = "beijing-1";
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-fn id(s: &str) -> CellId {
-    CellId::new(s).unwrap()
-}
-
 fn store() -> TableStore {
-    let cells = ["beijing-1", "shanghai-1", "shenzhen-1"]
-        .iter()
-        .map(|c| Cell::new(id(c), id("cn"), "http://127.0.0.1:9"))
-        .collect();
-    TableStore::with_table(RoutingTable::uniform(id("cn"), cells, 16384)).unwrap()
-}
-
-/// A key homed on the local cell.
-fn local_key(store: &TableStore) -> HeaderValue {
-    let table = store.current().unwrap();
-    let key = (0..).map(|i| format!("user-{}", 1_000_000 + i * 7919)).find(|k| resolve(&table, k).unwrap().target.as_str() == LOCAL);
-    HeaderValue::from_str(&key.unwrap()).unwrap()
+    TableStore::with_table(routing_table()).unwrap()
 }
 
 /// Stands for what axum's router inserts before a route's layers run (`MatchedPath`).
@@ -75,7 +63,7 @@ where
 
 fn stack(c: &mut Criterion) {
     let store = store();
-    let key = local_key(&store);
+    let key = keys(&store, true, 1).remove(0);
     let handler = || {
         service_fn(|_req: Request<Empty<Bytes>>| async {
             let mut res = Response::new(Full::new(Bytes::from_static(b"hello")));

@@ -42,6 +42,9 @@
 //! layer, tower-http's `PropagateHeaderLayer` echoing the request id).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/cells.rs"]
+mod cells;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,8 +55,9 @@ use axum::error_handling::HandleErrorLayer;
 use axum::routing::get;
 use breaker::{BreakerConfig, CircuitBreakerLayer};
 use bytes::Bytes;
-use cellctx::{CellContextLayer, CellId};
-use cellrouter::{Cell, CellRouterLayer, MisroutePolicy, RoutingTable, TableStore, resolve};
+use cells::{LOCAL, id, keys, routing_table};
+use cellctx::CellContextLayer;
+use cellrouter::{CellRouterLayer, MisroutePolicy, TableStore};
 use hdrhistogram::Histogram;
 use health::{FnProbe, HealthHub, ProbeOutcome, ProbeSpec, Scheduler, ScorePolicy};
 use http::{HeaderName, HeaderValue, Request, StatusCode};
@@ -62,7 +66,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tower::{BoxError, ServiceBuilder};
 
-const LOCAL: &str = "beijing-1";
 const BODY: &[u8] = b"hello";
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -109,29 +112,6 @@ impl Opts {
 
 async fn hello() -> &'static str {
     "hello"
-}
-
-fn id(s: &str) -> CellId {
-    CellId::new(s).unwrap()
-}
-
-fn routing_table() -> RoutingTable {
-    let cells = ["beijing-1", "shanghai-1", "shenzhen-1"]
-        .iter()
-        .map(|c| Cell::new(id(c), id("cn"), "http://127.0.0.1:9"))
-        .collect();
-    RoutingTable::uniform(id("cn"), cells, 16384)
-}
-
-/// Keys whose home is (`local`) or is not (`!local`) the local cell.
-fn keys(store: &TableStore, local: bool, n: usize) -> Vec<HeaderValue> {
-    let table = store.current().unwrap();
-    (0..)
-        .map(|i| format!("user-{}", 1_000_000 + i * 7919))
-        .filter(|k| (resolve(&table, k).unwrap().target.as_str() == LOCAL) == local)
-        .take(n)
-        .map(|k| HeaderValue::from_str(&k).unwrap())
-        .collect()
 }
 
 fn bare_app() -> Router {
