@@ -35,11 +35,14 @@
 //!
 //! `cargo bench -p cell-benches --bench stack_load`; environment overrides:
 //! `STACK_LOAD_SECS` (per run, default 1), `STACK_LOAD_LATENCY_SECS` (default 0.5),
+//! `STACK_LOAD_WARMUP_SECS` (per variant and phase, default 1),
 //! `STACK_LOAD_ROUNDS` (default 10), `STACK_LOAD_CONNS` (default 16),
 //! `STACK_LOAD_MAX_REQUESTS` (per run, default 5,000,000), `STACK_LOAD_ABLATION=1`
 //! (a third phase at `conns` connections adding the stack's prefixes: cellctx
 //! alone, cellctx + cellrouter, to see which layer costs what; and, as a peer
-//! layer, tower-http's `PropagateHeaderLayer` echoing the request id).
+//! layer, tower-http's `PropagateHeaderLayer` echoing the request id);
+//! `STACK_LOAD_ONLY=bare|echo|cellctx|router|full` (profiling aid: that variant
+//! alone, one phase, e.g. under callgrind).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/cells.rs"]
@@ -101,7 +104,7 @@ impl Opts {
         Opts {
             secs: Duration::from_secs_f64(env("STACK_LOAD_SECS", 1.0)),
             latency_secs: Duration::from_secs_f64(env("STACK_LOAD_LATENCY_SECS", 0.5)),
-            warm_up: Duration::from_secs(1),
+            warm_up: Duration::from_secs_f64(env("STACK_LOAD_WARMUP_SECS", 1.0)),
             rounds: env("STACK_LOAD_ROUNDS", 10usize).max(1),
             conns: env("STACK_LOAD_CONNS", 16usize).max(1),
             max_requests: env("STACK_LOAD_MAX_REQUESTS", 5_000_000u64).max(1),
@@ -516,6 +519,20 @@ async fn main_async(opts: Opts) {
     let bare_v = Variant { name: "bare axum", addr: bare, echo: false };
     let full_v = Variant { name: "full SDK stack", addr: stacked, echo: true };
     let variants = [bare_v, full_v];
+    if let Ok(only) = std::env::var("STACK_LOAD_ONLY") {
+        // Profiling aid: one variant alone, one phase (e.g. under callgrind or perf).
+        let v = match only.as_str() {
+            "bare" => bare_v,
+            "echo" => Variant { name: "tower-http echo layer", addr: serve(echo_app()).await, echo: true },
+            "cellctx" => Variant { name: "cellctx", addr: serve(ctx_app()).await, echo: true },
+            "router" => Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store)).await, echo: true },
+            "full" => full_v,
+            other => panic!("STACK_LOAD_ONLY={other}: expected bare, echo, cellctx, router or full"),
+        };
+        let p = phase("only", opts.conns, opts.secs, &opts, &[v], &local_keys).await;
+        print_table(&[&p]);
+        return;
+    }
     let throughput = phase("throughput", opts.conns, opts.secs, &opts, &variants, &local_keys).await;
     let latency = phase("latency", 1, opts.latency_secs, &opts, &variants, &local_keys).await;
     let mut phases = vec![throughput, latency];

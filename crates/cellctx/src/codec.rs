@@ -74,6 +74,63 @@ pub(crate) struct Fields<'a> {
     baggage: Found<'a>,
 }
 
+impl<'a> Fields<'a> {
+    /// No header found.
+    const EMPTY: Fields<'a> = Fields {
+        cell: Ok(None),
+        request_id: Ok(None),
+        tenant: Ok(None),
+        auth_user: Ok(None),
+        routing_key: Ok(None),
+        xid: Ok(None),
+        region_hint: Ok(None),
+        downgraded: Ok(None),
+        traceparent: Ok(None),
+        tracestate: Ok(None),
+        baggage: Ok(None),
+    };
+
+    /// Field `i`, in the order of [`HeaderMap`]'s `fields` scan.
+    #[inline]
+    fn slot(&mut self, i: usize) -> &mut Found<'a> {
+        match i {
+            0 => &mut self.cell,
+            1 => &mut self.request_id,
+            2 => &mut self.tenant,
+            3 => &mut self.auth_user,
+            4 => &mut self.routing_key,
+            5 => &mut self.xid,
+            6 => &mut self.region_hint,
+            7 => &mut self.downgraded,
+            8 => &mut self.traceparent,
+            9 => &mut self.tracestate,
+            _ => &mut self.baggage,
+        }
+    }
+}
+
+/// Whether two byte strings of the same length are equal: two (overlapping)
+/// word compares up to 16 bytes, where a `memcmp` call would cost more than
+/// the compare; longer ones by slice equality.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        let end = (at + 8).min(s.len());
+        w[..end - at].copy_from_slice(&s[at..end]);
+        u64::from_le_bytes(w)
+    };
+    match n {
+        0..=8 => word(a, 0) == word(b, 0),
+        9..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// Up to this many header values, [`HeaderMap`] finds the context headers in
 /// one pass over the map (a name comparison per field and value) rather than
 /// with one hashed lookup per field (11 lookups, most of them misses).
@@ -111,15 +168,16 @@ impl Source for HeaderMap {
         // passed over on their length alone (longer names share bits and are
         // then compared in full).
         let lengths = wanted.iter().fold(0u64, |m, w| m | 1 << (w.len() & 63));
-        let mut found: [Found<'a>; 11] = [const { Ok(None) }; 11];
+        let mut fields = Fields::EMPTY;
         for (name, value) in self {
             let name = name.as_str().as_bytes();
             if lengths & (1 << (name.len() & 63)) == 0 {
                 continue;
             }
             // Every field the name is configured for (two fields may share a name).
-            for (want, slot) in wanted.iter().zip(found.iter_mut()) {
-                if name.len() == want.len() && name == *want {
+            for (i, want) in wanted.iter().enumerate() {
+                if name.len() == want.len() && same_bytes(name, want) {
+                    let slot = fields.slot(i);
                     *slot = match slot {
                         Ok(None) => Ok(Some((value.as_bytes(), Some(value)))),
                         _ => Err(REPEATED),
@@ -127,21 +185,7 @@ impl Source for HeaderMap {
                 }
             }
         }
-        let [cell, request_id, tenant, auth_user, routing_key, xid, region_hint, downgraded, traceparent, tracestate, baggage] =
-            found;
-        Fields {
-            cell,
-            request_id,
-            tenant,
-            auth_user,
-            routing_key,
-            xid,
-            region_hint,
-            downgraded,
-            traceparent,
-            tracestate,
-            baggage,
-        }
+        fields
     }
 }
 
@@ -582,6 +626,32 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn same_bytes_is_slice_equality(a in proptest::collection::vec(0u8..4, 0..40), flip in proptest::option::of(0usize..40)) {
+            // Equal-length pairs, equal or differing in one byte (small alphabet: many collisions).
+            let mut b = a.clone();
+            if let Some(i) = flip.filter(|i| *i < b.len()) {
+                b[i] ^= 1;
+            }
+            proptest::prop_assert_eq!(same_bytes(&a, &b), a == b);
+        }
+    }
+
+    #[test]
+    fn same_bytes_every_length_and_position() {
+        for n in 0..=24usize {
+            let a: Vec<u8> = (0..n as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "{n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] = b[i].wrapping_add(1);
+                assert!(!same_bytes(&a, &b), "length {n}, byte {i}");
+            }
+            assert!(!same_bytes(&a, &[a.as_slice(), b"x"].concat()), "lengths differ");
+        }
+    }
 
     #[test]
     fn traceparent_rules() {
