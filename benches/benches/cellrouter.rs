@@ -45,6 +45,28 @@ fn ready<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// A thread storing a new table version after each `pause` (none: non-stop)
+/// until `stop`; returns how many it stored.
+fn swapper(store: &TableStore, stop: &Arc<AtomicBool>, pause: Option<Duration>) -> std::thread::JoinHandle<u64> {
+    let (store, stop) = (store.clone(), stop.clone());
+    let tables: Vec<RoutingTable> = (2..4).map(table).collect();
+    std::thread::spawn(move || {
+        let mut v = store.current().map_or(2, |t| t.version() + 1);
+        let mut swaps = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut t = tables[(v % 2) as usize].clone();
+            t.version = v;
+            store.store(t).unwrap();
+            v += 1;
+            swaps += 1;
+            if let Some(p) = pause {
+                std::thread::sleep(p);
+            }
+        }
+        swaps
+    })
+}
+
 fn lookup(c: &mut Criterion) {
     let store = TableStore::with_table(table(1)).unwrap();
     let keys = keys();
@@ -52,6 +74,21 @@ fn lookup(c: &mut Criterion) {
         let t = store.current().unwrap();
         keys.iter().map(|k| (k.clone(), resolve(&t, k).unwrap().target.clone())).collect()
     };
+    // Profiling mode: `CELLROUTER_PROFILE=resolve|directory CELLROUTER_N=<n>` runs
+    // n lookups and exits (callgrind: instructions / n, minus n = 0).
+    if let Ok(which) = std::env::var("CELLROUTER_PROFILE") {
+        let held = store.current().unwrap();
+        let n: usize = std::env::var("CELLROUTER_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        for j in 0..n {
+            let k = &keys[j & 1023];
+            if which == "directory" {
+                black_box(directory.get(black_box(k)).unwrap().as_str().len());
+            } else {
+                black_box(resolve(&held, black_box(k)).unwrap().target.as_str().len());
+            }
+        }
+        std::process::exit(0);
+    }
     let mut g = c.benchmark_group("cellrouter/lookup");
     g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_secs(1)).sample_size(20);
     let mut i = 0usize;
@@ -87,24 +124,23 @@ fn lookup(c: &mut Criterion) {
             black_box(directory.get(black_box(&keys[i])).unwrap().as_str().len())
         })
     });
-    // Reads while another thread swaps a new table in as fast as it can.
+    // Reads while another thread swaps a new table in every millisecond (far
+    // more often than a real control plane), then as fast as it can.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (store, stop) = (store.clone(), stop.clone());
-        let tables: Vec<RoutingTable> = (2..4).map(table).collect();
-        std::thread::spawn(move || {
-            let mut v = 2;
-            let mut swaps = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let mut t = tables[(v % 2) as usize].clone();
-                t.version = v;
-                store.store(t).unwrap();
-                v += 1;
-                swaps += 1;
-            }
-            swaps
+    let writer = swapper(&store, &stop, Some(Duration::from_millis(1)));
+    let mut i = 0usize;
+    g.bench_function("store.cache().load + resolve, table swapped every 1 ms", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let t = cache.load().unwrap();
+            black_box(resolve(t, black_box(&keys[i])).unwrap().target.as_str().len())
         })
-    };
+    });
+    stop.store(true, Ordering::Relaxed);
+    let swaps = writer.join().unwrap();
+    eprintln!("cellrouter bench: {swaps} table swaps during the 1 ms-paced read bench");
+    stop.store(false, Ordering::Relaxed);
+    let writer = swapper(&store, &stop, None);
     let mut i = 0usize;
     g.bench_function("store.load + resolve, table swapped concurrently", |b| {
         b.iter(|| {

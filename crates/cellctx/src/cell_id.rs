@@ -3,8 +3,9 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::num::NonZeroU8;
 use std::str::FromStr;
+
+use arrayvec::ArrayString;
 
 use crate::error::InvalidValue;
 
@@ -14,7 +15,7 @@ pub const MAX_CELL_ID_LEN: usize = 32;
 /// The id of a cell: 1 to 32 bytes of lowercase ASCII letters, digits and `-`.
 ///
 /// Held inline (at most 32 bytes, no heap allocation): cheap to build and to
-/// clone, and `Option<CellId>` is no larger than `CellId`. Equality, ordering and
+/// clone, and read as a `&str` without a UTF-8 check. Equality, ordering and
 /// hashing are those of the string.
 ///
 /// ```
@@ -25,10 +26,8 @@ pub const MAX_CELL_ID_LEN: usize = 32;
 /// ```
 #[derive(Clone)]
 pub struct CellId {
-    /// 1 to [`MAX_CELL_ID_LEN`]: the bytes in use.
-    len: NonZeroU8,
-    /// The id, zero-padded.
-    bytes: [u8; MAX_CELL_ID_LEN],
+    /// 1 to [`MAX_CELL_ID_LEN`] bytes of ASCII (checked in [`CellId::new`]).
+    id: ArrayString<MAX_CELL_ID_LEN>,
 }
 
 impl CellId {
@@ -43,22 +42,21 @@ impl CellId {
         if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
             return Err(InvalidValue::BadCharacter);
         }
-        let mut bytes = [0; MAX_CELL_ID_LEN];
-        bytes[..s.len()].copy_from_slice(s.as_bytes());
-        // 1..=32, checked above.
-        let len = u8::try_from(s.len()).ok().and_then(NonZeroU8::new).ok_or(InvalidValue::Empty)?;
-        Ok(CellId { len, bytes })
+        // At most 32 bytes, checked above.
+        let id = ArrayString::from(s).map_err(|_| InvalidValue::TooLong { max: MAX_CELL_ID_LEN })?;
+        Ok(CellId { id })
     }
 
     /// The id's bytes (ASCII).
+    #[inline]
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len.get())]
+        self.id.as_bytes()
     }
 
     /// The id as a string slice.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        // Only ASCII is ever stored (checked in `new`), so this never falls back.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+        self.id.as_str()
     }
 }
 
@@ -173,6 +171,6 @@ mod tests {
         }
         assert_eq!(CellId::new(&"a".repeat(33)), Err(InvalidValue::TooLong { max: MAX_CELL_ID_LEN }));
         assert_eq!(CellId::new(""), Err(InvalidValue::Empty));
-        assert_eq!(std::mem::size_of::<Option<CellId>>(), std::mem::size_of::<CellId>());
+        assert!(std::mem::size_of::<CellId>() <= MAX_CELL_ID_LEN + 4, "held inline");
     }
 }
