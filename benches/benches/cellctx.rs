@@ -65,7 +65,12 @@ fn layers(c: &mut Criterion) {
     }));
     let res = call(&mut ours, request());
     assert_eq!(res.body().get_ref(), Some(&5), "the client layer wrote the 5 headers");
-    // Profiling mode: `CELLCTX_PROFILE=ours|peer CELLCTX_N=<n>` runs n requests
+    // Peer doing the same job by hand: the pair, and the handler copies the same
+    // 5 headers (unchecked) into its outgoing request through the same no-op.
+    let mut same_job = hand_forwarding_peer();
+    let res = call(&mut same_job, request());
+    assert_eq!(*res.body(), 5, "the handler forwarded the 5 headers");
+    // Profiling mode: `CELLCTX_PROFILE=ours|peer|peer5 CELLCTX_N=<n>` runs n requests
     // through one stack and exits (callgrind: instructions / n, minus n = 0).
     if let Ok(which) = std::env::var("CELLCTX_PROFILE") {
         let n: usize = std::env::var("CELLCTX_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
@@ -77,6 +82,8 @@ fn layers(c: &mut Criterion) {
         for _ in 0..n {
             if which == "peer" {
                 black_box(call(&mut peer, black_box(request())));
+            } else if which == "peer5" {
+                black_box(call(&mut same_job, black_box(request())));
             } else {
                 black_box(call(&mut ours, black_box(request())));
             }
@@ -96,7 +103,39 @@ fn layers(c: &mut Criterion) {
     g.bench_function("tower-http SetRequestIdLayer + PropagateHeaderLayer", |b| {
         b.iter(|| black_box(call(&mut peer, black_box(request()))))
     });
+    g.bench_function("hand-rolled: tower-http pair + the handler copying the 5 headers", |b| {
+        b.iter(|| black_box(call(&mut same_job, black_box(request()))))
+    });
     g.finish();
+}
+
+/// The same job without cellctx: tower-http's request id + propagation, and a
+/// handler that copies the 5 context headers (unchecked) into its outgoing request.
+fn hand_forwarding_peer()
+-> impl Service<Request<()>, Response = Response<usize>, Error = Infallible, Future = impl Future<Output = Result<Response<usize>, Infallible>>>
+{
+    const FORWARDED: [HeaderName; 5] = [
+        HeaderName::from_static("x-cell-id"),
+        HeaderName::from_static("x-request-id"),
+        HeaderName::from_static("x-tenant-id"),
+        HeaderName::from_static("x-user-id"),
+        cellctx::TRACEPARENT,
+    ];
+    let mut downstream = service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.headers().len()) });
+    let x_request_id = HeaderName::from_static("x-request-id");
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
+        .layer(PropagateHeaderLayer::new(x_request_id))
+        .service(service_fn(move |req: Request<()>| {
+            let mut out = Request::new(());
+            for name in &FORWARDED {
+                if let Some(v) = req.headers().get(name) {
+                    out.headers_mut().insert(name.clone(), v.clone());
+                }
+            }
+            let sent = call(&mut downstream, out);
+            std::future::ready(Ok::<_, Infallible>(Response::new(sent)))
+        }))
 }
 
 fn raw(c: &mut Criterion) {

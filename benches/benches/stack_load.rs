@@ -17,17 +17,23 @@
 //! on the local cell, so every request is served locally) ->
 //! `breaker::CircuitBreakerLayer` (default sliding window) -> the handler; and
 //! `/healthz` from a `health::HealthHub` with a background probe, mounted
-//! beside the routes.
+//! beside the routes. A third variant wraps the same stack around the whole
+//! `Router` (one service in front of the routing) instead of mounting it on
+//! the route with `Router::layer`.
 //!
-//! Two phases, each run `rounds` times in short slices with the variants
-//! alternating (the order flips each round so drift of a shared machine hits
-//! every variant alike); reported are the ratio of the totals and the median of
-//! the per-round ratios (each round's slices ran back to back, so that median
-//! is the figure least moved by other load on the machine):
+//! Three phases. The first two run `rounds` times in short slices with the
+//! variants alternating (the order flips each round so drift of a shared
+//! machine hits every variant alike); reported are the ratio of the totals and
+//! the median of the per-round ratios (each round's slices ran back to back, so
+//! that median is the figure least moved by other load on the machine):
 //! - throughput: `conns` connections (default 16): requests/s, server CPU per
 //!   request and latency under load (the latency here is mostly queueing);
-//! - latency: 1 connection: the per-request round trip, where the added p50
-//!   of the stack is read.
+//! - latency: 1 connection: the per-request round trip of each variant alone;
+//! - paired (`latency secs x rounds x variants` long): one connection per
+//!   variant, one request to each in turn, so adjacent requests see the same
+//!   machine state: the added p50 is the median of the per-step differences to
+//!   the bare request (the target's figure; with `STACK_LOAD_ABLATION=1` also
+//!   over the ablation's variants).
 //!
 //! Every response is checked (200, body `hello`; behind the stack also the
 //! echoed `X-Request-ID`); any failure fails the run. Without `--bench` (as
@@ -41,7 +47,7 @@
 //! (a third phase at `conns` connections adding the stack's prefixes: cellctx
 //! alone, cellctx + cellrouter, to see which layer costs what; and, as a peer
 //! layer, tower-http's `PropagateHeaderLayer` echoing the request id);
-//! `STACK_LOAD_ONLY=bare|echo|cellctx|router|full` (profiling aid: that variant
+//! `STACK_LOAD_ONLY=bare|echo|cellctx|router|full|wrapped` (profiling aid: that variant
 //! alone, one phase, e.g. under callgrind).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -123,8 +129,31 @@ fn bare_app() -> Router {
 
 struct Stack {
     app: Router,
+    /// Where the same stack wrapped around the whole `Router` is served (see [`wrap_router`]).
+    wrapped: SocketAddr,
     breaker: CircuitBreakerLayer,
     _probes: health::SchedulerHandle,
+}
+
+/// Wraps the stack around a whole `Router` (one service in front of the
+/// routing, as tower-http's docs mount layers that must see every request),
+/// instead of mounting it on each route with `Router::layer`, which re-boxes the
+/// route and clones it per request.
+fn wrap_router(
+    app: Router,
+    store: TableStore,
+    breaker: CircuitBreakerLayer,
+) -> impl tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|e: BoxError| std::future::ready((StatusCode::SERVICE_UNAVAILABLE, e.to_string()))))
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(CellContextLayer::internal())
+        .layer(CellRouterLayer::new(store, id(LOCAL)).with_policy(MisroutePolicy::Refuse))
+        .layer(breaker)
+        .service(app)
 }
 
 /// The full stack: cellctx -> cellrouter (served locally) -> breaker -> handler,
@@ -146,11 +175,15 @@ async fn stack_app(store: TableStore) -> Stack {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|e: BoxError| async move { (StatusCode::SERVICE_UNAVAILABLE, e.to_string()) }))
                 .layer(CellContextLayer::internal())
-                .layer(CellRouterLayer::new(store, id(LOCAL)).with_policy(MisroutePolicy::Refuse))
+                .layer(CellRouterLayer::new(store.clone(), id(LOCAL)).with_policy(MisroutePolicy::Refuse))
                 .layer(breaker.clone()),
         )
         .route_service("/healthz", hub.healthz());
-    Stack { app, breaker, _probes: probes }
+    // `with_state` turns the handler routes into services once (as `axum::serve`
+    // does per connection for a bare `Router`), not per request.
+    let plain = Router::new().route("/hello", get(hello)).route_service("/healthz", hub.healthz()).with_state(());
+    let wrapped = serve_service(wrap_router(plain, store, breaker.clone())).await;
+    Stack { app, wrapped, breaker, _probes: probes }
 }
 
 /// Ablation peer: one tower-http layer that echoes `X-Request-ID`
@@ -208,13 +241,34 @@ async fn server_cpu() -> Duration {
         .unwrap()
 }
 
-/// Serves `app` on the server thread.
+/// Serves `app` on the server thread (axum's own make-service, which turns the
+/// routes into services once per connection).
 async fn serve(app: Router) -> SocketAddr {
     server()
         .spawn(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            addr
+        })
+        .await
+        .unwrap()
+}
+
+/// Serves any axum-compatible service on the server thread (cloned per connection).
+async fn serve_service<S>(svc: S) -> SocketAddr
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    server()
+        .spawn(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, tower::make::Shared::new(svc)).await.unwrap() });
             addr
         })
         .await
@@ -407,6 +461,99 @@ async fn phase(name: &'static str, conns: usize, time: Duration, opts: &Opts, va
     p
 }
 
+/// Paired latency: one connection per variant, all driven by one task that
+/// sends one request to each variant in turn (the order flips every step), so
+/// adjacent requests of two variants see the same moment of the machine. The
+/// added latency of a variant is the median of its differences to the bare
+/// request of the same step: on a shared host the separate-slice p50s drift by
+/// more than the stack costs, the paired difference does not.
+struct Paired {
+    hists: Vec<Histogram<u64>>,
+    /// Per variant, `latency - bare latency` of each step, ns.
+    diffs: Vec<Vec<i64>>,
+    steps: u64,
+    errors: u64,
+}
+
+async fn paired(variants: &[Variant], time: Duration, max: u64, keys: &[HeaderValue]) -> Paired {
+    let mut senders = Vec::with_capacity(variants.len());
+    for v in variants {
+        senders.push(connect(v.addr).await);
+    }
+    let rids: Vec<HeaderValue> = (0..1024).map(|i| HeaderValue::from_str(&format!("pair-{i:04}")).unwrap()).collect();
+    let mut out = Paired { hists: variants.iter().map(|_| new_hist()).collect(), diffs: vec![Vec::new(); variants.len()], steps: 0, errors: 0 };
+    let mut lat = vec![0u64; variants.len()];
+    let deadline = Instant::now() + time;
+    while out.steps < max && Instant::now() < deadline {
+        let i = out.steps as usize;
+        for k in 0..variants.len() {
+            let j = if i % 2 == 0 { k } else { variants.len() - 1 - k };
+            let (v, sender) = (variants[j], &mut senders[j]);
+            let rid = &rids[i % rids.len()];
+            let req = request("/hello", v.addr, &keys[i % keys.len()], rid);
+            sender.ready().await.unwrap();
+            let t = Instant::now();
+            let resp = sender.send_request(req).await.unwrap();
+            let ok = resp.status() == StatusCode::OK && (!v.echo || resp.headers().get(X_REQUEST_ID) == Some(rid));
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            lat[j] = t.elapsed().as_nanos() as u64;
+            if !ok || body.as_ref() != BODY {
+                out.errors += 1;
+            }
+        }
+        for (j, &l) in lat.iter().enumerate() {
+            out.hists[j].saturating_record(l);
+            out.diffs[j].push(l as i64 - lat[0] as i64);
+        }
+        out.steps += 1;
+    }
+    out
+}
+
+/// The paired phase: a warm-up, then `time` of steps.
+async fn paired_phase(variants: &[Variant], opts: &Opts, keys: &[HeaderValue]) -> Paired {
+    let w = paired(variants, opts.warm_up, opts.max_requests, keys).await;
+    assert_eq!(w.errors, 0, "paired warm-up: {} failed responses", w.errors);
+    let time = opts.latency_secs * opts.rounds as u32 * variants.len() as u32;
+    paired(variants, time, opts.max_requests, keys).await
+}
+
+/// Median of paired differences, µs.
+fn median_diff_us(d: &[i64]) -> f64 {
+    quantile_diff_us(d, 0.5)
+}
+
+/// Quantile `q` of paired differences, µs.
+fn quantile_diff_us(d: &[i64], q: f64) -> f64 {
+    let mut v = d.to_vec();
+    v.sort_unstable();
+    match v.len() {
+        0 => f64::NAN,
+        n => v[((n - 1) as f64 * q).round() as usize] as f64 / 1_000.0,
+    }
+}
+
+fn print_paired(p: &Paired, variants: &[Variant]) {
+    println!();
+    println!("paired latency, 1 connection per variant, {} steps (one request to each variant per step):", p.steps);
+    println!("| variant | p50 µs | p99 µs | p99.9 µs | added p50 µs (median of paired differences) | differences p25 / p75 µs |");
+    println!("|---|---|---|---|---|---|");
+    for (j, v) in variants.iter().enumerate() {
+        let q = |x: f64| p.hists[j].value_at_quantile(x) as f64 / 1_000.0;
+        let d = &p.diffs[j];
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:+.2} | {:+.2} / {:+.2} |",
+            v.name,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            median_diff_us(d),
+            quantile_diff_us(d, 0.25),
+            quantile_diff_us(d, 0.75)
+        );
+    }
+}
+
 fn print_table(phases: &[&Phase]) {
     println!();
     println!("| phase | variant | conns | requests | req/s | vs bare | server CPU µs/req | capacity vs bare | p50 µs | p99 µs | p99.9 µs | errors |");
@@ -433,30 +580,33 @@ fn print_table(phases: &[&Phase]) {
     }
     println!();
     for p in phases {
-        let (bare, full) = (p.get(0), p.get(p.results.len() - 1));
-        let ratio = full.rps() / bare.rps();
-        let median = median_ratio(bare, full);
-        let capacity = median_capacity(bare, full);
-        println!(
-            "{} ({} conns): server CPU per request bare {:.2} µs, stack {:.2} µs (+{:.2} µs): capacity ratio {:.3} of totals, median per-round {:.3} (loss {:.1} %); client-observed req/s ratio {:.3} of totals (loss {:.1} %), median per-round ratio {:.3} (loss {:.1} %); p50 {:+.1} µs, p99 {:+.1} µs, p99.9 {:+.1} µs; per-round req/s bare {:?} stack {:?}",
-            p.name,
-            p.conns,
-            bare.cpu_us(),
-            full.cpu_us(),
-            full.cpu_us() - bare.cpu_us(),
-            bare.cpu_us() / full.cpu_us(),
-            capacity,
-            (1.0 - capacity) * 100.0,
-            ratio,
-            (1.0 - ratio) * 100.0,
-            median,
-            (1.0 - median) * 100.0,
-            full.q_us(0.5) - bare.q_us(0.5),
-            full.q_us(0.99) - bare.q_us(0.99),
-            full.q_us(0.999) - bare.q_us(0.999),
-            bare.per_round.iter().map(|r| r.round()).collect::<Vec<_>>(),
-            full.per_round.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        );
+        let bare = p.get(0);
+        for (v, full) in p.results.iter().skip(1) {
+            let ratio = full.rps() / bare.rps();
+            let median = median_ratio(bare, full);
+            let capacity = median_capacity(bare, full);
+            println!(
+                "{} ({} conns), {}: server CPU per request bare {:.2} µs, stack {:.2} µs (+{:.2} µs): capacity ratio {:.3} of totals, median per-round {:.3} (loss {:.1} %); client-observed req/s ratio {:.3} of totals (loss {:.1} %), median per-round ratio {:.3} (loss {:.1} %); p50 {:+.1} µs, p99 {:+.1} µs, p99.9 {:+.1} µs; per-round req/s bare {:?} stack {:?}",
+                p.name,
+                p.conns,
+                v.name,
+                bare.cpu_us(),
+                full.cpu_us(),
+                full.cpu_us() - bare.cpu_us(),
+                bare.cpu_us() / full.cpu_us(),
+                capacity,
+                (1.0 - capacity) * 100.0,
+                ratio,
+                (1.0 - ratio) * 100.0,
+                median,
+                (1.0 - median) * 100.0,
+                full.q_us(0.5) - bare.q_us(0.5),
+                full.q_us(0.99) - bare.q_us(0.99),
+                full.q_us(0.999) - bare.q_us(0.999),
+                bare.per_round.iter().map(|r| r.round()).collect::<Vec<_>>(),
+                full.per_round.iter().map(|r| r.round()).collect::<Vec<_>>(),
+            );
+        }
     }
 }
 
@@ -480,17 +630,22 @@ fn median(mut r: Vec<f64>) -> f64 {
     }
 }
 
-fn print_targets(throughput: &Phase, latency: &Phase) {
-    let last = throughput.results.len() - 1;
-    let loss = (1.0 - median_capacity(throughput.get(0), throughput.get(last))) * 100.0;
-    let added = latency.get(last).q_us(0.5) - latency.get(0).q_us(0.5);
-    println!(
-        "targets: throughput loss of a saturated server (median per-round server CPU ratio) {:.1} % (<= 3 %: {}); added p50 at 1 connection {:+.1} µs (<= 1 µs: {})",
-        loss,
-        if loss <= 3.0 { "met" } else { "MISSED" },
-        added,
-        if added <= 1.0 { "met" } else { "MISSED" },
-    );
+/// The targets, for each stack variant (every variant after the bare one):
+/// throughput from the server CPU of the throughput phase, added p50 from the
+/// paired phase.
+fn print_targets(throughput: &Phase, paired: &Paired) {
+    for (i, (v, _)) in throughput.results.iter().enumerate().skip(1) {
+        let loss = (1.0 - median_capacity(throughput.get(0), throughput.get(i))) * 100.0;
+        let added = median_diff_us(&paired.diffs[i]);
+        println!(
+            "targets, {}: throughput loss of a saturated server (median per-round server CPU ratio) {:.1} % (<= 3 %: {}); added p50 at 1 connection (median paired difference) {:+.2} µs (<= 1 µs: {})",
+            v.name,
+            loss,
+            if loss <= 3.0 { "met" } else { "MISSED" },
+            added,
+            if added <= 1.0 { "met" } else { "MISSED" },
+        );
+    }
 }
 
 async fn main_async(opts: Opts) {
@@ -500,6 +655,7 @@ async fn main_async(opts: Opts) {
     let stack = { let store = store.clone(); server().spawn(stack_app(store)).await.unwrap() };
     let bare = serve(bare_app()).await;
     let stacked = serve(stack.app.clone()).await;
+    let wrapped = stack.wrapped;
 
     // The stack is really in the path: a foreign key is refused by the router,
     // the request id is echoed by cellctx, /healthz answers from the hub.
@@ -509,6 +665,12 @@ async fn main_async(opts: Opts) {
     assert_eq!((status, echo.as_ref().map(HeaderValue::as_bytes), body.as_ref()), (StatusCode::OK, Some(&b"probe-1"[..]), BODY));
     let (status, _, body) = probe(stacked, &format!("/healthz?cell={LOCAL}"), &local_keys[0]).await;
     assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"ok"[..]), "healthz of the local cell");
+    for (path, want) in [("/hello".to_owned(), BODY), (format!("/healthz?cell={LOCAL}"), &b"ok"[..])] {
+        let (status, _, body) = probe(wrapped, &path, &local_keys[0]).await;
+        assert_eq!((status, body.as_ref()), (StatusCode::OK, want), "{path} behind the wrapped stack");
+    }
+    let (status, _, _) = probe(wrapped, "/hello", &foreign_key).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "the wrapped stack refuses a key homed elsewhere");
     let (status, echo, body) = probe(bare, "/hello", &local_keys[0]).await;
     assert_eq!((status, echo, body.as_ref()), (StatusCode::OK, None, BODY));
 
@@ -518,7 +680,8 @@ async fn main_async(opts: Opts) {
     );
     let bare_v = Variant { name: "bare axum", addr: bare, echo: false };
     let full_v = Variant { name: "full SDK stack", addr: stacked, echo: true };
-    let variants = [bare_v, full_v];
+    let wrapped_v = Variant { name: "full SDK stack around the Router", addr: wrapped, echo: true };
+    let variants = [bare_v, full_v, wrapped_v];
     if let Ok(only) = std::env::var("STACK_LOAD_ONLY") {
         // Profiling aid: one variant alone, one phase (e.g. under callgrind or perf).
         let v = match only.as_str() {
@@ -527,7 +690,8 @@ async fn main_async(opts: Opts) {
             "cellctx" => Variant { name: "cellctx", addr: serve(ctx_app()).await, echo: true },
             "router" => Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store)).await, echo: true },
             "full" => full_v,
-            other => panic!("STACK_LOAD_ONLY={other}: expected bare, echo, cellctx, router or full"),
+            "wrapped" => wrapped_v,
+            other => panic!("STACK_LOAD_ONLY={other}: expected bare, echo, cellctx, router, full or wrapped"),
         };
         let p = phase("only", opts.conns, opts.secs, &opts, &[v], &local_keys).await;
         print_table(&[&p]);
@@ -535,17 +699,28 @@ async fn main_async(opts: Opts) {
     }
     let throughput = phase("throughput", opts.conns, opts.secs, &opts, &variants, &local_keys).await;
     let latency = phase("latency", 1, opts.latency_secs, &opts, &variants, &local_keys).await;
+    let pairs = paired_phase(&variants, &opts, &local_keys).await;
+    assert!(pairs.steps > 0, "paired: no steps completed");
+    assert_eq!(pairs.errors, 0, "paired: {} failed responses", pairs.errors);
     let mut phases = vec![throughput, latency];
+    let mut ablation_pairs = None;
     if opts.ablation {
         // Which layer costs what: each prefix of the stack, at load.
         let echo = Variant { name: "tower-http echo layer", addr: serve(echo_app()).await, echo: true };
         let ctx = Variant { name: "cellctx", addr: serve(ctx_app()).await, echo: true };
         let router = Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store)).await, echo: true };
-        let variants = [bare_v, echo, ctx, router, full_v];
+        let variants = [bare_v, echo, ctx, router, full_v, wrapped_v];
         phases.push(phase("ablation", std::env::var("STACK_LOAD_ABLATION_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(opts.conns), opts.secs, &opts, &variants, &local_keys).await);
+        let pairs = paired_phase(&variants, &opts, &local_keys).await;
+        assert_eq!(pairs.errors, 0, "paired ablation: {} failed responses", pairs.errors);
+        ablation_pairs = Some((pairs, variants));
     }
     print_table(&phases.iter().collect::<Vec<_>>());
-    print_targets(&phases[0], &phases[1]);
+    print_paired(&pairs, &variants);
+    if let Some((p, v)) = &ablation_pairs {
+        print_paired(p, v);
+    }
+    print_targets(&phases[0], &pairs);
 
     for p in &phases {
         for (v, t) in &p.results {

@@ -11,6 +11,7 @@ use tower_service::Service;
 
 use crate::codec::{encode_fields, extract};
 use crate::context::CellContext;
+use crate::header_template::{FieldValues, Templates};
 use crate::headers::{HeaderNames, TRACEPARENT, TRACESTATE};
 use crate::sign::Signer;
 
@@ -54,12 +55,14 @@ struct ClientConfig {
     distinct: bool,
     signer: Option<(Signer, Duration)>,
     otel: bool,
+    /// Header maps of recent field shapes, cloned to fill empty outgoing maps.
+    templates: Templates,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         let names = HeaderNames::default();
-        ClientConfig { distinct: names.all_distinct(), names, signer: None, otel: true }
+        ClientConfig { distinct: names.all_distinct(), names, signer: None, otel: true, templates: Templates::default() }
     }
 }
 
@@ -74,6 +77,7 @@ impl PropagateCellContextLayer {
         let config = Arc::make_mut(&mut self.config);
         config.distinct = names.all_distinct();
         config.names = names;
+        config.templates = Templates::default();
         self
     }
 
@@ -156,30 +160,31 @@ impl ClientConfig {
         if self.otel && !headers.contains_key(TRACEPARENT) {
             crate::propagation::inject_current_otel(headers);
         }
-        let fresh = headers.is_empty();
-        let trace_set = !fresh && headers.contains_key(TRACEPARENT);
-        if fresh {
-            // One allocation for the usual handful of context headers.
-            headers.reserve(8);
-        }
-        // Nothing to keep in an empty map when no two fields share a name.
-        let append = fresh && self.distinct;
-        encode_fields(ctx, &self.names, |name, value| {
-            if trace_set && (name == TRACEPARENT || name == TRACESTATE) {
-                return;
-            }
-            match value {
-                Ok(value) if append => {
-                    headers.append(name.clone(), value);
-                }
-                Ok(value) => {
-                    if let Entry::Vacant(slot) = headers.entry(name) {
-                        slot.insert(value);
-                    }
-                }
+        if headers.is_empty() && self.distinct {
+            // Nothing to keep in an empty map when no two fields share a name:
+            // filled from the template of the fields' shape.
+            let mut fields = FieldValues::new();
+            encode_fields(ctx, &self.names, |i, _, value| match value {
+                Ok(value) => fields.set(i, value),
                 Err(err) => tracing::warn!(%err, "cellctx: not propagating an invalid context field"),
-            }
-        });
+            });
+            self.templates.fill(&self.names, &mut fields, headers);
+        } else {
+            let trace_set = headers.contains_key(TRACEPARENT);
+            encode_fields(ctx, &self.names, |_, name, value| {
+                if trace_set && (name == TRACEPARENT || name == TRACESTATE) {
+                    return;
+                }
+                match value {
+                    Ok(value) => {
+                        if let Entry::Vacant(slot) = headers.entry(name) {
+                            slot.insert(value);
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "cellctx: not propagating an invalid context field"),
+                }
+            });
+        }
         if let Some((signer, ttl)) = &self.signer
             && !headers.contains_key(&self.names.signature)
         {

@@ -272,7 +272,7 @@ pub fn inject(ctx: &CellContext, names: &HeaderNames, headers: &mut HeaderMap) -
     let mut out: [Option<(HeaderName, HeaderValue)>; FIELDS] = Default::default();
     let mut n = 0;
     let mut first_err = None;
-    encode_fields(ctx, names, |name, value| match value {
+    encode_fields(ctx, names, |_, name, value| match value {
         Ok(v) => {
             if let Some(slot) = out.get_mut(n) {
                 *slot = Some((name.clone(), v));
@@ -405,12 +405,15 @@ fn parse_flag(v: &str) -> Result<bool, InvalidValue> {
     }
 }
 
-/// Calls `emit` for each header the context writes, in a fixed order, with the
-/// value or why the field cannot be written.
+/// Calls `emit` for each header the context writes, in a fixed order (the
+/// field's index in that order comes first: cell 0, request id 1, tenant 2,
+/// authenticated user 3, routing key 4, xid 5, region hint 6, downgraded 7,
+/// `traceparent` 8, `tracestate` 9, `baggage` 10), with the value or why the
+/// field cannot be written.
 pub(crate) fn encode_fields(
     ctx: &CellContext,
     names: &HeaderNames,
-    mut emit: impl FnMut(&HeaderName, Result<HeaderValue, ContextError>),
+    mut emit: impl FnMut(usize, &HeaderName, Result<HeaderValue, ContextError>),
 ) {
     fn value(name: &HeaderName, v: &str) -> Result<HeaderValue, ContextError> {
         HeaderValue::from_str(v).map_err(|_| ContextError::Malformed { header: name.clone(), reason: InvalidValue::BadCharacter })
@@ -428,17 +431,17 @@ pub(crate) fn encode_fields(
             Some(hv) => Ok(hv),
             None => value(&names.cell, cell.as_str()),
         };
-        emit(&names.cell, v);
+        emit(0, &names.cell, v);
     }
-    emit(&names.request_id, tok(&names.request_id, &ctx.request_id));
-    for (name, field) in [
-        (&names.tenant, &ctx.tenant),
-        (&names.auth_user, &ctx.auth_user),
-        (&names.routing_key, &ctx.routing_key),
-        (&names.xid, &ctx.xid),
+    emit(1, &names.request_id, tok(&names.request_id, &ctx.request_id));
+    for (i, name, field) in [
+        (2, &names.tenant, &ctx.tenant),
+        (3, &names.auth_user, &ctx.auth_user),
+        (4, &names.routing_key, &ctx.routing_key),
+        (5, &names.xid, &ctx.xid),
     ] {
         if let Some(v) = field {
-            emit(name, tok(name, v));
+            emit(i, name, tok(name, v));
         }
     }
     if let Some(hint) = &ctx.region_hint {
@@ -446,10 +449,10 @@ pub(crate) fn encode_fields(
             Some(hv) => Ok(hv),
             None => value(&names.region_hint, &hint.to_string()),
         };
-        emit(&names.region_hint, v);
+        emit(6, &names.region_hint, v);
     }
     if ctx.downgraded {
-        emit(&names.downgraded, Ok(HeaderValue::from_static("true")));
+        emit(7, &names.downgraded, Ok(HeaderValue::from_static("true")));
     }
     if let Some(tp) = &ctx.traceparent {
         // A value read at extraction (or set through `with_traceparent`) was checked then.
@@ -458,7 +461,7 @@ pub(crate) fn encode_fields(
         } else {
             Err(ContextError::Malformed { header: TRACEPARENT, reason: InvalidValue::Malformed("not a W3C traceparent") })
         };
-        emit(&TRACEPARENT, v);
+        emit(8, &TRACEPARENT, v);
     }
     if let Some(ts) = &ctx.tracestate {
         let v = match valid_tracestate(ts.as_bytes()) {
@@ -469,11 +472,11 @@ pub(crate) fn encode_fields(
                 InvalidValue::BadCharacter
             })),
         };
-        emit(&TRACESTATE, v);
+        emit(9, &TRACESTATE, v);
     }
     if !ctx.baggage.is_empty() {
         let v = encode_baggage(&ctx.baggage).map_err(|r| ContextError::for_header(&BAGGAGE, r));
-        emit(&BAGGAGE, v.and_then(|s| value(&BAGGAGE, &s)));
+        emit(10, &BAGGAGE, v.and_then(|s| value(&BAGGAGE, &s)));
     }
 }
 

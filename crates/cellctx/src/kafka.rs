@@ -89,7 +89,7 @@ fn is_context_key(key: &str, names: &HeaderNames) -> bool {
 pub fn inject_kafka(ctx: &CellContext, names: &HeaderNames, headers: OwnedHeaders) -> Result<OwnedHeaders, ContextError> {
     let mut fields = Vec::with_capacity(crate::codec::FIELDS);
     let mut first_err = None;
-    encode_fields(ctx, names, |name, value| match value {
+    encode_fields(ctx, names, |_, name, value| match value {
         Ok(v) => fields.push((name.clone(), v)),
         Err(e) => {
             first_err.get_or_insert(e);

@@ -124,6 +124,7 @@ mod client;
 mod codec;
 mod context;
 mod error;
+mod header_template;
 mod headers;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -598,4 +598,30 @@ proptest! {
         cellctx::inject(&back, &names, &mut again).unwrap();
         prop_assert_eq!(again, headers);
     }
+
+    /// The client layer fills an empty outgoing map from templates kept across
+    /// requests (one layer for every case: shapes come and go, values change):
+    /// what it sends is exactly what `inject` writes, and reads back as the context.
+    #[test]
+    fn client_layer_sends_what_inject_writes(ctx in context()) {
+        static CLIENT: std::sync::LazyLock<PropagateCellContextLayer> = std::sync::LazyLock::new(PropagateCellContextLayer::new);
+        let sent: Arc<Mutex<Option<HeaderMap>>> = Arc::default();
+        let mut client = {
+            let sent = sent.clone();
+            tower::Layer::layer(&*CLIENT, service_fn(move |req: Request<()>| {
+                *sent.lock().unwrap() = Some(req.headers().clone());
+                std::future::ready(Ok::<_, Infallible>(()))
+            }))
+        };
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Arc::new(ctx.clone()));
+        drop(tower::Service::call(&mut client, req));
+        let sent = sent.lock().unwrap().take().unwrap();
+        let names = HeaderNames::default();
+        let mut want = HeaderMap::new();
+        cellctx::inject(&ctx, &names, &mut want).unwrap();
+        prop_assert_eq!(&sent, &want);
+        prop_assert_eq!(sent.len(), want.len());
+        prop_assert_eq!(cellctx::extract(&sent, &names).unwrap(), ctx);
+    }
 }

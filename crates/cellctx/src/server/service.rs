@@ -50,8 +50,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Straight from the result into the `Arc` (one move of the context).
         let ctx = match self.config.prepare(req.headers_mut()) {
-            Ok(ctx) => ctx,
+            Ok(ctx) => Arc::new(ctx),
             Err(err) => {
                 self.config.metrics.header_rejected(&err);
                 tracing::debug!(%err, "cellctx: rejected request");
@@ -77,12 +78,11 @@ where
         } else {
             None
         };
-        let ctx = Arc::new(ctx);
         req.extensions_mut().insert(Arc::clone(&ctx));
-        let fut = {
-            let _guard = otel.clone().map(opentelemetry::Context::attach);
-            crate::scope::sync_scope(Arc::clone(&ctx), || self.inner.call(req))
-        };
-        ResponseFuture::new(crate::scope(ctx, fut), otel, Some((names.request_id.clone(), request_id)))
+        let echo = Some((names.request_id.clone(), request_id));
+        let _guard = otel.clone().map(opentelemetry::Context::attach);
+        let scoped = Arc::clone(&ctx);
+        // One expression, so the inner future is built where it ends up (no moves).
+        ResponseFuture::new(crate::scope(ctx, crate::scope::sync_scope(scoped, || self.inner.call(req))), otel, echo)
     }
 }
