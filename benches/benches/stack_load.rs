@@ -487,7 +487,7 @@ async fn paired(variants: &[Variant], time: Duration, max: u64, keys: &[HeaderVa
     while out.steps < max && Instant::now() < deadline {
         let i = out.steps as usize;
         for k in 0..variants.len() {
-            let j = if i % 2 == 0 { k } else { variants.len() - 1 - k };
+            let j = if i.is_multiple_of(2) { k } else { variants.len() - 1 - k };
             let (v, sender) = (variants[j], &mut senders[j]);
             let rid = &rids[i % rids.len()];
             let req = request("/hello", v.addr, &keys[i % keys.len()], rid);
