@@ -114,19 +114,14 @@ impl<'a> Fields<'a> {
 /// the compare; longer ones by slice equality.
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    use crate::swar::short_word;
     let n = a.len();
     if n != b.len() {
         return false;
     }
-    let word = |s: &[u8], at: usize| {
-        let mut w = [0u8; 8];
-        let end = (at + 8).min(s.len());
-        w[..end - at].copy_from_slice(&s[at..end]);
-        u64::from_le_bytes(w)
-    };
     match n {
-        0..=8 => word(a, 0) == word(b, 0),
-        9..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        0..=8 => short_word(a, 0) == short_word(b, 0),
+        9..=16 => short_word(a, 0) == short_word(b, 0) && short_word(&a[n - 8..], 0) == short_word(&b[n - 8..], 0),
         _ => a == b,
     }
 }
@@ -654,6 +649,17 @@ mod tests {
             }
             assert!(!same_bytes(&a, &[a.as_slice(), b"x"].concat()), "lengths differ");
         }
+    }
+
+    #[test]
+    fn a_long_configured_name_is_matched_in_full() {
+        // Same length, same first and last eight bytes: only the middle differs.
+        let names = HeaderNames::default().with_tenant(HeaderName::from_static("x-organisation-identifier"));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-organisXXXon-identifier", HeaderValue::from_static("decoy"));
+        assert_eq!(extract(&headers, &names).unwrap().tenant, None);
+        headers.insert("x-organisation-identifier", HeaderValue::from_static("acme"));
+        assert_eq!(extract(&headers, &names).unwrap().tenant.as_deref(), Some("acme"));
     }
 
     #[test]

@@ -20,22 +20,52 @@ fn non_token(x: u64) -> u64 {
     below | above | has_zero(x ^ (LO * u64::from(b','))) | has_zero(x ^ (LO * u64::from(b';')))
 }
 
+/// The first eight bytes of `b` (at least eight long) as a little-endian word:
+/// one load, no copy through the stack.
+#[inline]
+fn load8(b: &[u8]) -> u64 {
+    match b.first_chunk::<8>() {
+        Some(w) => u64::from_le_bytes(*w),
+        None => 0,
+    }
+}
+
+/// A word holding every byte of `raw` (at most eight long), some of them twice:
+/// two overlapping loads of the largest size that fits, never a byte-wise copy
+/// (whose narrow stores would stall the wide load that follows). Bytes that
+/// `raw` is too short to fill are `pad`'s.
+#[inline]
+pub(crate) fn short_word(raw: &[u8], pad: u64) -> u64 {
+    let n = raw.len();
+    match (raw.first_chunk::<4>(), raw.last_chunk::<4>(), raw.first_chunk::<2>(), raw.last_chunk::<2>()) {
+        _ if n >= 8 => load8(raw),
+        (Some(a), Some(b), _, _) => u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32,
+        (_, _, Some(a), Some(b)) => {
+            (pad & !0xffff_ffff) | u64::from(u16::from_le_bytes(*a)) | u64::from(u16::from_le_bytes(*b)) << 16
+        }
+        _ => match raw.first() {
+            Some(&b) => (pad & !0xff) | u64::from(b),
+            None => pad,
+        },
+    }
+}
+
 /// Whether every byte of `raw` is a token byte.
 #[inline]
 pub(crate) fn all_token_bytes(raw: &[u8]) -> bool {
+    const PAD: u64 = LO * b'a' as u64;
+    let n = raw.len();
+    if n <= 8 {
+        return non_token(short_word(raw, PAD)) == 0;
+    }
     let mut chunks = raw.chunks_exact(8);
     let mut bad = 0;
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        bad |= non_token(u64::from_le_bytes(w));
+        bad |= non_token(load8(c));
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Padded with a token byte.
-        let mut w = [b'a'; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        bad |= non_token(u64::from_le_bytes(w));
+    if !chunks.remainder().is_empty() {
+        // The last eight bytes, overlapping the chunk before: checked twice, harmless.
+        bad |= non_token(load8(&raw[n - 8..]));
     }
     bad == 0
 }
@@ -63,6 +93,23 @@ mod tests {
             }
         }
         assert!(all_token_bytes(b""));
+    }
+
+    /// Two byte strings of one length up to 8 are equal exactly when their words are.
+    #[test]
+    fn short_words_compare_like_the_bytes() {
+        use super::short_word;
+        for n in 0..=8usize {
+            for i in 0..n.max(1) {
+                let a: Vec<u8> = (0..n as u8).map(|k| b'a' + k).collect();
+                let mut b = a.clone();
+                if let Some(x) = b.get_mut(i) {
+                    *x ^= 0x20;
+                    assert_ne!(short_word(&a, 0), short_word(&b, 0), "length {n}, byte {i} differs");
+                }
+                assert_eq!(short_word(&a, 0), short_word(&a.clone(), 0));
+            }
+        }
     }
 
     proptest! {
