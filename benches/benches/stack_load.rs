@@ -138,7 +138,9 @@ struct Stack {
 /// Wraps the stack around a whole `Router` (one service in front of the
 /// routing, as tower-http's docs mount layers that must see every request),
 /// instead of mounting it on each route with `Router::layer`, which re-boxes the
-/// route and clones it per request.
+/// route and clones it per request; errors answered by the breaker's
+/// `AnswerErrorsLayer` (no per-request clone and boxed future, as axum's
+/// `HandleErrorLayer` has).
 fn wrap_router(
     app: Router,
     store: TableStore,
@@ -148,8 +150,7 @@ fn wrap_router(
 + Send
 + 'static {
     ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|e: BoxError| std::future::ready((StatusCode::SERVICE_UNAVAILABLE, e.to_string()))))
-        .map_response(axum::response::IntoResponse::into_response)
+        .layer(breaker::AnswerErrorsLayer::new())
         .layer(CellContextLayer::internal())
         .layer(CellRouterLayer::new(store, id(LOCAL)).with_policy(MisroutePolicy::Refuse))
         .layer(breaker)

@@ -25,7 +25,8 @@ impl axum::response::IntoResponse for Error {
 
 /// Turns a boxed error from a stack holding the breaker into a response: a
 /// breaker [`Error`] as its `IntoResponse`, a tower timeout as `504`, anything
-/// else as `500`. For `axum::error_handling::HandleErrorLayer::new(|e| async { breaker::handle_error(e) })`.
+/// else as `500`. For `axum::error_handling::HandleErrorLayer::new(|e| async { breaker::handle_error(e) })`,
+/// or, without that layer's per-request costs, [`AnswerErrorsLayer`](crate::AnswerErrorsLayer).
 #[cfg(feature = "axum")]
 pub fn handle_error(err: tower::BoxError) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -95,6 +95,8 @@
 //! * `axum`: `IntoResponse` for [`Error`] (503 + `Retry-After`) and [`handle_error`].
 //! * `tonic`: `From<Error> for tonic::Status` (`UNAVAILABLE`).
 
+#[cfg(feature = "axum")]
+mod answer;
 mod breaker;
 mod classify;
 pub mod clock;
@@ -112,6 +114,8 @@ mod service;
 mod wait;
 mod window;
 
+#[cfg(feature = "axum")]
+pub use answer::{AnswerErrors, AnswerErrorsFuture, AnswerErrorsLayer};
 pub use breaker::{Breaker, Permit, PermitRef};
 pub use classify::{Classify, ErrorsAreFailures, GrpcClassifier, HttpClassifier, Outcome, classify_status};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock, TokioClock};
