@@ -120,8 +120,12 @@ impl CellContext {
 /// the global propagator reads from `headers` (which carry a `traceparent`),
 /// when it holds a span.
 pub(crate) fn extract_otel(headers: &HeaderMap) -> Option<opentelemetry::Context> {
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    cx.has_active_span().then_some(cx)
+    opentelemetry::global::get_text_map_propagator(|p| {
+        // A propagator without fields (none installed: the no-op one) reads nothing.
+        p.fields().next()?;
+        let cx = p.extract(&HeaderExtractor(headers));
+        cx.has_active_span().then_some(cx)
+    })
 }
 
 /// Writes the current OpenTelemetry context (when it has a span) into `headers`
