@@ -1,5 +1,5 @@
 //! The cell's HTTP API (axum) and the gRPC service merged into it, behind the
-//! `cellctx` server layer and the `cellrouter` layer.
+//! `cellctx` server layer and the `cellrouter` layer wrapped around them.
 
 use std::sync::Arc;
 
@@ -76,14 +76,26 @@ async fn state(State(s): State<Arc<AppState>>) -> Response {
     Json(serde_json::json!({ "cell": s.posts.cell.as_str(), "digest": digest, "state": json })).into_response()
 }
 
-/// The cell's router: routes, gRPC, `/healthz`, then the routing layer and
-/// (outermost) the context layer.
-pub(crate) fn router(app: Arc<AppState>, hub: &health::HealthHub) -> Router {
+/// The cell's service: routes, gRPC and `/healthz` in one `Router`, wrapped
+/// (outermost first) in the context layer and the routing layer, as the README
+/// recommends: one service in front of the routing, rather than the layers
+/// mounted on every route with `Router::layer`.
+pub(crate) fn service(
+    app: Arc<AppState>,
+    hub: &health::HealthHub,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send
++ 'static {
     let grpc = tonic::service::Routes::new(pb::posts_server::PostsServer::new(PostsService { posts: app.posts.clone() }))
         .into_axum_router();
     let local = app.posts.cell.clone();
     let store = app.store.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/posts/{post}/like", post(like))
         .route("/posts/{post}/comments", post(comment))
         .route("/posts/{post}", get(read))
@@ -91,9 +103,12 @@ pub(crate) fn router(app: Arc<AppState>, hub: &health::HealthHub) -> Router {
         .route("/admin/state", get(state))
         .with_state(app)
         .merge(grpc)
-        .route_service("/healthz", hub.healthz())
+        .route_service("/healthz", hub.healthz());
+    tower::ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(cellctx::CellContextLayer::internal())
         // keyed requests whose home is another cell are refused (421) rather
         // than served here: the gateway routes them, this is the safety net
         .layer(CellRouterLayer::new(store, local).with_policy(MisroutePolicy::Refuse).with_hint_region(true))
-        .layer(cellctx::CellContextLayer::internal())
+        .service(routes)
 }

@@ -110,13 +110,13 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let app = Arc::new(http::AppState { posts, store, started_ms });
-    let router = http::router(app, &hub);
+    let service = http::service(app, &hub);
 
     let mut servers = Vec::new();
     for port in &args.ports {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await?;
-        let router = router.clone();
-        servers.push(tokio::spawn(async move { axum::serve(listener, router).await }));
+        let make = tower::make::Shared::new(service.clone());
+        servers.push(tokio::spawn(async move { axum::serve(listener, make).await }));
     }
     tracing::info!(cell = %cell, ports = ?args.ports, "cell serving");
     // a cell never outlives the demo that spawned it
