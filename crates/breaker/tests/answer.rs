@@ -17,7 +17,7 @@ async fn text(res: Response<Body>) -> String {
     String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
-/// Answers with `status`, or fails when `status` is 0.
+/// Answers `201 made`, and fails on `/fail`.
 fn backend() -> impl Service<Request<Body>, Response = Response<Body>, Error = BoxError, Future: Send> + Clone {
     service_fn(|req: Request<Body>| async move {
         match req.uri().path() {

@@ -55,7 +55,7 @@ struct ClientConfig {
     distinct: bool,
     signer: Option<(Signer, Duration)>,
     otel: bool,
-    /// Header maps of recent field shapes, cloned to fill empty outgoing maps.
+    /// Header maps of the field shapes seen first, cloned to fill empty outgoing maps.
     templates: Templates,
 }
 

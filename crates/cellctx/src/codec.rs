@@ -7,7 +7,7 @@ use crate::baggage::{Baggage, MAX_BAGGAGE_BYTES};
 use crate::cell_id::{CellId, MAX_CELL_ID_LEN};
 use crate::context::{CellContext, MAX_TOKEN_LEN, RegionHint};
 use crate::error::{ContextError, InvalidValue};
-use crate::headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
+use crate::headers::{BAGGAGE, FIELDS, HeaderNames, TRACEPARENT, TRACESTATE};
 use crate::token::Token;
 
 /// Longest `X-Region-Hint` value, in bytes.
@@ -90,7 +90,7 @@ impl<'a> Fields<'a> {
         baggage: Ok(None),
     };
 
-    /// Field `i`, in the order of [`HeaderMap`]'s `fields` scan.
+    /// Field `i`, in the order of [`HeaderNames::field`].
     #[inline]
     fn slot(&mut self, i: usize) -> &mut Found<'a> {
         match i {
@@ -146,19 +146,7 @@ impl Source for HeaderMap {
             return lookup_fields(self, names);
         }
         // Names compared as their (lowercase) bytes: a length check rules most out.
-        let wanted: [&[u8]; 11] = [
-            names.cell.as_str().as_bytes(),
-            names.request_id.as_str().as_bytes(),
-            names.tenant.as_str().as_bytes(),
-            names.auth_user.as_str().as_bytes(),
-            names.routing_key.as_str().as_bytes(),
-            names.xid.as_str().as_bytes(),
-            names.region_hint.as_str().as_bytes(),
-            names.downgraded.as_str().as_bytes(),
-            b"traceparent",
-            b"tracestate",
-            b"baggage",
-        ];
+        let wanted: [&[u8]; FIELDS] = std::array::from_fn(|i| names.field(i).as_str().as_bytes());
         // The lengths of the wanted names, as bits: most other headers are
         // passed over on their length alone (longer names share bits and are
         // then compared in full).
@@ -287,8 +275,6 @@ pub fn inject(ctx: &CellContext, names: &HeaderNames, headers: &mut HeaderMap) -
     Ok(())
 }
 
-/// How many headers a context can write.
-pub(crate) const FIELDS: usize = 11;
 
 type Text<'a> = Option<(&'a str, Option<&'a HeaderValue>)>;
 

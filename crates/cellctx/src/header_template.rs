@@ -5,39 +5,16 @@
 
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 
-use crate::codec::FIELDS;
-use crate::headers::HeaderNames;
+use crate::headers::{FIELDS, HeaderNames};
 
 /// Which context fields a map carries: bit `i` for field `i` in the order of
-/// `encode_fields` (cell 0 ... `baggage` 10).
+/// [`HeaderNames::field`] (cell 0 ... `baggage` 10).
 pub(crate) type Shape = u16;
 
 /// How many shapes are remembered (a shape's slot is fixed by its bits).
 const SLOTS: usize = 16;
-
-/// Fixed-name fields, as statics so that [`field_name`] can lend them.
-static TRACEPARENT_NAME: HeaderName = crate::headers::TRACEPARENT;
-static TRACESTATE_NAME: HeaderName = crate::headers::TRACESTATE;
-static BAGGAGE_NAME: HeaderName = crate::headers::BAGGAGE;
-
-/// The header name of field `i` (see [`Shape`]).
-pub(crate) fn field_name(names: &HeaderNames, i: usize) -> &HeaderName {
-    match i {
-        0 => &names.cell,
-        1 => &names.request_id,
-        2 => &names.tenant,
-        3 => &names.auth_user,
-        4 => &names.routing_key,
-        5 => &names.xid,
-        6 => &names.region_hint,
-        7 => &names.downgraded,
-        8 => &TRACEPARENT_NAME,
-        9 => &TRACESTATE_NAME,
-        _ => &BAGGAGE_NAME,
-    }
-}
 
 /// A map holding exactly the headers of `shape`, in field order, with empty values.
 #[derive(Debug)]
@@ -109,7 +86,7 @@ impl Templates {
         headers.reserve(FIELDS);
         for (i, value) in fields.values.iter_mut().enumerate() {
             if let Some(value) = value.take() {
-                headers.append(field_name(names, i).clone(), value);
+                headers.append(names.field(i).clone(), value);
             }
         }
         if slot.get().is_none() {
@@ -169,7 +146,7 @@ mod tests {
                     if shape & (1 << i) != 0 {
                         let v = format!("v{i}-{round}");
                         f.set(i, HeaderValue::from_str(&v).unwrap());
-                        want.push((field_name(&names, i).as_str().to_owned(), v));
+                        want.push((names.field(i).as_str().to_owned(), v));
                     }
                 }
                 let mut map = HeaderMap::new();

@@ -11,6 +11,14 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// W3C `baggage` (fixed name).
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
+/// How many context fields travel in headers (see [`HeaderNames::field`]).
+pub(crate) const FIELDS: usize = 11;
+
+/// The fixed names as statics, so that [`HeaderNames::field`] can lend them.
+static TRACEPARENT_NAME: HeaderName = TRACEPARENT;
+static TRACESTATE_NAME: HeaderName = TRACESTATE;
+static BAGGAGE_NAME: HeaderName = BAGGAGE;
+
 /// The header names the context travels in. The W3C trace headers
 /// (`traceparent`, `tracestate`, `baggage`) have fixed names.
 ///
@@ -116,20 +124,28 @@ impl HeaderNames {
 
     /// Whether no two fields (the W3C trace headers included) share a name.
     pub(crate) fn all_distinct(&self) -> bool {
-        let all = [
-            &self.cell,
-            &self.request_id,
-            &self.tenant,
-            &self.auth_user,
-            &self.routing_key,
-            &self.region_hint,
-            &self.downgraded,
-            &self.xid,
-            &TRACEPARENT,
-            &TRACESTATE,
-            &BAGGAGE,
-        ];
-        all.iter().enumerate().all(|(i, a)| all[i + 1..].iter().all(|b| a != b))
+        (0..FIELDS).all(|i| (i + 1..FIELDS).all(|j| self.field(i) != self.field(j)))
+    }
+
+    /// The header of field `i` in the context's field order, the order of the
+    /// extraction's scan and of what injection writes: cell 0, request id 1,
+    /// tenant 2, authenticated user 3, routing key 4, xid 5, region hint 6,
+    /// downgraded 7, `traceparent` 8, `tracestate` 9, `baggage` 10 (and past it).
+    #[inline]
+    pub(crate) fn field(&self, i: usize) -> &HeaderName {
+        match i {
+            0 => &self.cell,
+            1 => &self.request_id,
+            2 => &self.tenant,
+            3 => &self.auth_user,
+            4 => &self.routing_key,
+            5 => &self.xid,
+            6 => &self.region_hint,
+            7 => &self.downgraded,
+            8 => &TRACEPARENT_NAME,
+            9 => &TRACESTATE_NAME,
+            _ => &BAGGAGE_NAME,
+        }
     }
 
     /// The internal headers: the ones an edge strips from unsigned requests

@@ -87,7 +87,7 @@ fn is_context_key(key: &str, names: &HeaderNames) -> bool {
 /// repeat a key, and a repeated context key is refused on the way in). Values
 /// are checked as [`crate::inject`] checks them; on error nothing is written.
 pub fn inject_kafka(ctx: &CellContext, names: &HeaderNames, headers: OwnedHeaders) -> Result<OwnedHeaders, ContextError> {
-    let mut fields = Vec::with_capacity(crate::codec::FIELDS);
+    let mut fields = Vec::with_capacity(crate::headers::FIELDS);
     let mut first_err = None;
     encode_fields(ctx, names, |_, name, value| match value {
         Ok(v) => fields.push((name.clone(), v)),
