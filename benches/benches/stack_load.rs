@@ -297,6 +297,24 @@ fn request(path: &str, addr: SocketAddr, key: &HeaderValue, rid: &HeaderValue) -
     req
 }
 
+/// The request ids the load generator cycles through.
+fn request_ids() -> Vec<HeaderValue> {
+    (0..1024).map(|i| HeaderValue::from_str(&format!("load-{i:04}")).unwrap()).collect()
+}
+
+/// One `/hello` request on `sender`: its latency (send -> full body, ns) and
+/// whether the answer is right (200, the body, and the echoed request id when
+/// `check_echo`).
+async fn timed_hello(sender: &mut Sender, addr: SocketAddr, key: &HeaderValue, rid: &HeaderValue, check_echo: bool) -> (u64, bool) {
+    let req = request("/hello", addr, key, rid);
+    sender.ready().await.unwrap();
+    let t = Instant::now();
+    let resp = sender.send_request(req).await.unwrap();
+    let ok = resp.status() == StatusCode::OK && (!check_echo || resp.headers().get(X_REQUEST_ID) == Some(rid));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (t.elapsed().as_nanos() as u64, ok && body.as_ref() == BODY)
+}
+
 /// One request outside the measurement; returns status, the echoed request id and the body.
 async fn probe(addr: SocketAddr, path: &str, key: &HeaderValue) -> (StatusCode, Option<HeaderValue>, Bytes) {
     let mut s = connect(addr).await;
@@ -339,7 +357,7 @@ async fn run(addr: SocketAddr, conns: usize, time: Duration, max: u64, keys: Arc
         senders.push(connect(addr).await);
     }
     let started = Arc::new(AtomicU64::new(0));
-    let rids: Arc<Vec<HeaderValue>> = Arc::new((0..1024).map(|i| HeaderValue::from_str(&format!("load-{i:04}")).unwrap()).collect());
+    let rids = Arc::new(request_ids());
     let cpu0 = server_cpu().await;
     let t0 = Instant::now();
     let deadline = t0 + time;
@@ -354,17 +372,10 @@ async fn run(addr: SocketAddr, conns: usize, time: Duration, max: u64, keys: Arc
                 let mut i = c * 131;
                 while started.fetch_add(1, Ordering::Relaxed) < max && Instant::now() < deadline {
                     i = i.wrapping_add(1);
-                    let rid = &rids[i % rids.len()];
-                    let req = request("/hello", addr, &keys[i % keys.len()], rid);
-                    sender.ready().await.unwrap();
-                    let t = Instant::now();
-                    let resp = sender.send_request(req).await.unwrap();
-                    let status = resp.status();
-                    let echo_ok = !check_echo || resp.headers().get(X_REQUEST_ID) == Some(rid);
-                    let body = resp.into_body().collect().await.unwrap().to_bytes();
-                    hist.saturating_record(t.elapsed().as_nanos() as u64);
+                    let (ns, ok) = timed_hello(&mut sender, addr, &keys[i % keys.len()], &rids[i % rids.len()], check_echo).await;
+                    hist.saturating_record(ns);
                     n += 1;
-                    if status != StatusCode::OK || !echo_ok || body.as_ref() != BODY {
+                    if !ok {
                         errors += 1;
                     }
                 }
@@ -481,7 +492,7 @@ async fn paired(variants: &[Variant], time: Duration, max: u64, keys: &[HeaderVa
     for v in variants {
         senders.push(connect(v.addr).await);
     }
-    let rids: Vec<HeaderValue> = (0..1024).map(|i| HeaderValue::from_str(&format!("pair-{i:04}")).unwrap()).collect();
+    let rids = request_ids();
     let mut out = Paired { hists: variants.iter().map(|_| new_hist()).collect(), diffs: vec![Vec::new(); variants.len()], steps: 0, errors: 0 };
     let mut lat = vec![0u64; variants.len()];
     let deadline = Instant::now() + time;
@@ -489,16 +500,10 @@ async fn paired(variants: &[Variant], time: Duration, max: u64, keys: &[HeaderVa
         let i = out.steps as usize;
         for k in 0..variants.len() {
             let j = if i.is_multiple_of(2) { k } else { variants.len() - 1 - k };
-            let (v, sender) = (variants[j], &mut senders[j]);
-            let rid = &rids[i % rids.len()];
-            let req = request("/hello", v.addr, &keys[i % keys.len()], rid);
-            sender.ready().await.unwrap();
-            let t = Instant::now();
-            let resp = sender.send_request(req).await.unwrap();
-            let ok = resp.status() == StatusCode::OK && (!v.echo || resp.headers().get(X_REQUEST_ID) == Some(rid));
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            lat[j] = t.elapsed().as_nanos() as u64;
-            if !ok || body.as_ref() != BODY {
+            let v = variants[j];
+            let (ns, ok) = timed_hello(&mut senders[j], v.addr, &keys[i % keys.len()], &rids[i % rids.len()], v.echo).await;
+            lat[j] = ns;
+            if !ok {
                 out.errors += 1;
             }
         }
