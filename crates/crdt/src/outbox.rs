@@ -23,40 +23,13 @@ use crate::codec;
 use crate::replica::{Change, Delta, Replica, Store};
 use crate::state::StateStore;
 
-/// The SQL dialect of the outbox database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// MySQL or MariaDB.
-    MySql,
-    /// PostgreSQL.
-    Postgres,
-    /// SQLite.
-    Sqlite,
-}
+/// The SQL dialect of the outbox database (shared with the state table and
+/// the SDK's other durable logs).
+pub use sqldialect::Dialect;
 
-impl Dialect {
-    /// The dialect of a database URL (`mysql:`, `mariadb:`, `postgres:`, `postgresql:`, `sqlite:`).
-    pub fn from_url(url: &str) -> Result<Self, CrdtError> {
-        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
-        match scheme.as_str() {
-            "mysql" | "mariadb" => Ok(Dialect::MySql),
-            "postgres" | "postgresql" => Ok(Dialect::Postgres),
-            "sqlite" => Ok(Dialect::Sqlite),
-            other => Err(CrdtError::Config(format!("unsupported outbox database scheme {other:?}"))),
-        }
-    }
-
-    /// The `i`-th bind placeholder (1-based).
-    pub(crate) fn placeholder(self, i: usize) -> String {
-        if self == Dialect::Postgres { format!("${i}") } else { "?".to_string() }
-    }
-
-    pub(crate) fn placeholders(self, n: usize) -> String {
-        (1..=n)
-            .map(|i| if self == Dialect::Postgres { format!("${i}") } else { "?".to_string() })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+/// A configuration error of the outbox or state table: bad URL scheme or table name.
+pub(crate) fn config_error(what: &str, e: sqldialect::Error) -> CrdtError {
+    CrdtError::Config(format!("{what}: {e}"))
 }
 
 impl Replica {
@@ -113,16 +86,14 @@ impl Outbox {
     /// Connects to `url` and uses `table` (letters, digits and `_`, at most 60 bytes).
     pub async fn connect(url: &str, table: &str) -> Result<Self, CrdtError> {
         install_default_drivers();
-        let dialect = Dialect::from_url(url)?;
+        let dialect = Dialect::from_url(url).map_err(|e| config_error("outbox", e))?;
         let pool = AnyPoolOptions::new().max_connections(4).connect(url).await?;
         Self::new(pool, dialect, table)
     }
 
     /// Uses an existing pool of the given dialect.
     pub fn new(pool: AnyPool, dialect: Dialect, table: &str) -> Result<Self, CrdtError> {
-        if !valid_table(table) {
-            return Err(CrdtError::Config(format!("invalid outbox table name {table:?}")));
-        }
+        sqldialect::check_identifier(table, MAX_TABLE_LEN).map_err(|e| config_error("outbox", e))?;
         Ok(Outbox { pool, table: table.to_string(), dialect, wake: Arc::new(tokio::sync::Notify::new()) })
     }
 
@@ -144,11 +115,12 @@ impl Outbox {
     /// Creates the table (and its pending-rows index) if missing.
     pub async fn migrate(&self) -> Result<(), CrdtError> {
         let t = &self.table;
-        let (id, blob) = match self.dialect {
-            Dialect::MySql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "LONGBLOB"),
-            Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
-            Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+        let id = match self.dialect {
+            Dialect::MySql => "BIGINT AUTO_INCREMENT PRIMARY KEY",
+            Dialect::Postgres => "BIGSERIAL PRIMARY KEY",
+            Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
         };
+        let blob = self.dialect.blob_type();
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {t} (id {id}, aggregatetype VARCHAR(255) NOT NULL, \
              aggregateid VARCHAR(255) NOT NULL, type VARCHAR(255) NOT NULL, payload {blob} NOT NULL, \
@@ -319,14 +291,8 @@ impl Outbox {
     }
 }
 
-/// A table name we splice into SQL: letters, digits and `_`, at most 60 bytes,
-/// not starting with a digit.
-pub(crate) fn valid_table(table: &str) -> bool {
-    !table.is_empty()
-        && table.len() <= 60
-        && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !table.as_bytes()[0].is_ascii_digit()
-}
+/// The longest outbox or state table name.
+pub(crate) const MAX_TABLE_LEN: usize = 60;
 
 fn hlc_to_i64(ts: Timestamp) -> i64 {
     i64::try_from(ts.0).unwrap_or(i64::MAX)

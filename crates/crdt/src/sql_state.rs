@@ -9,7 +9,7 @@ use cellctx::CellId;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::error::CrdtError;
-use crate::outbox::{Dialect, Outbox, valid_table};
+use crate::outbox::{Dialect, MAX_TABLE_LEN, Outbox, config_error};
 use crate::state::StateStore;
 
 /// Saves each cell's encoded replica state in one row of a SQL table. Clones
@@ -25,9 +25,7 @@ impl SqlStateStore {
     /// Uses an existing pool of the given dialect and `table` (letters, digits
     /// and `_`, at most 60 bytes).
     pub fn new(pool: AnyPool, dialect: Dialect, table: &str) -> Result<Self, CrdtError> {
-        if !valid_table(table) {
-            return Err(CrdtError::Config(format!("invalid state table name {table:?}")));
-        }
+        sqldialect::check_identifier(table, MAX_TABLE_LEN).map_err(|e| config_error("state table", e))?;
         Ok(SqlStateStore { pool, dialect, table: table.to_string() })
     }
 
@@ -43,11 +41,7 @@ impl SqlStateStore {
 
     /// Creates the table if missing.
     pub async fn migrate(&self) -> Result<(), CrdtError> {
-        let blob = match self.dialect {
-            Dialect::MySql => "LONGBLOB",
-            Dialect::Postgres => "BYTEA",
-            Dialect::Sqlite => "BLOB",
-        };
+        let blob = self.dialect.blob_type();
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {} (cell VARCHAR(64) NOT NULL PRIMARY KEY, state {blob} NOT NULL)",
             self.table

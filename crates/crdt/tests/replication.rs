@@ -753,7 +753,10 @@ mod recovery {
         tx.commit().await.unwrap();
         assert_eq!(store.load(&fra).await.unwrap(), Some(vec![5]));
 
-        assert!(SqlStateStore::for_outbox(&outbox, "bad name; drop").is_err());
+        assert!(matches!(SqlStateStore::for_outbox(&outbox, "bad name; drop"), Err(crdt::CrdtError::Config(_))));
+        // a table name that would need quoting, and a database the outbox cannot speak
+        assert!(matches!(Outbox::connect(url, "1outbox").await, Err(crdt::CrdtError::Config(_))));
+        assert!(matches!(Outbox::connect("oracle://db/x", "outbox").await, Err(crdt::CrdtError::Config(_))));
     }
 
     #[tokio::test]

@@ -30,36 +30,14 @@ use sqlx::{AnyPool, Row};
 use crate::error::Error;
 use crate::sla::SwitchPhases;
 
-/// The SQL dialect (placeholders and DDL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// MySQL / MariaDB.
-    MySql,
-    /// PostgreSQL.
-    Postgres,
-    /// SQLite.
-    Sqlite,
-}
+/// The SQL dialect of the audit database (shared with the SDK's other durable logs).
+pub use sqldialect::Dialect;
 
-impl Dialect {
-    /// The dialect of a connection URL (`mysql:`, `mariadb:`, `postgres:`,
-    /// `postgresql:`, `sqlite:`).
-    pub fn from_url(url: &str) -> Result<Self, Error> {
-        let scheme = url.split(':').next().unwrap_or("");
-        match scheme {
-            "mysql" | "mariadb" => Ok(Dialect::MySql),
-            "postgres" | "postgresql" => Ok(Dialect::Postgres),
-            "sqlite" => Ok(Dialect::Sqlite),
-            other => Err(Error::Config(format!("unsupported audit database scheme {other:?}"))),
-        }
-    }
+/// The longest audit table name.
+const MAX_TABLE_LEN: usize = 64;
 
-    fn ph(self, n: usize) -> String {
-        match self {
-            Dialect::Postgres => format!("${n}"),
-            _ => "?".to_string(),
-        }
-    }
+fn config_error(e: sqldialect::Error) -> Error {
+    Error::Config(format!("audit log: {e}"))
 }
 
 /// Where a switch is.
@@ -170,7 +148,7 @@ impl AuditLog {
     /// (letters, digits and `_`, at most 64), creating it if missing.
     pub async fn connect(url: &str, table: &str) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
-        let dialect = Dialect::from_url(url)?;
+        let dialect = Dialect::from_url(url).map_err(config_error)?;
         let pool = AnyPoolOptions::new().max_connections(4).connect(url).await?;
         let log = Self::new(pool, dialect, table)?;
         log.ensure_table().await?;
@@ -179,10 +157,7 @@ impl AuditLog {
 
     /// An audit log on an existing pool (call [`ensure_table`](Self::ensure_table)).
     pub fn new(pool: AnyPool, dialect: Dialect, table: &str) -> Result<Self, Error> {
-        let ok = !table.is_empty() && table.len() <= 64 && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !ok {
-            return Err(Error::Config(format!("bad audit table name {table:?}")));
-        }
+        sqldialect::check_identifier(table, MAX_TABLE_LEN).map_err(config_error)?;
         Ok(AuditLog { pool, dialect, table: table.to_string() })
     }
 
@@ -208,8 +183,7 @@ impl AuditLog {
 
     /// Writes the intent row (status `intent`).
     pub async fn insert_intent(&self, r: &AuditRecord) -> Result<(), Error> {
-        let phs: Vec<String> = (1..=16).map(|i| self.dialect.ph(i)).collect();
-        let sql = format!("INSERT INTO {} ({COLUMNS}) VALUES ({})", self.table, phs.join(", "));
+        let sql = format!("INSERT INTO {} ({COLUMNS}) VALUES ({})", self.table, self.dialect.placeholders(16));
         sqlx::query(&sql)
             .bind(r.tx_id.clone())
             .bind(r.flow.clone())
@@ -238,9 +212,9 @@ impl AuditLog {
         let sql = format!(
             "UPDATE {} SET status = 'committed', committed_at_ms = {}, note = {} WHERE tx_id = {} AND status = 'intent'",
             self.table,
-            d.ph(1),
-            d.ph(2),
-            d.ph(3)
+            d.placeholder(1),
+            d.placeholder(2),
+            d.placeholder(3)
         );
         let res =
             sqlx::query(&sql).bind(at_ms as i64).bind(note.map(str::to_string)).bind(tx_id.to_string()).execute(&self.pool).await?;
@@ -253,8 +227,8 @@ impl AuditLog {
         let sql = format!(
             "UPDATE {} SET status = 'applied', applied_at_ms = {} WHERE tx_id = {} AND status = 'committed'",
             self.table,
-            d.ph(1),
-            d.ph(2)
+            d.placeholder(1),
+            d.placeholder(2)
         );
         let res = sqlx::query(&sql).bind(at_ms as i64).bind(tx_id.to_string()).execute(&self.pool).await?;
         Ok(res.rows_affected() == 1)
@@ -266,8 +240,8 @@ impl AuditLog {
         let sql = format!(
             "UPDATE {} SET status = 'rolled_back', note = {} WHERE tx_id = {} AND status = 'intent'",
             self.table,
-            d.ph(1),
-            d.ph(2)
+            d.placeholder(1),
+            d.placeholder(2)
         );
         let res = sqlx::query(&sql).bind(note.to_string()).bind(tx_id.to_string()).execute(&self.pool).await?;
         Ok(res.rows_affected() == 1)
@@ -275,7 +249,7 @@ impl AuditLog {
 
     /// The row of `tx_id`.
     pub async fn get(&self, tx_id: &str) -> Result<Option<AuditRecord>, Error> {
-        let sql = format!("SELECT {COLUMNS} FROM {} WHERE tx_id = {}", self.table, self.dialect.ph(1));
+        let sql = format!("SELECT {COLUMNS} FROM {} WHERE tx_id = {}", self.table, self.dialect.placeholder(1));
         let row = sqlx::query(&sql).bind(tx_id.to_string()).fetch_optional(&self.pool).await?;
         row.map(|r| decode(&r)).transpose()
     }

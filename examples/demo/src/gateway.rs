@@ -100,9 +100,17 @@ impl Gateway {
         Ok(Gateway { store, cells, reporter })
     }
 
-    /// The gateway's HTTP service: the edge context layer around the forwarder.
-    pub(crate) fn router(self: Arc<Self>) -> axum::Router {
-        axum::Router::new().fallback(forward).with_state(self).layer(cellctx::CellContextLayer::edge())
+    /// The gateway's HTTP service: the edge context layer wrapped around the
+    /// whole forwarding router (as the README recommends), so a request the
+    /// layer rejects never reaches the router.
+    pub(crate) fn service(
+        self: Arc<Self>,
+    ) -> impl tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send> + Clone + Send + 'static
+    {
+        ServiceBuilder::new()
+            .map_response(IntoResponse::into_response)
+            .layer(cellctx::CellContextLayer::edge())
+            .service(axum::Router::new().fallback(forward).with_state(self))
     }
 }
 

@@ -222,7 +222,8 @@ async fn drive(
     )?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gw_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, gw.router()).await });
+    let gateway = tower::make::Shared::new(gw.service());
+    tokio::spawn(async move { axum::serve(listener, gateway).await });
 
     // users of every region, with their home and failover cells
     let compiled = table.clone().compile().map_err(|e| DemoError::Other(format!("routing table: {e}")))?;

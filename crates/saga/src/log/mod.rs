@@ -186,14 +186,13 @@ impl SagaLog {
     /// database, `sqlite::memory:`, gets one connection that is never closed, as
     /// each connection would otherwise see its own empty database).
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let scheme = url.split_once(':').map_or("", |(s, _)| s);
-        let pool: LogPool = match scheme {
-            "mysql" => MySqlPool::connect(url).await?.into(),
-            "mariadb" => MySqlPool::connect(&format!("mysql{}", &url["mariadb".len()..]))
-                .await?
-                .into(),
-            "postgres" | "postgresql" => PgPool::connect(url).await?.into(),
-            "sqlite" => {
+        let (scheme, rest) = url.split_once(':').unwrap_or((url, ""));
+        let dialect = Dialect::from_url(url).map_err(|_| Error::UnsupportedUrl(scheme.to_string()))?;
+        let pool: LogPool = match dialect {
+            // `mariadb:` names the same driver
+            Dialect::MySql => MySqlPool::connect(&format!("mysql:{rest}")).await?.into(),
+            Dialect::Postgres => PgPool::connect(url).await?.into(),
+            Dialect::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
                 let memory = url.contains(":memory:") || url.contains("mode=memory");
                 let pool = if memory {
@@ -209,13 +208,12 @@ impl SagaLog {
                 };
                 pool.into()
             }
-            _ => return Err(Error::UnsupportedUrl(scheme.to_string())),
         };
         Ok(SagaLog::new(pool))
     }
 
-    /// Prefixes the table names (at most 32 bytes of `a-z 0-9 _`, starting with a
-    /// letter), e.g. `orders_` gives `orders_saga_log` and `orders_saga_step`.
+    /// Prefixes the table names (at most 32 bytes of letters, digits and `_`,
+    /// not starting with a digit), e.g. `orders_` gives `orders_saga_log` and `orders_saga_step`.
     pub fn with_table_prefix(mut self, prefix: &str) -> Result<Self, Error> {
         sql::validate_prefix(prefix)?;
         self.sql = std::sync::Arc::new(Statements::new(self.pool.dialect(), prefix));

@@ -6,16 +6,11 @@
 //! lacks `CREATE INDEX IF NOT EXISTS`). Times are `BIGINT` milliseconds and every
 //! integer is `BIGINT`, so one set of Rust types decodes on all three.
 
-/// The database behind a [`SagaLog`](crate::SagaLog).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dialect {
-    /// MySQL or MariaDB.
-    MySql,
-    /// PostgreSQL.
-    Postgres,
-    /// SQLite.
-    Sqlite,
-}
+/// The database behind a [`SagaLog`](crate::SagaLog) (shared with the SDK's other durable logs).
+pub use sqldialect::Dialect;
+
+/// The longest table prefix.
+const MAX_PREFIX_LEN: usize = 32;
 
 /// The statements, built once for a dialect and table prefix.
 #[derive(Debug, Clone)]
@@ -91,7 +86,7 @@ impl Statements {
             ));
         }
         let live = "('running', 'compensating')";
-        let p = |sql: String| placeholders(dialect, &sql);
+        let p = |sql: String| dialect.numbered(&sql);
         Statements {
             create,
             insert_saga: p(format!(
@@ -142,40 +137,14 @@ impl Statements {
     }
 }
 
-/// Rewrites `?` placeholders to `$1, $2, ...` for PostgreSQL. The statements
-/// here hold no `?` inside string literals.
-fn placeholders(dialect: Dialect, sql: &str) -> String {
-    if dialect != Dialect::Postgres {
-        return sql.to_string();
-    }
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Validates a table prefix: at most 32 bytes of `a-z`, `0-9`, `_`, starting with a letter.
+/// Validates a table prefix: empty, or at most 32 bytes of letters, digits
+/// and `_`, not starting with a digit.
 pub(crate) fn validate_prefix(prefix: &str) -> Result<(), crate::Error> {
-    let ok = prefix.len() <= 32
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && prefix.bytes().next().is_none_or(|b| b.is_ascii_lowercase());
-    if ok {
-        Ok(())
-    } else {
-        Err(crate::Error::InvalidConfig(format!(
-            "table prefix {prefix:?} must be at most 32 bytes of a-z, 0-9, '_', starting with a letter"
-        )))
+    if prefix.is_empty() {
+        return Ok(());
     }
+    sqldialect::check_identifier(prefix, MAX_PREFIX_LEN)
+        .map_err(|e| crate::Error::InvalidConfig(format!("table prefix: {e}")))
 }
 
 #[cfg(test)]
