@@ -1,6 +1,8 @@
 //! cellctx: extract + inject of a 5-header context through the server and client
 //! layers around a no-op service, against tower-http's `SetRequestIdLayer` +
 //! `PropagateHeaderLayer` around the same no-op service, plus the raw functions.
+//! A last row runs the harness alone (request built, called through the no-op,
+//! dropped), so that what each stack adds can be read off.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -70,7 +72,10 @@ fn layers(c: &mut Criterion) {
     let mut same_job = hand_forwarding_peer();
     let res = call(&mut same_job, request());
     assert_eq!(*res.body(), 5, "the handler forwarded the 5 headers");
-    // Profiling mode: `CELLCTX_PROFILE=ours|peer|peer5 CELLCTX_N=<n>` runs n requests
+    // The harness alone: the same request built, called and dropped through the
+    // same no-op, with no layer; what each stack adds is its figure minus this one.
+    let mut bare = service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(Response::new(req.headers().len())) });
+    // Profiling mode: `CELLCTX_PROFILE=ours|peer|peer5|bare CELLCTX_N=<n>` runs n requests
     // through one stack and exits (callgrind: instructions / n, minus n = 0).
     if let Ok(which) = std::env::var("CELLCTX_PROFILE") {
         let n: usize = std::env::var("CELLCTX_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
@@ -84,6 +89,8 @@ fn layers(c: &mut Criterion) {
                 black_box(call(&mut peer, black_box(request())));
             } else if which == "peer5" {
                 black_box(call(&mut same_job, black_box(request())));
+            } else if which == "bare" {
+                black_box(call(&mut bare, black_box(request())));
             } else {
                 black_box(call(&mut ours, black_box(request())));
             }
@@ -105,6 +112,9 @@ fn layers(c: &mut Criterion) {
     });
     g.bench_function("hand-rolled: tower-http pair + the handler copying the 5 headers", |b| {
         b.iter(|| black_box(call(&mut same_job, black_box(request()))))
+    });
+    g.bench_function("harness alone: the same request through the no-op, no layer", |b| {
+        b.iter(|| black_box(call(&mut bare, black_box(request()))))
     });
     g.finish();
 }
