@@ -46,13 +46,16 @@
 //! `STACK_LOAD_MAX_REQUESTS` (per run, default 5,000,000), `STACK_LOAD_ABLATION=1`
 //! (a third phase at `conns` connections adding the stack's prefixes: cellctx
 //! alone, cellctx + cellrouter, to see which layer costs what; and, as a peer
-//! layer, tower-http's `PropagateHeaderLayer` echoing the request id);
-//! `STACK_LOAD_ONLY=bare|echo|cellctx|router|full|wrapped` (profiling aid: that variant
+//! layer, tower-http's `PropagateHeaderLayer` echoing the request id; and the
+//! floor of the stack's server-side job, hand-written: `support/stack_floor.rs`);
+//! `STACK_LOAD_ONLY=bare|echo|cellctx|router|full|wrapped|floor` (profiling aid: that variant
 //! alone, one phase, e.g. under callgrind).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/cells.rs"]
 mod cells;
+#[path = "support/stack_floor.rs"]
+mod stack_floor;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -207,6 +210,15 @@ fn ctx_router_app(store: TableStore) -> Router {
             .layer(CellRouterLayer::new(store, id(LOCAL)).with_policy(MisroutePolicy::Refuse)),
     )
 }
+
+/// Ablation: the floor of the stack's server-side job, hand-written around the
+/// whole `Router` (see `support/stack_floor.rs`).
+fn floor(store: TableStore) -> stack_floor::Floor {
+    stack_floor::Floor { inner: bare_app(), store, local: id(LOCAL) }
+}
+
+/// The floor variant's name.
+const FLOOR: &str = "floor of the stack's job (unchecked)";
 
 /// The server runtime: one thread, a current-thread runtime (set once in `main`).
 static SERVER: OnceLock<tokio::runtime::Handle> = OnceLock::new();
@@ -697,7 +709,8 @@ async fn main_async(opts: Opts) {
             "router" => Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store)).await, echo: true },
             "full" => full_v,
             "wrapped" => wrapped_v,
-            other => panic!("STACK_LOAD_ONLY={other}: expected bare, echo, cellctx, router, full or wrapped"),
+            "floor" => Variant { name: FLOOR, addr: serve_service(floor(store)).await, echo: true },
+            other => panic!("STACK_LOAD_ONLY={other}: expected bare, echo, cellctx, router, full, wrapped or floor"),
         };
         let p = phase("only", opts.conns, opts.secs, &opts, &[v], &local_keys).await;
         print_table(&[&p]);
@@ -714,8 +727,9 @@ async fn main_async(opts: Opts) {
         // Which layer costs what: each prefix of the stack, at load.
         let echo = Variant { name: "tower-http echo layer", addr: serve(echo_app()).await, echo: true };
         let ctx = Variant { name: "cellctx", addr: serve(ctx_app()).await, echo: true };
-        let router = Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store)).await, echo: true };
-        let variants = [bare_v, echo, ctx, router, full_v, wrapped_v];
+        let router = Variant { name: "cellctx + cellrouter", addr: serve(ctx_router_app(store.clone())).await, echo: true };
+        let floor = Variant { name: FLOOR, addr: serve_service(floor(store)).await, echo: true };
+        let variants = [bare_v, echo, ctx, router, full_v, wrapped_v, floor];
         phases.push(phase("ablation", std::env::var("STACK_LOAD_ABLATION_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(opts.conns), opts.secs, &opts, &variants, &local_keys).await);
         let pairs = paired_phase(&variants, &opts, &local_keys).await;
         assert_eq!(pairs.errors, 0, "paired ablation: {} failed responses", pairs.errors);
