@@ -17,10 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use cellctx::CellId;
 use cellrouter::TableStore;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
-const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use super::{X_REQUEST_ID, X_USER_ID};
 
 /// What the floor hands to the handler (by value, no `Arc`).
 #[derive(Clone, Debug)]
