@@ -14,6 +14,13 @@ pub trait KeyExtractor: Clone + Send + Sync + 'static {
     /// The breaker's name for `key` (used for config lookup, metrics and
     /// events); called once, when the breaker is created.
     fn name(&self, key: &Self::Key) -> String;
+
+    /// The key every request has, when it does not depend on the request
+    /// ([`Downstream`]): the layer then looks the breaker up once, when it makes
+    /// a service, rather than on every call of a service cloned per request.
+    fn fixed_key(&self) -> Option<Self::Key> {
+        None
+    }
 }
 
 /// Extracts the key from a request.
@@ -39,6 +46,10 @@ impl KeyExtractor for Downstream {
     type Key = ();
     fn name(&self, _: &()) -> String {
         self.name.to_string()
+    }
+
+    fn fixed_key(&self) -> Option<()> {
+        Some(())
     }
 }
 

@@ -7,7 +7,8 @@ use crate::baggage::{Baggage, MAX_BAGGAGE_BYTES};
 use crate::cell_id::{CellId, MAX_CELL_ID_LEN};
 use crate::context::{CellContext, MAX_TOKEN_LEN, RegionHint};
 use crate::error::{ContextError, InvalidValue};
-use crate::headers::{BAGGAGE, FIELDS, HeaderNames, TRACEPARENT, TRACESTATE};
+use crate::headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
+use crate::name_scan::NameScan;
 use crate::token::Token;
 
 /// Longest `X-Region-Hint` value, in bytes.
@@ -28,8 +29,10 @@ pub(crate) trait Source {
     /// value again costs no allocation).
     fn get(&self, name: &HeaderName) -> Found<'_>;
 
-    /// Every context header at once (by default one [`get`](Source::get) each).
-    fn fields<'a>(&'a self, names: &HeaderNames) -> Fields<'a> {
+    /// Every context header at once (by default one [`get`](Source::get) each;
+    /// `scan`, when given, is `names` prepared for a pass over the carrier).
+    fn fields<'a>(&'a self, names: &HeaderNames, scan: Option<&NameScan>) -> Fields<'a> {
+        let _ = scan;
         lookup_fields(self, names)
     }
 }
@@ -109,23 +112,6 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Whether two byte strings of the same length are equal: two (overlapping)
-/// word compares up to 16 bytes, where a `memcmp` call would cost more than
-/// the compare; longer ones by slice equality.
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    use crate::swar::short_word;
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0..=8 => short_word(a, 0) == short_word(b, 0),
-        9..=16 => short_word(a, 0) == short_word(b, 0) && short_word(&a[n - 8..], 0) == short_word(&b[n - 8..], 0),
-        _ => a == b,
-    }
-}
-
 /// Up to this many header values, [`HeaderMap`] finds the context headers in
 /// one pass over the map (a name comparison per field and value) rather than
 /// with one hashed lookup per field (11 lookups, most of them misses).
@@ -141,32 +127,27 @@ impl Source for HeaderMap {
         }
     }
 
-    fn fields<'a>(&'a self, names: &HeaderNames) -> Fields<'a> {
+    fn fields<'a>(&'a self, names: &HeaderNames, scan: Option<&NameScan>) -> Fields<'a> {
         if self.len() > SCAN_MAX {
             return lookup_fields(self, names);
         }
-        // Names compared as their (lowercase) bytes: a length check rules most out.
-        let wanted: [&[u8]; FIELDS] = std::array::from_fn(|i| names.field(i).as_str().as_bytes());
-        // The lengths of the wanted names, as bits: most other headers are
-        // passed over on their length alone (longer names share bits and are
-        // then compared in full).
-        let lengths = wanted.iter().fold(0u64, |m, w| m | 1 << (w.len() & 63));
+        let made;
+        let scan = match scan {
+            Some(scan) => scan,
+            None => {
+                made = NameScan::new(names);
+                &made
+            }
+        };
         let mut fields = Fields::EMPTY;
         for (name, value) in self {
-            let name = name.as_str().as_bytes();
-            if lengths & (1 << (name.len() & 63)) == 0 {
-                continue;
-            }
-            // Every field the name is configured for (two fields may share a name).
-            for (i, want) in wanted.iter().enumerate() {
-                if name.len() == want.len() && same_bytes(name, want) {
-                    let slot = fields.slot(i);
-                    *slot = match slot {
-                        Ok(None) => Ok(Some((value.as_bytes(), Some(value)))),
-                        _ => Err(REPEATED),
-                    };
-                }
-            }
+            scan.each_field(name.as_str().as_bytes(), |i| {
+                let slot = fields.slot(i);
+                *slot = match slot {
+                    Ok(None) => Ok(Some((value.as_bytes(), Some(value)))),
+                    _ => Err(REPEATED),
+                };
+            });
         }
         fields
     }
@@ -252,7 +233,7 @@ pub fn extract(headers: &HeaderMap, names: &HeaderNames) -> Result<CellContext, 
 /// assert_eq!(headers["x-request-id"], ctx.request_id.as_str());
 /// ```
 pub fn inject(ctx: &CellContext, names: &HeaderNames, headers: &mut HeaderMap) -> Result<(), ContextError> {
-    let mut out: [Option<(HeaderName, HeaderValue)>; FIELDS] = Default::default();
+    let mut out: [Option<(HeaderName, HeaderValue)>; crate::headers::FIELDS] = Default::default();
     let mut n = 0;
     let mut first_err = None;
     encode_fields(ctx, names, |_, name, value| match value {
@@ -333,7 +314,16 @@ pub(crate) fn check_token(raw: &[u8]) -> Result<(), InvalidValue> {
 
 /// Reads a context from any carrier.
 pub(crate) fn extract_from<S: Source + ?Sized>(src: &S, names: &HeaderNames) -> Result<CellContext, ContextError> {
-    let f = src.fields(names);
+    extract_scanned(src, names, None)
+}
+
+/// [`extract_from`] with the names already prepared for the scan (the server layer's).
+pub(crate) fn extract_scanned<S: Source + ?Sized>(
+    src: &S,
+    names: &HeaderNames,
+    scan: Option<&NameScan>,
+) -> Result<CellContext, ContextError> {
+    let f = src.fields(names, scan);
     let cell = match text_value(f.cell, &names.cell, MAX_CELL_ID_LEN)? {
         Some((v, hv)) => Some((CellId::new(v).map_err(|r| ContextError::for_header(&names.cell, r))?, hv)),
         None => None,
@@ -610,32 +600,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
-    proptest::proptest! {
-        #[test]
-        fn same_bytes_is_slice_equality(a in proptest::collection::vec(0u8..4, 0..40), flip in proptest::option::of(0usize..40)) {
-            // Equal-length pairs, equal or differing in one byte (small alphabet: many collisions).
-            let mut b = a.clone();
-            if let Some(i) = flip.filter(|i| *i < b.len()) {
-                b[i] ^= 1;
-            }
-            proptest::prop_assert_eq!(same_bytes(&a, &b), a == b);
-        }
-    }
-
-    #[test]
-    fn same_bytes_every_length_and_position() {
-        for n in 0..=24usize {
-            let a: Vec<u8> = (0..n as u8).collect();
-            assert!(same_bytes(&a, &a.clone()), "{n}");
-            for i in 0..n {
-                let mut b = a.clone();
-                b[i] = b[i].wrapping_add(1);
-                assert!(!same_bytes(&a, &b), "length {n}, byte {i}");
-            }
-            assert!(!same_bytes(&a, &[a.as_slice(), b"x"].concat()), "lengths differ");
-        }
-    }
 
     #[test]
     fn a_long_configured_name_is_matched_in_full() {

@@ -129,6 +129,7 @@ mod headers;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;
+mod name_scan;
 mod propagation;
 pub mod request_id;
 mod scope;

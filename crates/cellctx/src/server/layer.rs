@@ -8,7 +8,8 @@ use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
 
 use super::service::CellContextService;
-use crate::codec::extract;
+use crate::codec::extract_scanned;
+use crate::name_scan::NameScan;
 use crate::context::CellContext;
 use crate::error::ContextError;
 use crate::headers::HeaderNames;
@@ -41,6 +42,8 @@ pub struct CellContextLayer {
 pub(crate) struct Config {
     pub(crate) mode: TrustMode,
     pub(crate) names: HeaderNames,
+    /// `names` prepared for the extraction's pass over the headers.
+    pub(crate) scan: NameScan,
     pub(crate) keys: Option<SigningKeys>,
     pub(crate) metrics: Metrics,
     pub(crate) otel: bool,
@@ -54,6 +57,7 @@ impl CellContextLayer {
             config: Arc::new(Config {
                 mode,
                 names: HeaderNames::default(),
+                scan: NameScan::new(&HeaderNames::default()),
                 keys: None,
                 metrics: Metrics::new(&opentelemetry::global::meter("cellctx")),
                 otel: true,
@@ -73,7 +77,9 @@ impl CellContextLayer {
 
     /// Uses other header names.
     pub fn with_header_names(mut self, names: HeaderNames) -> Self {
-        Arc::make_mut(&mut self.config).names = names;
+        let config = Arc::make_mut(&mut self.config);
+        config.scan = NameScan::new(&names);
+        config.names = names;
         self
     }
 
@@ -115,13 +121,13 @@ impl Config {
     /// Applies the trust boundary to `headers` and reads the context.
     pub(crate) fn prepare(&self, headers: &mut HeaderMap) -> Result<CellContext, ContextError> {
         if self.mode == TrustMode::Internal {
-            return extract(headers, &self.names);
+            return extract_scanned(headers, &self.names, Some(&self.scan));
         }
         let Some(sig) = headers.remove(&self.names.signature) else {
             self.strip(headers);
-            return extract(headers, &self.names);
+            return extract_scanned(headers, &self.names, Some(&self.scan));
         };
-        let mut ctx = extract(headers, &self.names)?;
+        let mut ctx = extract_scanned(headers, &self.names, Some(&self.scan))?;
         let verdict = match &self.keys {
             Some(keys) => keys.verify_named(&ctx, sig.as_bytes(), SystemTime::now(), &self.names.signature),
             None => Err(ContextError::SignatureMismatch { header: self.names.signature.clone() }),
