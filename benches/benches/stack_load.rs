@@ -241,14 +241,39 @@ fn start_server_thread() {
     SERVER.set(rx.recv().unwrap()).unwrap();
 }
 
-/// CPU time the server thread has used so far, read on that thread from
-/// `/proc/thread-self/schedstat` (nanoseconds on the CPU; Linux).
-async fn server_cpu() -> Duration {
+/// CPU time the server thread has used so far: in all, read from
+/// `/proc/thread-self/schedstat` (nanoseconds on the CPU), and split into user
+/// and kernel time from `/proc/thread-self/stat` (clock ticks of 10 ms: coarse,
+/// read over whole phases). Read on that thread; Linux.
+#[derive(Clone, Copy, Default)]
+struct CpuSample {
+    on_cpu: Duration,
+    user: Duration,
+    system: Duration,
+}
+
+impl CpuSample {
+    fn since(self, earlier: CpuSample) -> CpuSample {
+        CpuSample {
+            on_cpu: self.on_cpu.saturating_sub(earlier.on_cpu),
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+async fn server_cpu() -> CpuSample {
     server()
         .spawn(async {
             let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("/proc/thread-self/schedstat (Linux)");
             let ns: u64 = stat.split_whitespace().next().and_then(|v| v.parse().ok()).expect("schedstat: ns on cpu");
-            Duration::from_nanos(ns)
+            // Fields after the command name: state is the first, utime the 12th, stime the 13th.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc/thread-self/stat (Linux)");
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).expect("stat: command name");
+            let ticks: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(|v| v.parse().expect("stat: ticks")).collect();
+            // USER_HZ is 100 on Linux.
+            let tick = Duration::from_millis(10);
+            CpuSample { on_cpu: Duration::from_nanos(ns), user: tick * ticks[0] as u32, system: tick * ticks[1] as u32 }
         })
         .await
         .unwrap()
@@ -350,7 +375,7 @@ struct Variant {
 struct RunResult {
     requests: u64,
     /// Server thread CPU time spent during the run.
-    server_cpu: Duration,
+    server_cpu: CpuSample,
     errors: u64,
     elapsed: Duration,
     hist: Histogram<u64>,
@@ -395,7 +420,7 @@ async fn run(addr: SocketAddr, conns: usize, time: Duration, max: u64, keys: Arc
             })
         })
         .collect();
-    let mut out = RunResult { requests: 0, server_cpu: Duration::ZERO, errors: 0, elapsed: Duration::ZERO, hist: new_hist() };
+    let mut out = RunResult { requests: 0, server_cpu: CpuSample::default(), errors: 0, elapsed: Duration::ZERO, hist: new_hist() };
     for t in tasks {
         let (n, e, h) = t.await.unwrap();
         out.requests += n;
@@ -403,7 +428,7 @@ async fn run(addr: SocketAddr, conns: usize, time: Duration, max: u64, keys: Arc
         out.hist.add(&h).unwrap();
     }
     out.elapsed = t0.elapsed();
-    out.server_cpu = server_cpu().await.saturating_sub(cpu0);
+    out.server_cpu = server_cpu().await.since(cpu0);
     out
 }
 
@@ -415,6 +440,9 @@ struct Totals {
     hist: Option<Histogram<u64>>,
     per_round: Vec<f64>,
     server_cpu: Duration,
+    /// Server user and kernel time (tick-counted).
+    server_user: Duration,
+    server_system: Duration,
     /// Server CPU ns per request, per round.
     cpu_per_round: Vec<f64>,
 }
@@ -422,8 +450,10 @@ struct Totals {
 impl Totals {
     fn add(&mut self, r: RunResult) {
         self.per_round.push(r.requests as f64 / r.elapsed.as_secs_f64());
-        self.cpu_per_round.push(r.server_cpu.as_nanos() as f64 / r.requests.max(1) as f64);
-        self.server_cpu += r.server_cpu;
+        self.cpu_per_round.push(r.server_cpu.on_cpu.as_nanos() as f64 / r.requests.max(1) as f64);
+        self.server_cpu += r.server_cpu.on_cpu;
+        self.server_user += r.server_cpu.user;
+        self.server_system += r.server_cpu.system;
         self.requests += r.requests;
         self.errors += r.errors;
         self.elapsed += r.elapsed;
@@ -438,6 +468,11 @@ impl Totals {
     /// Server CPU per request, µs.
     fn cpu_us(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+    /// Server user and kernel time per request, µs (tick-counted: coarse).
+    fn user_system_us(&self) -> (f64, f64) {
+        let n = self.requests.max(1) as f64;
+        (self.server_user.as_secs_f64() * 1e6 / n, self.server_system.as_secs_f64() * 1e6 / n)
     }
     fn q_us(&self, q: f64) -> f64 {
         self.hist.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
@@ -604,13 +639,17 @@ fn print_table(phases: &[&Phase]) {
             let median = median_ratio(bare, full);
             let capacity = median_capacity(bare, full);
             println!(
-                "{} ({} conns), {}: server CPU per request bare {:.2} µs, stack {:.2} µs (+{:.2} µs): capacity ratio {:.3} of totals, median per-round {:.3} (loss {:.1} %); client-observed req/s ratio {:.3} of totals (loss {:.1} %), median per-round ratio {:.3} (loss {:.1} %); p50 {:+.1} µs, p99 {:+.1} µs, p99.9 {:+.1} µs; per-round req/s bare {:?} stack {:?}",
+                "{} ({} conns), {}: server CPU per request bare {:.2} µs, stack {:.2} µs (+{:.2} µs; user {:.2} -> {:.2} µs, kernel {:.2} -> {:.2} µs): capacity ratio {:.3} of totals, median per-round {:.3} (loss {:.1} %); client-observed req/s ratio {:.3} of totals (loss {:.1} %), median per-round ratio {:.3} (loss {:.1} %); p50 {:+.1} µs, p99 {:+.1} µs, p99.9 {:+.1} µs; per-round req/s bare {:?} stack {:?}",
                 p.name,
                 p.conns,
                 v.name,
                 bare.cpu_us(),
                 full.cpu_us(),
                 full.cpu_us() - bare.cpu_us(),
+                bare.user_system_us().0,
+                full.user_system_us().0,
+                bare.user_system_us().1,
+                full.user_system_us().1,
                 bare.cpu_us() / full.cpu_us(),
                 capacity,
                 (1.0 - capacity) * 100.0,
