@@ -31,8 +31,7 @@ pub(crate) trait Source {
 
     /// Every context header at once (by default one [`get`](Source::get) each;
     /// `scan`, when given, is `names` prepared for a pass over the carrier).
-    fn fields<'a>(&'a self, names: &HeaderNames, scan: Option<&NameScan>) -> Fields<'a> {
-        let _ = scan;
+    fn fields<'a>(&'a self, names: &HeaderNames, _scan: Option<&NameScan>) -> Fields<'a> {
         lookup_fields(self, names)
     }
 }

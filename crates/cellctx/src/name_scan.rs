@@ -18,10 +18,14 @@ struct Wanted {
 
 impl Wanted {
     fn new(name: &HeaderName) -> Self {
-        let bytes = name.as_str().as_bytes();
+        Self::of(name.as_str().as_bytes(), name.clone())
+    }
+
+    /// The words of `bytes`; `name` is what names past 16 bytes are compared with.
+    fn of(bytes: &[u8], name: HeaderName) -> Self {
         let n = bytes.len();
         let tail = if n > 8 { short_word(&bytes[n - 8..], 0) } else { 0 };
-        Wanted { len: n, head: short_word(bytes, 0), tail, name: name.clone() }
+        Wanted { len: n, head: short_word(bytes, 0), tail, name }
     }
 
     /// Whether `name` is this name.
@@ -83,12 +87,10 @@ mod tests {
 
     /// A `Wanted` for `bytes` compared as given (the name itself is only read past 16 bytes).
     fn wanted(bytes: &[u8]) -> Wanted {
-        let n = bytes.len();
-        let tail = if n > 8 { short_word(&bytes[n - 8..], 0) } else { 0 };
         // Names past 16 bytes are compared in full: lowercase letters keep them valid header names.
         let text: String = bytes.iter().map(|b| char::from(b'a' + b % 26)).collect();
-        let name = if n > 16 { HeaderName::from_bytes(text.as_bytes()).unwrap() } else { HeaderName::from_static("x") };
-        Wanted { len: n, head: short_word(bytes, 0), tail, name }
+        let name = if bytes.len() > 16 { HeaderName::from_bytes(text.as_bytes()).unwrap() } else { HeaderName::from_static("x") };
+        Wanted::of(bytes, name)
     }
 
     /// The same bytes spelled as the `wanted` helper spells long names.
