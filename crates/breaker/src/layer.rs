@@ -33,7 +33,9 @@ struct Settings {
 }
 
 /// Applies circuit breakers to a service: one breaker per key (see
-/// [`crate::key`]), created on first use from the registry's config.
+/// [`crate::key`]), created on first use from the registry's config; a key that
+/// does not depend on the request ([`KeyExtractor::fixed_key`], e.g.
+/// [`Downstream`]) has its breaker created when the layer makes a service.
 ///
 /// Configure it fully before layering: every `with_*` setter except
 /// [`with_classifier`](Self::with_classifier) and
