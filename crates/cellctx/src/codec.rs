@@ -7,7 +7,7 @@ use crate::baggage::{Baggage, MAX_BAGGAGE_BYTES};
 use crate::cell_id::{CellId, MAX_CELL_ID_LEN};
 use crate::context::{CellContext, MAX_TOKEN_LEN, RegionHint};
 use crate::error::{ContextError, InvalidValue};
-use crate::headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
+use crate::headers::{BAGGAGE, FIELDS, HeaderNames, TRACEPARENT, TRACESTATE};
 use crate::name_scan::NameScan;
 use crate::token::Token;
 
@@ -232,7 +232,7 @@ pub fn extract(headers: &HeaderMap, names: &HeaderNames) -> Result<CellContext, 
 /// assert_eq!(headers["x-request-id"], ctx.request_id.as_str());
 /// ```
 pub fn inject(ctx: &CellContext, names: &HeaderNames, headers: &mut HeaderMap) -> Result<(), ContextError> {
-    let mut out: [Option<(HeaderName, HeaderValue)>; crate::headers::FIELDS] = Default::default();
+    let mut out: [Option<(HeaderName, HeaderValue)>; FIELDS] = Default::default();
     let mut n = 0;
     let mut first_err = None;
     encode_fields(ctx, names, |_, name, value| match value {
