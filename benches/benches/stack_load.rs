@@ -638,6 +638,7 @@ fn print_table(phases: &[&Phase]) {
             let ratio = full.rps() / bare.rps();
             let median = median_ratio(bare, full);
             let capacity = median_capacity(bare, full);
+            let ((bare_user, bare_kernel), (full_user, full_kernel)) = (bare.user_system_us(), full.user_system_us());
             println!(
                 "{} ({} conns), {}: server CPU per request bare {:.2} µs, stack {:.2} µs (+{:.2} µs; user {:.2} -> {:.2} µs, kernel {:.2} -> {:.2} µs): capacity ratio {:.3} of totals, median per-round {:.3} (loss {:.1} %); client-observed req/s ratio {:.3} of totals (loss {:.1} %), median per-round ratio {:.3} (loss {:.1} %); p50 {:+.1} µs, p99 {:+.1} µs, p99.9 {:+.1} µs; per-round req/s bare {:?} stack {:?}",
                 p.name,
@@ -646,10 +647,10 @@ fn print_table(phases: &[&Phase]) {
                 bare.cpu_us(),
                 full.cpu_us(),
                 full.cpu_us() - bare.cpu_us(),
-                bare.user_system_us().0,
-                full.user_system_us().0,
-                bare.user_system_us().1,
-                full.user_system_us().1,
+                bare_user,
+                full_user,
+                bare_kernel,
+                full_kernel,
                 bare.cpu_us() / full.cpu_us(),
                 capacity,
                 (1.0 - capacity) * 100.0,
