@@ -16,18 +16,6 @@ use health::{CellProber, HealthHub, PeerCell, ScorePolicy, SchedulerHandle};
 use crate::config::DemoConfig;
 use crate::error::DemoError;
 
-/// `ETCD_ENDPOINTS` (comma separated), when set.
-pub(crate) fn etcd_endpoints() -> Option<Vec<String>> {
-    let v = std::env::var("ETCD_ENDPOINTS").ok()?;
-    let eps: Vec<String> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-    (!eps.is_empty()).then_some(eps)
-}
-
-/// The etcd key of a run's routing table.
-pub(crate) fn etcd_table_key(run_id: &str) -> String {
-    format!("/cellsdk/demo/{run_id}/routing-table")
-}
-
 /// The control plane: the switch backend and the routers a switch waits for.
 pub(crate) struct ControlPlane {
     backend: Arc<dyn SwitchBackend>,
@@ -57,20 +45,11 @@ impl ControlPlane {
         let audit = AuditLog::connect(audit_url, &format!("demo_{run_id}_audit")).await?;
         let ids = idgen::Generator::try_new(idgen::Layout::seed(), 0, 1000)?;
         let gateway_store = TableStore::new();
-        let (backend, table_file): (Arc<dyn SwitchBackend>, _) = match etcd_endpoints() {
-            Some(eps) => {
-                let key = etcd_table_key(run_id);
-                let mut client = etcd_client::Client::connect(&eps, None).await.map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
-                cellrouter::source::publish(&mut client, &key, &table).await?;
-                let source = cellrouter::source::EtcdSource::try_new(eps.clone())?.with_key(key.clone());
-                tokio::spawn(cellrouter::source::TableSource::run(source, gateway_store.clone()));
-                let switch = failover::AtomicSwitch::connect(&eps, audit, ids)
-                    .await?
-                    .with_table_key(key)
-                    .with_prefix(format!("/cellsdk/demo/{run_id}/failover"))
-                    .with_actor("demo-controller");
-                (Arc::new(switch), None)
-            }
+        let (backend, table_file): (Arc<dyn SwitchBackend>, _) = match crate::etcd::endpoints()? {
+            #[cfg(feature = "etcd")]
+            Some(eps) => (crate::etcd::switch(eps, run_id, &table, &gateway_store, audit, ids).await?, None),
+            #[cfg(not(feature = "etcd"))]
+            Some(never) => match never {},
             None => {
                 // the switch writes the gateway's store; the cells read its file
                 let file = run_dir.join("table.json");

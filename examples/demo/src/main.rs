@@ -18,6 +18,7 @@ mod cell;
 mod config;
 mod control;
 mod error;
+mod etcd;
 mod gateway;
 mod load;
 mod orchestrator;

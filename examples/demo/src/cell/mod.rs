@@ -137,9 +137,11 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
 
 /// Feeds `store` from etcd (`ETCD_ENDPOINTS`) or the control plane's table file.
 async fn table_source(args: &CellArgs, store: &TableStore) -> Result<(), DemoError> {
-    if let Some(endpoints) = crate::control::etcd_endpoints() {
-        let source = cellrouter::source::EtcdSource::try_new(endpoints)?.with_key(crate::control::etcd_table_key(&args.run_id));
-        tokio::spawn(source.run(store.clone()));
+    if let Some(endpoints) = crate::etcd::endpoints()? {
+        #[cfg(feature = "etcd")]
+        crate::etcd::spawn_source(endpoints, &args.run_id, store)?;
+        #[cfg(not(feature = "etcd"))]
+        match endpoints {}
     } else {
         let path = args.table_file.clone().ok_or_else(|| DemoError::Config("--table-file is required without ETCD_ENDPOINTS".into()))?;
         let source = FileSource::new(path).with_interval(Duration::from_millis(10));
