@@ -103,14 +103,20 @@ impl Gateway {
     /// The gateway's HTTP service: the edge context layer wrapped around the
     /// whole forwarding router (as the README recommends), so a request the
     /// layer rejects never reaches the router.
+    /// HTTP server metrics (`http.server.request.duration` by serving cell)
+    /// are taken outermost, so rejected requests count too.
     pub(crate) fn service(
         self: Arc<Self>,
-    ) -> impl tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send> + Clone + Send + 'static
-    {
-        ServiceBuilder::new()
+    ) -> Result<
+        impl tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send> + Clone + Send + 'static,
+        DemoError,
+    > {
+        let cells = self.cells.keys().map(|c| c.to_string()).collect();
+        Ok(ServiceBuilder::new()
+            .layer(crate::telemetry::gateway_http_layer(cells)?)
             .map_response(IntoResponse::into_response)
             .layer(cellctx::CellContextLayer::edge())
-            .service(axum::Router::new().fallback(forward).with_state(self))
+            .service(axum::Router::new().fallback(forward).with_state(self)))
     }
 }
 

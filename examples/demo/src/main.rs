@@ -12,7 +12,9 @@
 //! Environment: `KAFKA_BOOTSTRAP` (a real Kafka instead of the in-process
 //! mock cluster), `DEMO_DATABASE_URL` (MySQL/MariaDB or Postgres instead of a
 //! SQLite file per cell), `DEMO_REDIS_URL` (read cache), `ETCD_ENDPOINTS` (the
-//! routing table and switch locks in etcd), `DEMO_AUDIT_URL` (audit table).
+//! routing table and switch locks in etcd), `DEMO_AUDIT_URL` (audit table),
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (push metrics over OTLP/HTTP as well as
+//! serving them at `/metrics`).
 
 mod cell;
 mod config;
@@ -23,6 +25,7 @@ mod gateway;
 mod load;
 mod orchestrator;
 mod report;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -48,10 +51,18 @@ fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "info" } else { "error" }));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let result = match cli.command {
-        Some(Cmd::Cell(args)) => runtime().and_then(|rt| rt.block_on(cell::run(args))),
-        None => orchestrate(cli.run),
+    let telemetry = match &cli.command {
+        Some(Cmd::Cell(args)) => telemetry::init("cell", Some(&args.id)),
+        None => telemetry::init("orchestrator", None),
     };
+    let result = telemetry.and_then(|t| {
+        let r = match cli.command {
+            Some(Cmd::Cell(args)) => runtime().and_then(|rt| rt.block_on(cell::run(args))),
+            None => orchestrate(cli.run),
+        };
+        t.shutdown();
+        r
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -37,6 +37,9 @@ pub(crate) struct RunArgs {
     /// Config file (default: the embedded demo.yaml).
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+    /// Where this process serves `GET /metrics` (gateway, controller, probers).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) metrics_addr: std::net::SocketAddr,
 }
 
 /// A cell's child process.
@@ -222,7 +225,12 @@ async fn drive(
     )?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gw_url = format!("http://{}", listener.local_addr()?);
-    let gateway = tower::make::Shared::new(gw.service());
+    let gateway = tower::make::Shared::new(gw.service()?);
+    // where each process's Prometheus metrics are (stderr, so --json's last stdout line stays the report)
+    eprintln!("demo: metrics orchestrator {}", crate::telemetry::serve(args.metrics_addr).await?);
+    for p in procs.iter() {
+        eprintln!("demo: metrics cell {} http://127.0.0.1:{}/metrics", p.id, p.ports[0]);
+    }
     tokio::spawn(async move { axum::serve(listener, gateway).await });
 
     // users of every region, with their home and failover cells

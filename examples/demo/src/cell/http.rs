@@ -83,18 +83,18 @@ async fn state(State(s): State<Arc<AppState>>) -> Response {
 pub(crate) fn service(
     app: Arc<AppState>,
     hub: &health::HealthHub,
-) -> impl tower::Service<
-    axum::extract::Request,
-    Response = Response,
-    Error = std::convert::Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ 'static {
+) -> Result<
+    impl tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static,
+    crate::error::DemoError,
+> {
     let grpc = tonic::service::Routes::new(pb::posts_server::PostsServer::new(PostsService { posts: app.posts.clone() }))
         .into_axum_router();
     let local = app.posts.cell.clone();
     let store = app.store.clone();
+    let metrics = crate::telemetry::cell_http_layer(local.as_str())?;
     let routes = Router::new()
         .route("/posts/{post}/like", post(like))
         .route("/posts/{post}/comments", post(comment))
@@ -103,12 +103,15 @@ pub(crate) fn service(
         .route("/admin/state", get(state))
         .with_state(app)
         .merge(grpc)
-        .route_service("/healthz", hub.healthz());
-    tower::ServiceBuilder::new()
+        .merge(crate::telemetry::router())
+        .route_service("/healthz", hub.healthz())
+        // after routing, so `http.route` is the matched template
+        .layer(metrics);
+    Ok(tower::ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
         .layer(cellctx::CellContextLayer::internal())
         // keyed requests whose home is another cell are refused (421) rather
         // than served here: the gateway routes them, this is the safety net
         .layer(CellRouterLayer::new(store, local).with_policy(MisroutePolicy::Refuse).with_hint_region(true))
-        .service(routes)
+        .service(routes))
 }

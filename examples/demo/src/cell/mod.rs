@@ -110,7 +110,7 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let app = Arc::new(http::AppState { posts, store, started_ms });
-    let service = http::service(app, &hub);
+    let service = http::service(app, &hub)?;
 
     let mut servers = Vec::new();
     for port in &args.ports {
