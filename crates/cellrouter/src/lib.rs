@@ -63,6 +63,8 @@
 //! - [`CellRouterLayer`]: local / forward (once; 508 on a loop) / 307 / 421,
 //!   migrating slots always forwarded (`ASK`), 503 rather than a compliance leak;
 //!   forwarded requests bounded by [`CellRouterLayer::with_forward_timeout`] (504).
+//! - [`outlier`]: passive outlier detection (Envoy's): consecutive failures eject an
+//!   endpoint at once, for a time that grows with repeats, bounded by a max share.
 //! - [`Balancer`]: which endpoint of a cell gets a forwarded request (smooth WRR,
 //!   RTT EWMA of forwarded responses, 0 for an endpoint marked failed, a floor for
 //!   live ones), and which cell gets unkeyed traffic ([`UnkeyedPolicy`]: local by
@@ -78,6 +80,8 @@
 //! - `cellrouter.table.staleness` (gauge, seconds since the source confirmed the table)
 //! - `cellrouter.source.errors` (counter, `source` = `etcd` | `file` | `memory`)
 //! - `cellrouter.source.compactions` (counter: watch revision compacted, table re-read)
+//! - `cellrouter.outlier.ejections` (counter, `result` = `ejected` | `cap_reached`;
+//!   see [`outlier`])
 //! - `cellrouter.requests` (counter, `outcome` = `local` | `forward` | `redirect` |
 //!   `refuse` | `loop` | `unavailable` | `forward_error` | `forward_timeout`)
 //!
@@ -91,6 +95,7 @@ mod layer;
 pub mod placement;
 mod rebalance;
 pub mod metrics;
+pub mod outlier;
 mod resolve;
 mod slot;
 pub mod source;

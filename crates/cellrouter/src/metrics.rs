@@ -18,6 +18,8 @@ pub const SOURCE_COMPACTIONS: &str = "cellrouter.source.compactions";
 /// Counter: routed requests, attribute `outcome` = `local` | `forward` |
 /// `redirect` | `refuse` | `loop` | `unavailable` | `forward_error` | `forward_timeout`.
 pub const REQUESTS: &str = "cellrouter.requests";
+/// Counter: passive outlier detection, attribute `result` = `ejected` | `cap_reached`.
+pub const OUTLIER_EJECTIONS: &str = "cellrouter.outlier.ejections";
 
 fn meter() -> Meter {
     opentelemetry::global::meter(METER)
