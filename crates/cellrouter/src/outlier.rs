@@ -116,6 +116,44 @@ impl OutlierConfig {
     }
 }
 
+/// [`OutlierConfig`] as it is written in a file (YAML or JSON; every field
+/// optional, defaults as [`OutlierConfig::try_new`]'s):
+///
+/// ```yaml
+/// consecutive_failures: 5
+/// base_ejection_ms: 30000
+/// max_ejection_ms: 300000
+/// max_ejection_percent: 10
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlierSpec {
+    /// Failures in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// The first ejection's length, in milliseconds.
+    pub base_ejection_ms: u64,
+    /// The longest ejection, in milliseconds.
+    pub max_ejection_ms: u64,
+    /// The share of endpoints that may be out at once, in percent.
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierSpec {
+    fn default() -> Self {
+        OutlierSpec { consecutive_failures: 5, base_ejection_ms: 30_000, max_ejection_ms: 300_000, max_ejection_percent: 10 }
+    }
+}
+
+impl TryFrom<OutlierSpec> for OutlierConfig {
+    type Error = Error;
+
+    fn try_from(s: OutlierSpec) -> Result<Self, Error> {
+        OutlierConfig::try_new(s.consecutive_failures, Duration::from_millis(s.base_ejection_ms))?
+            .with_max_ejection(Duration::from_millis(s.max_ejection_ms))?
+            .with_max_ejection_percent(s.max_ejection_percent)
+    }
+}
+
 /// An endpoint that [`OutlierDetector::record`] just ejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ejection<K> {
@@ -378,6 +416,17 @@ mod tests {
         d.retain(["b", "c"]);
         assert!(!d.is_ejected(&"a"));
         assert_eq!(d.next_expiry(), None);
+    }
+
+    #[test]
+    fn the_file_form_validates_and_defaults() {
+        let spec: OutlierSpec = serde_yaml::from_str("consecutive_failures: 3\nbase_ejection_ms: 2000").unwrap();
+        let c = OutlierConfig::try_from(spec).unwrap();
+        assert_eq!(c, OutlierConfig::try_new(3, Duration::from_secs(2)).unwrap());
+        assert_eq!(OutlierConfig::try_from(OutlierSpec::default()).unwrap(), OutlierConfig::try_new(5, Duration::from_secs(30)).unwrap());
+        let bad: OutlierSpec = serde_yaml::from_str("base_ejection_ms: 9000\nmax_ejection_ms: 1000").unwrap();
+        assert!(OutlierConfig::try_from(bad).is_err());
+        assert!(serde_yaml::from_str::<OutlierSpec>("consecutive: 3").is_err(), "unknown fields are refused");
     }
 
     #[test]

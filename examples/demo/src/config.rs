@@ -25,6 +25,9 @@ pub(crate) struct DemoConfig {
     pub(crate) breaker: Option<serde_yaml::Value>,
     pub(crate) rules: RulesConfig,
     pub(crate) load: LoadConfig,
+    /// The gateway's passive outlier detection per cell instance.
+    #[serde(default)]
+    pub(crate) outlier: cellrouter::outlier::OutlierSpec,
 }
 
 fn default_slots() -> u32 {
@@ -120,6 +123,7 @@ impl DemoConfig {
     }
 
     fn validate(&self) -> Result<(), DemoError> {
+        self.outlier()?;
         if self.cells.is_empty() {
             return Err(invalid("cells: at least one cell is needed"));
         }
@@ -194,6 +198,11 @@ impl DemoConfig {
                 breaker::BreakersConfig::from_yaml(&text).map_err(|e| invalid(format!("breaker: {e}")))
             }
         }
+    }
+
+    /// The gateway's outlier detection.
+    pub(crate) fn outlier(&self) -> Result<cellrouter::outlier::OutlierConfig, DemoError> {
+        cellrouter::outlier::OutlierConfig::try_from(self.outlier.clone()).map_err(|e| invalid(format!("outlier: {e}")))
     }
 
     /// The decision engine's configuration.

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cellctx::{CellContext, CellId, PropagateCellContextLayer};
+use cellrouter::outlier::{OutlierConfig, OutlierDetector};
 use cellrouter::{SmoothWrr, TableStore};
 use failover::OutcomeReporter;
 use http_body_util::{BodyExt, Full};
@@ -54,8 +55,34 @@ type Downstream = BoxCloneSyncService<http::Request<Full<Bytes>>, http::Response
 /// One cell as the gateway sees it.
 struct Upstream {
     endpoints: Vec<String>,
-    wrr: SmoothWrr<usize>,
+    wrr: Arc<SmoothWrr<usize>>,
+    /// Passive outlier detection over the instances (indexes into `endpoints`);
+    /// an ejected instance is marked failed in `wrr` until its ejection ends.
+    outliers: Arc<OutlierDetector<usize>>,
     svc: Downstream,
+}
+
+impl Upstream {
+    /// Records one outcome of instance `idx`; an ejection takes it out of the WRR.
+    fn record(&self, idx: usize, ok: bool) {
+        if let Some(e) = self.outliers.record(idx, ok) {
+            tracing::warn!(endpoint = %self.endpoints[idx], times = e.times, "instance ejected (outlier detection)");
+            self.wrr.set_failed(&idx, true);
+        }
+    }
+}
+
+/// Puts ejected instances back into the WRR as their ejections end.
+async fn reinstate(wrr: std::sync::Weak<SmoothWrr<usize>>, outliers: std::sync::Weak<OutlierDetector<usize>>) {
+    loop {
+        let (Some(wrr), Some(outliers)) = (wrr.upgrade(), outliers.upgrade()) else { return };
+        for idx in outliers.reinstate_expired() {
+            wrr.set_failed(&idx, false);
+        }
+        let next = outliers.next_expiry().unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_millis(250));
+        drop((wrr, outliers));
+        tokio::time::sleep_until(next.min(tokio::time::Instant::now() + Duration::from_millis(250))).await;
+    }
 }
 
 /// The gateway.
@@ -76,6 +103,7 @@ impl Gateway {
     pub(crate) fn try_new(
         store: TableStore,
         breakers: breaker::BreakersConfig,
+        outlier: OutlierConfig,
         reporter: OutcomeReporter,
         timeout: Duration,
     ) -> Result<Self, DemoError> {
@@ -83,10 +111,13 @@ impl Gateway {
         let client = http_client();
         let mut cells = HashMap::new();
         for c in &table.table().cells {
-            let wrr = SmoothWrr::new();
+            let wrr = Arc::new(SmoothWrr::new());
             for i in 0..c.endpoints.len() {
                 wrr.insert(i, f64::from(c.weight));
             }
+            let outliers = Arc::new(OutlierDetector::new(outlier.clone()));
+            outliers.retain(0..c.endpoints.len());
+            tokio::spawn(reinstate(Arc::downgrade(&wrr), Arc::downgrade(&outliers)));
             let breaker = breaker::CircuitBreakerLayer::from_config(c.id.as_str(), breakers.clone())
                 .map_err(|e| DemoError::Config(format!("breaker: {e}")))?;
             let svc = ServiceBuilder::new()
@@ -95,7 +126,7 @@ impl Gateway {
                 .layer(PropagateCellContextLayer::new())
                 .service(client.clone())
                 .map_err(BoxError::from);
-            cells.insert(c.id.clone(), Upstream { endpoints: c.endpoints.clone(), wrr, svc: BoxCloneSyncService::new(svc) });
+            cells.insert(c.id.clone(), Upstream { endpoints: c.endpoints.clone(), wrr, outliers, svc: BoxCloneSyncService::new(svc) });
         }
         Ok(Gateway { store, cells, reporter })
     }
@@ -175,6 +206,7 @@ async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Ok(resp) => {
             let ok = !resp.status().is_server_error();
             up.wrr.observe_rtt(&idx, rtt);
+            up.record(idx, ok);
             gw.reporter.report(&target, ok, rtt);
             let (mut p, b) = resp.into_parts();
             if let Ok(v) = http::HeaderValue::from_str(&format!("{kind:?}")) {
@@ -185,6 +217,10 @@ async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => {
             gw.reporter.report(&target, false, rtt);
             let open = e.downcast_ref::<breaker::Error>().is_some();
+            if !open {
+                // the instance was tried and failed (an open breaker tried nothing)
+                up.record(idx, false);
+            }
             let status = if open { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
             answer(status, format!("cell {target}: {e}"))
         }

@@ -220,6 +220,7 @@ async fn drive(
     let gw = Arc::new(Gateway::try_new(
         control.gateway_store.clone(),
         cfg.breakers()?,
+        cfg.outlier()?,
         engine.reporter(),
         Duration::from_millis(cfg.load.request_timeout_ms),
     )?);
