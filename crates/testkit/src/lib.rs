@@ -7,10 +7,15 @@
 //! - [`EtcdServer`]: a private etcd on free loopback ports with a temporary data
 //!   dir, for tests that stop and restart etcd (so they do not disturb the shared
 //!   one). It is killed on drop.
+//! - [`FaultProxy`]: a loopback TCP proxy whose link can be cut, blackholed or
+//!   slowed while connections are open (see [`proxy`]).
 //!
 //! A service that cannot be reached or started is a test failure with a clear
 //! message, never a silent skip: the functions here panic with one.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+pub mod proxy;
+pub use proxy::{FaultProxy, LinkMode};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
