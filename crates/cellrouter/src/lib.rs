@@ -62,7 +62,11 @@
 //! - [`plan_rebalance`]: the fewest slot moves to reach capacity shares.
 //! - [`CellRouterLayer`]: local / forward (once; 508 on a loop) / 307 / 421,
 //!   migrating slots always forwarded (`ASK`), 503 rather than a compliance leak;
-//!   forwarded requests bounded by [`CellRouterLayer::with_forward_timeout`] (504).
+//!   forwarded requests bounded by [`CellRouterLayer::with_forward_timeout`] (504;
+//!   [`DEFAULT_FORWARD_TIMEOUT`] unless set). The forward itself is a tower
+//!   [`Forwarder`] the user can wrap ([`CellRouterLayer::with_forwarder`]: TLS,
+//!   the hop signature, retries); plain HTTP only to cells whose link the table
+//!   marks private ([`PlaintextPolicy`]), HTTPS through rustls with the `tls` feature.
 //! - [`outlier`]: passive outlier detection (Envoy's): consecutive failures eject an
 //!   endpoint at once, for a time that grows with repeats, bounded by a max share.
 //! - [`Balancer`]: which endpoint of a cell gets a forwarded request (smooth WRR,
@@ -87,6 +91,7 @@
 //!
 //! # Features
 //! - `etcd`: `source::EtcdSource` and `source::publish` (etcd-client).
+//! - `tls`: the default forwarder speaks HTTPS (hyper-rustls, ring, the platform's roots).
 
 
 mod balance;
@@ -105,8 +110,8 @@ mod weight;
 
 pub use cellctx::CellId;
 pub use layer::{
-    BoxError, CellRouter, CellRouterLayer, HOME_HEADER, HOPS_HEADER, KeyExtractor, MisroutePolicy, ResponseFuture, RouterBody,
-    VERSION_HEADER,
+    BoxError, CellRouter, CellRouterLayer, DEFAULT_FORWARD_TIMEOUT, ForwardBody, Forwarder, HOME_HEADER, HOPS_HEADER, KeyExtractor,
+    MisroutePolicy, PlaintextPolicy, ResponseFuture, RouterBody, VERSION_HEADER, client_forwarder, default_forwarder, forwarder,
 };
 pub use balance::{Balancer, UnkeyedPolicy};
 pub use error::{Error, InvalidTable, ResolveError};

@@ -122,6 +122,12 @@ pub struct Cell {
     /// Ordered failover targets, used while this cell is down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<CellId>,
+    /// The links to this cell's endpoints are private (the same host or a
+    /// private network): requests may reach it over plain `http://` (see
+    /// [`PlaintextPolicy`](crate::PlaintextPolicy)). Default false: only
+    /// `https://` endpoints are forwarded to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private_link: bool,
 }
 
 impl Cell {
@@ -134,7 +140,14 @@ impl Cell {
             weight: default_weight(),
             state: CellState::Active,
             failover: Vec::new(),
+            private_link: false,
         }
+    }
+
+    /// Marks the cell's links private (plain HTTP allowed), or not.
+    pub fn with_private_link(mut self, private: bool) -> Self {
+        self.private_link = private;
+        self
     }
 }
 

@@ -82,15 +82,20 @@ impl Cluster {
     }
 }
 
+/// A cell on loopback: a private link (plain HTTP allowed).
+fn local_cell(name: &str, region: &str, url: String) -> Cell {
+    Cell::new(id(name), id(region), url).with_private_link(true)
+}
+
 /// Region `eu` (unpinned): cells a, b, c; b fails over to c. Region `gdpr`
 /// (pinned, datacenter 1): cell g, failover to nothing; also served by nobody else.
 fn table(cl: &Cluster) -> RoutingTable {
-    let mut a = Cell::new(id("a"), id("eu"), cl.url("a"));
+    let mut a = local_cell("a", "eu", cl.url("a"));
     a.failover = vec![id("b")];
-    let mut b = Cell::new(id("b"), id("eu"), cl.url("b"));
+    let mut b = local_cell("b", "eu", cl.url("b"));
     b.failover = vec![id("c")];
-    let c = Cell::new(id("c"), id("eu"), cl.url("c"));
-    let g = Cell::new(id("g"), id("gdpr"), cl.url("g"));
+    let c = local_cell("c", "eu", cl.url("c"));
+    let g = local_cell("g", "gdpr", cl.url("g"));
     let mut eu = Region::new(id("eu"));
     eu.datacenter = Some(0);
     let mut gdpr = Region::new(id("gdpr"));
@@ -331,10 +336,10 @@ async fn weighted_endpoints_unkeyed_traffic_and_forward_timeout() {
     let mut cl = Cluster::bind(&["a", "b1", "b2", "a-unkeyed"]).await;
     let (slow_url, slow_hits) = slow_server().await;
     // eu: a; b with two endpoints (b1, b2); s (draining) answers too late.
-    let a = Cell::new(id("a"), id("eu"), cl.url("a"));
-    let mut b = Cell::new(id("b"), id("eu"), cl.url("b1"));
+    let a = local_cell("a", "eu", cl.url("a"));
+    let mut b = local_cell("b", "eu", cl.url("b1"));
     b.endpoints.push(cl.url("b2"));
-    let mut s = Cell::new(id("s"), id("eu"), slow_url.clone());
+    let mut s = local_cell("s", "eu", slow_url.clone());
     s.state = CellState::Draining;
     let t = RoutingTable::uniform(id("eu"), vec![a, b, s], 16384);
     let store = TableStore::with_table(t.clone()).unwrap();
@@ -397,4 +402,42 @@ async fn weighted_endpoints_unkeyed_traffic_and_forward_timeout() {
     // A forwarded unkeyed request (hop counter set) is served where it lands.
     let r = get(&cl.url("a-unkeyed"), &[("x-cell-hops", "1")]).await;
     assert_eq!(r.body["served_by"], "a-unkeyed");
+}
+
+/// Plain HTTP crosses only to cells whose link the table marks private; the
+/// forward is bounded by the default timeout when none is set.
+#[tokio::test(start_paused = true)]
+async fn plaintext_only_on_private_links_and_a_default_forward_timeout() {
+    let mut cl = Cluster::bind(&["a", "b"]).await;
+    let blackholed = testkit::FaultProxy::start(cl.addrs["b"]).await.unwrap();
+    // b over the public internet (not private), and a private cell p behind a blackholed link
+    let a = local_cell("a", "eu", cl.url("a"));
+    let b = Cell::new(id("b"), id("eu"), cl.url("b"));
+    let p = local_cell("p", "eu", format!("http://{}", blackholed.addr()));
+    let t = RoutingTable::uniform(id("eu"), vec![a, b, p], 16384);
+    let store = TableStore::with_table(t.clone()).unwrap();
+    let hits_b = cl.serve("b", CellRouterLayer::new(store.clone(), id("b")));
+    cl.serve("a", CellRouterLayer::new(store.clone(), id("a")));
+    let compiled = t.clone().compile().unwrap();
+    let key_of = |home: &str| (0..100_000).map(|i| format!("user-{i}")).find(|k| resolve_in(&compiled, &id("eu"), k).unwrap().home.as_str() == home).unwrap();
+
+    // refused before anything is sent: 502, b saw nothing
+    let r = get(&cl.url("a"), &[("x-user-id", &key_of("b"))]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.raw);
+    assert!(r.raw.contains("plain HTTP refused"), "{}", r.raw);
+    assert_eq!(hits_b.load(Ordering::SeqCst), 0);
+
+    // the same forward with every link trusted goes through
+    let mut cl2 = Cluster::bind(&["a2"]).await;
+    cl2.serve("a2", CellRouterLayer::new(store.clone(), id("a")).with_plaintext(cellrouter::PlaintextPolicy::Always));
+    let r = get(&cl2.url("a2"), &[("x-user-id", &key_of("b"))]).await;
+    assert_eq!((r.status, r.body["served_by"].as_str()), (StatusCode::OK, "b"), "{}", r.raw);
+
+    // a blackholed private link: 504 once the default timeout has passed (paused clock)
+    blackholed.set(testkit::LinkMode::Blackhole);
+    let t0 = tokio::time::Instant::now();
+    let r = get(&cl.url("a"), &[("x-user-id", &key_of("p"))]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.raw);
+    assert!(t0.elapsed() >= cellrouter::DEFAULT_FORWARD_TIMEOUT, "{:?}", t0.elapsed());
+    assert_eq!(r.headers.get("x-cell-home").and_then(|v| v.to_str().ok()), Some("p"));
 }

@@ -243,6 +243,8 @@ impl DemoConfig {
                 weight: 100,
                 state: CellState::Active,
                 failover: c.failover.iter().map(|f| cell_id("cell", f)).collect::<Result<_, _>>()?,
+                // the demo's cells run on loopback
+                private_link: true,
             });
         }
         let mut slots = Vec::new();

@@ -27,7 +27,7 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Forwarded { #[pin] body: hyper::body::Incoming },
+        Forwarded { #[pin] body: super::forward::ForwardBody },
         Own { #[pin] body: Full<Bytes> },
     }
 }
@@ -36,7 +36,7 @@ impl<B> RouterBody<B> {
     pub(crate) fn inner(body: B) -> Self {
         RouterBody { kind: Kind::Inner { body } }
     }
-    pub(crate) fn forwarded(body: hyper::body::Incoming) -> Self {
+    pub(crate) fn forwarded(body: super::forward::ForwardBody) -> Self {
         RouterBody { kind: Kind::Forwarded { body } }
     }
     pub(crate) fn own_full(body: Full<Bytes>) -> Self {

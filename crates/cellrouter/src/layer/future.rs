@@ -18,7 +18,7 @@ use super::body::RouterBody;
 /// (502, 504). Boxed: forwarding does I/O anyway, and the local path's future
 /// stays small.
 pub(crate) type ForwardFuture =
-    Pin<Box<dyn Future<Output = Result<Response<hyper::body::Incoming>, Response<Full<Bytes>>>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Response<super::forward::ForwardBody>, Response<Full<Bytes>>>> + Send>>;
 
 pin_project! {
     /// Response future of [`CellRouter`](super::CellRouter).

@@ -2,10 +2,12 @@
 
 mod body;
 mod extract;
+mod forward;
 mod future;
 mod service;
 
 pub use body::{BoxError, RouterBody};
+pub use forward::{DEFAULT_FORWARD_TIMEOUT, ForwardBody, Forwarder, client_forwarder, default_forwarder, forwarder};
 pub use extract::KeyExtractor;
 pub use future::ResponseFuture;
 pub use service::CellRouter;
@@ -16,10 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use cellctx::{CellId, HeaderNames};
 use http::HeaderName;
+use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tower_layer::Layer;
 
 use crate::balance::{Balancer, UnkeyedPolicy};
@@ -47,8 +49,6 @@ pub enum MisroutePolicy {
     Refuse,
 }
 
-pub(crate) type FwdBody = UnsyncBoxBody<Bytes, BoxError>;
-
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) store: TableStore,
@@ -59,7 +59,8 @@ pub(crate) struct Config {
     pub(crate) max_hops: u32,
     pub(crate) id_layout: Option<idgen::Layout>,
     pub(crate) hint_region: bool,
-    pub(crate) client: Client<HttpConnector, FwdBody>,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) plaintext: PlaintextPolicy,
     pub(crate) metrics: RequestMetrics,
     pub(crate) balancer: Arc<Balancer>,
     pub(crate) unkeyed: UnkeyedPolicy,
@@ -80,10 +81,24 @@ pub struct CellRouterLayer {
     max_hops: u32,
     id_layout: Option<idgen::Layout>,
     hint_region: bool,
-    client: Option<Client<HttpConnector, FwdBody>>,
+    forwarder: Option<Forwarder>,
+    plaintext: PlaintextPolicy,
     balancer: Arc<Balancer>,
     unkeyed: UnkeyedPolicy,
     forward_timeout: Option<Duration>,
+}
+
+/// Whether a request may cross to another cell over plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlaintextPolicy {
+    /// Only to cells the table marks [`private_link`](crate::table::Cell::private_link)
+    /// (the default): any other `http://` endpoint is a forward error (502,
+    /// metric outcome `forward_error`); use `https://` endpoints there.
+    #[default]
+    PrivateLinksOnly,
+    /// To any cell (every link between cells is trusted: a private network, or
+    /// a mesh that encrypts it).
+    Always,
 }
 
 impl CellRouterLayer {
@@ -99,10 +114,11 @@ impl CellRouterLayer {
             max_hops: 1,
             id_layout: None,
             hint_region: false,
-            client: None,
+            forwarder: None,
+            plaintext: PlaintextPolicy::PrivateLinksOnly,
             balancer: Arc::new(Balancer::new()),
             unkeyed: UnkeyedPolicy::Local,
-            forward_timeout: None,
+            forward_timeout: Some(DEFAULT_FORWARD_TIMEOUT),
         }
     }
 
@@ -139,10 +155,48 @@ impl CellRouterLayer {
         self
     }
 
-    /// Sets the HTTP client used to forward (default: hyper-util's legacy client
-    /// over plain HTTP, HTTP/1 and HTTP/2).
+    /// Sets the HTTP client used to forward (a shorthand for
+    /// [`with_forwarder`](Self::with_forwarder) with [`client_forwarder`]).
     pub fn with_client(mut self, client: Client<HttpConnector, UnsyncBoxBody<Bytes, BoxError>>) -> Self {
-        self.client = Some(client);
+        self.forwarder = Some(client_forwarder(client));
+        self
+    }
+
+    /// Sets the service that carries forwarded requests to other cells
+    /// (default: [`default_forwarder`]). Wrap it to add what the hop needs:
+    /// TLS with client certificates (a hyper-util client over a rustls
+    /// connector), the hop signature, retries, limits. The layer's forward
+    /// timeout still bounds each forward from outside.
+    ///
+    /// ```
+    /// use cellrouter::{CellRouterLayer, TableStore, default_forwarder};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let fwd = tower::ServiceBuilder::new()
+    ///     .concurrency_limit(256) // at most 256 forwards in flight per layer
+    ///     .service(default_forwarder());
+    /// let layer = CellRouterLayer::new(TableStore::new(), cellrouter::CellId::new("eu-1").unwrap())
+    ///     .with_forwarder(fwd)
+    ///     .with_forward_timeout(Duration::from_secs(2));
+    /// # let _ = layer; }
+    /// ```
+    pub fn with_forwarder<S, B>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<http::Request<ForwardBody>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.forwarder = Some(forwarder(svc));
+        self
+    }
+
+    /// Sets whether requests may cross to other cells over plain HTTP
+    /// (default [`PlaintextPolicy::PrivateLinksOnly`]).
+    pub fn with_plaintext(mut self, policy: PlaintextPolicy) -> Self {
+        self.plaintext = policy;
         self
     }
 
@@ -168,14 +222,20 @@ impl CellRouterLayer {
 
     /// Bounds the time to the response headers of a forwarded request; on expiry
     /// the layer answers 504 Gateway Timeout (metric outcome `forward_timeout`).
-    /// Default: no bound beyond the client's own.
+    /// Default: [`DEFAULT_FORWARD_TIMEOUT`].
     pub fn with_forward_timeout(mut self, timeout: Duration) -> Self {
         self.forward_timeout = Some(timeout);
         self
     }
 
+    /// Removes the forward timeout (the forwarder's own bounds only).
+    pub fn without_forward_timeout(mut self) -> Self {
+        self.forward_timeout = None;
+        self
+    }
+
     fn config(&self) -> Config {
-        let client = self.client.clone().unwrap_or_else(|| Client::builder(TokioExecutor::new()).build_http());
+        let forwarder = self.forwarder.clone().unwrap_or_else(default_forwarder);
         Config {
             store: self.store.clone(),
             local: self.local.clone(),
@@ -185,7 +245,8 @@ impl CellRouterLayer {
             max_hops: self.max_hops,
             id_layout: self.id_layout,
             hint_region: self.hint_region,
-            client,
+            forwarder,
+            plaintext: self.plaintext,
             metrics: RequestMetrics::new(),
             balancer: Arc::clone(&self.balancer),
             unkeyed: self.unkeyed,

@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Full};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::{BoxError, Config, FwdBody, HOME_HEADER, HOPS_HEADER, MisroutePolicy, VERSION_HEADER};
+use super::forward::ForwardBody;
+use super::{BoxError, Config, HOME_HEADER, HOPS_HEADER, MisroutePolicy, PlaintextPolicy, VERSION_HEADER};
 use crate::balance::{EndpointSet, UnkeyedPolicy};
 use crate::error::ResolveError;
 use crate::metrics::Outcome;
@@ -251,7 +252,7 @@ where
             h.insert(VERSION_HEADER, version);
             return ResponseFuture::ready(resp);
         }
-        forward_to(cfg, req, &ctx, &target.id, Feedback { set, endpoint }, hops)
+        forward_to(cfg, req, &ctx, target, Feedback { set, endpoint }, hops)
     }
 }
 
@@ -346,7 +347,7 @@ fn unkeyed<S, ReqB, ResB>(
             return no_endpoint(cfg, &target.id, HeaderValue::from(table.version()));
         };
         let (ctx, _) = with_cell(ctx, &target.id, None);
-        forward_to(cfg, req, &ctx, &target.id, Feedback { set, endpoint }, hops)
+        forward_to(cfg, req, &ctx, target, Feedback { set, endpoint }, hops)
 }
 
 /// Where RTT samples of a forwarded request go.
@@ -372,16 +373,32 @@ fn join<B>(endpoint: &str, req: &Request<B>) -> String {
 
 /// Forwards `req` to `endpoint` of cell `cell` (once: the hop counter goes up),
 /// propagating `ctx`; feeds the response time back into the weights.
-fn forward_to<F, ReqB>(cfg: &Config, req: Request<ReqB>, ctx: &CellContext, cell: &CellId, fb: Feedback, hops: u32) -> ResponseFuture<F>
+fn forward_to<F, ReqB>(
+    cfg: &Config,
+    req: Request<ReqB>,
+    ctx: &CellContext,
+    target: &crate::table::Cell,
+    fb: Feedback,
+    hops: u32,
+) -> ResponseFuture<F>
 where
     ReqB: Body<Data = Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
 {
+    let cell = &target.id;
     let url = join(&fb.endpoint, &req);
     let Ok(uri) = url.parse::<Uri>() else {
         cfg.metrics.record(Outcome::ForwardError);
         return ResponseFuture::ready(own(StatusCode::BAD_GATEWAY, format!("bad endpoint for cell {cell}\n")));
     };
+    if uri.scheme() != Some(&http::uri::Scheme::HTTPS) && cfg.plaintext == PlaintextPolicy::PrivateLinksOnly && !target.private_link {
+        cfg.metrics.record(Outcome::ForwardError);
+        tracing::warn!(%cell, endpoint = %fb.endpoint, "refused to forward over plain HTTP: the table does not mark the cell's link private");
+        return ResponseFuture::ready(own(
+            StatusCode::BAD_GATEWAY,
+            format!("cell {cell}: plain HTTP refused on a link the table does not mark private (use an https endpoint)\n"),
+        ));
+    }
     cfg.metrics.record(Outcome::Forward);
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
@@ -398,8 +415,14 @@ where
         }
     }
     parts.extensions = http::Extensions::new();
-    let body: FwdBody = body.map_err(Into::into).boxed_unsync();
-    let fut = cfg.client.request(Request::from_parts(parts, body));
+    let body: ForwardBody = body.map_err(Into::into).boxed_unsync();
+    let mut forwarder = cfg.forwarder.clone();
+    let req = Request::from_parts(parts, body);
+    let fut = async move {
+        // honest readiness: a wrapped forwarder (a concurrency limit) may make us wait
+        std::future::poll_fn(|cx| forwarder.poll_ready(cx)).await?;
+        forwarder.call(req).await
+    };
     let timeout = cfg.forward_timeout;
     let metrics = cfg.metrics.clone();
     let balancer = Arc::clone(&cfg.balancer);
