@@ -67,6 +67,7 @@ const DemoCharts = (() => {
       height: 260,
       series,
       scales: { x: { time: false } },
+      legend: { live: false },
       axes: [{ label: "seconds since start" }, { label: "requests / s" }],
       plugins: [marksPlugin(getMarks)],
     };
@@ -81,6 +82,13 @@ const DemoCharts = (() => {
     );
   }
 
+  // A series without its last second (the one still filling, or cut short).
+  function withoutLast(s) {
+    const cut = (a) => (a || []).slice(0, Math.max(0, s.t.length - 1));
+    const each = (m) => Object.fromEntries(Object.entries(m || {}).map(([c, v]) => [c, cut(v)]));
+    return { t: cut(s.t), served: each(s.served), errors: each(s.errors), p50_ms: cut(s.p50_ms), p99_ms: cut(s.p99_ms) };
+  }
+
   // p50 and p99 latency per second.
   function latencyChart(el, width, getMarks) {
     const opts = {
@@ -92,6 +100,7 @@ const DemoCharts = (() => {
         { label: "p99 ms", stroke: "#e4572e", width: 2 },
       ],
       scales: { x: { time: false } },
+      legend: { live: false },
       axes: [{ label: "seconds since start" }, { label: "latency (ms)" }],
       plugins: [marksPlugin(getMarks)],
     };
@@ -151,5 +160,5 @@ const DemoCharts = (() => {
       .join("");
   }
 
-  return { color, marksFrom, trafficChart, trafficData, latencyChart, latencyData, switchRows, switchHtml, auditHtml, esc, ms };
+  return { color, withoutLast, marksFrom, trafficChart, trafficData, latencyChart, latencyData, switchRows, switchHtml, auditHtml, esc, ms };
 })();

@@ -96,20 +96,25 @@ function render(snap) {
   const rows = snap.cells
     .map((c) => {
       const r = c.replication;
-      const digest = r.digest == null ? "-" : r.digest.toString(16).padStart(16, "0");
-      return "<tr><td>" + DemoCharts.esc(c.id) + "</td><td><code>" + digest + "</code></td><td>" + (r.pending_outbox == null ? "-" : r.pending_outbox) +
-        "</td><td>" + (r.applied == null ? "-" : r.applied) + "</td><td>" + (r.table_version == null ? "-" : "v" + r.table_version) + "</td></tr>";
+      const digest = r.digest == null ? "-" : r.digest;
+      const dash = (v) => (v == null ? "-" : v);
+      return "<tr><td>" + DemoCharts.esc(c.id) + "</td><td>" + dash(r.writes) + '</td><td id="behind-' + DemoCharts.esc(c.id) + '">' + dash(c.behind) +
+        "</td><td>" + dash(r.pending_outbox) + "</td><td>" + dash(r.applied) + "</td><td><code>" + digest + "</code></td></tr>";
     })
     .join("");
   $("replication").innerHTML =
-    '<p>digests: <span id="converged" class="' + (snap.converged ? "ok" : "bad") + '">' + (snap.converged ? "all live cells match" : "differ") + "</span></p>" +
-    "<table><thead><tr><th>cell</th><th>CRDT digest</th><th>outbox backlog</th><th>events applied</th><th>table</th></tr></thead><tbody>" + rows + "</tbody></table>";
+    '<p>CRDT digests: <span id="converged" class="' + (snap.converged ? "ok" : "muted") + '">' +
+    (snap.converged ? "all live cells match" : "differ (writes in flight)") + "</span></p>" +
+    "<table><thead><tr><th>cell</th><th>writes held</th><th>behind (lag)</th><th>outbox backlog</th><th>events applied</th><th>digest</th></tr></thead><tbody>" +
+    rows + "</tbody></table>";
   // timeline and audit
   marks = DemoCharts.marksFrom(snap.events, snap.audit);
   $("switches").innerHTML = DemoCharts.switchHtml(DemoCharts.switchRows(snap.events, snap.audit));
   $("audit").innerHTML = DemoCharts.auditHtml(snap.audit);
-  traffic.setData(DemoCharts.trafficData(s, cells));
-  latency.setData(DemoCharts.latencyData(s));
+  // the charts leave out the second still filling
+  const full = DemoCharts.withoutLast(s);
+  traffic.setData(DemoCharts.trafficData(full, cells));
+  latency.setData(DemoCharts.latencyData(full));
 }
 
 $("stop").addEventListener("click", async () => {

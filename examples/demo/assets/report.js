@@ -5,15 +5,7 @@
   const data = JSON.parse(document.getElementById("report-data").textContent);
   const r = data.report;
   // the last second is partial (the load stopped during it): left out
-  const full = Math.max(0, data.series.t.length - 1);
-  const cut = (a) => (a || []).slice(0, full);
-  const s = {
-    t: cut(data.series.t),
-    served: Object.fromEntries(Object.entries(data.series.served).map(([c, v]) => [c, cut(v)])),
-    errors: Object.fromEntries(Object.entries(data.series.errors).map(([c, v]) => [c, cut(v)])),
-    p50_ms: cut(data.series.p50_ms),
-    p99_ms: cut(data.series.p99_ms),
-  };
+  const s = DemoCharts.withoutLast(data.series);
   const cells = Object.keys(r.cells);
   const $ = (id) => document.getElementById(id);
   const esc = DemoCharts.esc;

@@ -118,8 +118,10 @@ impl Cells {
             p.child = Some(child);
             return Err(e.into());
         }
+        // the cell stops serving at the signal; reaping it may take longer
+        let at_ms = self.event(id, Action::Kill);
         let _ = child.wait();
-        Ok(self.event(id, Action::Kill))
+        Ok(at_ms)
     }
 
     /// Starts `id` again on its ports; returns the event's time.

@@ -29,6 +29,8 @@ struct CellView {
     /// Its declared failover targets.
     failover: Vec<String>,
     replication: CellReplication,
+    /// Writes it holds fewer than the live cell holding the most (replication lag).
+    behind: Option<u64>,
 }
 
 /// What the page gets every tick.
@@ -80,10 +82,16 @@ pub(super) async fn take(live: Option<&Live>, stopping: bool) -> Snapshot {
                 slots: slots.get(&id).copied().unwrap_or(0),
                 failover: spec.map(|c| c.failover.iter().map(ToString::to_string).collect()).unwrap_or_default(),
                 replication: replication.get(&id).cloned().unwrap_or_default(),
+                behind: None,
                 id,
             }
         })
         .collect();
+    let mut cells = cells;
+    let most = cells.iter().filter(|c| c.alive).filter_map(|c| c.replication.writes).max();
+    for c in cells.iter_mut().filter(|c| c.alive) {
+        c.behind = most.zip(c.replication.writes).map(|(m, w)| m.saturating_sub(w));
+    }
     let digests: Vec<Option<u64>> = cells.iter().filter(|c| c.alive).map(|c| c.replication.digest).collect();
     let distinct: HashSet<Option<u64>> = digests.iter().copied().collect();
     let converged = !digests.is_empty() && distinct.len() == 1 && !distinct.contains(&None);
