@@ -255,6 +255,9 @@ async fn drive(
     }
 
     if args.ui {
+        if args.duration.is_none() {
+            eprintln!("demo: running until you press \"Stop run\" in the console or Ctrl-C");
+        }
         until_stopped(console, t0, args.duration.map(Duration::from_secs)).await;
     } else {
         scheduled(args, planned, cells, &load, control, t0).await?;

@@ -80,3 +80,15 @@ impl Console {
         let _ = rx.wait_for(|s| *s).await;
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_console_serves_loopback_only() {
+        let err = Console::serve(Some("0.0.0.0:0".parse().unwrap())).await.unwrap_err();
+        assert!(matches!(err, DemoError::Config(_)), "{err}");
+    }
+}

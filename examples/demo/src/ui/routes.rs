@@ -94,3 +94,56 @@ async fn stop(State(state): State<Arc<UiState>>) -> Response {
     state.stop.send_replace(true);
     Json(serde_json::json!({ "stopping": true })).into_response()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app() -> (axum::Router, Arc<UiState>) {
+        let state =
+            Arc::new(UiState { live: std::sync::OnceLock::new(), stop: tokio::sync::watch::Sender::new(false) });
+        (router(state.clone()), state)
+    }
+
+    async fn call(app: axum::Router, method: &str, uri: &str) -> (StatusCode, String) {
+        let req = http::Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_and_its_files_from_the_binary() {
+        let (status, page) = call(app().0, "GET", "/").await;
+        assert_eq!(status, StatusCode::OK);
+        for file in ["uPlot.iife.min.js", "charts.js", "console.js", "demo.css", "uPlot.min.css"] {
+            assert!(page.contains(&format!("/assets/{file}")), "the page loads {file}");
+            let (status, body) = call(app().0, "GET", &format!("/assets/{file}")).await;
+            assert_eq!(status, StatusCode::OK, "{file}");
+            assert!(!body.is_empty(), "{file}");
+        }
+        assert_eq!(call(app().0, "GET", "/assets/secret.txt").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn controls_wait_for_the_run_and_stop_ends_it() {
+        let (router, state) = app();
+        let (status, body) = call(router.clone(), "POST", "/api/cells/beijing/kill").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(!*state.stop.borrow());
+        assert_eq!(call(router, "POST", "/api/stop").await.0, StatusCode::OK);
+        assert!(*state.stop.borrow());
+    }
+
+    #[test]
+    fn refusals_map_to_http_statuses() {
+        assert_eq!(refused(&DemoError::UnknownCell("x".into())).status(), StatusCode::NOT_FOUND);
+        let twice = DemoError::CellAlready { cell: "x".into(), state: "down" };
+        assert_eq!(refused(&twice).status(), StatusCode::CONFLICT);
+    }
+}
