@@ -217,7 +217,9 @@ async fn console_kills_and_restarts_a_cell_and_shows_the_traffic_move() {
     let last = lines.iter().last().expect("a JSON line");
     let r: serde_json::Value = serde_json::from_str(&last).expect("the last line is JSON");
     assert_eq!(r["killed_cell"], "beijing", "{r}");
-    let actions: Vec<&str> = r["audit_rows"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    // beijing's rows (a starved host can make the probers drain another cell for a moment too)
+    let rows = r["audit_rows"].as_array().unwrap().iter().filter(|a| a["cell"] == "beijing");
+    let actions: Vec<&str> = rows.map(|a| a["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["drain", "failback"], "{r}");
     assert_eq!(r["lost_writes"], 0, "{r}");
     assert_eq!(r["converged"], true, "{r}");

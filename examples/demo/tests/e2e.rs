@@ -108,8 +108,10 @@ fn html_report_is_one_file_with_a_series_per_cell() {
     assert_eq!(data["series"]["p99_ms"].as_array().map(Vec::len), Some(t.len()));
     let actions: Vec<&str> = data["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["kill", "restart"]);
-    let audit: Vec<&str> =
-        data["report"]["audit_rows"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    let rows = data["report"]["audit_rows"].as_array().unwrap().iter().filter(|a| a["cell"] == "beijing");
+    let audit: Vec<&str> = rows.map(|a| a["action"].as_str().unwrap()).collect();
     assert_eq!(audit, ["drain", "failback"]);
+    let cells: Vec<&str> = data["events"].as_array().unwrap().iter().map(|e| e["cell"].as_str().unwrap()).collect();
+    assert_eq!(cells, ["beijing", "beijing"]);
     assert_eq!(data["report"], run.json, "the page embeds the JSON report");
 }
