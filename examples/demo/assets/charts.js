@@ -7,7 +7,7 @@
 
 const DemoCharts = (() => {
   const PALETTE = ["#2f6fdb", "#e4572e", "#17a589", "#8e44ad", "#c9a100", "#7f8c8d"];
-  const MARK_COLORS = { kill: "#c0392b", restart: "#1e8449", drain: "#d35400", failback: "#2471a3", ramp: "#8e44ad" };
+  const MARK_COLORS = { kill: "#c0392b", restart: "#1e8449", drain: "#d35400", failback: "#2471a3", ramp: "#8e44ad", pause: "#7d3c98", resume: "#148f77" };
 
   function color(i) {
     return PALETTE[i % PALETTE.length];

@@ -29,7 +29,9 @@ function build(snap) {
         '<dt>fails over to</dt><dd>' + DemoCharts.esc(c.failover.join(", ") || "-") + "</dd>" +
         "</dl>" +
         '<div class="actions"><button class="kill" id="kill-' + id + '" data-act="kill" data-cell="' + id + '">Kill</button>' +
-        '<button class="restart" id="restart-' + id + '" data-act="restart" data-cell="' + id + '">Restart</button></div>' +
+        '<button class="restart" id="restart-' + id + '" data-act="restart" data-cell="' + id + '">Restart</button>' +
+        '<button id="pause-' + id + '" data-act="pause" data-cell="' + id + '" title="SIGSTOP: the process hangs">Pause</button>' +
+        '<button id="resume-' + id + '" data-act="resume" data-cell="' + id + '">Resume</button></div>' +
         "</div>"
       );
     })
@@ -72,13 +74,15 @@ function render(snap) {
     $("errors-" + c.id).textContent = lastFull(s.errors[c.id]);
     const pct = snap.total_slots ? ((100 * c.slots) / snap.total_slots).toFixed(1) : "0";
     $("slots-" + c.id).textContent = c.slots + " (" + pct + " %)";
-    $("proc-" + c.id).textContent = c.alive ? "process up" : "process killed";
-    $("proc-" + c.id).className = "badge " + (c.alive ? "up" : "down");
+    $("proc-" + c.id).textContent = !c.alive ? "process killed" : c.paused ? "process paused" : "process up";
+    $("proc-" + c.id).className = "badge " + (c.alive && !c.paused ? "up" : "down");
     $("state-" + c.id).textContent = c.state;
     $("state-" + c.id).className = "badge " + (c.state === "active" ? "up" : c.state === "down" ? "down" : "");
-    $("cell-" + c.id).classList.toggle("dead", !c.alive);
+    $("cell-" + c.id).classList.toggle("dead", !c.alive || c.paused);
     $("kill-" + c.id).disabled = !c.alive;
     $("restart-" + c.id).disabled = c.alive;
+    $("pause-" + c.id).disabled = !c.alive || c.paused;
+    $("resume-" + c.id).disabled = !c.paused;
   }
   // slot shares
   $("share").innerHTML = snap.cells

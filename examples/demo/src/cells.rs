@@ -54,6 +54,10 @@ pub(crate) enum Action {
     Kill,
     /// Started again on the same ports.
     Restart,
+    /// SIGSTOP: the process hangs, its sockets still accept connections.
+    Pause,
+    /// SIGCONT.
+    Resume,
 }
 
 /// A kill or restart, `at_ms` since the run's clock started.
@@ -70,6 +74,16 @@ struct Proc {
     id: String,
     ports: Vec<u16>,
     child: Option<Child>,
+    paused: bool,
+}
+
+/// Sends `signal` to `child`.
+fn signal(child: &Child, signal: rustix::process::Signal) -> Result<(), DemoError> {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| DemoError::Other(format!("pid {} out of range", child.id())))?;
+    rustix::process::kill_process(pid, signal).map_err(|e| DemoError::Io(e.into()))
 }
 
 /// Every cell's process.
@@ -87,7 +101,7 @@ impl Cells {
         let mut this = Cells { launch, procs: Vec::new(), t0: Instant::now(), events: Vec::new() };
         for (id, ports) in cells {
             // pushed first: a failed spawn still leaves the earlier ones to shut down
-            this.procs.push(Proc { id, ports, child: None });
+            this.procs.push(Proc { id, ports, child: None, paused: false });
             let p = this.procs.len() - 1;
             let child = this.launch.spawn(&this.procs[p].id, &this.procs[p].ports)?;
             this.procs[p].child = Some(child);
@@ -118,6 +132,7 @@ impl Cells {
             p.child = Some(child);
             return Err(e.into());
         }
+        p.paused = false;
         // the cell stops serving at the signal; reaping it may take longer
         let at_ms = self.event(id, Action::Kill);
         let _ = child.wait();
@@ -132,7 +147,49 @@ impl Cells {
             return Err(DemoError::CellAlready { cell: id.to_string(), state: "running" });
         }
         p.child = Some(launch.spawn(&p.id, &p.ports)?);
+        p.paused = false;
         Ok(self.event(id, Action::Restart))
+    }
+
+    /// Stops `id` (SIGSTOP) without killing it; returns the event's time.
+    pub(crate) fn pause(&mut self, id: &str) -> Result<u64, DemoError> {
+        let p = self.proc_mut(id)?;
+        let already = if p.child.is_none() { Some("down") } else if p.paused { Some("paused") } else { None };
+        if let Some(state) = already {
+            return Err(DemoError::CellAlready { cell: id.to_string(), state });
+        }
+        if let Some(c) = &p.child {
+            signal(c, rustix::process::Signal::STOP)?;
+        }
+        p.paused = true;
+        Ok(self.event(id, Action::Pause))
+    }
+
+    /// Lets a paused `id` run again (SIGCONT); returns the event's time.
+    pub(crate) fn resume(&mut self, id: &str) -> Result<u64, DemoError> {
+        let p = self.proc_mut(id)?;
+        let child = p.child.as_ref().filter(|_| p.paused);
+        let Some(c) = child else {
+            let state = if p.child.is_none() { "down" } else { "running" };
+            return Err(DemoError::CellAlready { cell: id.to_string(), state });
+        };
+        signal(c, rustix::process::Signal::CONT)?;
+        p.paused = false;
+        Ok(self.event(id, Action::Resume))
+    }
+
+    /// Resumes every paused cell (end of the run: they must converge).
+    pub(crate) fn resume_all(&mut self) -> Result<(), DemoError> {
+        let paused: Vec<String> = self.procs.iter().filter(|p| p.paused).map(|p| p.id.clone()).collect();
+        for id in paused {
+            self.resume(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `id` is paused.
+    pub(crate) fn paused(&self, id: &str) -> bool {
+        self.procs.iter().any(|p| p.id == id && p.paused)
     }
 
     /// Every cell: id, ports, running.
@@ -164,5 +221,67 @@ impl Cells {
 impl Drop for Cells {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The process state letter in `/proc/<pid>/stat` (`T` stopped, `S` sleeping).
+    fn state(child: &Child) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        stat.rsplit_once(") ").unwrap().1.chars().next().unwrap()
+    }
+
+    fn one_sleeping_cell() -> Cells {
+        let child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let launch = Launch {
+            exe: "/nonexistent".into(),
+            config: "/nonexistent".into(),
+            run_dir: std::env::temp_dir(),
+            table_file: None,
+            kafka: String::new(),
+            topic: String::new(),
+            run_id: String::new(),
+        };
+        let proc = Proc { id: "a".into(), ports: vec![1], child: Some(child), paused: false };
+        Cells { launch, procs: vec![proc], t0: Instant::now(), events: Vec::new() }
+    }
+
+    fn wait_for_state(cells: &Cells, want: char) {
+        let child = cells.procs[0].child.as_ref().unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while state(child) != want {
+            assert!(Instant::now() < deadline, "process never reached state {want}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn pause_stops_the_process_and_resume_continues_it() {
+        let mut cells = one_sleeping_cell();
+        cells.pause("a").unwrap();
+        wait_for_state(&cells, 'T');
+        assert!(cells.paused("a"));
+        assert!(matches!(cells.pause("a"), Err(DemoError::CellAlready { state: "paused", .. })));
+        cells.resume("a").unwrap();
+        wait_for_state(&cells, 'S');
+        assert!(matches!(cells.resume("a"), Err(DemoError::CellAlready { state: "running", .. })));
+        let actions: Vec<Action> = cells.events().iter().map(|e| e.action).collect();
+        assert_eq!(actions, [Action::Pause, Action::Resume]);
+    }
+
+    #[test]
+    fn a_paused_cell_can_be_killed_and_a_dead_one_not_again() {
+        let mut cells = one_sleeping_cell();
+        cells.pause("a").unwrap();
+        cells.kill("a").unwrap();
+        assert!(!cells.paused("a"));
+        assert!(!cells.list()[0].2, "no process left");
+        assert!(matches!(cells.kill("a"), Err(DemoError::CellAlready { state: "down", .. })));
+        assert!(matches!(cells.pause("a"), Err(DemoError::CellAlready { state: "down", .. })));
+        assert!(matches!(cells.kill("b"), Err(DemoError::UnknownCell(_))));
     }
 }

@@ -166,7 +166,6 @@ async fn until_stopped(console: Option<&ui::Console>, t0: Instant, duration: Opt
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     args: &RunArgs,
     cfg: &DemoConfig,
@@ -265,6 +264,9 @@ async fn drive(
     let _ = stop_tx.send(true);
     let _ = runner.await;
     poller.abort();
+    if let Ok(mut c) = cells.lock() {
+        c.resume_all()?;
+    }
 
     // failback (if restarted and not yet), then replication drains and the cells converge
     let (killed, kill_ms, restart_ms) = reported_kill(cells, planned);

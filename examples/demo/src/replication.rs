@@ -94,9 +94,13 @@ pub(crate) fn spawn_poller(cells: Arc<Mutex<Cells>>, client: HttpClient) -> (Rea
     let out = readings.clone();
     let task = tokio::spawn(async move {
         loop {
-            let list = cells.lock().map(|c| c.list()).unwrap_or_default();
+            // a paused cell answers nothing: not waited for
+            let list = cells
+                .lock()
+                .map(|c| c.list().into_iter().map(|(id, ports, alive)| (alive && !c.paused(&id), id, ports)).collect())
+                .unwrap_or_else(|_| Vec::new());
             let mut next = BTreeMap::new();
-            for (id, ports, alive) in list {
+            for (alive, id, ports) in list {
                 let mut r = CellReplication::default();
                 if let (true, Some(port)) = (alive, ports.first().copied()) {
                     if let Some(j) = status(&client, port).await {

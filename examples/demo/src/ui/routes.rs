@@ -28,6 +28,8 @@ pub(super) fn router(state: Arc<UiState>) -> axum::Router {
         .route("/events", get(events))
         .route("/api/cells/{id}/kill", post(kill))
         .route("/api/cells/{id}/restart", post(restart))
+        .route("/api/cells/{id}/pause", post(pause))
+        .route("/api/cells/{id}/resume", post(resume))
         .route("/api/stop", post(stop))
         .with_state(state)
 }
@@ -88,6 +90,14 @@ async fn kill(State(state): State<Arc<UiState>>, Path(id): Path<String>) -> Resp
 
 async fn restart(State(state): State<Arc<UiState>>, Path(id): Path<String>) -> Response {
     control(&state, Cells::restart, id).await
+}
+
+async fn pause(State(state): State<Arc<UiState>>, Path(id): Path<String>) -> Response {
+    control(&state, Cells::pause, id).await
+}
+
+async fn resume(State(state): State<Arc<UiState>>, Path(id): Path<String>) -> Response {
+    control(&state, Cells::resume, id).await
 }
 
 async fn stop(State(state): State<Arc<UiState>>) -> Response {

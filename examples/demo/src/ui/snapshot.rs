@@ -22,6 +22,8 @@ struct CellView {
     id: String,
     /// Its process runs.
     alive: bool,
+    /// Its process is stopped (SIGSTOP).
+    paused: bool,
     /// Its state in the table in force (`active`, `draining`, `down`).
     state: String,
     /// Slots it serves (all regions).
@@ -68,16 +70,24 @@ pub(super) async fn take(live: Option<&Live>, stopping: bool) -> Snapshot {
     };
     let t0 = epoch_ms(live.t0_wall);
     let t_ms = epoch_ms(std::time::SystemTime::now()).saturating_sub(t0);
-    let (list, events) = live.cells.lock().map(|c| (c.list(), c.events().to_vec())).unwrap_or_default();
+    let (list, events) = live
+        .cells
+        .lock()
+        .map(|c| {
+            let list: Vec<_> = c.list().into_iter().map(|(id, _, alive)| (c.paused(&id), id, alive)).collect();
+            (list, c.events().to_vec())
+        })
+        .unwrap_or_default();
     let replication = live.replication.lock().map(|r| r.clone()).unwrap_or_default();
     let table = live.control.gateway_store.current();
     let slots = table.as_ref().map(|t| served_slots(t.table())).unwrap_or_default();
     let cells: Vec<CellView> = list
         .into_iter()
-        .map(|(id, _, alive)| {
+        .map(|(paused, id, alive)| {
             let spec = table.as_ref().and_then(|t| t.table().cells.iter().find(|c| c.id.as_str() == id).cloned());
             CellView {
                 alive,
+                paused,
                 state: spec.as_ref().map(|c| format!("{:?}", c.state).to_lowercase()).unwrap_or_default(),
                 slots: slots.get(&id).copied().unwrap_or(0),
                 failover: spec.map(|c| c.failover.iter().map(ToString::to_string).collect()).unwrap_or_default(),
