@@ -30,6 +30,17 @@ pub(crate) enum DemoError {
     /// An I/O error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// No cell has this id.
+    #[error("no cell {0:?}")]
+    UnknownCell(String),
+    /// A kill of a dead cell, or a restart of a live one.
+    #[error("cell {cell} is already {state}")]
+    CellAlready {
+        /// The cell.
+        cell: String,
+        /// `"down"` or `"running"`.
+        state: &'static str,
+    },
     /// Anything else.
     #[error("{0}")]
     Other(String),

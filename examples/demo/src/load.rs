@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use rand::Rng;
 
 use crate::gateway::HttpClient;
+use crate::stats::Stats;
 
 /// A simulated user.
 #[derive(Debug, Clone)]
@@ -50,6 +51,8 @@ pub(crate) struct Record {
 pub(crate) struct Load {
     pub(crate) users: Arc<Vec<User>>,
     pub(crate) records: Arc<Mutex<Vec<Record>>>,
+    /// Per-second counters (fed with every record).
+    pub(crate) stats: Stats,
     pub(crate) t0: Instant,
 }
 
@@ -100,6 +103,7 @@ impl Load {
             Op::Comment => (http::Method::POST, format!("/posts/{post}/comments"), Bytes::from(format!("hello from {}", u.key))),
             Op::Read => (http::Method::GET, format!("/posts/{post}"), Bytes::new()),
         };
+        let started = Instant::now();
         let start_ms = ms_since(self.t0);
         let req = http::Request::builder()
             .method(method)
@@ -129,6 +133,8 @@ impl Load {
             }
         }
         rec.end_ms = ms_since(self.t0);
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.record(rec.end_ms, rec.ok, rec.served_by.as_deref(), &u.home, latency_us);
         if let Ok(mut v) = self.records.lock() {
             v.push(rec);
         }

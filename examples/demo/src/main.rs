@@ -6,6 +6,8 @@
 //! ```text
 //! cargo run --release -p demo                       # 30 s run, human report
 //! cargo run -p demo -- --duration 8 --json          # short run, JSON last line
+//! cargo run --release -p demo -- --ui               # live console; kill/restart cells by hand
+//! cargo run -p demo -- --report run.html            # also a self-contained HTML report
 //! demo cell --id beijing ...                        # one cell (spawned by the demo)
 //! ```
 //!
@@ -17,15 +19,20 @@
 //! serving them at `/metrics`).
 
 mod cell;
+mod cells;
 mod config;
 mod control;
 mod error;
 mod etcd;
 mod gateway;
+mod html_report;
 mod load;
 mod orchestrator;
+mod replication;
 mod report;
 mod telemetry;
+mod stats;
+mod ui;
 
 use clap::{Parser, Subcommand};
 

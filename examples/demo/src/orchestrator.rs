@@ -2,29 +2,33 @@
 //! and the gateway in this process, drive load, kill a cell, restart it, wait
 //! for failback and replication, then report.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use cellctx::CellId;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cell::pb;
+use crate::cells::{Action, Cells, Launch};
 use crate::config::DemoConfig;
 use crate::control::{self, ControlPlane};
 use crate::error::DemoError;
 use crate::gateway::{self, Gateway};
 use crate::load::{Load, User};
-use crate::report;
+use crate::replication::{pending_outbox, states};
+use crate::stats::Stats;
+use crate::{html_report, report, ui};
+
+/// Seconds of load when neither `--duration` nor `--ui` is given.
+const DEFAULT_DURATION_S: u64 = 30;
 
 /// Arguments of the default command.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RunArgs {
-    /// Seconds of load.
-    #[arg(long, default_value_t = 30)]
-    pub(crate) duration: u64,
+    /// Seconds of load [default: 30; with --ui: until stopped from the console or Ctrl-C].
+    #[arg(long)]
+    pub(crate) duration: Option<u64>,
     /// Requests per second (all users together).
     #[arg(long, default_value_t = 150)]
     pub(crate) rps: u32,
@@ -40,50 +44,20 @@ pub(crate) struct RunArgs {
     /// Where this process serves `GET /metrics` (gateway, controller, probers).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) metrics_addr: std::net::SocketAddr,
-}
-
-/// A cell's child process.
-struct CellProc {
-    id: String,
-    ports: Vec<u16>,
-    child: Option<Child>,
+    /// Serve the live console (its URL is the first line of stdout); the
+    /// operator kills and restarts cells, nothing is scheduled.
+    #[arg(long)]
+    pub(crate) ui: bool,
+    /// The console's address (loopback only) [default: 127.0.0.1 on a free port].
+    #[arg(long, requires = "ui")]
+    pub(crate) ui_addr: Option<SocketAddr>,
+    /// Also write the run's report as one self-contained HTML file.
+    #[arg(long, value_name = "FILE.html")]
+    pub(crate) report: Option<PathBuf>,
 }
 
 fn free_port() -> Result<u16, DemoError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Launch<'a> {
-    exe: PathBuf,
-    config: &'a Path,
-    run_dir: &'a Path,
-    table_file: Option<PathBuf>,
-    kafka: &'a str,
-    topic: &'a str,
-    run_id: &'a str,
-}
-
-impl Launch<'_> {
-    fn spawn(&self, id: &str, ports: &[u16]) -> Result<Child, DemoError> {
-        let dir = self.run_dir.join(id);
-        std::fs::create_dir_all(&dir)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("cell.log"))?;
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("cell")
-            .args(["--id", id, "--dir"])
-            .arg(&dir)
-            .arg("--config")
-            .arg(self.config)
-            .args(["--ports", &ports.join(","), "--kafka", self.kafka, "--topic", self.topic, "--run-id", self.run_id]);
-        if let Some(t) = &self.table_file {
-            cmd.arg("--table-file").arg(t);
-        }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
-        }
-        Ok(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?)
-    }
 }
 
 async fn wait_ready(client: &gateway::HttpClient, port: u16, within: Duration) -> Result<(), DemoError> {
@@ -98,43 +72,21 @@ async fn wait_ready(client: &gateway::HttpClient, port: u16, within: Duration) -
     Err(DemoError::Other(format!("cell on port {port} not ready within {within:?}")))
 }
 
-/// Each cell's state over gRPC (`demo.v1.Posts/State`).
-async fn states(procs: &[CellProc]) -> BTreeMap<String, Option<(String, u64)>> {
-    let mut out = BTreeMap::new();
-    for p in procs {
-        let url = format!("http://127.0.0.1:{}", p.ports[0]);
-        let got = async {
-            let mut c = pb::posts_client::PostsClient::connect(url).await.ok()?;
-            let r = c.state(pb::StateRequest {}).await.ok()?.into_inner();
-            Some((r.json, r.digest))
-        };
-        out.insert(p.id.clone(), tokio::time::timeout(Duration::from_secs(2), got).await.ok().flatten());
-    }
-    out
-}
-
-async fn pending_outbox(client: &gateway::HttpClient, procs: &[CellProc]) -> i64 {
-    let mut total = 0;
-    for p in procs {
-        let url = format!("http://127.0.0.1:{}/admin/status", p.ports[0]);
-        total += match gateway::get_json(client, &url, Duration::from_millis(500)).await {
-            Ok(j) => j["pending_outbox"].as_i64().unwrap_or(1).max(0),
-            Err(_) => 1,
-        };
-    }
-    total
-}
-
 /// Runs the demo; returns the report.
 pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: PathBuf) -> Result<(), DemoError> {
     let cfg = DemoConfig::load(args.config.as_deref())?;
-    let killed = args.kill.clone().unwrap_or_else(|| cfg.cells[0].id.clone());
-    if cfg.cell(&killed).is_none() {
-        return Err(DemoError::Config(format!("--kill {killed:?}: no such cell (cells: {})", cfg.cell_ids().join(", "))));
+    let planned = args.kill.clone().unwrap_or_else(|| cfg.cells[0].id.clone());
+    if cfg.cell(&planned).is_none() {
+        return Err(DemoError::Config(format!("--kill {planned:?}: no such cell (cells: {})", cfg.cell_ids().join(", "))));
     }
-    if args.duration < 4 {
+    if args.duration.is_some_and(|d| d < 4) {
         return Err(DemoError::Config("--duration must be at least 4 s".into()));
     }
+    // the console first: its URL is the first line of stdout
+    let console = match args.ui {
+        true => Some(ui::Console::serve(args.ui_addr).await?),
+        false => None,
+    };
     let run_id = format!("r{}", std::process::id());
     let config_path = run_dir.join("demo.yaml");
     match &args.config {
@@ -143,16 +95,15 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
     }
 
     // ports and the initial table
-    let mut procs = Vec::new();
+    let mut ports = Vec::new();
     for c in &cfg.cells {
-        let ports = (0..c.instances).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
-        procs.push(CellProc { id: c.id.clone(), ports, child: None });
+        ports.push((c.id.clone(), (0..c.instances).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?));
     }
-    let table = cfg.routing_table(&|cell, i| {
-        let p = procs.iter().find(|p| p.id == cell).and_then(|p| p.ports.get(usize::from(i))).copied().unwrap_or(0);
-        format!("http://127.0.0.1:{p}")
-    })?;
-    let status_urls = procs.iter().map(|p| format!("http://127.0.0.1:{}/admin/status", p.ports[0])).collect();
+    let port_of = |cell: &str, i: u16| -> u16 {
+        ports.iter().find(|(id, _)| id == cell).and_then(|(_, p)| p.get(usize::from(i))).copied().unwrap_or(0)
+    };
+    let table = cfg.routing_table(&|cell, i| format!("http://127.0.0.1:{}", port_of(cell, i)))?;
+    let status_urls = ports.iter().map(|(id, _)| format!("http://127.0.0.1:{}/admin/status", port_of(id, 0))).collect();
     let audit_url = match std::env::var("DEMO_AUDIT_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => format!("sqlite://{}?mode=rwc", run_dir.join("audit.db").display()),
@@ -162,43 +113,80 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
     // the cells
     let launch = Launch {
         exe: std::env::current_exe()?,
-        config: &config_path,
-        run_dir: &run_dir,
+        config: config_path,
+        run_dir: run_dir.clone(),
         table_file: control.table_file(),
-        kafka: &kafka,
-        topic: &topic,
-        run_id: &run_id,
+        kafka,
+        topic,
+        run_id,
     };
-    for p in &mut procs {
-        p.child = Some(launch.spawn(&p.id, &p.ports)?);
-    }
-    let client = gateway::http_client();
-    let result = drive(&args, &cfg, &killed, &launch, &mut procs, &control, &client, &table, &run_dir).await;
-    for p in &mut procs {
-        if let Some(mut c) = p.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    let cells = Arc::new(Mutex::new(Cells::spawn(launch, ports)?));
+    let result = drive(&args, &cfg, &planned, &cells, &control, &table, console.as_ref()).await;
+    if let Ok(mut c) = cells.lock() {
+        c.shutdown();
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The cells' first instance ports.
+fn first_ports(cells: &Mutex<Cells>) -> Vec<(String, u16)> {
+    let list = cells.lock().map(|c| c.list()).unwrap_or_default();
+    list.into_iter().filter_map(|(id, ports, _)| ports.first().map(|p| (id, *p))).collect()
+}
+
+/// The cell the report is about (the first one killed, else the planned one)
+/// and when it was killed and restarted.
+fn reported_kill(cells: &Mutex<Cells>, planned: &str) -> (String, Option<u64>, Option<u64>) {
+    let events = cells.lock().map(|c| c.events().to_vec()).unwrap_or_default();
+    let first = events.iter().find(|e| e.action == Action::Kill);
+    let killed = first.map_or_else(|| planned.to_string(), |e| e.cell.clone());
+    let kill_ms = first.map(|e| e.at_ms);
+    let restart_ms = kill_ms.and_then(|k| {
+        events.iter().find(|e| e.action == Action::Restart && e.cell == killed && e.at_ms >= k).map(|e| e.at_ms)
+    });
+    (killed, kill_ms, restart_ms)
+}
+
+/// Waits for the run's end: `duration`, or with the console and no
+/// duration, its stop button or Ctrl-C.
+async fn until_stopped(console: Option<&ui::Console>, t0: Instant, duration: Option<Duration>) {
+    let stop = async {
+        match console {
+            Some(c) => c.stopped().await,
+            None => std::future::pending().await,
+        }
+    };
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep_until((t0 + d).into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = deadline => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 async fn drive(
     args: &RunArgs,
     cfg: &DemoConfig,
-    killed: &str,
-    launch: &Launch<'_>,
-    procs: &mut [CellProc],
+    planned: &str,
+    cells: &Arc<Mutex<Cells>>,
     control: &Arc<ControlPlane>,
-    client: &gateway::HttpClient,
     table: &cellrouter::RoutingTable,
-    run_dir: &Path,
+    console: Option<&ui::Console>,
 ) -> Result<(), DemoError> {
-    for p in procs.iter() {
-        for port in &p.ports {
-            wait_ready(client, *port, Duration::from_secs(30)).await.map_err(|e| {
-                DemoError::Other(format!("cell {}: {e} (log: {})", p.id, run_dir.join(&p.id).join("cell.log").display()))
+    let client = gateway::http_client();
+    let (run_dir, list) = match cells.lock() {
+        Ok(c) => (c.run_dir().to_path_buf(), c.list()),
+        Err(_) => return Err(DemoError::Other("cells lock poisoned".into())),
+    };
+    for (id, ports, _) in &list {
+        for port in ports {
+            wait_ready(&client, *port, Duration::from_secs(30)).await.map_err(|e| {
+                DemoError::Other(format!("cell {id}: {e} (log: {})", run_dir.join(id).join("cell.log").display()))
             })?;
         }
     }
@@ -229,8 +217,8 @@ async fn drive(
     let gateway = tower::make::Shared::new(gw.service()?);
     // where each process's Prometheus metrics are (stderr, so --json's last stdout line stays the report)
     eprintln!("demo: metrics orchestrator {}", crate::telemetry::serve(args.metrics_addr).await?);
-    for p in procs.iter() {
-        eprintln!("demo: metrics cell {} http://127.0.0.1:{}/metrics", p.id, p.ports[0]);
+    for (id, port) in first_ports(cells) {
+        eprintln!("demo: metrics cell {id} http://127.0.0.1:{port}/metrics");
     }
     tokio::spawn(async move { axum::serve(listener, gateway).await });
 
@@ -249,7 +237,11 @@ async fn drive(
     }
     let t0 = Instant::now();
     let t0_wall = SystemTime::now();
-    let load = Load { users: Arc::new(users), records: Arc::new(Mutex::new(Vec::new())), t0 };
+    if let Ok(mut c) = cells.lock() {
+        c.start_clock(t0);
+    }
+    let stats = Stats::new(cfg.cell_ids());
+    let load = Load { users: Arc::new(users), records: Arc::new(Mutex::new(Vec::new())), stats: stats.clone(), t0 };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = {
         let load = load.clone();
@@ -259,75 +251,125 @@ async fn drive(
         let rps = args.rps;
         tokio::spawn(async move { load.run(client, gw_url, rps, mix, timeout, stop_rx).await })
     };
+    let (readings, poller) = crate::replication::spawn_poller(cells.clone(), client.clone());
+    if let Some(c) = console {
+        c.go_live(ui::Live {
+            cells: cells.clone(),
+            stats: stats.clone(),
+            control: control.clone(),
+            replication: readings,
+            t0_wall,
+        });
+    }
 
-    let duration = Duration::from_secs(args.duration);
-    let kill_at = duration.mul_f64(0.3);
-    let restart_at = kill_at + Duration::from_secs_f64((args.duration as f64 * 0.25).max(1.5));
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(args.duration) };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len}s {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let (mut kill_ms, mut restart_ms) = (None, None);
-    let proc_idx = procs.iter().position(|p| p.id == killed).unwrap_or(0);
-    while t0.elapsed() < duration {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let el = t0.elapsed();
-        if kill_ms.is_none() && el >= kill_at {
-            if let Some(c) = procs[proc_idx].child.as_mut() {
-                c.kill()?; // SIGKILL
-                kill_ms = Some(t0.elapsed().as_millis() as u64);
-                let _ = c.wait();
-            }
-            procs[proc_idx].child = None;
-            bar.println(format!("killed cell {killed} (SIGKILL)"));
+    if args.ui {
+        if args.duration.is_none() {
+            eprintln!("demo: running until you press \"Stop run\" in the console or Ctrl-C");
         }
-        if kill_ms.is_some() && restart_ms.is_none() && el >= restart_at {
-            procs[proc_idx].child = Some(launch.spawn(killed, &procs[proc_idx].ports)?);
-            restart_ms = Some(t0.elapsed().as_millis() as u64);
-            bar.println(format!("restarted cell {killed}"));
-        }
-        bar.set_position(el.as_secs());
-        bar.set_message(format!("{} requests, table v{}", load.done(), control.gateway_store.version().unwrap_or(0)));
+        until_stopped(console, t0, args.duration.map(Duration::from_secs)).await;
+    } else {
+        scheduled(args, planned, cells, &load, control, t0).await?;
     }
     let _ = stop_tx.send(true);
     let _ = runner.await;
-    bar.finish_and_clear();
-
-    // failback (if not yet), then replication drains and the cells converge
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !report::failed_back(&control.audit_rows().await?, killed) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    poller.abort();
+    if let Ok(mut c) = cells.lock() {
+        c.resume_all()?;
     }
+
+    // failback (if restarted and not yet), then replication drains and the cells converge
+    let (killed, kill_ms, restart_ms) = reported_kill(cells, planned);
+    let all_alive = cells.lock().map(|c| c.list().iter().all(|(_, _, alive)| *alive)).unwrap_or(false);
+    if restart_ms.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !report::failed_back(&control.audit_rows().await?, &killed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let ports = first_ports(cells);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = states(procs).await;
+    let mut last = states(&ports).await;
     loop {
         let digests: std::collections::HashSet<u64> = last.values().flatten().map(|(_, d)| *d).collect();
         let all = last.values().all(Option::is_some);
-        if (all && digests.len() == 1 && pending_outbox(client, procs).await == 0) || Instant::now() > deadline {
+        // a cell left down never converges: no point waiting for it
+        if !all_alive
+            || (all && digests.len() == 1 && pending_outbox(&client, &ports).await == 0)
+            || Instant::now() > deadline
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        last = states(procs).await;
+        last = states(&ports).await;
     }
     let records = load.records.lock().map(|v| v.clone()).unwrap_or_default();
+    let audit = control.audit_rows().await?;
     let rep = report::compute(report::Inputs {
         cells: cfg.cell_ids(),
         users: &load.users,
         records: &records,
         t0: t0_wall,
-        killed: killed.to_string(),
+        killed,
         kill_ms: kill_ms.unwrap_or(0),
         restart_ms: restart_ms.unwrap_or(0),
-        audit: control.audit_rows().await?,
+        audit,
         states: last,
+        timeline: stats.timeline(),
     });
     drop(controller);
     drop(engine);
+    if let Some(path) = &args.report {
+        let events = cells.lock().map(|c| c.events().to_vec()).unwrap_or_default();
+        html_report::write(path, &rep, &stats.series(0), &events)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&rep).map_err(|e| DemoError::Other(e.to_string()))?);
     } else {
         report::print_human(&rep);
     }
+    Ok(())
+}
+
+/// The scheduled run: kill the planned cell at 30 % of the run, restart it a
+/// quarter of the run later.
+async fn scheduled(
+    args: &RunArgs,
+    planned: &str,
+    cells: &Mutex<Cells>,
+    load: &Load,
+    control: &ControlPlane,
+    t0: Instant,
+) -> Result<(), DemoError> {
+    let secs = args.duration.unwrap_or(DEFAULT_DURATION_S);
+    let duration = Duration::from_secs(secs);
+    let kill_at = duration.mul_f64(0.3);
+    let restart_at = kill_at + Duration::from_secs_f64((secs as f64 * 0.25).max(1.5));
+    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(secs) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (mut killed, mut restarted) = (false, false);
+    let act = |f: &dyn Fn(&mut Cells) -> Result<u64, DemoError>| -> Result<u64, DemoError> {
+        let mut c = cells.lock().map_err(|_| DemoError::Other("cells lock poisoned".into()))?;
+        f(&mut c)
+    };
+    while t0.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let el = t0.elapsed();
+        if !killed && el >= kill_at {
+            act(&|c| c.kill(planned))?;
+            killed = true;
+            bar.println(format!("killed cell {planned} (SIGKILL)"));
+        }
+        if killed && !restarted && el >= restart_at {
+            act(&|c| c.restart(planned))?;
+            restarted = true;
+            bar.println(format!("restarted cell {planned}"));
+        }
+        bar.set_position(el.as_secs());
+        bar.set_message(format!("{} requests, table v{}", load.done(), control.gateway_store.version().unwrap_or(0)));
+    }
+    bar.finish_and_clear();
     Ok(())
 }

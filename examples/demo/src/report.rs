@@ -42,6 +42,16 @@ pub(crate) struct AuditRow {
     pub(crate) to: String,
     pub(crate) table_version: u64,
     pub(crate) status: String,
+    /// Why the switch was made.
+    pub(crate) reason: String,
+    /// ms since the run started: the first bad (or good) observation.
+    pub(crate) detected_at_ms: u64,
+    /// ms since the run started: the intent row.
+    pub(crate) intent_at_ms: u64,
+    /// ms since the run started: the table committed.
+    pub(crate) committed_at_ms: Option<u64>,
+    /// ms since the run started: every live router runs the table.
+    pub(crate) applied_at_ms: Option<u64>,
 }
 
 /// The whole report (the `--json` line).
@@ -86,6 +96,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) audit: Vec<AuditRecord>,
     /// Per cell: (state JSON, digest); `None` when it did not answer.
     pub(crate) states: BTreeMap<String, Option<(String, u64)>>,
+    /// Successes per cell per second ([`crate::stats::Stats::timeline`]).
+    pub(crate) timeline: Vec<BTreeMap<String, u64>>,
 }
 
 const DRAINED: &str = "state=down";
@@ -133,7 +145,6 @@ fn lost_writes(records: &[Record], state: &str) -> u64 {
 /// Computes the report.
 pub(crate) fn compute(i: Inputs<'_>) -> Report {
     let mut cells: BTreeMap<String, CellCounts> = i.cells.iter().map(|c| (c.clone(), CellCounts::default())).collect();
-    let mut timeline: Vec<BTreeMap<String, u64>> = Vec::new();
     let (mut misrouted, mut before, mut off_home, mut failover_served, mut errors) = (0, 0, 0, 0, 0);
     let mut first_failover_success: Option<u64> = None;
     for r in i.records {
@@ -145,11 +156,6 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         }
         let Some(by) = &r.served_by else { continue };
         cells.entry(by.clone()).or_default().requests += 1;
-        let sec = (r.end_ms / 1000) as usize;
-        if timeline.len() <= sec {
-            timeline.resize_with(sec + 1, || i.cells.iter().map(|c| (c.clone(), 0)).collect());
-        }
-        *timeline[sec].entry(by.clone()).or_default() += 1;
         if by != &u.home && Some(by) != u.failover.as_ref() {
             misrouted += 1;
         }
@@ -199,22 +205,7 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         .map(|(json, _)| lost_writes(i.records, json))
         .max()
         .unwrap_or_else(|| i.records.iter().filter(|r| r.ok && r.id.is_some()).count() as u64);
-    let audit_rows = i
-        .audit
-        .iter()
-        .map(|a| AuditRow {
-            action: match a.to.as_str() {
-                DRAINED => "drain".into(),
-                ACTIVE => "failback".into(),
-                other => other.to_string(),
-            },
-            cell: a.flow.clone(),
-            from: a.from.clone(),
-            to: a.to.clone(),
-            table_version: a.version_after,
-            status: a.status.as_str().to_string(),
-        })
-        .collect();
+    let audit_rows = audit_rows(&i.audit, t0);
     Report {
         cells,
         killed_cell: i.killed.clone(),
@@ -234,8 +225,32 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         requests_before_kill: before,
         off_home_before_kill: off_home,
         failover_served,
-        timeline,
+        timeline: i.timeline,
     }
+}
+
+/// The audit rows as reported, times relative to the run's start (`t0`, epoch ms).
+pub(crate) fn audit_rows(audit: &[AuditRecord], t0: u64) -> Vec<AuditRow> {
+    audit
+        .iter()
+        .map(|a| AuditRow {
+            action: match a.to.as_str() {
+                DRAINED => "drain".into(),
+                ACTIVE => "failback".into(),
+                other => other.to_string(),
+            },
+            cell: a.flow.clone(),
+            from: a.from.clone(),
+            to: a.to.clone(),
+            table_version: a.version_after,
+            status: a.status.as_str().to_string(),
+            reason: a.reason.clone(),
+            detected_at_ms: a.detected_at_ms.saturating_sub(t0),
+            intent_at_ms: a.intent_at_ms.saturating_sub(t0),
+            committed_at_ms: a.committed_at_ms.map(|c| c.saturating_sub(t0)),
+            applied_at_ms: a.applied_at_ms.map(|c| c.saturating_sub(t0)),
+        })
+        .collect()
 }
 
 fn opt(v: Option<u64>) -> String {

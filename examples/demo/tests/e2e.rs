@@ -1,32 +1,58 @@
-//! Runs the demo binary in its short mode and checks the "Must show"
-//! list from the JSON report (the last line of stdout).
+//! Runs the demo binary in its short mode (once, shared by the tests here)
+//! and checks the "Must show" list from the JSON report (the last line
+//! of stdout) and the HTML report it wrote (`--report`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::html;
+
 use std::process::Command;
+use std::sync::OnceLock;
+
+const CELLS: [&str; 3] = ["beijing", "shanghai", "shenzhen"];
+
+/// The short run: its JSON report and its HTML report.
+struct Run {
+    json: serde_json::Value,
+    html: String,
+}
+
+fn short_run() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let report = dir.path().join("run.html");
+        let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+            .args(["--duration", "8", "--rps", "120", "--kill", "beijing", "--json", "--report"])
+            .arg(&report)
+            .env_remove("KAFKA_BOOTSTRAP")
+            .env_remove("ETCD_ENDPOINTS")
+            .env_remove("DEMO_DATABASE_URL")
+            .env_remove("DEMO_REDIS_URL")
+            .env_remove("DEMO_AUDIT_URL")
+            .output()
+            .expect("the demo binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "demo failed: {stderr}\n{stdout}");
+        let last = stdout.lines().last().expect("a JSON line");
+        let json = serde_json::from_str(last).expect("the last line is JSON");
+        let html = std::fs::read_to_string(&report).expect("the HTML report was written");
+        Run { json, html }
+    })
+}
 
 #[test]
 fn short_run_fails_over_fails_back_and_loses_nothing() {
-    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--duration", "8", "--rps", "120", "--kill", "beijing", "--json"])
-        .env_remove("KAFKA_BOOTSTRAP")
-        .env_remove("ETCD_ENDPOINTS")
-        .env_remove("DEMO_DATABASE_URL")
-        .env_remove("DEMO_REDIS_URL")
-        .env_remove("DEMO_AUDIT_URL")
-        .output()
-        .expect("the demo binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {stderr}\n{stdout}");
-    let last = stdout.lines().last().expect("a JSON line");
-    let r: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    let r = &short_run().json;
 
     // every user's requests landed on its home cell before the kill
     assert!(r["requests_before_kill"].as_u64().unwrap() > 50, "{r}");
     assert_eq!(r["off_home_before_kill"], 0, "{r}");
     assert_eq!(r["misrouted"], 0, "{r}");
-    for cell in ["beijing", "shanghai", "shenzhen"] {
+    for cell in CELLS {
         assert!(r["cells"][cell]["requests"].as_u64().unwrap() > 0, "{cell} served nothing: {r}");
     }
 
@@ -51,4 +77,41 @@ fn short_run_fails_over_fails_back_and_loses_nothing() {
     assert!(drain < back, "{r}");
     assert!(rows[back]["table_version"].as_u64() > rows[drain]["table_version"].as_u64(), "{r}");
     assert!(rows.iter().all(|a| a["status"] == "applied"), "{r}");
+}
+
+#[test]
+fn html_report_is_one_file_with_a_series_per_cell() {
+    let run = short_run();
+    let page = &run.html;
+    // one file: nothing it would load from anywhere
+    html::assert_self_contained(page);
+    // the data: one served and one error series per cell, as long as the time axis
+    let data = html::embedded_json(page, "report-data");
+    let t = data["series"]["t"].as_array().expect("a time axis");
+    assert!(t.len() >= 8, "{} seconds for an 8 s run", t.len());
+    for key in ["served", "errors"] {
+        let series = data["series"][key].as_object().expect("per-cell series");
+        let mut cells: Vec<&str> = series.keys().map(String::as_str).collect();
+        cells.sort_unstable();
+        assert_eq!(cells, CELLS, "{key}");
+        for (cell, values) in series {
+            assert_eq!(values.as_array().map(Vec::len), Some(t.len()), "{key} of {cell}");
+        }
+    }
+    // the series are the counters the JSON report counts
+    for cell in CELLS {
+        let served: u64 = data["series"]["served"][cell].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(served, run.json["cells"][cell]["requests"].as_u64().unwrap(), "{cell}");
+    }
+    // latency percentiles per second, and the marks' sources: kill, restart, drain, failback
+    assert_eq!(data["series"]["p50_ms"].as_array().map(Vec::len), Some(t.len()));
+    assert_eq!(data["series"]["p99_ms"].as_array().map(Vec::len), Some(t.len()));
+    let actions: Vec<&str> = data["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["kill", "restart"]);
+    let rows = data["report"]["audit_rows"].as_array().unwrap().iter().filter(|a| a["cell"] == "beijing");
+    let audit: Vec<&str> = rows.map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(audit, ["drain", "failback"]);
+    let cells: Vec<&str> = data["events"].as_array().unwrap().iter().map(|e| e["cell"].as_str().unwrap()).collect();
+    assert_eq!(cells, ["beijing", "beijing"]);
+    assert_eq!(data["report"], run.json, "the page embeds the JSON report");
 }
