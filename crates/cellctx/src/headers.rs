@@ -11,6 +11,10 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// W3C `baggage` (fixed name).
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
+/// The hop counter a cell router keeps (`X-Cell-Hops`): stripped at the edge
+/// unless a verified signature vouches for it (the signature binds it).
+pub const HOPS: HeaderName = HeaderName::from_static("x-cell-hops");
+
 /// How many context fields travel in headers (see [`HeaderNames::field`]).
 pub(crate) const FIELDS: usize = 11;
 

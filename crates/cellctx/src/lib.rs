@@ -118,14 +118,17 @@
 //! - `cellctx.edge.stripped` (counter): requests whose internal headers an edge stripped
 //! - `cellctx.header.rejected` (counter; attributes `reason`: `malformed`/`oversized`, `header`)
 
+pub mod auth;
 mod baggage;
 mod cell_id;
 mod client;
+mod clock;
 mod codec;
 mod context;
 mod error;
 mod header_template;
 mod headers;
+mod hop;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;
@@ -143,10 +146,12 @@ pub use cell_id::{CellId, MAX_CELL_ID_LEN};
 pub use client::{PropagateCellContext, PropagateCellContextLayer};
 pub use codec::{extract, inject};
 pub use context::{CellContext, HintSource, MAX_TOKEN_LEN, RegionHint, validate_token};
-pub use error::{ContextError, InvalidValue};
-pub use headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use error::{AuthFailure, ContextError, InvalidValue};
+pub use headers::{BAGGAGE, HOPS, HeaderNames, TRACEPARENT, TRACESTATE};
+pub use hop::{DEFAULT_MAX_LIFETIME, DEFAULT_REPLAY_CAPACITY, DEFAULT_SKEW, HopVerifier};
 pub use propagation::{HeaderExtractor, HeaderInjector};
 pub use scope::{current, scope, with_current};
 pub use server::{CellContextLayer, CellContextService, ResponseBody, ResponseFuture, TrustMode};
-pub use sign::{MIN_KEY_LEN, Signer, SigningKey, SigningKeys};
+pub use sign::{DEFAULT_SIGNATURE_LIFETIME, MIN_KEY_LEN, Signer, SigningKey, SigningKeys};
 pub use token::Token;
