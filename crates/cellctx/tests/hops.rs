@@ -220,3 +220,21 @@ async fn the_client_layer_signs_what_the_edge_accepts() {
     parts.uri = "/items/7?x=1".parse().unwrap(); // as the server sees it
     assert!(trusted(&run(&layer, Request::from_parts(parts, body)).await));
 }
+
+#[tokio::test]
+async fn a_bogus_signature_does_not_turn_stripped_headers_into_a_rejection() {
+    // Unsigned, a malformed X-Downgraded is stripped; with a bogus signature it
+    // must be too (it was answered 400 before: the context was parsed before
+    // the signature was checked).
+    let layer = CellContextLayer::edge().with_signing_keys(SigningKeys::new(key(1)));
+    for sig in [None, Some("v2;iat=1;exp=2;sig=bogus")] {
+        let mut req = Request::get("/").header("x-downgraded", "victim").header("x-cell-id", "EU 9").body(()).unwrap();
+        if let Some(sig) = sig {
+            req.headers_mut().insert("x-cell-sig", HeaderValue::from_static(sig));
+        }
+        let out = run(&layer, req).await;
+        assert_eq!(out.status, http::StatusCode::OK, "{sig:?}");
+        let seen = out.seen.unwrap();
+        assert_eq!((seen.ctx.cell(), seen.ctx.downgraded), (None, false));
+    }
+}

@@ -191,12 +191,20 @@ impl Config {
             let verdict: Result<(), ContextError> = match &self.verifier {
                 Some(_) if repeated => Err(ContextError::SignatureMalformed { header: sig_header.clone() }),
                 Some(verifier) => {
-                    let ctx = extract_scanned(headers, &self.names, Some(&self.scan))?;
-                    let hops = headers.get(verifier.hops_header()).map(HeaderValue::as_bytes);
-                    let binding = RequestBinding::new(method, uri, hops);
-                    match verifier.verify_bound(&ctx, &binding, sig.as_bytes(), sig_header) {
-                        Ok(()) => return Ok((ctx, None)),
-                        Err(err) => Err(err),
+                    // A context that does not even parse was not signed by a peer:
+                    // the signature is refused and the request goes on stripped,
+                    // as an unsigned one would (a bogus signature does not turn
+                    // headers the edge strips into a 400).
+                    match extract_scanned(headers, &self.names, Some(&self.scan)) {
+                        Ok(ctx) => {
+                            let hops = headers.get(verifier.hops_header()).map(HeaderValue::as_bytes);
+                            let binding = RequestBinding::new(method, uri, hops);
+                            match verifier.verify_bound(&ctx, &binding, sig.as_bytes(), sig_header) {
+                                Ok(()) => return Ok((ctx, None)),
+                                Err(err) => Err(err),
+                            }
+                        }
+                        Err(_) => Err(ContextError::SignatureMismatch { header: sig_header.clone() }),
                     }
                 }
                 None => Err(ContextError::SignatureMismatch { header: sig_header.clone() }),
