@@ -405,7 +405,7 @@ impl Generator {
 /// anonymous (read from the captured request, which the generator built).
 fn replay_credential(tokens: &Tokens, req: &Request<()>) -> (Option<usize>, bool) {
     let auth = req.headers().get_all("authorization").iter().collect::<Vec<_>>();
-    let public = req.method() == Method::GET && PATHS.iter().any(|(p, public)| *public && *p == req.uri().to_string());
+    let public = req.method() == Method::GET && PATHS.iter().any(|(p, public)| *public && req.uri() == *p);
     match auth.as_slice() {
         [] => (None, public),
         [one] => {

@@ -7,6 +7,9 @@ use crate::sign::SIG_LEN;
 
 const SHARDS: usize = 16;
 
+/// One shard: MAC -> until when it is remembered (unix seconds).
+type Shard = Mutex<HashMap<[u8; SIG_LEN], u64>>;
+
 /// Why a signature could not be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -25,7 +28,7 @@ pub(crate) enum Refusal {
 /// signature be replayed.
 #[derive(Debug)]
 pub(crate) struct ReplayCache {
-    shards: Box<[Mutex<HashMap<[u8; SIG_LEN], u64>>]>,
+    shards: Box<[Shard]>,
     per_shard: usize,
 }
 
@@ -41,10 +44,8 @@ impl ReplayCache {
         // A poisoned lock only means another thread panicked mid-update of a
         // plain map; its entries are still sound.
         let mut map = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(&live_until) = map.get(mac) {
-            if live_until >= now {
-                return Err(Refusal::Replayed);
-            }
+        if map.get(mac).is_some_and(|&live_until| live_until >= now) {
+            return Err(Refusal::Replayed);
         }
         if map.len() >= self.per_shard && !map.contains_key(mac) {
             map.retain(|_, &mut u| u >= now);

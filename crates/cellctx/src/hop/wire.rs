@@ -66,7 +66,7 @@ mod tests {
             format!("v2;iat=;exp=1;sig={sig}"),
             format!("v2;iat=1;exp=;sig={sig}"),
             format!("v2;iat=1;exp=2;sig={sig}A"),
-            format!("v2;iat=1;exp=2;sig=short"),
+            "v2;iat=1;exp=2;sig=short".to_owned(),
             format!("v2;iat=123456789012345678901;exp=2;sig={sig}"),
             format!("v2;iat=1;exp=2;xsig={sig}"),
             format!("v3;iat=1;exp=2;sig={sig}"),
