@@ -46,8 +46,10 @@ impl From<std::convert::Infallible> for InvalidValue {
 ///
 /// The server layer answers [`Malformed`](ContextError::Malformed) with
 /// `400 Bad Request` and [`Oversized`](ContextError::Oversized) with
-/// `431 Request Header Fields Too Large` ([`ContextError::status`]); signature
-/// failures never reject a request, they strip the internal headers at the edge.
+/// `431 Request Header Fields Too Large` and
+/// [`Unauthenticated`](ContextError::Unauthenticated) with `401 Unauthorized`
+/// ([`ContextError::status`]); signature failures never reject a request, they
+/// strip the internal headers at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ContextError {

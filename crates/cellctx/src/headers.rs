@@ -36,7 +36,7 @@ static BAGGAGE_NAME: HeaderName = BAGGAGE;
 /// | `region_hint` | `X-Region-Hint` | `<region>;src=<gps\|phone\|ip>` |
 /// | `downgraded` | `X-Downgraded` | `true` / `false` (also `1` / `0`) |
 /// | `xid` | `X-Xid` | a token |
-/// | `signature` | `X-Cell-Sig` | `v1;exp=<unix seconds>;sig=<base64url HMAC-SHA256>` |
+/// | `signature` | `X-Cell-Sig` | `v2;iat=<unix seconds>;exp=<unix seconds>;sig=<base64url HMAC-SHA256>` |
 ///
 /// A token is 1 to 128 visible ASCII bytes without `,` or `;`.
 ///

@@ -8,6 +8,48 @@
 //! [`with_authentication`](crate::CellContextLayer::with_authentication), it
 //! decides the request's user, routing key, tenant and region. With the `jwt`
 //! feature, [`jwt::JwtAuthenticator`] verifies bearer JWTs against a JWKS.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use cellctx::auth::{AnonymousRoute, AnonymousRoutes, EdgeAuth, Identity, RequestHead};
+//! use cellctx::{AuthFailure, CellContext, CellContextLayer};
+//! use http::{Method, Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // Any scheme: here API keys (with the `jwt` feature, a `JwtAuthenticator`).
+//! let api_keys = |head: &RequestHead<'_>| -> Result<Option<Identity>, AuthFailure> {
+//!     match head.headers.get("x-api-key").map(|v| v.as_bytes()) {
+//!         None => Ok(None),
+//!         Some(b"k-alice") => Ok(Some(Identity::try_new("alice").unwrap().with_tenant("acme").unwrap())),
+//!         Some(_) => Err(AuthFailure::Refused("unknown api key")),
+//!     }
+//! };
+//! let public = AnonymousRoutes::new().with(AnonymousRoute::prefix(Some(Method::GET), "/public/").unwrap());
+//! let svc = ServiceBuilder::new()
+//!     .layer(CellContextLayer::edge().with_authentication(EdgeAuth::new(api_keys).with_anonymous(public)))
+//!     .service(service_fn(|req: Request<()>| async move {
+//!         let ctx = req.extensions().get::<Arc<CellContext>>().unwrap();
+//!         let who = ctx.routing_key.as_deref().unwrap_or("anonymous").to_owned();
+//!         Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(who))))
+//!     }));
+//!
+//! // The key decides the user; the client's X-User-ID does not.
+//! let req = Request::get("/orders").header("x-api-key", "k-alice").header("x-user-id", "bob").body(()).unwrap();
+//! let res = svc.clone().oneshot(req).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! # use http_body_util::BodyExt;
+//! assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "alice");
+//!
+//! // No credential: 401, except on the anonymous routes.
+//! let res = svc.clone().oneshot(Request::get("/orders").body(()).unwrap()).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(res.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+//! let res = svc.oneshot(Request::get("/public/posts").body(()).unwrap()).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! # }
+//! ```
 
 mod anonymous;
 mod bearer;
