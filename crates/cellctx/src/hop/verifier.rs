@@ -35,7 +35,9 @@ pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 ///    remembered until `exp` plus the skew; when the cache holds `capacity`
 ///    live entries a new signature is **refused** (`replay-cache-full`), not
 ///    let through unremembered: size the capacity above your signed-request
-///    rate times the maximum lifetime.
+///    rate times the maximum lifetime. The cache lives in this process: a
+///    signature replayed to another edge replica within its lifetime is not
+///    caught there, which is why lifetimes are short (at most the maximum).
 ///
 /// A legacy `v1` signature is refused (`signature-unbound`) unless
 /// [`with_accept_unbound_v1`](HopVerifier::with_accept_unbound_v1) is on; then
