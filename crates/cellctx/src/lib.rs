@@ -154,9 +154,10 @@
 //!   `replay-cache-full`, `signature-unbound`, `no-keys`)
 //! - `cellctx.edge.stripped` (counter): requests whose internal headers an edge stripped
 //! - `cellctx.header.rejected` (counter; attributes `reason`: `malformed`/`oversized`, `header`)
-//!
-//! Authentication refusals (401) are logged at `debug` (with the reason:
-//! `missing`, `expired`, `wrong-audience`, `unknown-key`, ...), not counted.
+//! - `cellctx.auth.rejected` (counter; attribute `reason`: `missing`,
+//!   `malformed`, `expired`, `not-yet-valid`, `wrong-audience`, `wrong-issuer`,
+//!   `unknown-key`, `bad-signature`, `bad-claim`, `refused`): requests an edge
+//!   answered 401
 
 pub mod auth;
 mod baggage;

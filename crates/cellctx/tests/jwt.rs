@@ -253,3 +253,40 @@ fn an_authenticator_needs_an_audience() {
     ));
     assert!(JwtAuthenticator::try_new(JwksStore::empty(), [""]).is_err());
 }
+
+#[tokio::test]
+async fn refusals_are_counted_by_reason() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let (good, stranger) = (Issuer::ed25519("ed-1", 1), Issuer::ed25519("ed-2", 2));
+    let layer = layer(JwksStore::from_set(&jwks(&[&good]))).with_meter(&provider.meter("test"));
+    let expired = good.token(&serde_json::json!({"sub": "a", "aud": AUD, "iss": ISS, "exp": now() - 600}));
+    for req in [
+        Request::get("/orders").body(()).unwrap(),
+        Request::get("/orders").body(()).unwrap(),
+        bearer("/orders", &expired).body(()).unwrap(),
+        bearer("/orders", &stranger.token(&claims("a"))).body(()).unwrap(),
+        bearer("/orders", &good.token(&claims("a"))).body(()).unwrap(),
+    ] {
+        run(&layer, req).await;
+    }
+    provider.force_flush().unwrap();
+    let mut got = std::collections::BTreeMap::new();
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for m in rm.scope_metrics().flat_map(|s| s.metrics()).filter(|m| m.name() == cellctx::auth::AUTH_REJECTED) {
+            if let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() {
+                for p in sum.data_points() {
+                    let reason = p.attributes().find(|kv| kv.key.as_str() == "reason").unwrap().value.to_string();
+                    got.insert(reason, p.value());
+                }
+            }
+        }
+    }
+    let want: std::collections::BTreeMap<String, u64> =
+        [("missing".into(), 2), ("expired".into(), 1), ("unknown-key".into(), 1)].into();
+    assert_eq!(got, want);
+}

@@ -57,11 +57,14 @@ mod edge;
 mod identity;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+mod metrics;
 
 pub use anonymous::{AnonymousRoute, AnonymousRoutes};
 pub use bearer::{MAX_CREDENTIAL_LEN, bearer_token};
 pub use edge::EdgeAuth;
 pub use identity::Identity;
+pub use metrics::AUTH_REJECTED;
+pub(crate) use metrics::AuthMetrics;
 
 use http::{HeaderMap, Method, Uri};
 

@@ -13,7 +13,7 @@ use crate::context::CellContext;
 use crate::error::ContextError;
 use crate::headers::HeaderNames;
 use crate::metrics::Metrics;
-use crate::auth::{EdgeAuth, Identity, RequestHead};
+use crate::auth::{AuthMetrics, EdgeAuth, Identity, RequestHead};
 use crate::hop::{HopVerifier, RequestBinding};
 use crate::sign::SigningKeys;
 
@@ -52,6 +52,7 @@ pub(crate) struct Config {
     pub(crate) client_routing_key: bool,
     pub(crate) forward_credential: bool,
     pub(crate) metrics: Metrics,
+    pub(crate) auth_metrics: AuthMetrics,
     pub(crate) otel: bool,
 }
 
@@ -69,6 +70,7 @@ impl CellContextLayer {
                 client_routing_key: false,
                 forward_credential: false,
                 metrics: Metrics::new(&opentelemetry::global::meter("cellctx")),
+                auth_metrics: AuthMetrics::new(&opentelemetry::global::meter("cellctx")),
                 otel: true,
             }),
         }
@@ -147,7 +149,9 @@ impl CellContextLayer {
 
     /// Records the metrics with this meter instead of the global `cellctx` meter.
     pub fn with_meter(mut self, meter: &Meter) -> Self {
-        Arc::make_mut(&mut self.config).metrics = Metrics::new(meter);
+        let config = Arc::make_mut(&mut self.config);
+        config.metrics = Metrics::new(meter);
+        config.auth_metrics = AuthMetrics::new(meter);
         self
     }
 
@@ -216,7 +220,10 @@ impl Config {
             }
         }
         let identity = match &self.auth {
-            Some(auth) => auth.authenticate(&RequestHead::new(method, uri, headers)).map_err(ContextError::Unauthenticated)?,
+            Some(auth) => auth.authenticate(&RequestHead::new(method, uri, headers)).map_err(|failure| {
+                self.auth_metrics.rejected(&failure);
+                ContextError::Unauthenticated(failure)
+            })?,
             None => None,
         };
         self.strip(headers);
