@@ -53,7 +53,7 @@ struct ClientConfig {
     /// Whether every field has a header name of its own (then an empty
     /// outgoing map is filled without checking for what is already there).
     distinct: bool,
-    signer: Option<(Signer, Duration)>,
+    signer: Option<Signer>,
     otel: bool,
     /// Header maps of the field shapes seen first, cloned to fill empty outgoing maps.
     templates: Templates,
@@ -81,11 +81,14 @@ impl PropagateCellContextLayer {
         self
     }
 
-    /// Signs what is sent (`X-Cell-Sig`, valid for `ttl`), for a downstream in
-    /// [`TrustMode::Edge`](crate::TrustMode::Edge). The signature covers the
-    /// headers actually sent, explicit ones included. Costs one HMAC per request.
+    /// Signs what is sent (`X-Cell-Sig`, a `v2` signature valid for `ttl`,
+    /// whole seconds), for a downstream in [`TrustMode::Edge`](crate::TrustMode::Edge).
+    /// The signature covers the headers actually sent, explicit ones included,
+    /// and binds the request's method, path and query, request id and hop
+    /// count. Keep `ttl` within the verifier's maximum lifetime (30 s by
+    /// default), or the downstream refuses it. Costs one HMAC per request.
     pub fn with_signer(mut self, signer: Signer, ttl: Duration) -> Self {
-        Arc::make_mut(&mut self.config).signer = Some((signer, ttl));
+        Arc::make_mut(&mut self.config).signer = Some(signer.with_lifetime(ttl));
         self
     }
 
@@ -141,22 +144,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let config = &self.config;
-        match req.extensions().get::<Arc<CellContext>>().cloned() {
-            Some(ctx) => config.apply(&ctx, req.headers_mut()),
+        let (mut parts, body) = req.into_parts();
+        match parts.extensions.get::<Arc<CellContext>>().cloned() {
+            Some(ctx) => config.apply(&ctx, &parts.method, &parts.uri, &mut parts.headers),
             None => crate::scope::with_current(|ctx| {
                 if let Some(ctx) = ctx {
-                    config.apply(ctx, req.headers_mut());
+                    config.apply(ctx, &parts.method, &parts.uri, &mut parts.headers);
                 }
             }),
         }
-        self.inner.call(req)
+        self.inner.call(Request::from_parts(parts, body))
     }
 }
 
 impl ClientConfig {
-    fn apply(&self, ctx: &CellContext, headers: &mut HeaderMap) {
+    fn apply(&self, ctx: &CellContext, method: &http::Method, uri: &http::Uri, headers: &mut HeaderMap) {
         if self.otel && !headers.contains_key(TRACEPARENT) {
             crate::propagation::inject_current_otel(headers);
         }
@@ -185,12 +189,13 @@ impl ClientConfig {
                 }
             });
         }
-        if let Some((signer, ttl)) = &self.signer
+        if let Some(signer) = &self.signer
             && !headers.contains_key(&self.names.signature)
         {
             match extract(headers, &self.names) {
                 Ok(sent) => {
-                    headers.insert(self.names.signature.clone(), signer.sign(&sent, SystemTime::now() + *ttl));
+                    let sig = signer.sign_parts(&sent, method, uri, headers, SystemTime::now());
+                    headers.insert(self.names.signature.clone(), sig);
                 }
                 Err(err) => tracing::warn!(%err, "cellctx: not signing an invalid outgoing context"),
             }

@@ -11,6 +11,10 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// W3C `baggage` (fixed name).
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
+/// The hop counter a cell router keeps (`X-Cell-Hops`): stripped at the edge
+/// unless a verified signature vouches for it (the signature binds it).
+pub const HOPS: HeaderName = HeaderName::from_static("x-cell-hops");
+
 /// How many context fields travel in headers (see [`HeaderNames::field`]).
 pub(crate) const FIELDS: usize = 11;
 
@@ -32,7 +36,7 @@ static BAGGAGE_NAME: HeaderName = BAGGAGE;
 /// | `region_hint` | `X-Region-Hint` | `<region>;src=<gps\|phone\|ip>` |
 /// | `downgraded` | `X-Downgraded` | `true` / `false` (also `1` / `0`) |
 /// | `xid` | `X-Xid` | a token |
-/// | `signature` | `X-Cell-Sig` | `v1;exp=<unix seconds>;sig=<base64url HMAC-SHA256>` |
+/// | `signature` | `X-Cell-Sig` | `v2;iat=<unix seconds>;exp=<unix seconds>;sig=<base64url HMAC-SHA256>` |
 ///
 /// A token is 1 to 128 visible ASCII bytes without `,` or `;`.
 ///

@@ -73,7 +73,8 @@
 //! | `region_hint` | `X-Region-Hint` | `<region>;src=<gps\|phone\|ip>` | 64 B | 400 / 431 |
 //! | `downgraded` | `X-Downgraded` | `true`/`false`/`1`/`0` | 8 B | 400 / 431 |
 //! | `xid` | `X-Xid` | token | 128 B | 400 / 431 |
-//! | (signature) | `X-Cell-Sig` | `v1;exp=<unix s>;sig=<base64url>` | | stripped, never rejected |
+//! | (signature) | `X-Cell-Sig` | `v2;iat=<unix s>;exp=<unix s>;sig=<base64url>` | | stripped, never rejected |
+//! | (hop count) | `X-Cell-Hops` | set by a cell router | | stripped at the edge unless signed |
 //! | `traceparent` | `traceparent` | W3C | 256 B | ignored when invalid (W3C) |
 //! | `tracestate` | `tracestate` | W3C | 512 B | ignored when invalid (W3C) |
 //! | `baggage` | `baggage` | W3C, percent-encoded | 64 entries, 8 KiB | 400 / 431 |
@@ -87,16 +88,50 @@
 //!
 //! # Trust boundary
 //!
-//! In [`TrustMode::Edge`] the internal headers (`X-Cell-ID`, `X-Tenant-ID`,
-//! `X-Auth-User`, `X-Xid`, `X-Downgraded`) are removed from the request before
-//! anything reads them, unless it carries an `X-Cell-Sig` that verifies (HMAC-SHA256
-//! of the canonical context, see [`Signer`]) under the current or previous key of
-//! [`SigningKeys`] and has not expired. A wrong key, a tampered field, an expired
-//! or unparsable signature: the internal headers are stripped (the request goes on
-//! without them, it is not rejected), `cellctx.signature.rejected` is counted and
-//! a `debug` log line written. The client may state its request id, routing key
-//! (`X-User-ID`), region hint, trace context and baggage; authentication, further in,
-//! sets the authenticated user. In [`TrustMode::Internal`] every header is trusted.
+//! In [`TrustMode::Edge`] a client chooses nothing that routes or authorises:
+//!
+//! 1. **Signed hops.** A request carrying an `X-Cell-Sig` that verifies is
+//!    trusted whole (its context and its `X-Cell-Hops`). The `v2` signature
+//!    ([`Signer`], [`HopVerifier`]) is an HMAC-SHA256 over the method, the path
+//!    and query, the request id, the hop count, the issue and expiry times and
+//!    the context fields, under the current or previous key of [`SigningKeys`].
+//!    The verifier refuses lifetimes above a maximum (30 s by default), issue
+//!    times beyond a clock-skew allowance (5 s), expired signatures (past `exp`
+//!    plus the skew), and replays: each accepted MAC is remembered until it
+//!    expires, in a bounded cache (100,000 by default) that **refuses new
+//!    signatures when full** rather than forget live ones. The unbound `v1` form
+//!    is refused unless [`HopVerifier::with_accept_unbound_v1`] is on (for a
+//!    rollout). A refused signature (wrong key, tampered, moved to another
+//!    request, expired, replayed, unparsable, a context that does not parse) is
+//!    not a rejection: the request goes on as an unsigned one,
+//!    `cellctx.signature.rejected` is counted and a `debug` line logged.
+//! 2. **Unsigned requests** lose the internal headers (`X-Cell-ID`,
+//!    `X-Tenant-ID`, `X-Auth-User`, `X-Xid`, `X-Downgraded`), the hop count
+//!    (`X-Cell-Hops`) and the routing key (`X-User-ID`) before anything reads
+//!    them. With [`CellContextLayer::with_authentication`] the user, routing
+//!    key and tenant then come from the verified identity only ([`auth`]):
+//!    JWT bearer tokens against a JWKS with the `jwt` feature
+//!    ([`auth::jwt::JwtAuthenticator`]), or any [`auth::Authenticator`]. A
+//!    missing credential (outside the [`auth::AnonymousRoutes`]) or one that
+//!    does not verify is answered `401` with
+//!    `WWW-Authenticate: Bearer error="invalid_token"` (gRPC: status 16). The
+//!    client's region hint counts only for users without a registered home
+//!    region and never for a compliance-pinned user. Anonymous requests carry
+//!    no user, tenant or routing key: a cell router serves them by its unkeyed
+//!    policy (the local cell by default).
+//!
+//! The client may still state its request id, region hint (as above), trace
+//! context and baggage. [`CellContextLayer::with_client_routing_key`] keeps the
+//! client's `X-User-ID` for an edge behind a proxy that already authenticated
+//! the request (it lets a client pick its cell otherwise). In
+//! [`TrustMode::Internal`] every header is trusted.
+//!
+//! # Features
+//!
+//! - `jwt`: [`auth::jwt`], JWT bearer authentication against a JWKS
+//!   (`jsonwebtoken` with the RustCrypto backend; RS256, ES256, EdDSA), the key
+//!   set static or fetched over HTTP and refreshed in a background task.
+//! - `kafka`: the Kafka carrier ([`kafka`]).
 //!
 //! # Traces
 //!
@@ -114,18 +149,27 @@
 //! [`CellContextLayer::with_meter`]):
 //!
 //! - `cellctx.signature.rejected` (counter; attribute `reason`:
-//!   `signature-malformed`, `signature-mismatch`, `signature-expired`, `no-keys`)
+//!   `signature-malformed`, `signature-mismatch`, `signature-expired`,
+//!   `signature-not-yet-valid`, `signature-too-long`, `signature-replayed`,
+//!   `replay-cache-full`, `signature-unbound`, `no-keys`)
 //! - `cellctx.edge.stripped` (counter): requests whose internal headers an edge stripped
 //! - `cellctx.header.rejected` (counter; attributes `reason`: `malformed`/`oversized`, `header`)
+//! - `cellctx.auth.rejected` (counter; attribute `reason`: `missing`,
+//!   `malformed`, `expired`, `not-yet-valid`, `wrong-audience`, `wrong-issuer`,
+//!   `unknown-key`, `bad-signature`, `bad-claim`, `refused`): requests an edge
+//!   answered 401
 
+pub mod auth;
 mod baggage;
 mod cell_id;
 mod client;
+mod clock;
 mod codec;
 mod context;
 mod error;
 mod header_template;
 mod headers;
+mod hop;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;
@@ -143,10 +187,12 @@ pub use cell_id::{CellId, MAX_CELL_ID_LEN};
 pub use client::{PropagateCellContext, PropagateCellContextLayer};
 pub use codec::{extract, inject};
 pub use context::{CellContext, HintSource, MAX_TOKEN_LEN, RegionHint, validate_token};
-pub use error::{ContextError, InvalidValue};
-pub use headers::{BAGGAGE, HeaderNames, TRACEPARENT, TRACESTATE};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use error::{AuthFailure, ContextError, InvalidValue};
+pub use headers::{BAGGAGE, HOPS, HeaderNames, TRACEPARENT, TRACESTATE};
+pub use hop::{DEFAULT_MAX_LIFETIME, DEFAULT_REPLAY_CAPACITY, DEFAULT_SKEW, HopVerifier};
 pub use propagation::{HeaderExtractor, HeaderInjector};
 pub use scope::{current, scope, with_current};
 pub use server::{CellContextLayer, CellContextService, ResponseBody, ResponseFuture, TrustMode};
-pub use sign::{MIN_KEY_LEN, Signer, SigningKey, SigningKeys};
+pub use sign::{DEFAULT_SIGNATURE_LIFETIME, MIN_KEY_LEN, Signer, SigningKey, SigningKeys};
 pub use token::Token;

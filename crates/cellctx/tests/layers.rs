@@ -170,7 +170,7 @@ async fn edge_strips_unsigned_internal_headers_across_the_hop() {
     assert_eq!(seen["cell"], serde_json::Value::Null);
     assert_eq!(seen["tenant"], serde_json::Value::Null);
     assert_eq!(seen["auth_user"], serde_json::Value::Null);
-    assert_eq!(seen["routing_key"], "u-7");
+    assert_eq!(seen["routing_key"], serde_json::Value::Null, "a client does not pick its routing key at the edge");
     assert_eq!(seen["request_id"], "req-1");
 
     // Signed with the edge's key: trusted, and carried on to B.
@@ -180,8 +180,9 @@ async fn edge_strips_unsigned_internal_headers_across_the_hop() {
         .unwrap()
         .with_routing_key("u-7")
         .unwrap();
-    let sig = Signer::new(key(1)).sign(&ctx, SystemTime::now() + Duration::from_secs(60));
+    let sig = Signer::new(key(1)).sign(&ctx, &Request::get("/a").body(()).unwrap(), SystemTime::now());
     let (status, _, seen) = get_json(a, &[
+        ("x-request-id", ctx.request_id.as_str()),
         ("x-cell-id", "eu-west-1"),
         ("x-tenant-id", "acme"),
         ("x-user-id", "u-7"),
@@ -297,6 +298,14 @@ fn request_for(ctx: &CellContext, sig: Option<HeaderValue>) -> Request<()> {
     req
 }
 
+/// `ctx` on `GET /`, signed by `signer` as issued at `at`.
+fn signed_request(ctx: &CellContext, signer: &Signer, at: SystemTime) -> Request<()> {
+    let mut req = request_for(ctx, None);
+    let sig = signer.sign(ctx, &req, at);
+    req.headers_mut().insert("x-cell-sig", sig);
+    req
+}
+
 fn meter() -> (opentelemetry_sdk::metrics::SdkMeterProvider, opentelemetry_sdk::metrics::InMemoryMetricExporter) {
     let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
     let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
@@ -343,35 +352,37 @@ async fn signatures_accepted_rejected_and_rotated() {
         .with_signing_keys(SigningKeys::new(new.clone()).with_previous(old.clone()))
         .with_meter(&provider.meter("test"));
     let ctx = signed_ctx();
-    let later = SystemTime::now() + Duration::from_secs(300);
+    let now = SystemTime::now();
+    // Each accepted request needs its own id: a second use of one signature is a replay.
+    let fresh = |c: &CellContext| c.clone().with_request_id(cellctx::request_id::generate_token()).unwrap();
 
     // Current key: accepted, every internal field kept.
-    let out = run(edge.clone(), request_for(&ctx, Some(Signer::new(new.clone()).sign(&ctx, later)))).await;
+    let out = run(edge.clone(), signed_request(&ctx, &Signer::new(new.clone()), now)).await;
     assert_eq!(out.status, StatusCode::OK);
     let seen = out.ctx.unwrap();
     assert_eq!((seen.cell().cloned(), seen.tenant.as_deref()), (ctx.cell().cloned(), Some("acme")));
     assert_eq!((seen.auth_user.as_deref(), seen.xid.as_deref()), (Some("alice"), Some("saga-9")));
 
     // Previous key: accepted during the rotation.
-    let out = run(edge.clone(), request_for(&ctx, Some(Signer::new(old).sign(&ctx, later)))).await;
+    let out = run(edge.clone(), signed_request(&fresh(&ctx), &Signer::new(old), now)).await;
     assert_eq!(out.ctx.unwrap().tenant.as_deref(), Some("acme"));
 
     let stripped = |c: &CellContext| c.cell().is_none() && c.tenant.is_none() && c.auth_user.is_none() && c.xid.is_none();
 
     // Wrong key.
-    let out = run(edge.clone(), request_for(&ctx, Some(Signer::new(key(3)).sign(&ctx, later)))).await;
+    let out = run(edge.clone(), signed_request(&fresh(&ctx), &Signer::new(key(3)), now)).await;
     assert_eq!(out.status, StatusCode::OK);
     assert!(stripped(&out.ctx.unwrap()));
 
     // Tampered: signed for tenant acme, sent as tenant evil.
-    let sig = Signer::new(new.clone()).sign(&ctx, later);
-    let tampered = ctx.clone().with_tenant("evil").unwrap();
+    let ctx2 = fresh(&ctx);
+    let sig = Signer::new(new.clone()).sign(&ctx2, &Request::new(()), now);
+    let tampered = ctx2.clone().with_tenant("evil").unwrap();
     let out = run(edge.clone(), request_for(&tampered, Some(sig))).await;
     assert!(stripped(&out.ctx.unwrap()));
 
     // Expired.
-    let sig = Signer::new(new.clone()).sign(&ctx, SystemTime::now() - Duration::from_secs(1));
-    let out = run(edge.clone(), request_for(&ctx, Some(sig))).await;
+    let out = run(edge.clone(), signed_request(&fresh(&ctx), &Signer::new(new.clone()), now - Duration::from_secs(60))).await;
     assert!(stripped(&out.ctx.unwrap()));
 
     // Garbage.
@@ -403,8 +414,7 @@ async fn signatures_accepted_rejected_and_rotated() {
 #[tokio::test]
 async fn edge_without_keys_strips_even_signed_requests() {
     let ctx = signed_ctx();
-    let sig = Signer::new(key(1)).sign(&ctx, SystemTime::now() + Duration::from_secs(60));
-    let mut req = request_for(&ctx, Some(sig));
+    let mut req = signed_request(&ctx, &Signer::new(key(1)), SystemTime::now());
     req.headers_mut().insert("x-region-hint", "eu-west;src=gps".parse().unwrap());
     let out = run(CellContextLayer::edge(), req).await;
     let seen = out.ctx.unwrap();

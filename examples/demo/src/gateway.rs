@@ -146,7 +146,10 @@ impl Gateway {
         Ok(ServiceBuilder::new()
             .layer(crate::telemetry::gateway_http_layer(cells)?)
             .map_response(IntoResponse::into_response)
-            .layer(cellctx::CellContextLayer::edge())
+            // The demo has no authentication: its load generator names the user
+            // in X-User-ID, so this edge keeps the client's routing key (a real
+            // edge authenticates instead: `CellContextLayer::with_authentication`).
+            .layer(cellctx::CellContextLayer::edge().with_client_routing_key(true))
             .service(axum::Router::new().fallback(forward).with_state(self)))
     }
 }

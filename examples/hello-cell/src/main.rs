@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::routing::get;
@@ -126,7 +126,8 @@ async fn main() -> Result<(), BoxError> {
         .with_routing_key("user-42")?
         .with_region_hint(RegionHint { region: CellId::new("eu-west")?, source: HintSource::Gps })
         .with_request_id("hello-1")?;
-    let sig = Signer::new(key).sign(&ctx, SystemTime::now() + Duration::from_secs(60));
+    // A v2 signature is bound to this request (GET /, request id hello-1) and lives 30 s.
+    let sig = Signer::new(key).sign(&ctx, &Request::get("/").body(())?, SystemTime::now());
     let context_headers = vec![
         ("x-cell-id", "eu-west-1".to_owned()),
         ("x-tenant-id", "acme".to_owned()),
@@ -143,11 +144,11 @@ async fn main() -> Result<(), BoxError> {
 
     let mut unsigned = context_headers;
     unsigned.push(("x-request-id", "hello-2".to_owned()));
-    let s2 = send(&client, a, "2. same context, unsigned: A strips cell, tenant and user", &unsigned).await?;
+    let s2 = send(&client, a, "2. same context, unsigned: A strips cell, tenant, user and routing key", &unsigned).await?;
 
     let s3 = send(&client, a, "3. no context at all: A generates a request id", &[]).await?;
 
-    let bad = vec![("x-user-id", "not a token".to_owned())];
+    let bad = vec![("x-request-id", "not a token".to_owned())];
     let s4 = send(&client, a, "4. malformed header: 400 with a problem body, B never called", &bad).await?;
 
     let expected = [StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::BAD_REQUEST];

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -99,11 +99,12 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 /// The rejection of a request: HTTP 400/431 with an RFC 9457 problem document
 /// naming the header, or for gRPC a trailers-only `INVALID_ARGUMENT`.
 pub(crate) fn problem_response<B>(error: &ContextError, grpc: bool) -> Response<ResponseBody<B>> {
+    let unauthenticated = matches!(error, ContextError::Unauthenticated(_));
     if grpc {
         let mut res = Response::new(ResponseBody::problem(Bytes::new()));
         let h = res.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from_static("3"));
+        h.insert("grpc-status", HeaderValue::from_static(if unauthenticated { "16" } else { "3" }));
         if let Ok(msg) = HeaderValue::try_from(error.to_string().replace('%', "%25")) {
             h.insert("grpc-message", msg);
         }
@@ -112,6 +113,7 @@ pub(crate) fn problem_response<B>(error: &ContextError, grpc: bool) -> Response<
     let status = error.status();
     let (kind, title) = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("oversized-header", "Context header too large"),
+        StatusCode::UNAUTHORIZED => ("unauthenticated", "Unauthenticated"),
         _ => ("malformed-header", "Malformed context header"),
     };
     let body = serde_json::json!({
@@ -125,5 +127,8 @@ pub(crate) fn problem_response<B>(error: &ContextError, grpc: bool) -> Response<
     let mut res = Response::new(ResponseBody::problem(bytes));
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    if unauthenticated {
+        res.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+    }
     res
 }

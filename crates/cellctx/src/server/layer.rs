@@ -1,9 +1,8 @@
 //! [`CellContextLayer`] and its configuration.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, Method, Uri};
 use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
 
@@ -14,16 +13,20 @@ use crate::context::CellContext;
 use crate::error::ContextError;
 use crate::headers::HeaderNames;
 use crate::metrics::Metrics;
+use crate::auth::{AuthMetrics, EdgeAuth, Identity, RequestHead};
+use crate::hop::{HopVerifier, RequestBinding};
 use crate::sign::SigningKeys;
 
 /// Whether the layer trusts the internal headers a request brings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrustMode {
     /// Facing clients: the internal headers (cell, tenant, authenticated user,
-    /// xid, downgraded) are stripped unless the request carries a valid
-    /// signature (`X-Cell-Sig`) under one of the configured keys. The request id,
-    /// routing key (`X-User-ID`), region hint, trace headers and baggage are
-    /// kept: a client may state them.
+    /// xid, downgraded), the hop counter (`X-Cell-Hops`) and the routing key
+    /// (`X-User-ID`) are stripped unless the request carries a valid signed hop
+    /// (`X-Cell-Sig`); the user, routing key and tenant then come from the
+    /// verified identity ([`CellContextLayer::with_authentication`]) only. The
+    /// request id, region hint (see [`Identity`] for when it is dropped),
+    /// trace headers and baggage are kept: a client may state them.
     Edge,
     /// Behind the edge, between services: every header is trusted.
     Internal,
@@ -44,8 +47,12 @@ pub(crate) struct Config {
     pub(crate) names: HeaderNames,
     /// `names` prepared for the extraction's pass over the headers.
     pub(crate) scan: NameScan,
-    pub(crate) keys: Option<SigningKeys>,
+    pub(crate) verifier: Option<HopVerifier>,
+    pub(crate) auth: Option<EdgeAuth>,
+    pub(crate) client_routing_key: bool,
+    pub(crate) forward_credential: bool,
     pub(crate) metrics: Metrics,
+    pub(crate) auth_metrics: AuthMetrics,
     pub(crate) otel: bool,
 }
 
@@ -58,8 +65,12 @@ impl CellContextLayer {
                 mode,
                 names: HeaderNames::default(),
                 scan: NameScan::new(&HeaderNames::default()),
-                keys: None,
+                verifier: None,
+                auth: None,
+                client_routing_key: false,
+                forward_credential: false,
                 metrics: Metrics::new(&opentelemetry::global::meter("cellctx")),
+                auth_metrics: AuthMetrics::new(&opentelemetry::global::meter("cellctx")),
                 otel: true,
             }),
         }
@@ -83,15 +94,64 @@ impl CellContextLayer {
         self
     }
 
-    /// Accepts signed contexts under these keys (in [`TrustMode::Edge`]).
-    pub fn with_signing_keys(mut self, keys: SigningKeys) -> Self {
-        Arc::make_mut(&mut self.config).keys = Some(keys);
+    /// Accepts signed hops under these keys (in [`TrustMode::Edge`]), with the
+    /// default [`HopVerifier`] policy (30 s maximum lifetime, 5 s skew, replay
+    /// cache of 100,000, `v1` refused).
+    pub fn with_signing_keys(self, keys: SigningKeys) -> Self {
+        self.with_hop_verifier(HopVerifier::new(keys))
+    }
+
+    /// Accepts signed hops as `verifier` says (in [`TrustMode::Edge`]). Every
+    /// service this layer makes shares the verifier's replay cache.
+    pub fn with_hop_verifier(mut self, verifier: HopVerifier) -> Self {
+        Arc::make_mut(&mut self.config).verifier = Some(verifier);
+        self
+    }
+
+    /// Authenticates unsigned requests at the edge (in [`TrustMode::Edge`]).
+    ///
+    /// After the client's identity headers are stripped, the request's
+    /// credential is verified: the [`Identity`] sets `X-Auth-User` and
+    /// `X-User-ID` (both the user), `X-Tenant-ID` (the tenant, or none) and,
+    /// for a user with a registered home region or pinned by compliance, the
+    /// region hint (`<home>;src=gps`, or none: the client's hint is dropped).
+    /// The headers are rewritten too, so whatever reads them inside sees the
+    /// same; the identity is a request extension `Arc<Identity>`. A missing
+    /// credential on a route that is not anonymous, or any credential that does
+    /// not verify, is answered `401 Unauthorized` with
+    /// `WWW-Authenticate: Bearer error="invalid_token"` (gRPC:
+    /// `grpc-status: 16`), and the inner service is not called. After a
+    /// successful verification `Authorization` is removed from the request
+    /// (as Envoy's `jwt_authn` does unless `forward` is set; see
+    /// [`with_forward_credential`](Self::with_forward_credential)). A request
+    /// with a valid signed hop is not authenticated again: its signer vouches
+    /// for the context.
+    pub fn with_authentication(mut self, auth: EdgeAuth) -> Self {
+        Arc::make_mut(&mut self.config).auth = Some(auth);
+        self
+    }
+
+    /// Keeps `Authorization` on the request after it verified (default off).
+    pub fn with_forward_credential(mut self, forward: bool) -> Self {
+        Arc::make_mut(&mut self.config).forward_credential = forward;
+        self
+    }
+
+    /// Without authentication, keeps the client's `X-User-ID` as the routing
+    /// key (default off: an edge strips it). **Lets every client pick the cell
+    /// that serves it**: only for an edge behind a proxy that already
+    /// authenticated the request and set the header, or for demos. Ignored
+    /// when [`with_authentication`](Self::with_authentication) is set.
+    pub fn with_client_routing_key(mut self, keep: bool) -> Self {
+        Arc::make_mut(&mut self.config).client_routing_key = keep;
         self
     }
 
     /// Records the metrics with this meter instead of the global `cellctx` meter.
     pub fn with_meter(mut self, meter: &Meter) -> Self {
-        Arc::make_mut(&mut self.config).metrics = Metrics::new(meter);
+        let config = Arc::make_mut(&mut self.config);
+        config.metrics = Metrics::new(meter);
+        config.auth_metrics = AuthMetrics::new(meter);
         self
     }
 
@@ -118,41 +178,96 @@ impl<S> Layer<S> for CellContextLayer {
 }
 
 impl Config {
-    /// Applies the trust boundary to `headers` and reads the context.
-    pub(crate) fn prepare(&self, headers: &mut HeaderMap) -> Result<CellContext, ContextError> {
+    /// Applies the trust boundary to the request and reads the context, with the
+    /// verified identity when the edge authenticated the request.
+    pub(crate) fn prepare(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &mut HeaderMap,
+    ) -> Result<(CellContext, Option<Identity>), ContextError> {
         if self.mode == TrustMode::Internal {
-            return extract_scanned(headers, &self.names, Some(&self.scan));
+            return extract_scanned(headers, &self.names, Some(&self.scan)).map(|ctx| (ctx, None));
         }
-        let Some(sig) = headers.remove(&self.names.signature) else {
-            self.strip(headers);
-            return extract_scanned(headers, &self.names, Some(&self.scan));
-        };
-        let mut ctx = extract_scanned(headers, &self.names, Some(&self.scan))?;
-        let verdict = match &self.keys {
-            Some(keys) => keys.verify_named(&ctx, sig.as_bytes(), SystemTime::now(), &self.names.signature),
-            None => Err(ContextError::SignatureMismatch { header: self.names.signature.clone() }),
-        };
-        if let Err(err) = verdict {
-            let reason = if self.keys.is_none() { "no-keys" } else { err.kind() };
-            tracing::debug!(%err, reason, "cellctx: refused context signature, stripping internal headers");
-            self.metrics.signature_rejected(reason);
-            self.strip(headers);
-            ctx.set_cell(None);
-            ctx.tenant = None;
-            ctx.auth_user = None;
-            ctx.xid = None;
-            ctx.downgraded = false;
+        let sig_header = &self.names.signature;
+        let repeated = headers.get_all(sig_header).iter().nth(1).is_some();
+        if let Some(sig) = headers.remove(sig_header) {
+            let verdict: Result<(), ContextError> = match &self.verifier {
+                Some(_) if repeated => Err(ContextError::SignatureMalformed { header: sig_header.clone() }),
+                Some(verifier) => {
+                    // A context that does not even parse was not signed by a peer:
+                    // the signature is refused and the request goes on stripped,
+                    // as an unsigned one would (a bogus signature does not turn
+                    // headers the edge strips into a 400).
+                    match extract_scanned(headers, &self.names, Some(&self.scan)) {
+                        Ok(ctx) => {
+                            let hops = headers.get(verifier.hops_header()).map(HeaderValue::as_bytes);
+                            let binding = RequestBinding::new(method, uri, hops);
+                            match verifier.verify_bound(&ctx, &binding, sig.as_bytes(), sig_header) {
+                                Ok(()) => return Ok((ctx, None)),
+                                Err(err) => Err(err),
+                            }
+                        }
+                        Err(_) => Err(ContextError::SignatureMismatch { header: sig_header.clone() }),
+                    }
+                }
+                None => Err(ContextError::SignatureMismatch { header: sig_header.clone() }),
+            };
+            if let Err(err) = verdict {
+                let reason = if self.verifier.is_none() { "no-keys" } else { err.kind() };
+                tracing::debug!(%err, reason, "cellctx: refused context signature, stripping internal headers");
+                self.metrics.signature_rejected(reason);
+            }
         }
-        Ok(ctx)
+        let identity = match &self.auth {
+            Some(auth) => auth.authenticate(&RequestHead::new(method, uri, headers)).map_err(|failure| {
+                self.auth_metrics.rejected(&failure);
+                ContextError::Unauthenticated(failure)
+            })?,
+            None => None,
+        };
+        self.strip(headers);
+        if let Some(id) = &identity {
+            self.write_identity(id, headers);
+        }
+        extract_scanned(headers, &self.names, Some(&self.scan)).map(|ctx| (ctx, identity))
     }
 
+    /// Removes what a client may not state at the edge.
     fn strip(&self, headers: &mut HeaderMap) {
         let mut stripped = false;
         for name in self.names.internal() {
             stripped |= headers.remove(name).is_some();
         }
+        stripped |= headers.remove(&crate::headers::HOPS).is_some();
+        if let Some(v) = &self.verifier {
+            stripped |= headers.remove(v.hops_header()).is_some();
+        }
+        if self.auth.is_some() || !self.client_routing_key {
+            stripped |= headers.remove(&self.names.routing_key).is_some();
+        }
         if stripped {
             self.metrics.edge_stripped();
+        }
+    }
+
+    /// Writes the verified identity where the context is read from.
+    fn write_identity(&self, id: &Identity, headers: &mut HeaderMap) {
+        let names = &self.names;
+        headers.insert(names.auth_user.clone(), id.user.as_header_value().clone());
+        headers.insert(names.routing_key.clone(), id.user.as_header_value().clone());
+        if let Some(t) = &id.tenant {
+            headers.insert(names.tenant.clone(), t.as_header_value().clone());
+        }
+        if id.home_region.is_some() || id.region_pinned {
+            headers.remove(&names.region_hint);
+            let home = id.home_region.as_ref().and_then(|r| HeaderValue::try_from(format!("{r};src=gps")).ok());
+            if let Some(home) = home {
+                headers.insert(names.region_hint.clone(), home);
+            }
+        }
+        if !self.forward_credential {
+            headers.remove(http::header::AUTHORIZATION);
         }
     }
 }

@@ -49,13 +49,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let prepared = self.config.prepare(&parts.method, &parts.uri, &mut parts.headers);
+        let mut req = Request::from_parts(parts, body);
         // Straight from the result into the `Arc` (one move of the context).
-        let ctx = match self.config.prepare(req.headers_mut()) {
-            Ok(ctx) => Arc::new(ctx),
+        let ctx = match prepared {
+            Ok((ctx, identity)) => {
+                if let Some(identity) = identity {
+                    req.extensions_mut().insert(Arc::new(identity));
+                }
+                Arc::new(ctx)
+            }
             Err(err) => {
-                self.config.metrics.header_rejected(&err);
-                tracing::debug!(%err, "cellctx: rejected request");
+                if matches!(err, crate::ContextError::Unauthenticated(_)) {
+                    tracing::debug!(%err, "cellctx: unauthenticated request");
+                } else {
+                    self.config.metrics.header_rejected(&err);
+                    tracing::debug!(%err, "cellctx: rejected request");
+                }
                 let names = &self.config.names;
                 let id = req
                     .headers()
