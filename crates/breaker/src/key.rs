@@ -89,9 +89,36 @@ pub fn is_standard_method(method: &Method) -> bool {
     )
 }
 
+/// The key of [`ByMethod`]: a standard method, or the one key every other
+/// method shares.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MethodKey {
+    /// One of the nine standard methods ([`is_standard_method`]).
+    Standard(Method),
+    /// Any other method.
+    Other,
+}
+
+impl MethodKey {
+    /// The key of `method`.
+    pub fn of(method: &Method) -> Self {
+        if is_standard_method(method) { MethodKey::Standard(method.clone()) } else { MethodKey::Other }
+    }
+}
+
+impl fmt::Display for MethodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MethodKey::Standard(m) => f.write_str(m.as_str()),
+            MethodKey::Other => f.write_str(OTHER),
+        }
+    }
+}
+
 /// One breaker per HTTP method, named `<downstream>:<METHOD>`. Methods
 /// outside the standard set ([`is_standard_method`]) share one breaker,
-/// `<downstream>:other`, so a client cannot mint keys by inventing methods.
+/// `<downstream>:other` ([`MethodKey::Other`]), so a client cannot mint keys
+/// by inventing methods.
 #[derive(Debug, Clone)]
 pub struct ByMethod {
     prefix: Arc<str>,
@@ -105,13 +132,9 @@ impl ByMethod {
 }
 
 impl KeyExtractor for ByMethod {
-    type Key = Method;
-    fn name(&self, key: &Method) -> String {
-        if is_standard_method(key) {
-            format!("{}:{}", self.prefix, key)
-        } else {
-            format!("{}:{OTHER}", self.prefix)
-        }
+    type Key = MethodKey;
+    fn name(&self, key: &MethodKey) -> String {
+        format!("{}:{key}", self.prefix)
     }
 
     fn overflow_name(&self) -> String {
@@ -120,14 +143,8 @@ impl KeyExtractor for ByMethod {
 }
 
 impl<B> Extract<Request<B>> for ByMethod {
-    fn extract(&self, req: &Request<B>) -> Method {
-        if is_standard_method(req.method()) {
-            req.method().clone()
-        } else {
-            // Every other method shares this one key (an inline extension
-            // method: no allocation).
-            Method::from_bytes(b"~other").unwrap_or(Method::GET)
-        }
+    fn extract(&self, req: &Request<B>) -> MethodKey {
+        MethodKey::of(req.method())
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use breaker::key::{ByMethod, ByRoute, KeyFn};
+use breaker::key::{ByMethod, ByRoute, KeyFn, MethodKey};
 use breaker::{BreakerConfig, CircuitBreakerLayer, Error, ManualClock, SlidingWindowConfig, State, TokioClock, WaitConfig, WindowConfig};
 use http::{Method, Request, Response, StatusCode};
 use proptest::prelude::*;
@@ -185,6 +185,8 @@ async fn methods_outside_the_standard_set_share_one_breaker() {
     let names: BTreeSet<String> = reg.breakers().iter().map(|b| b.name().to_owned()).collect();
     assert_eq!(names, ["api:GET", "api:POST", "api:other"].map(String::from).into_iter().collect());
     assert_eq!(reg.by_name("api:other").unwrap().snapshot().calls, 10);
+    assert!(Arc::ptr_eq(&reg.get(&MethodKey::Other).unwrap(), &reg.by_name("api:other").unwrap()));
+    assert_eq!(reg.get(&MethodKey::Standard(Method::GET)).unwrap().name(), "api:GET");
 }
 
 #[tokio::test(start_paused = true)]
