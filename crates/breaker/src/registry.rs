@@ -40,10 +40,11 @@ const EVICTION_RECHECK: u64 = 1_000_000_000;
 /// idle timeout; if none is, the key gets no breaker of its own: its calls
 /// go through the shared overflow breaker (named by
 /// [`KeyExtractor::overflow_name`](crate::key::KeyExtractor::overflow_name)),
-/// until room is made. A breaker in use, or in any state but closed (open,
-/// half-open, forced open, throttling, ...), is never evicted, so a flood of
-/// new keys can neither reset an open breaker nor push out a live one, and
-/// the breakers' metric attributes stay bounded by `max + 1` names.
+/// until room is made. A breaker in use, open, half-open, forced open or
+/// throttling, or put in another mode than its config's by hand, is never
+/// evicted, so a flood of new keys can neither reset an open breaker nor push
+/// out a live one, and the breakers' metric attributes stay bounded by
+/// `max + 1` names.
 pub struct Registry<K> {
     map: ArcSwap<HashMap<K, Arc<Breaker>>>,
     overflow: ArcSwap<Option<Arc<Breaker>>>,
@@ -194,31 +195,41 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Registry<K> {
         Ok(breaker)
     }
 
-    /// `map` without its evictable breakers (closed and unused for the idle
+    /// `map` without its evictable breakers (at rest and unused for the idle
     /// timeout), or `None` when there are none; and the earliest time at
     /// which one of the rest could become evictable.
     fn without_evictable(&self, map: &HashMap<K, Arc<Breaker>>, now: u64) -> (Option<HashMap<K, Arc<Breaker>>>, u64) {
+        let config = self.config.load();
         let mut hint = u64::MAX;
-        let mut evictable = 0usize;
-        for b in map.values() {
-            if self.evictable(b, now) {
-                evictable += 1;
-            } else if b.state() == State::Closed {
-                hint = hint.min(b.last_used().saturating_add(self.idle));
-            } else {
-                // Open breakers may close at any time: check again soon.
-                hint = hint.min(now.saturating_add(self.idle.min(EVICTION_RECHECK)));
+        let mut kept = HashMap::with_capacity(map.len());
+        for (k, b) in map {
+            let at_rest = self.at_rest(b, &config);
+            if at_rest && now.saturating_sub(b.last_used()) >= self.idle {
+                continue;
             }
+            hint = hint.min(if at_rest {
+                b.last_used().saturating_add(self.idle)
+            } else {
+                // An open breaker may close at any time: look again soon.
+                now.saturating_add(self.idle.min(EVICTION_RECHECK))
+            });
+            kept.insert(k.clone(), Arc::clone(b));
         }
-        if evictable == 0 {
+        if kept.len() == map.len() {
             return (None, hint);
         }
-        let kept = map.iter().filter(|(_, b)| !self.evictable(b, now)).map(|(k, b)| (k.clone(), Arc::clone(b))).collect();
         (Some(kept), hint)
     }
 
-    fn evictable(&self, b: &Breaker, now: u64) -> bool {
-        now.saturating_sub(b.last_used()) >= self.idle && b.state() == State::Closed
+    /// Whether evicting `b` loses nothing a fresh breaker would not have: it
+    /// is closed (or disabled, or metrics only, as its config says; never
+    /// open, half-open, forced open or throttling, and never in a mode set by
+    /// hand).
+    fn at_rest(&self, b: &Breaker, config: &BreakersConfig) -> bool {
+        match b.state() {
+            State::Closed | State::Disabled | State::MetricsOnly => b.mode() == config.for_name(b.name()).mode,
+            _ => false,
+        }
     }
 
     /// The overflow breaker, created on first use.
@@ -239,7 +250,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Registry<K> {
     }
 
     /// Removes the closed breakers unused for longer than the idle timeout
-    /// (never an open or half-open one); returns how many were removed.
+    /// (never an open or half-open one, see [`Registry`]); returns how many
+    /// were removed.
     pub fn evict_idle(&self) -> usize {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.shared.clock.now_nanos();

@@ -297,3 +297,26 @@ proptest! {
         prop_assert!(counted >= 1);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_forced_open_by_hand_is_never_evicted_one_at_rest_is() {
+    let layer = CircuitBreakerLayer::new("api", cfg())
+        .unwrap()
+        .with_clock(TokioClock::new())
+        .with_key(raw_path())
+        .with_max_breakers(2)
+        .with_idle_timeout(60 * S);
+    let svc = layer.layer(upstream());
+    svc.clone().oneshot(get("/forced")).await.unwrap();
+    svc.clone().oneshot(get("/quiet")).await.unwrap();
+    let reg = layer.registry();
+    let forced = reg.by_name("/forced").unwrap();
+    forced.force_open();
+    advance(120 * S).await;
+    assert_eq!(reg.evict_idle(), 1, "only the idle closed breaker goes");
+    assert!(reg.by_name("/quiet").is_none());
+    assert!(Arc::ptr_eq(&reg.by_name("/forced").unwrap(), &forced));
+    assert_eq!(forced.state(), State::ForcedOpen);
+    let err = svc.clone().oneshot(get("/forced")).await.unwrap_err();
+    assert!(matches!(err.downcast_ref::<Error>(), Some(Error::Open { .. })));
+}
