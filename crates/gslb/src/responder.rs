@@ -37,8 +37,9 @@ const EDNS_PAYLOAD: u16 = 1232;
 /// from the [`HealthHub`] the prober publishes to. All live: a table update, a
 /// [`TableStore::set_cell_failed`] or a health change is seen by the next query.
 ///
-/// Selection: the client's region (by EDNS client-subnet or source address,
-/// through the [`RegionMap`](crate::RegionMap)) first; a region with no
+/// Selection: the client's region (by EDNS client-subnet when a trusted
+/// resolver sends it, see [`GslbConfig::trusted_resolvers`], else by source
+/// address, through the [`RegionMap`](crate::RegionMap)) first; a region with no
 /// healthy cell falls back to every cell. A cell that is not `active`, is
 /// reported failed, or is unhealthy is never answered; none left is `SERVFAIL`.
 ///
