@@ -248,3 +248,55 @@ mod tonic_server {
         assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 }
+
+mod laws {
+    use breaker::Outcome;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What one call with `code` counted as: (calls, failures) of the window.
+    fn counted(code: &str, trailers_only: bool) -> (u64, u64) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let layer = layer();
+            let code = code.to_owned();
+            let svc = layer.layer(service_fn(move |_req: Request<()>| {
+                let code = code.clone();
+                async move {
+                    let body: Reply = if trailers_only {
+                        Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
+                    } else {
+                        let t = trailers(&code);
+                        Full::new(Bytes::from_static(b"\0\0\0\0\0")).map_err(|e| match e {}).with_trailers(async move { Some(Ok(t)) }).boxed()
+                    };
+                    let mut res = Response::new(body);
+                    if trailers_only {
+                        res.headers_mut().insert("grpc-status", code.parse().unwrap());
+                    }
+                    Ok::<_, BoxError>(res)
+                }
+            }));
+            svc.oneshot(Request::new(())).await.unwrap().into_body().collect().await.unwrap();
+            let s = layer.registry().by_name("grpc").unwrap().snapshot();
+            (s.calls, s.failures)
+        })
+    }
+
+    proptest! {
+        /// A status counts the same whether it comes in the trailers or in
+        /// the headers of a trailers-only response, and as the classifier's
+        /// rule for that code says.
+        #[test]
+        fn trailers_and_trailers_only_agree(code in 0u32..40) {
+            let text = code.to_string();
+            let expected = match GrpcClassifier::default().classify_code(code) {
+                Outcome::Success => (1, 0),
+                Outcome::Failure => (1, 1),
+                Outcome::Ignored => (0, 0),
+            };
+            prop_assert_eq!(counted(&text, false), expected);
+            prop_assert_eq!(counted(&text, true), expected);
+        }
+    }
+}
