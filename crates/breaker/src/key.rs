@@ -220,6 +220,10 @@ fn is_grpc_method_path(path: &str) -> bool {
 }
 
 /// A key from a closure; the breaker's name is the key's `Display`.
+///
+/// Prefer keys from a bounded set: a key computed from raw request values
+/// (a path, a header) lets clients mint keys, which only the registry's cap
+/// and its overflow breaker then bound (see [`crate::Registry`]).
 pub struct KeyFn<F, K> {
     f: F,
     _key: PhantomData<fn() -> K>,
