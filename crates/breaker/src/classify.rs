@@ -2,6 +2,10 @@
 
 use http::{Response, StatusCode};
 
+use crate::breaker::Permit;
+#[cfg(doc)]
+use crate::grpc::{GrpcBody, GrpcClassifier};
+
 /// What a finished call counts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -70,54 +74,88 @@ impl<Res, E> Classify<Res, E> for ErrorsAreFailures {
     }
 }
 
-/// gRPC over HTTP: reads `grpc-status` from the response headers (a
-/// trailers-only response, as servers send for errors without a body).
-/// Codes `UNKNOWN` (2), `DEADLINE_EXCEEDED` (4), `RESOURCE_EXHAUSTED` (8),
-/// `INTERNAL` (13), `UNAVAILABLE` (14) and `DATA_LOSS` (15) are failures by
-/// default, other non-zero codes are ignored, transport errors and HTTP 5xx
-/// fail.
-#[derive(Debug, Clone, Copy)]
-pub struct GrpcClassifier {
-    failure_codes: u32,
+/// How and when a call's outcome is recorded: the service's response type
+/// and the step that records into the call's [`Permit`].
+///
+/// Closures `Fn(Result<&Res, &E>) -> Outcome`, [`HttpClassifier`],
+/// [`ErrorsAreFailures`] and [`Classified`] (any [`Classify`]) record at once,
+/// when the inner future resolves, and leave the response as it is.
+/// [`GrpcClassifier`] records when the response body ends (gRPC sends its
+/// status in trailers), so its responses come back with a [`GrpcBody`].
+pub trait RecordOutcome<Res, E> {
+    /// The response callers get.
+    type Response;
+
+    /// Records the outcome of `result` into `permit` (now, or when the
+    /// response is done with) and hands the response on.
+    fn record(&self, result: Result<Res, E>, permit: Option<Permit>) -> Result<Self::Response, E>;
+
+    /// A response that no permit is attached to (a fallback's answer).
+    fn pass(&self, response: Res) -> Self::Response;
 }
 
-impl Default for GrpcClassifier {
-    fn default() -> Self {
-        GrpcClassifier::with_failure_codes(&[2, 4, 8, 13, 14, 15])
-    }
+/// Records at once what a [`Classify`] says, leaving the response as it is.
+macro_rules! record_at_once {
+    () => {
+        type Response = Res;
+
+        #[inline]
+        fn record(&self, result: Result<Res, E>, permit: Option<Permit>) -> Result<Res, E> {
+            if let Some(p) = permit {
+                p.record(Classify::classify(self, result.as_ref()));
+            }
+            result
+        }
+
+        #[inline]
+        fn pass(&self, response: Res) -> Res {
+            response
+        }
+    };
 }
 
-impl GrpcClassifier {
-    /// Classifies the given gRPC codes (0..=31) as failures, other non-zero
-    /// codes as ignored.
-    pub fn with_failure_codes(codes: &[u8]) -> Self {
-        let failure_codes = codes.iter().filter(|c| **c < 32).fold(0u32, |m, c| m | (1 << c));
-        GrpcClassifier { failure_codes }
-    }
-
-    /// The outcome of one gRPC status code.
-    pub fn classify_code(&self, code: u32) -> Outcome {
-        match code {
-            0 => Outcome::Success,
-            c if c < 32 && self.failure_codes & (1 << c) != 0 => Outcome::Failure,
-            _ => Outcome::Ignored,
-        }
-    }
+impl<F, Res, E> RecordOutcome<Res, E> for F
+where
+    F: Fn(Result<&Res, &E>) -> Outcome,
+{
+    record_at_once!();
 }
 
-impl<B, E> Classify<Response<B>, E> for GrpcClassifier {
-    fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
-        let res = match result {
-            Err(_) => return Outcome::Failure,
-            Ok(res) => res,
-        };
-        if res.status().is_server_error() {
-            return Outcome::Failure;
+impl<Res, E> RecordOutcome<Res, E> for HttpClassifier
+where
+    HttpClassifier: Classify<Res, E>,
+{
+    record_at_once!();
+}
+
+impl<Res, E> RecordOutcome<Res, E> for ErrorsAreFailures {
+    record_at_once!();
+}
+
+/// Adapts any [`Classify`] into a [`RecordOutcome`] that records at once:
+/// `layer.with_classifier(Classified(my_classifier))` for a classifier type of
+/// your own (closures, [`HttpClassifier`] and [`ErrorsAreFailures`] need no
+/// adapter).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Classified<C>(pub C);
+
+impl<C, Res, E> RecordOutcome<Res, E> for Classified<C>
+where
+    C: Classify<Res, E>,
+{
+    type Response = Res;
+
+    #[inline]
+    fn record(&self, result: Result<Res, E>, permit: Option<Permit>) -> Result<Res, E> {
+        if let Some(p) = permit {
+            p.record(self.0.classify(result.as_ref()));
         }
-        match res.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok()) {
-            Some(code) => self.classify_code(code),
-            None => Outcome::Success,
-        }
+        result
+    }
+
+    #[inline]
+    fn pass(&self, response: Res) -> Res {
+        response
     }
 }
 
@@ -140,17 +178,5 @@ mod tests {
         assert_eq!(Classify::<Response<()>, ()>::classify(&c, Ok(&res(404))), Outcome::Ignored);
         assert_eq!(Classify::<Response<()>, ()>::classify(&c, Ok(&res(503))), Outcome::Failure);
         assert_eq!(Classify::<Response<()>, ()>::classify(&c, Err(&())), Outcome::Failure);
-    }
-
-    #[test]
-    fn grpc_codes() {
-        let c = GrpcClassifier::default();
-        let mut r = res(200);
-        r.headers_mut().insert("grpc-status", "14".parse().unwrap());
-        assert_eq!(Classify::<Response<()>, ()>::classify(&c, Ok(&r)), Outcome::Failure);
-        r.headers_mut().insert("grpc-status", "5".parse().unwrap());
-        assert_eq!(Classify::<Response<()>, ()>::classify(&c, Ok(&r)), Outcome::Ignored);
-        r.headers_mut().insert("grpc-status", "0".parse().unwrap());
-        assert_eq!(Classify::<Response<()>, ()>::classify(&c, Ok(&r)), Outcome::Success);
     }
 }

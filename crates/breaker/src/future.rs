@@ -9,12 +9,13 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use crate::breaker::Permit;
-use crate::classify::Classify;
+use crate::classify::RecordOutcome;
 
 pin_project! {
     /// Response future of [`crate::CircuitBreaker`]: the inner call (its outcome
-    /// recorded on completion; dropping it records nothing and gives a
-    /// half-open permit back) or the fallback's answer.
+    /// recorded on completion, or handed to the response body for a
+    /// [`GrpcClassifier`](crate::GrpcClassifier); dropping it records nothing
+    /// and gives a half-open permit back) or the fallback's answer.
     pub struct ResponseFuture<F, C, FB> {
         #[pin]
         inner: Inner<F, C, FB>,
@@ -25,7 +26,7 @@ pin_project! {
     #[project = InnerProj]
     enum Inner<F, C, FB> {
         Called { #[pin] fut: F, permit: Option<Permit>, classifier: C },
-        Fallback { #[pin] fut: FB },
+        Fallback { #[pin] fut: FB, classifier: C },
     }
 }
 
@@ -34,8 +35,8 @@ impl<F, C, FB> ResponseFuture<F, C, FB> {
         ResponseFuture { inner: Inner::Called { fut, permit, classifier } }
     }
 
-    pub(crate) fn fallback(fut: FB) -> Self {
-        ResponseFuture { inner: Inner::Fallback { fut } }
+    pub(crate) fn fallback(fut: FB, classifier: C) -> Self {
+        ResponseFuture { inner: Inner::Fallback { fut, classifier } }
     }
 }
 
@@ -53,22 +54,22 @@ impl<F, C, FB, T, E> Future for ResponseFuture<F, C, FB>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T, E>,
+    C: RecordOutcome<T, E>,
     FB: Future<Output = Result<T, BoxError>>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<C::Response, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().inner.project() {
             InnerProj::Called { fut, permit, classifier } => {
                 let res = std::task::ready!(fut.poll(cx));
-                if let Some(p) = permit.take() {
-                    p.record(classifier.classify(res.as_ref()));
-                }
-                Poll::Ready(res.map_err(Into::into))
+                Poll::Ready(classifier.record(res, permit.take()).map_err(Into::into))
             }
-            InnerProj::Fallback { fut } => fut.poll(cx),
+            InnerProj::Fallback { fut, classifier } => {
+                let res = std::task::ready!(fut.poll(cx));
+                Poll::Ready(res.map(|r| classifier.pass(r)))
+            }
         }
     }
 }

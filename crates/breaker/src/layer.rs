@@ -72,7 +72,7 @@ impl<K: KeyExtractor + fmt::Debug, C: fmt::Debug, F: fmt::Debug> fmt::Debug for 
     }
 }
 
-fn build<K: KeyExtractor>(s: &Settings) -> Arc<Registry<K::Key>> {
+fn build<K: KeyExtractor>(s: &Settings, key: &K) -> Arc<Registry<K::Key>> {
     let meter = s.meter.clone().unwrap_or_else(|| opentelemetry::global::meter("breaker"));
     let (events, _) = broadcast::channel(256);
     let shared = Arc::new(Shared {
@@ -82,7 +82,7 @@ fn build<K: KeyExtractor>(s: &Settings) -> Arc<Registry<K::Key>> {
         wait: s.wait.clone(),
         random: s.random.clone(),
     });
-    Arc::new(Registry::new(s.config.clone(), shared, s.max, s.idle))
+    Arc::new(Registry::new(s.config.clone(), shared, s.max, s.idle, key.overflow_name()))
 }
 
 impl CircuitBreakerLayer {
@@ -104,10 +104,11 @@ impl CircuitBreakerLayer {
             wait: None,
             random: None,
         };
+        let key = Downstream::new(downstream);
         Ok(CircuitBreakerLayer {
-            registry: build::<Downstream>(&settings),
+            registry: build(&settings, &key),
             settings,
-            key: Downstream::new(downstream),
+            key,
             classifier: HttpClassifier,
             fallback: NoFallback,
         })
@@ -117,7 +118,7 @@ impl CircuitBreakerLayer {
 impl<K: KeyExtractor, C, F> CircuitBreakerLayer<K, C, F> {
     fn rebuilt(mut self, f: impl FnOnce(&mut Settings)) -> Self {
         f(&mut self.settings);
-        self.registry = build::<K>(&self.settings);
+        self.registry = build(&self.settings, &self.key);
         self
     }
 
@@ -125,7 +126,7 @@ impl<K: KeyExtractor, C, F> CircuitBreakerLayer<K, C, F> {
     /// [`crate::key::KeyFn`], ...).
     pub fn with_key<K2: KeyExtractor>(self, key: K2) -> CircuitBreakerLayer<K2, C, F> {
         CircuitBreakerLayer {
-            registry: build::<K2>(&self.settings),
+            registry: build(&self.settings, &key),
             settings: self.settings,
             key,
             classifier: self.classifier,
@@ -165,12 +166,14 @@ impl<K: KeyExtractor, C, F> CircuitBreakerLayer<K, C, F> {
         self.rebuilt(|s| s.meter = Some(meter))
     }
 
-    /// Keeps at most `max` breakers (default [`DEFAULT_MAX_BREAKERS`]).
+    /// Keeps at most `max` keyed breakers (default [`DEFAULT_MAX_BREAKERS`];
+    /// 0 counts as 1); once full, new keys share one overflow breaker (see
+    /// [`Registry`]).
     pub fn with_max_breakers(self, max: usize) -> Self {
         self.rebuilt(|s| s.max = max)
     }
 
-    /// Lets breakers unused for `idle` be evicted (default [`DEFAULT_IDLE_TIMEOUT`]).
+    /// Lets closed breakers unused for `idle` be evicted (default [`DEFAULT_IDLE_TIMEOUT`]).
     pub fn with_idle_timeout(self, idle: Duration) -> Self {
         self.rebuilt(|s| s.idle = idle)
     }

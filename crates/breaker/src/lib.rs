@@ -60,9 +60,29 @@
 //!   rolling window (reported as [`State::Throttling`] while above 0).
 //!
 //! Outcomes come from a [`Classify`] (default [`HttpClassifier`]: errors,
-//! timeouts and 5xx fail, 4xx are ignored; [`GrpcClassifier`] for gRPC codes;
-//! any closure). A call is slow when it takes `slow_call_duration` or more.
-//! Ignored and dropped calls count as nothing.
+//! timeouts and 5xx fail, 4xx are ignored; any closure; [`Classified`] for a
+//! classifier type of your own), recorded when the response arrives, or from
+//! [`GrpcClassifier`], which reads `grpc-status` where gRPC sends it: in the
+//! trailers, recorded when the response body ([`GrpcBody`]) yields them, or
+//! in the headers of a trailers-only response. A call is slow when it takes
+//! `slow_call_duration` or more (for gRPC, up to the trailers). Ignored and
+//! dropped calls count as nothing: a dropped response future or a gRPC body
+//! dropped before its end is a cancellation, and gives a half-open trial
+//! permit back.
+//!
+//! # Keys and bounds
+//!
+//! Breakers are per key ([`key`]): one per downstream ([`key::Downstream`]),
+//! per route template ([`key::ByRoute`]: axum's `MatchedPath`, a gRPC method
+//! path, else one shared `unmatched` key; never the raw path), per method
+//! ([`key::ByMethod`]: the nine standard methods, every other one shares
+//! `other`), or any closure ([`key::KeyFn`]). The registry holds at most
+//! [`CircuitBreakerLayer::with_max_breakers`] keyed breakers (default
+//! [`DEFAULT_MAX_BREAKERS`]); when full, a new key evicts closed breakers idle
+//! for the idle timeout or else shares one overflow breaker (`overflow`, or
+//! `<downstream>:overflow`). An open, half-open or otherwise non-closed
+//! breaker is never evicted, so a flood of new keys cannot reset it, and the
+//! `breaker` attribute of every instrument takes at most `max + 1` values.
 //!
 //! Modes ([`Mode`]): normal, forced open, disabled, metrics only; set in
 //! config or by hand ([`Breaker::force_open`], ...). Config changes apply live
@@ -90,6 +110,9 @@
 //! | `breaker.transitions` | counter | `breaker`, `from`, `to` |
 //! | `breaker.state` | gauge (i64) | `breaker` (0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics only, 6 throttling) |
 //!
+//! Attribute values are never taken from a request: `breaker` is a breaker's
+//! name, bounded as above; the others come from fixed sets.
+//!
 //! # Features
 //!
 //! * `axum`: `IntoResponse` for [`Error`] (503 + `Retry-After`) and [`handle_error`].
@@ -105,6 +128,7 @@ mod error;
 mod event;
 pub mod fallback;
 mod future;
+mod grpc;
 mod integrations;
 pub mod key;
 mod layer;
@@ -117,7 +141,8 @@ mod window;
 #[cfg(feature = "axum")]
 pub use answer::{AnswerErrors, AnswerErrorsFuture, AnswerErrorsLayer};
 pub use breaker::{Breaker, Permit, PermitRef};
-pub use classify::{Classify, ErrorsAreFailures, GrpcClassifier, HttpClassifier, Outcome, classify_status};
+pub use classify::{Classified, Classify, ErrorsAreFailures, HttpClassifier, Outcome, RecordOutcome, classify_status};
+pub use grpc::{GrpcBody, GrpcClassifier};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock, TokioClock};
 pub use config::{
     AdaptiveConfig, BreakerConfig, BreakersConfig, MAX_BUCKETS, MAX_COUNT_WINDOW, MAX_HALF_OPEN, Mode, Policy,

@@ -8,7 +8,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::breaker::Breaker;
-use crate::classify::Classify;
+use crate::classify::RecordOutcome;
 use crate::error::Error;
 use crate::fallback::{Fallback, Rejected};
 use crate::future::ResponseFuture;
@@ -104,10 +104,10 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: Extract<Req>,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: RecordOutcome<S::Response, S::Error> + Clone,
     F: Fallback<Req, S::Response>,
 {
-    type Response = S::Response;
+    type Response = C::Response;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C, F::Future>;
 
@@ -145,7 +145,7 @@ where
                 };
                 let rejected = Rejected { breaker: Arc::clone(breaker.name_arc()), retry_after };
                 // The fallback is shared: a clone answers (as a tower service is cloned to be called).
-                ResponseFuture::fallback(parts.fallback.clone().fallback(req, rejected))
+                ResponseFuture::fallback(parts.fallback.clone().fallback(req, rejected), parts.classifier.clone())
             }
         }
     }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use breaker::key::ByRoute;
 use breaker::{
     AdaptiveConfig, Breaker, BreakerConfig, BreakersConfig, CircuitBreakerLayer, Error, Mode, Outcome, SlidingWindowConfig,
     State, TokioClock, Transition, WaitConfig, WindowConfig,
@@ -573,32 +572,6 @@ async fn poll_ready_is_the_inner_readiness_and_rejection_keeps_it() {
     send.send_response(Response::new(()));
     fut.await.unwrap();
     assert_eq!(b.state(), State::HalfOpen);
-}
-
-#[tokio::test(start_paused = true)]
-async fn registry_is_bounded_and_evicts_idle_breakers() {
-    let layer = CircuitBreakerLayer::new("api", sliding(|_| {}))
-        .unwrap()
-        .with_clock(TokioClock::new())
-        .with_key(ByRoute::new("api"))
-        .with_max_breakers(2)
-        .with_idle_timeout(60 * S);
-    let svc = layer.layer(service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) }));
-    let get = |p: &'static str| svc.clone().oneshot(Request::get(p).body(()).unwrap());
-    get("/a").await.unwrap();
-    advance(S).await;
-    get("/b").await.unwrap();
-    advance(S).await;
-    get("/c").await.unwrap();
-    let reg = layer.registry();
-    assert_eq!(reg.len(), 2);
-    assert!(reg.by_name("api:/a").is_none(), "the least recently used went");
-    assert!(reg.by_name("api:/b").is_some() && reg.by_name("api:/c").is_some());
-    advance(30 * S).await;
-    get("/c").await.unwrap();
-    advance(31 * S).await;
-    assert_eq!(reg.evict_idle(), 1);
-    assert!(reg.by_name("api:/c").is_some());
 }
 
 #[test]

@@ -89,6 +89,10 @@
 //! - `cellrouter.requests` (counter, `outcome` = `local` | `forward` | `redirect` |
 //!   `refuse` | `loop` | `unavailable` | `forward_error` | `forward_timeout`)
 //!
+//! Every attribute value comes from the fixed sets above: none is taken from a
+//! request (cell id, region hint, routing key, method or path), so forged
+//! headers cannot grow the number of series.
+//!
 //! # Features
 //! - `etcd`: `source::EtcdSource` and `source::publish` (etcd-client).
 //! - `tls`: the default forwarder speaks HTTPS (hyper-rustls, ring, the platform's roots).

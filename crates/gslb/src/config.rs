@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cellrouter::CellId;
 use hickory_proto::rr::{LowerName, Name};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::GslbError;
@@ -38,7 +39,8 @@ fn default_refresh_ms() -> u64 {
 /// names: [api.example.test]      # answered with cell addresses
 /// ttl: 5                         # seconds (default 5)
 /// max_answers: 1                 # addresses per answer (1..=16, default 1)
-/// client_subnet: true            # use EDNS client-subnet when present (default)
+/// client_subnet: true            # use EDNS client-subnet from trusted resolvers (default)
+/// trusted_resolvers: [10.53.0.0/24] # resolvers whose client-subnet is believed (default: none)
 /// require_health: false          # answer cells the health stream does not know
 /// default_region: eu-west        # region of clients no rule matches (default: none, all cells)
 /// regions:
@@ -65,9 +67,20 @@ pub struct GslbConfig {
     #[serde(default = "default_max_answers")]
     pub max_answers: usize,
     /// Use the EDNS client-subnet option (RFC 7871) for region mapping when the
-    /// query carries one (default true); else the source address is used.
+    /// query carries one and comes from a [trusted resolver](Self::trusted_resolvers)
+    /// (default true); else the source address is used.
     #[serde(default = "yes")]
     pub client_subnet: bool,
+    /// Networks of the resolvers whose EDNS client-subnet is believed (default
+    /// empty: none). Anyone can put any subnet in a query, so the option is
+    /// only honoured from sources inside one of these networks (IPv4-mapped
+    /// IPv6 sources match as IPv4); from any other source it is ignored, the
+    /// answer is chosen by the source address, and the echo carries scope 0
+    /// (the answer does not depend on the client's subnet). Each entry must be
+    /// a network address (no host bits set) and narrower than `/0`; the list
+    /// must be empty when `client_subnet` is off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_resolvers: Vec<IpNet>,
     /// When true a cell the health stream has no entry for is not answered
     /// (default false: unknown to health checks means "not known bad").
     #[serde(default)]
@@ -103,6 +116,7 @@ impl GslbConfig {
             ttl: DEFAULT_TTL_SECS,
             max_answers: 1,
             client_subnet: true,
+            trusted_resolvers: Vec::new(),
             require_health: false,
             default_region: None,
             regions: Vec::new(),
@@ -145,6 +159,13 @@ impl GslbConfig {
     /// Uses (or ignores) EDNS client-subnet.
     pub fn with_client_subnet(mut self, on: bool) -> Self {
         self.client_subnet = on;
+        self
+    }
+
+    /// Believes EDNS client-subnet from resolvers inside `net` (see
+    /// [`trusted_resolvers`](Self::trusted_resolvers)).
+    pub fn with_trusted_resolver(mut self, net: IpNet) -> Self {
+        self.trusted_resolvers.push(net);
         self
     }
 
@@ -202,6 +223,7 @@ impl GslbConfig {
                 self.refresh_ms
             )));
         }
+        validate_trusted(&self.trusted_resolvers, self.client_subnet)?;
         for (cell, addrs) in &self.entry_addresses {
             if addrs.is_empty() {
                 return Err(GslbError::config(format!(
@@ -237,6 +259,7 @@ impl GslbConfig {
             ttl: self.ttl,
             max_answers: self.max_answers,
             client_subnet: self.client_subnet,
+            trusted_resolvers: self.trusted_resolvers.clone(),
             require_health: self.require_health,
             default_region: self.default_region.clone(),
             region_map: RegionMap::new(self.regions.clone()),
@@ -245,6 +268,33 @@ impl GslbConfig {
             health_rtt: self.health_rtt,
         })
     }
+}
+
+fn validate_trusted(nets: &[IpNet], client_subnet: bool) -> Result<(), GslbError> {
+    if !client_subnet && !nets.is_empty() {
+        return Err(GslbError::config(
+            "trusted_resolvers: set while client_subnet is off (nothing would use them)",
+        ));
+    }
+    for (i, net) in nets.iter().enumerate() {
+        if net.prefix_len() == 0 {
+            return Err(GslbError::config(format!(
+                "trusted_resolvers[{i}]: {net} trusts every source; list the resolvers' networks"
+            )));
+        }
+        if net.trunc() != *net {
+            return Err(GslbError::config(format!(
+                "trusted_resolvers[{i}]: {net} has host bits set (the network is {})",
+                net.trunc()
+            )));
+        }
+        if nets[..i].contains(net) {
+            return Err(GslbError::config(format!(
+                "trusted_resolvers[{i}]: {net} is listed twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn fqdn(s: &str) -> Result<Name, GslbError> {
@@ -289,6 +339,7 @@ pub(crate) struct Compiled {
     pub(crate) ttl: u32,
     pub(crate) max_answers: usize,
     pub(crate) client_subnet: bool,
+    pub(crate) trusted_resolvers: Vec<IpNet>,
     pub(crate) require_health: bool,
     pub(crate) default_region: Option<CellId>,
     pub(crate) region_map: RegionMap,
@@ -298,6 +349,12 @@ pub(crate) struct Compiled {
 }
 
 impl Compiled {
+    /// Whether EDNS client-subnet from `src` is believed.
+    pub(crate) fn trusts(&self, src: IpAddr) -> bool {
+        let src = src.to_canonical();
+        self.trusted_resolvers.iter().any(|n| n.contains(&src))
+    }
+
     /// The configured zone `name` falls in (the longest one).
     pub(crate) fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
         self.zones

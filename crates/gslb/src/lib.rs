@@ -73,9 +73,10 @@
 //!   [`GslbConfig::entry_addresses`]), TTL [`GslbConfig::ttl`], up to
 //!   [`GslbConfig::max_answers`] addresses; other types `NOERROR` with no data
 //!   and the zone's SOA.
-//! - Choice: the client's region (EDNS client-subnet when present, else the
-//!   source address, mapped by [`RegionMap`]; the echo carries the matched
-//!   prefix as scope), the cell picked by the router's [`cellrouter::Balancer`]
+//! - Choice: the client's region (EDNS client-subnet when present and sent by
+//!   a resolver inside [`GslbConfig::trusted_resolvers`], else the source
+//!   address, mapped by [`RegionMap`]; the echo carries the matched prefix as
+//!   scope, or scope 0 when the option was ignored), the cell picked by the router's [`cellrouter::Balancer`]
 //!   (smooth weighted round robin over `cell.weight × (1 + 0.5 e^(−0.02 rtt_ms))`;
 //!   share the routing layer's with [`ResponderBuilder::with_balancer`] so DNS
 //!   and unkeyed HTTP use one state and one RTT average per cell, fed by
@@ -104,6 +105,7 @@
 //! | `gslb.answers` | counter (one per cell answered) | `cell`, `region` (the cell's) |
 //! | `gslb.refusals` | counter | `reason` = `outside_zone` \| `class` |
 //! | `gslb.malformed` | counter (UDP packets dropped) | `reason` = `header` \| `body` \| `response` |
+//! | `gslb.client_subnet.untrusted` | counter (EDNS client-subnet ignored: source not a trusted resolver) | none |
 //!
 //! The same counts are available without a meter from [`Responder::stats`].
 

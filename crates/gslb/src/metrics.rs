@@ -41,6 +41,7 @@ pub(crate) struct Metrics {
     pub(crate) answers: Counter<u64>,
     refusals: Counter<u64>,
     malformed: Counter<u64>,
+    ecs_untrusted: Counter<u64>,
     rcode_attrs: [[KeyValue; 1]; 7],
     refusal_attrs: [[KeyValue; 1]; 2],
     malformed_attrs: [[KeyValue; 1]; 3],
@@ -65,6 +66,7 @@ struct Counts {
     notimp: AtomicU64,
     formerr: AtomicU64,
     malformed: AtomicU64,
+    ecs_untrusted: AtomicU64,
 }
 
 /// Counters since the responder was built (the same events as the metrics).
@@ -87,6 +89,9 @@ pub struct Stats {
     pub formerr: u64,
     /// Packets dropped unanswered: unparseable, or a response sent to us.
     pub malformed: u64,
+    /// Queries whose EDNS client-subnet was ignored because their source is
+    /// not a trusted resolver ([`GslbConfig::trusted_resolvers`](crate::GslbConfig::trusted_resolvers)).
+    pub ecs_untrusted: u64,
 }
 
 fn rcode_idx(r: ResponseCode) -> usize {
@@ -120,6 +125,12 @@ impl Metrics {
             malformed: meter
                 .u64_counter("gslb.malformed")
                 .with_description("Packets dropped unanswered, by reason")
+                .build(),
+            ecs_untrusted: meter
+                .u64_counter("gslb.client_subnet.untrusted")
+                .with_description(
+                    "EDNS client-subnet options ignored: the source is not a trusted resolver",
+                )
                 .build(),
             rcode_attrs: [
                 kv("rcode", "noerror"),
@@ -169,6 +180,11 @@ impl Metrics {
         self.counts.malformed.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn ecs_untrusted(&self) {
+        self.ecs_untrusted.add(1, &[]);
+        self.counts.ecs_untrusted.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counts;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -181,6 +197,7 @@ impl Metrics {
             notimp: l(&c.notimp),
             formerr: l(&c.formerr),
             malformed: l(&c.malformed),
+            ecs_untrusted: l(&c.ecs_untrusted),
         }
     }
 }

@@ -37,8 +37,9 @@ const EDNS_PAYLOAD: u16 = 1232;
 /// from the [`HealthHub`] the prober publishes to. All live: a table update, a
 /// [`TableStore::set_cell_failed`] or a health change is seen by the next query.
 ///
-/// Selection: the client's region (by EDNS client-subnet or source address,
-/// through the [`RegionMap`](crate::RegionMap)) first; a region with no
+/// Selection: the client's region (by EDNS client-subnet when a trusted
+/// resolver sends it, see [`GslbConfig::trusted_resolvers`], else by source
+/// address, through the [`RegionMap`](crate::RegionMap)) first; a region with no
 /// healthy cell falls back to every cell. A cell that is not `active`, is
 /// reported failed, or is unhealthy is never answered; none left is `SERVFAIL`.
 ///
@@ -359,12 +360,18 @@ impl Responder {
         let Some(table) = table else {
             return Decision::code(ResponseCode::ServFail);
         };
-        // Client address: EDNS client-subnet when present and allowed, else the source.
-        let ecs = match request.edns().and_then(|e| e.option(EdnsCode::Subnet)) {
+        // Client address: EDNS client-subnet when present, allowed and sent by
+        // a trusted resolver, else the source.
+        let (ecs, untrusted) = match request.edns().and_then(|e| e.option(EdnsCode::Subnet)) {
             Some(EdnsOption::Subnet(cs)) if cfg.client_subnet && cs.source_prefix() > 0 => {
-                Some(*cs)
+                if cfg.trusts(info.src.ip()) {
+                    (Some(*cs), None)
+                } else {
+                    m.ecs_untrusted();
+                    (None, Some(*cs))
+                }
             }
-            _ => None,
+            _ => (None, None),
         };
         let client: IpAddr = ecs.as_ref().map_or(info.src.ip(), ClientSubnet::addr);
         let plan = self.plan_for(&table);
@@ -373,7 +380,13 @@ impl Responder {
             None => (cfg.default_region.as_ref(), 0),
         };
         let region = region.filter(|r| plan.has_region(r));
-        let ecs = ecs.map(|cs| ClientSubnet::new(cs.addr(), cs.source_prefix(), scope));
+        // An ignored option is echoed with scope 0: the answer holds for any
+        // client subnet of that resolver (RFC 7871 section 7.2.1).
+        let ecs = match (ecs, untrusted) {
+            (Some(cs), _) => Some(ClientSubnet::new(cs.addr(), cs.source_prefix(), scope)),
+            (None, Some(cs)) => Some(ClientSubnet::new(cs.addr(), cs.source_prefix(), 0)),
+            (None, None) => None,
+        };
         let health = self.health_snapshot();
         let chosen = self.select(&plan, &table, health.as_deref(), family, region);
         if chosen.is_empty() {

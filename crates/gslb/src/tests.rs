@@ -70,6 +70,76 @@ fn config_defaults_and_rejections() {
 }
 
 #[test]
+fn trusted_resolvers_are_validated() {
+    let c = GslbConfig::new("example.test", ["api.example.test"]);
+    let net = |s: &str| s.parse::<IpNet>().unwrap();
+    let bad = |c: GslbConfig| match c.validate() {
+        Err(GslbError::InvalidConfig(msg)) => msg,
+        other => panic!("expected a config error, got {other:?}"),
+    };
+    c.clone()
+        .with_trusted_resolver(net("10.53.0.0/24"))
+        .with_trusted_resolver(net("2001:db8::/32"))
+        .with_trusted_resolver(net("192.0.2.53/32"))
+        .validate()
+        .unwrap();
+    let msg = bad(c.clone().with_trusted_resolver(net("10.53.0.1/24")));
+    assert!(
+        msg.contains("host bits") && msg.contains("10.53.0.0/24"),
+        "{msg}"
+    );
+    let msg = bad(c.clone().with_trusted_resolver(net("0.0.0.0/0")));
+    assert!(msg.contains("every source"), "{msg}");
+    assert!(bad(c.clone().with_trusted_resolver(net("::/0"))).contains("every source"));
+    let msg = bad(c
+        .clone()
+        .with_trusted_resolver(net("10.53.0.0/24"))
+        .with_trusted_resolver(net("10.53.0.0/24")));
+    assert!(msg.contains("twice"), "{msg}");
+    let msg = bad(c
+        .clone()
+        .with_client_subnet(false)
+        .with_trusted_resolver(net("10.53.0.0/24")));
+    assert!(msg.contains("client_subnet"), "{msg}");
+    // From YAML: a list of CIDRs; a malformed one does not parse.
+    let yaml = "zones: [example.test]\nnames: [api.example.test]\ntrusted_resolvers: [10.53.0.0/24, '2001:db8::/32']\n";
+    let c: GslbConfig = serde_yaml::from_str(yaml).unwrap();
+    assert_eq!(
+        c.trusted_resolvers,
+        vec![net("10.53.0.0/24"), net("2001:db8::/32")]
+    );
+    c.validate().unwrap();
+    let yaml =
+        "zones: [example.test]\nnames: [api.example.test]\ntrusted_resolvers: [10.53.0.0/33]\n";
+    assert!(serde_yaml::from_str::<GslbConfig>(yaml).is_err());
+}
+
+#[test]
+fn trusted_resolvers_match_sources_by_network() {
+    let c = GslbConfig::new("example.test", ["api.example.test"])
+        .with_trusted_resolver("10.53.0.0/24".parse().unwrap())
+        .with_trusted_resolver("2001:db8::/32".parse().unwrap())
+        .compile()
+        .unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert!(c.trusts(ip("10.53.0.9")));
+    assert!(
+        c.trusts(ip("::ffff:10.53.0.9")),
+        "IPv4-mapped sources match as IPv4"
+    );
+    assert!(c.trusts(ip("2001:db8::53")));
+    assert!(!c.trusts(ip("10.53.1.9")));
+    assert!(!c.trusts(ip("127.0.0.1")));
+    let none = GslbConfig::new("example.test", ["api.example.test"])
+        .compile()
+        .unwrap();
+    assert!(
+        !none.trusts(ip("127.0.0.1")),
+        "nobody is trusted by default"
+    );
+}
+
+#[test]
 fn config_from_yaml() {
     let yaml = "zones: [example.test]\nnames: [api.example.test]\nttl: 10\nmax_answers: 2\n\
                 regions:\n  - { cidr: 10.1.0.0/16, region: eu }\nentry_addresses:\n  eu-1: [192.0.2.10]\n";

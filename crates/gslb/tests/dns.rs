@@ -142,7 +142,9 @@ fn ip(s: &str) -> IpAddr {
 #[tokio::test]
 async fn answers_follow_region_mapping_by_source_and_client_subnet() {
     let store = TableStore::with_table(two_region_table(1)).unwrap();
-    let server = serve(Responder::builder(config(), store).build().unwrap()).await;
+    // The test's resolver (127.0.0.1) is trusted with client-subnet.
+    let trusted = config().with_trusted_resolver("127.0.0.1/32".parse().unwrap());
+    let server = serve(Responder::builder(trusted, store).build().unwrap()).await;
     let mut c = Client::new(server.udp_addrs()[0]).await;
 
     // Source 127.0.0.1 maps to eu: only eu cells, alternating by equal weights.
@@ -207,6 +209,60 @@ async fn answers_follow_region_mapping_by_source_and_client_subnet() {
     }
     server.shutdown().await;
     server2.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_subnet_from_an_untrusted_resolver_is_ignored() {
+    // Only 10.53.0.0/24 is trusted; the query comes from 127.0.0.1 (eu) and
+    // claims a client in 203.0.113.0/24 (us).
+    let store = TableStore::with_table(two_region_table(1)).unwrap();
+    let cfg = config().with_trusted_resolver("10.53.0.0/24".parse().unwrap());
+    let responder = Responder::builder(cfg, store).build().unwrap();
+    let server = serve(responder.clone()).await;
+    let mut c = Client::new(server.udp_addrs()[0]).await;
+    for _ in 0..10 {
+        let r = c
+            .ask("api.example.test.", RecordType::A, Some("203.0.113.0/24"))
+            .await;
+        assert_eq!(r.response_code(), ResponseCode::NoError);
+        let got = addrs(&r);
+        assert!(
+            got == vec![ip("192.0.2.1")] || got == vec![ip("192.0.2.2")],
+            "answered by the source address (eu), not the claimed subnet: {got:?}"
+        );
+        let Some(EdnsOption::Subnet(echo)) = r
+            .extensions()
+            .as_ref()
+            .and_then(|e| e.option(EdnsCode::Subnet))
+            .cloned()
+        else {
+            panic!("no client-subnet echo in {r:?}")
+        };
+        assert_eq!(
+            (echo.addr(), echo.source_prefix(), echo.scope_prefix()),
+            (ip("203.0.113.0"), 24, 0),
+            "scope 0: the answer does not depend on the claimed subnet"
+        );
+    }
+    assert_eq!(responder.stats().ecs_untrusted, 10);
+    server.shutdown().await;
+
+    // The same query from a trusted network is believed: us.
+    let store = TableStore::with_table(two_region_table(1)).unwrap();
+    let cfg = config()
+        .with_trusted_resolver("10.53.0.0/24".parse().unwrap())
+        .with_trusted_resolver("127.0.0.0/8".parse().unwrap());
+    let responder = Responder::builder(cfg, store).build().unwrap();
+    let server = serve(responder.clone()).await;
+    let mut c = Client::new(server.udp_addrs()[0]).await;
+    for _ in 0..3 {
+        let r = c
+            .ask("api.example.test.", RecordType::A, Some("203.0.113.0/24"))
+            .await;
+        assert_eq!(addrs(&r), vec![ip("198.51.100.1")]);
+    }
+    assert_eq!(responder.stats().ecs_untrusted, 0);
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -704,7 +760,8 @@ async fn metrics_count_answers_per_cell_and_region_refusals_and_drops() {
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
         .build();
     let store = TableStore::with_table(two_region_table(1)).unwrap();
-    let responder = Responder::builder(config(), store)
+    let cfg = config().with_trusted_resolver("127.0.0.1/32".parse().unwrap());
+    let responder = Responder::builder(cfg, store)
         .with_meter(provider.meter("gslb"))
         .build()
         .unwrap();
