@@ -126,9 +126,15 @@ mod controller;
 mod driver;
 mod engine;
 mod error;
+#[cfg(all(feature = "etcd", feature = "sql"))]
+mod etcd_leader;
 mod layer;
 #[cfg(feature = "sql")]
 mod local;
+#[cfg(feature = "sql")]
+mod local_store;
+#[cfg(feature = "sql")]
+mod retry;
 mod outcome;
 pub mod rules;
 pub mod sla;
@@ -136,18 +142,22 @@ pub mod sla;
 pub mod switch;
 
 #[cfg(feature = "sql")]
-pub use backend::{DryRun, ReconcileReport, SwitchBackend, SwitchOutcome};
+pub use backend::{DryRun, Prepare, Prepared, ReconcileReport, SwitchBackend, SwitchOutcome, Term};
 pub use change::{Change, SwitchRequest};
 pub use config::{CellSpec, DecisionConfig, FailMode, Failback, RampCurve};
 pub use config_file::{CurvePoint, DecisionConfigFile, FailbackFile, FailbackMode};
 #[cfg(feature = "sql")]
 pub use controller::{Controller, ControllerEvent, ControllerHandle};
+#[cfg(feature = "sql")]
+pub use retry::RetryPolicy;
 pub use driver::{EngineHandle, spawn_engine};
 pub use engine::{Allocation, CellPhase, Decision, DecisionEngine, DrainReason, Plan, SharedPlan, Spill};
 pub use error::Error;
 pub use layer::{Outcome, OutcomeLayer, ResponseFuture};
 #[cfg(feature = "sql")]
 pub use local::LocalSwitch;
+#[cfg(feature = "sql")]
+pub use local_store::LocalStore;
 pub use outcome::OutcomeReporter;
 pub use rules::{Action, RuleEngine, RuleMatch, RuleSet};
 #[cfg(all(feature = "etcd", feature = "sql"))]

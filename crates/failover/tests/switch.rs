@@ -362,7 +362,7 @@ async fn audit_roundtrip(url: &str) {
     assert_eq!(ph.detect, Duration::from_secs(30));
     assert_eq!(ph.decide, Duration::from_millis(10));
     assert_eq!(ph.commit, Duration::from_millis(40));
-    assert_eq!(ph.apply, Duration::from_millis(100));
+    assert_eq!(ph.apply, failover::sla::ApplyPhase::Applied(Duration::from_millis(100)));
     assert!(log.pending().await.unwrap().is_empty());
 }
 
