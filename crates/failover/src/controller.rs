@@ -339,10 +339,10 @@ impl<B: SwitchBackend> Controller<B> {
     pub async fn spawn(self, engine: &EngineHandle) -> Result<ControllerHandle, Error> {
         let decisions = engine.decisions();
         let plan = engine.plan_watch();
-        let (events, _) = broadcast::channel(256);
+        let (events, first) = broadcast::channel(256);
         let tx = events.clone();
         let task = tokio::spawn(self.run_loop(decisions, plan, tx));
-        Ok(ControllerHandle { events, task })
+        Ok(ControllerHandle { events, first: std::sync::Mutex::new(Some(first)), task })
     }
 
     async fn run_loop(
@@ -581,13 +581,19 @@ async fn renew_loop<B: SwitchBackend>(backend: Arc<B>, term: Term, lost: oneshot
 #[derive(Debug)]
 pub struct ControllerHandle {
     events: broadcast::Sender<ControllerEvent>,
+    first: std::sync::Mutex<Option<broadcast::Receiver<ControllerEvent>>>,
     task: JoinHandle<()>,
 }
 
 impl ControllerHandle {
-    /// What the controller does from now on.
+    /// What the controller does: the first call sees every event since
+    /// [`Controller::spawn`] (its election included), later calls the events
+    /// from then on.
     pub fn events(&self) -> broadcast::Receiver<ControllerEvent> {
-        self.events.subscribe()
+        match self.first.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(rx) => rx,
+            None => self.events.subscribe(),
+        }
     }
 
     /// Whether the task still runs (it ends when the engine stops).
