@@ -354,7 +354,9 @@ impl<B: SwitchBackend> Controller<B> {
         let mut campaign_delays = self.retry.delays();
         loop {
             // Follower: campaign; decisions are the leader's business (the
-            // plan is read on election).
+            // plan is read on election), but the latest switch asked for each
+            // cell is kept so its reason and instants survive the election.
+            let mut heard: HashMap<CellId, SwitchRequest> = HashMap::new();
             let term = {
                 let campaign = self.backend.campaign();
                 tokio::pin!(campaign);
@@ -369,8 +371,14 @@ impl<B: SwitchBackend> Controller<B> {
                                 campaign.set(self.backend.campaign());
                             }
                         },
-                        d = decisions.recv() => if matches!(d, Err(RecvError::Closed)) {
-                            return;
+                        d = decisions.recv() => match d {
+                            Ok(d) => {
+                                if let Some(req) = SwitchRequest::from_decision(&d, &self.rule) {
+                                    heard.insert(d.cell().clone(), req);
+                                }
+                            }
+                            Err(RecvError::Lagged(_)) => heard.clear(),
+                            Err(RecvError::Closed) => return,
                         },
                     }
                 }
@@ -380,7 +388,7 @@ impl<B: SwitchBackend> Controller<B> {
             let _ = events.send(ControllerEvent::Elected { term });
             let (lost_tx, lost_rx) = oneshot::channel();
             let _renewal = AbortOnDrop(tokio::spawn(renew_loop(self.backend.clone(), term, lost_tx)));
-            match self.lead(&mut decisions, &plan, &events, lost_rx).await {
+            match self.lead(&mut decisions, &plan, &events, lost_rx, heard).await {
                 Exit::Closed => {
                     let _ = self.backend.resign().await;
                     return;
@@ -402,13 +410,14 @@ impl<B: SwitchBackend> Controller<B> {
         plan: &watch::Receiver<Arc<Plan>>,
         events: &broadcast::Sender<ControllerEvent>,
         mut lost: oneshot::Receiver<String>,
+        mut heard: HashMap<CellId, SwitchRequest>,
     ) -> Exit {
         let mut pending: HashMap<CellId, Pending> = HashMap::new();
         if let Err(why) = self.reconcile(events, false).await {
             return Exit::Deposed(why);
         }
         let current = plan.borrow().clone();
-        if let Err(why) = self.resync(&current, &mut pending, events, false).await {
+        if let Err(why) = self.resync(&current, &mut pending, events, false, &mut heard).await {
             return Exit::Deposed(why);
         }
         let mut ticks = tokio::time::interval_at(Instant::now() + self.reconcile_every, self.reconcile_every);
@@ -429,7 +438,7 @@ impl<B: SwitchBackend> Controller<B> {
                         tracing::warn!(missed, "controller fell behind the decisions; resyncing from the plan");
                         let _ = events.send(ControllerEvent::Resynced { missed });
                         let current = plan.borrow().clone();
-                        self.resync(&current, &mut pending, events, true).await
+                        self.resync(&current, &mut pending, events, true, &mut HashMap::new()).await
                     }
                     Err(RecvError::Closed) => return Exit::Closed,
                 },
@@ -494,18 +503,23 @@ impl<B: SwitchBackend> Controller<B> {
     }
 
     /// Brings every cell's table state in line with `plan`; failures are
-    /// retried. `NoChange` events only when `report_unchanged`.
+    /// retried. `NoChange` events only when `report_unchanged`. A request in
+    /// `heard` for the same change is used as is (its reason and instants).
     async fn resync(
         &self,
         plan: &Plan,
         pending: &mut HashMap<CellId, Pending>,
         events: &broadcast::Sender<ControllerEvent>,
         report_unchanged: bool,
+        heard: &mut HashMap<CellId, SwitchRequest>,
     ) -> Result<(), String> {
         for cell in plan.cells.keys() {
             let Some(change) = Self::wanted(plan, cell) else { continue };
             pending.remove(cell);
-            let req = SwitchRequest::new(change).with_reason("resync from the engine's plan").with_rule(self.rule.clone());
+            let req = match heard.remove(cell) {
+                Some(req) if req.change == change => req,
+                _ => SwitchRequest::new(change).with_reason("resync from the engine's plan").with_rule(self.rule.clone()),
+            };
             if !report_unchanged
                 && let Ok(dry) = self.backend.dry_run(&req.change).await
                 && !dry.changes

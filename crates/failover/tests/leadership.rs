@@ -414,3 +414,27 @@ async fn two_engines_each_within_their_cap_never_drain_more_than_the_cap_togethe
     }
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_apply_that_times_out_is_reported_as_a_timeout_not_zero_ms() {
+    use failover::sla::{SlaConfig, SlaTracker};
+    let env = Env::new().await;
+    let engine = engine();
+    let sla = Arc::new(SlaTracker::try_new(SlaConfig::default()).unwrap());
+    // A router that never takes the new table (stuck on version 1).
+    let stuck = TableStore::with_table(table()).unwrap();
+    let handle = Controller::new(env.switch("ctl", 1))
+        .with_sla(sla.clone())
+        .with_router(stuck)
+        .with_apply_wait(Duration::from_millis(50))
+        .spawn(&engine)
+        .await
+        .unwrap();
+    let mut events = handle.events();
+    engine.drain(&id("a")).await.unwrap();
+    let row = wait_for(&mut events, switched).await;
+    assert_eq!((row.status, row.applied_at_ms), (AuditStatus::Committed, None));
+    let r = sla.report().switches;
+    assert_eq!((r.count, r.apply_timed_out, r.apply_not_tracked), (1, 1, 0));
+    assert_eq!((r.mean_ms.apply, r.max_ms.apply, r.mean_ms.total), (None, None, None));
+}

@@ -393,7 +393,9 @@ async fn the_controller_drives_the_etcd_switch_from_engine_decisions() {
     let mut events = controller.events();
     // An operator drain goes through the engine, the controller and the etcd switch.
     engine.drain(&id("a")).await.unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
+    let mut ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
+    assert!(matches!(ev, ControllerEvent::Elected { .. }), "a lone controller is elected first: {ev:?}");
+    ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
     let ControllerEvent::Switched(row) = ev else { panic!("{ev:?}") };
     assert_eq!((row.from.as_str(), row.to.as_str()), ("state=active", "state=down"));
     assert_eq!((row.version_before, row.version_after, row.status), (1, 2, AuditStatus::Applied));
