@@ -316,3 +316,48 @@ impl<B: SwitchBackend + ?Sized> SwitchBackend for std::sync::Arc<B> {
         (**self).audit()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use cellrouter::Cell;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn table(n: usize) -> RoutingTable {
+        let eu: cellctx::CellId = "eu".parse().unwrap();
+        let cells = (0..n).map(|i| Cell::new(format!("c{i}").parse().unwrap(), eu.clone(), "http://127.0.0.1:1")).collect();
+        RoutingTable::uniform(eu, cells, 64)
+    }
+
+    proptest! {
+        /// Whatever the order of drains and failbacks, the accepted tables
+        /// never hold more drained cells than the cap, and a failback is
+        /// never refused.
+        #[test]
+        fn the_cap_holds_over_any_sequence_of_changes(
+            n in 2usize..6,
+            cap in 1usize..4,
+            steps in proptest::collection::vec((any::<bool>(), 0usize..6), 0..40),
+        ) {
+            let cap = NonZeroUsize::new(cap).unwrap();
+            let mut stored = table(n);
+            for (drain, i) in steps {
+                let cell: cellctx::CellId = format!("c{}", i % n).parse().unwrap();
+                let change = if drain { Change::Drain(cell) } else { Change::Failback(cell) };
+                let mut next = stored.clone();
+                change.apply(&mut next).unwrap();
+                match check_cap(&stored, &next, Some(cap)) {
+                    Ok(()) => stored = next,
+                    Err(e) => {
+                        prop_assert!(drain, "a failback was refused: {e}");
+                        let refused = matches!(e, Error::DrainCap { drained, cap: c } if drained == c && c == cap.get());
+                        prop_assert!(refused, "unexpected refusal: {}", e);
+                    }
+                }
+                prop_assert!(drained_cells(&stored) <= cap.get());
+            }
+        }
+    }
+}

@@ -383,25 +383,32 @@ async fn concurrent_drains_never_exceed_the_cap_of_the_stored_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_each_within_their_cap_never_drain_more_than_the_cap_together() {
     let env = Env::new().await;
-    // Each engine's own view allows one drain: a for the first, b for the second.
+    // Each engine's own view allows one drain: b for the first, a for the second.
     let (e1, e2) = (engine(), engine());
     let first = controller(env.switch("ctl-1", 1), &e1).await;
     let mut ev1 = first.events();
     wait_for(&mut ev1, elected).await;
     let second = controller(env.switch("ctl-2", 2), &e2).await;
     let mut ev2 = second.events();
-    e1.drain(&id("a")).await.unwrap();
-    e2.drain(&id("b")).await.unwrap();
+    e1.drain(&id("b")).await.unwrap();
+    e2.drain(&id("a")).await.unwrap();
     wait_for(&mut ev1, switched).await;
     drop(first); // the leader dies; the second takes over with its own plan
     wait_for(&mut ev2, elected).await;
-    // Its plan wants a back (it never drained it) and b drained: the drain is
-    // refused until the failback frees the cap, then retried.
+    // Its plan wants a drained and b back (it never drained it); cells are
+    // resynced in order, so a's drain comes first and is refused by the cap
+    // of the stored table until b's failback frees it, then retried.
+    let error = wait_for(&mut ev2, |e| match e {
+        ControllerEvent::Failed { cell, error } if *cell == id("a") => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(error.contains("drain cap"), "{error}");
     let mut seen = Vec::new();
     while seen.iter().filter(|r: &&AuditRecord| r.status != AuditStatus::RolledBack).count() < 2 {
         seen.push(wait_for(&mut ev2, switched).await);
     }
-    assert_eq!((env.state("a"), env.state("b")), (CellState::Active, CellState::Down));
+    assert_eq!((env.state("a"), env.state("b")), (CellState::Down, CellState::Active));
     // Replaying every committed row over the first table, at no version were
     // two cells drained.
     let rows = env.rows().await;
