@@ -5,7 +5,9 @@
 //! touched, then moved to `committed` (the table write succeeded), `applied`
 //! (routers run the new table) or `rolled_back` (the write did not happen).
 //! [`AtomicSwitch::reconcile`](crate::AtomicSwitch::reconcile) settles intents
-//! left by a controller that died between the steps.
+//! left by a controller that died between the steps. [`AuditLog::prune`]
+//! bounds the table by age and/or row count ([`Retention`]) and never deletes
+//! an intent whose outcome is missing.
 //!
 //! ```sql
 //! CREATE TABLE failover_audit (

@@ -17,9 +17,20 @@
 //! 4. **record**: the intent becomes `committed`; later
 //!    [`mark_applied`](AtomicSwitch::mark_applied) stamps when routers run it.
 //!
+//! That is the operator path (the inherent [`AtomicSwitch::switch`]). The
+//! [`Controller`](crate::Controller) drives the [`SwitchBackend`] path
+//! instead: the election `<prefix>/leader` (campaign, lease kept alive by
+//! [`SwitchBackend::renew`], resign) replaces the per-flow lock, and the
+//! commit transaction compares the leader key's create revision (the
+//! [`Term`]) instead of the lock key, so a deposed leader's late commit
+//! writes nothing. Both paths check the drain cap
+//! ([`with_max_drained`](AtomicSwitch::with_max_drained)) against the table
+//! read, which the compare on its revision keeps true at the write.
+//!
 //! A crash between 2 and 4 leaves an intent; [`reconcile`](AtomicSwitch::reconcile)
-//! (run on start) takes each such flow's lock, which waits for the dead
-//! holder's lease to expire, and settles the row from the marker: present ->
+//! (run by the leader on election, periodically and after a failed switch)
+//! takes each such flow's lock, which waits for the dead holder's lease to
+//! expire, and settles the row from the marker: present ->
 //! `committed`, absent -> `rolled_back`. So no switch exists without its row,
 //! and no row claims a switch that did not happen.
 
@@ -421,7 +432,9 @@ impl AtomicSwitch {
 
     /// Settles every intent left by a controller that died mid-switch: takes the
     /// flow's lock (waiting out a dead holder's lease), then marks the row
-    /// `committed` if its marker exists, else `rolled_back`. Run it on start.
+    /// `committed` if its marker exists, else `rolled_back`. The
+    /// [`Controller`](crate::Controller) runs it on election, periodically
+    /// and after a failed switch.
     pub async fn reconcile(&self) -> Result<ReconcileReport, Error> {
         let mut report = ReconcileReport::default();
         for row in self.audit.pending().await? {

@@ -445,3 +445,61 @@ async fn a_router_apply_that_times_out_is_reported_as_a_timeout_not_zero_ms() {
     assert_eq!((r.count, r.apply_timed_out, r.apply_not_tracked), (1, 1, 0));
     assert_eq!((r.mean_ms.apply, r.max_ms.apply, r.mean_ms.total), (None, None, None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reconciles_and_prunes_the_audit_table_periodically() {
+    use failover::audit::{Retention, epoch_ms};
+    let env = Env::new().await;
+    let engine = engine();
+    let handle = Controller::new(env.switch("ctl", 1))
+        .with_reconcile_every(Duration::from_millis(100))
+        .unwrap()
+        .with_retention(Retention::try_new(Some(Duration::from_secs(3600)), None).unwrap())
+        .spawn(&engine)
+        .await
+        .unwrap();
+    let mut events = handle.events();
+    wait_for(&mut events, elected).await;
+    // Rows appear behind the running leader's back: an orphan intent (an
+    // operator tool that died mid-switch) and a settled row two hours old.
+    let now = epoch_ms(std::time::SystemTime::now());
+    let orphan = AuditRecord {
+        tx_id: "900".into(),
+        flow: "a".into(),
+        from: "state=active".into(),
+        to: "state=down".into(),
+        reason: "operator".into(),
+        rule: "manual".into(),
+        actor: "tool".into(),
+        status: AuditStatus::Intent,
+        version_before: 1,
+        version_after: 2,
+        detected_at_ms: now,
+        decided_at_ms: now,
+        intent_at_ms: now,
+        committed_at_ms: None,
+        applied_at_ms: None,
+        note: None,
+    };
+    let old = AuditRecord { tx_id: "800".into(), intent_at_ms: now - 7_200_000, ..orphan.clone() };
+    env.audit.insert_intent(&old).await.unwrap();
+    assert!(env.audit.mark_rolled_back("800", "conflict").await.unwrap());
+    env.audit.insert_intent(&orphan).await.unwrap();
+    let report = wait_for(&mut events, |e| match e {
+        ControllerEvent::Reconciled(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(report.rolled_back, vec!["900".to_string()]);
+    // The pass that reconciled also pruned (or the next one will).
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while env.audit.get("800").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the old settled row was not pruned");
+    let rows = env.rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].tx_id.as_str(), rows[0].status), ("900", AuditStatus::RolledBack));
+}
