@@ -341,8 +341,20 @@ impl<B: SwitchBackend> Controller<B> {
         let plan = engine.plan_watch();
         let (events, first) = broadcast::channel(256);
         let tx = events.clone();
-        let task = tokio::spawn(self.run_loop(decisions, plan, tx));
-        Ok(ControllerHandle { events, first: std::sync::Mutex::new(Some(first)), task })
+        let (stop, stopped) = oneshot::channel::<()>();
+        let backend = self.backend.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                _ = self.run_loop(decisions, plan, tx) => {}
+                // a dropped handle (Err) is a kill, not a shutdown: no resign
+                Ok(()) = stopped => {
+                    if let Err(e) = backend.resign().await {
+                        tracing::warn!(error = %e, "resign on shutdown failed; the lease will expire");
+                    }
+                }
+            }
+        });
+        Ok(ControllerHandle { events, first: std::sync::Mutex::new(Some(first)), stop: Some(stop), task })
     }
 
     async fn run_loop(
@@ -591,11 +603,13 @@ async fn renew_loop<B: SwitchBackend>(backend: Arc<B>, term: Term, lost: oneshot
     }
 }
 
-/// The handle of a running [`Controller`]. Dropping it stops the task.
+/// The handle of a running [`Controller`]. Dropping it stops the task (its
+/// lease then runs out); [`shutdown`](Self::shutdown) resigns first.
 #[derive(Debug)]
 pub struct ControllerHandle {
     events: broadcast::Sender<ControllerEvent>,
     first: std::sync::Mutex<Option<broadcast::Receiver<ControllerEvent>>>,
+    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
@@ -608,6 +622,18 @@ impl ControllerHandle {
             Some(rx) => rx,
             None => self.events.subscribe(),
         }
+    }
+
+    /// Stops the controller and gives its leadership up at once, so a
+    /// follower takes over without waiting for the lease to expire (as
+    /// Kubernetes' `ReleaseOnCancel`). A switch in flight is abandoned where
+    /// it is: the next leader's reconcile settles it. Dropping the handle
+    /// instead stops the task without resigning (like a crash).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 
     /// Whether the task still runs (it ends when the engine stops).

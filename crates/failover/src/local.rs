@@ -200,7 +200,7 @@ impl LocalSwitch {
                     tracing::info!(actor = %self.actor, %term, "local leadership acquired");
                     return Ok(term);
                 }
-                Err(expires) => tokio::time::sleep_until(expires).await,
+                Err(expires) => self.store.wait_free(expires).await,
             }
         }
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use cellrouter::{RoutingTable, TableStore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::audit::epoch_ms;
@@ -48,6 +49,7 @@ struct Inner {
 pub struct LocalStore {
     table: TableStore,
     inner: Arc<Mutex<Inner>>,
+    released: Arc<Notify>,
     created_ms: u64,
 }
 
@@ -60,7 +62,12 @@ impl From<TableStore> for LocalStore {
 impl LocalStore {
     /// Shared state over `table`; nobody leads yet.
     pub fn new(table: TableStore) -> Self {
-        LocalStore { table, inner: Arc::new(Mutex::new(Inner::default())), created_ms: epoch_ms(SystemTime::now()) }
+        LocalStore {
+            table,
+            inner: Arc::new(Mutex::new(Inner::default())),
+            released: Arc::new(Notify::new()),
+            created_ms: epoch_ms(SystemTime::now()),
+        }
     }
 
     /// The table store.
@@ -121,11 +128,26 @@ impl LocalStore {
         }
     }
 
-    /// Gives the lease of `term` up.
+    /// Gives the lease of `term` up and wakes the waiting candidates.
     pub(crate) fn resign(&self, candidate: u64, term: Term) {
         let mut g = self.lock();
         if g.term == term.get() && g.holder.as_ref().is_some_and(|h| h.candidate == candidate) {
             g.holder = None;
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Waits until the lease expires at `expires` or is given up.
+    pub(crate) async fn wait_free(&self, expires: Instant) {
+        let released = self.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if self.lock().holder.is_none() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(expires) => {}
+            _ = released => {}
         }
     }
 

@@ -563,8 +563,16 @@ impl SwitchBackend for AtomicSwitch {
         Box::pin(AtomicSwitch::dry_run(self, change))
     }
 
+    /// The leader's reconcile: [`Error::NotLeader`] without the leadership
+    /// (a follower could race the leader's switch in flight, which holds no
+    /// flow lock); else [`AtomicSwitch::reconcile`].
     fn reconcile(&self) -> BoxFuture<'_, Result<ReconcileReport, Error>> {
-        Box::pin(AtomicSwitch::reconcile(self))
+        Box::pin(async move {
+            if self.leader.held().is_none() {
+                return Err(Error::NotLeader("reconcile needs the leadership".into()));
+            }
+            AtomicSwitch::reconcile(self).await
+        })
     }
 
     fn audit(&self) -> &AuditLog {

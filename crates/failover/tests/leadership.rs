@@ -503,3 +503,23 @@ async fn the_leader_reconciles_and_prunes_the_audit_table_periodically() {
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].tx_id.as_str(), rows[0].status), ("900", AuditStatus::RolledBack));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_shut_down_resigns_and_the_follower_takes_over_without_waiting_for_the_lease() {
+    let env = Env::new().await;
+    let engine = engine();
+    // A lease far longer than the test's waits: only a resignation lets the
+    // follower in.
+    let long = |actor: &str, worker: u32| env.switch(actor, worker).with_lease_ttl(Duration::from_secs(600)).unwrap();
+    let first = controller(long("ctl-1", 1), &engine).await;
+    let mut ev1 = first.events();
+    let t1 = wait_for(&mut ev1, elected).await;
+    let second = controller(long("ctl-2", 2), &engine).await;
+    let mut ev2 = second.events();
+    first.shutdown().await;
+    let t2 = wait_for(&mut ev2, elected).await;
+    assert!(t2 > t1);
+    engine.drain(&id("a")).await.unwrap();
+    let row = wait_for(&mut ev2, switched).await;
+    assert_eq!(row.actor, "ctl-2");
+}
