@@ -146,6 +146,13 @@ pub struct Retention {
     max_rows: Option<NonZeroUsize>,
 }
 
+impl Default for Retention {
+    /// 90 days and 100 000 rows (the [`Controller`](crate::Controller)'s default).
+    fn default() -> Self {
+        Retention { max_age: Some(Duration::from_secs(90 * 86_400)), max_rows: NonZeroUsize::new(100_000) }
+    }
+}
+
 impl Retention {
     /// Keeps rows younger than `max_age` (when given) and the newest
     /// `max_rows` (when given); at least one bound, neither zero.

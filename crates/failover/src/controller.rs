@@ -141,7 +141,8 @@ impl Drop for AbortOnDrop {
 ///
 /// **Continuously**, the leader reconciles every
 /// [`with_reconcile_every`](Self::with_reconcile_every) (default 30 s) and
-/// then prunes the audit table when a [`Retention`] is set. If the controller
+/// then prunes the audit table ([`Retention`], by default 90 days and
+/// 100 000 rows; intents whose outcome is missing are never pruned). If the controller
 /// falls behind the decision stream (a lagged broadcast), it re-derives every
 /// cell's table state from the plan.
 ///
@@ -199,7 +200,8 @@ pub struct Controller<B> {
 impl<B: SwitchBackend> Controller<B> {
     /// A controller switching through `backend`. Defaults: no SLA tracker, no
     /// router to wait for, apply wait 5 s, rule name `decision-engine`,
-    /// reconcile every 30 s, [`RetryPolicy::default`], no audit retention.
+    /// reconcile every 30 s, [`RetryPolicy::default`], [`Retention::default`]
+    /// (90 days, 100 000 rows).
     pub fn new(backend: B) -> Self {
         Controller {
             backend: Arc::new(backend),
@@ -209,7 +211,7 @@ impl<B: SwitchBackend> Controller<B> {
             rule: "decision-engine".into(),
             reconcile_every: Duration::from_secs(30),
             retry: RetryPolicy::default(),
-            retention: None,
+            retention: Some(Retention::default()),
         }
     }
 
@@ -229,9 +231,15 @@ impl<B: SwitchBackend> Controller<B> {
         self
     }
 
-    /// Prunes the audit table after each periodic reconcile.
+    /// Prunes the audit table after each periodic reconcile with `retention`.
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = Some(retention);
+        self
+    }
+
+    /// Never prunes the audit table (an external job keeps it bounded).
+    pub fn without_retention(mut self) -> Self {
+        self.retention = None;
         self
     }
 

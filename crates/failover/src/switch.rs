@@ -14,7 +14,8 @@
 //!    table's `mod_revision` is the one read, put the new table and a
 //!    transaction marker `<prefix>/tx/<tx_id>`. A failed compare writes nothing
 //!    (the concurrent writer's table stays) and rolls the intent back.
-//! 4. **record**: the intent becomes `committed`; later
+//! 4. **record**: the intent becomes `committed` (on the leader's path the
+//!    marker is then deleted, as reconcile does once it settled a row); later
 //!    [`mark_applied`](AtomicSwitch::mark_applied) stamps when routers run it.
 //!
 //! That is the operator path (the inherent [`AtomicSwitch::switch`]). The
@@ -453,6 +454,8 @@ impl AtomicSwitch {
                         .unwrap_or_else(|| epoch_ms(SystemTime::now()))
                 });
                 report.settle(&self.audit, &self.actor, &row.tx_id, committed_at).await?;
+                // the row is settled: its marker has served
+                c.delete(self.marker(&row.tx_id), None).await?;
                 Ok(())
             }
             .await;
@@ -519,7 +522,13 @@ impl AtomicSwitch {
     }
 
     async fn leader_record(&self, p: Step, at: u64) -> Result<AuditRecord, Error> {
-        if !self.audit.mark_committed(&p.record.tx_id, at, None).await? {
+        let marked = self.audit.mark_committed(&p.record.tx_id, at, None).await?;
+        // the row is settled: the marker (read only by reconcile) goes; if
+        // this fails, the next reconcile of a settled row never reads it
+        if let Err(e) = self.client.clone().delete(self.marker(&p.record.tx_id), None).await {
+            tracing::warn!(tx = %p.record.tx_id, error = %e, "switch marker not deleted");
+        }
+        if !marked {
             return self.audit.get(&p.record.tx_id).await?.ok_or_else(|| Error::Config(format!("audit row {} vanished", p.record.tx_id)));
         }
         tracing::info!(tx = %p.record.tx_id, flow = %p.record.flow, from = %p.record.from, to = %p.record.to, version = p.table.version, term = %p.term, "switch committed");

@@ -233,6 +233,9 @@ async fn an_etcd_leader_dying_between_steps_is_completed_by_the_heir() {
         let committed: Vec<u64> =
             rows.iter().filter(|r| r.status != AuditStatus::RolledBack).map(|r| r.version_after).collect();
         assert_eq!(committed, vec![2], "exactly one committed switch: {rows:?}");
+        // Settled rows need no marker: none is left behind.
+        let markers = env.client().await.get(format!("{}/tx/", env.prefix), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+        assert!(markers.kvs().is_empty(), "{:?}", markers.kvs());
         drop(second);
         env.cleanup().await;
     }
