@@ -195,6 +195,24 @@ pub struct Controller<B> {
     reconcile_every: Duration,
     retry: RetryPolicy,
     retention: Option<Retention>,
+    metrics: Metrics,
+}
+
+/// The controller's instruments (meter `failover`), looked up once.
+#[derive(Debug, Clone)]
+struct Metrics {
+    leader: opentelemetry::metrics::Gauge<u64>,
+    retries: opentelemetry::metrics::Counter<u64>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let m = opentelemetry::global::meter("failover");
+        Metrics {
+            leader: m.u64_gauge("failover.controller.leader").with_description("1 while this controller leads, else 0").build(),
+            retries: m.u64_counter("failover.switch.retries").with_description("Failed switches scheduled for another attempt").build(),
+        }
+    }
 }
 
 impl<B: SwitchBackend> Controller<B> {
@@ -212,6 +230,7 @@ impl<B: SwitchBackend> Controller<B> {
             reconcile_every: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             retention: Some(Retention::default()),
+            metrics: Metrics::new(),
         }
     }
 
@@ -351,11 +370,13 @@ impl<B: SwitchBackend> Controller<B> {
         let tx = events.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let backend = self.backend.clone();
+        let leader = self.metrics.leader.clone();
         let task = tokio::spawn(async move {
             tokio::select! {
                 _ = self.run_loop(decisions, plan, tx) => {}
                 // a dropped handle (Err) is a kill, not a shutdown: no resign
                 Ok(()) = stopped => {
+                    leader.record(0, &[]);
                     if let Err(e) = backend.resign().await {
                         tracing::warn!(error = %e, "resign on shutdown failed; the lease will expire");
                     }
@@ -406,10 +427,12 @@ impl<B: SwitchBackend> Controller<B> {
             campaign_delays = self.retry.delays();
             tracing::info!(%term, "controller elected");
             let _ = events.send(ControllerEvent::Elected { term });
+            self.metrics.leader.record(1, &[]);
             let (lost_tx, lost_rx) = oneshot::channel();
             let _renewal = AbortOnDrop(tokio::spawn(renew_loop(self.backend.clone(), term, lost_tx)));
             match self.lead(&mut decisions, &plan, &events, lost_rx, heard).await {
                 Exit::Closed => {
+                    self.metrics.leader.record(0, &[]);
                     let _ = self.backend.resign().await;
                     return;
                 }
@@ -418,6 +441,7 @@ impl<B: SwitchBackend> Controller<B> {
                     // best effort: a held lease is given up so the next campaign starts clean
                     let _ = tokio::time::timeout(self.backend.lease_ttl(), self.backend.resign()).await;
                     let _ = events.send(ControllerEvent::Deposed { term, reason });
+                    self.metrics.leader.record(0, &[]);
                 }
             }
         }
@@ -516,6 +540,7 @@ impl<B: SwitchBackend> Controller<B> {
                 };
                 let delay = delays.next().unwrap_or(self.reconcile_every);
                 let _ = events.send(ControllerEvent::Retrying { cell: cell.clone(), attempt, delay });
+                self.metrics.retries.add(1, &[opentelemetry::KeyValue::new("cell", cell.to_string())]);
                 pending.insert(cell, Pending { req, delays, attempt, due: Instant::now() + delay });
                 Ok(())
             }

@@ -117,6 +117,8 @@
 //! | `failover.sla.latency` | histogram, s | `cell` |
 //! | `failover.switch.duration` | histogram, s | `phase` = `detect` \| `decide` \| `commit` \| `apply` (apply only when measured) |
 //! | `failover.switch.apply_timeouts` | counter | |
+//! | `failover.switch.retries` | counter | `cell` |
+//! | `failover.controller.leader` | gauge 0 \| 1 | |
 //! | `failover.sla.availability` | gauge | |
 //! | `failover.sla.error_budget_remaining` | gauge | |
 //!
