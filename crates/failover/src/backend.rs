@@ -217,7 +217,14 @@ impl ReconcileReport {
 ///   marks it `committed`.
 /// - **reconcile**: settles intents left between the steps (a crash, a lost
 ///   connection): `committed` when the table write happened, `rolled_back`
-///   when it did not.
+///   when it did not. It needs the leadership ([`Error::NotLeader`]
+///   otherwise): a follower could roll back the leader's intent in flight.
+///   A deposed leader's intent is safe to settle, since its write is fenced.
+///
+/// Each switch leaves exactly one audit row: written once as the intent,
+/// settled once (`committed`, then maybe `applied`, or `rolled_back`, by the
+/// switch itself or by a reconcile); the committed rows' table versions grow
+/// strictly, one step each.
 ///
 /// The steps are the seam wrappers use (a metrics wrapper, a fault injector
 /// in tests): a wrapper that implements them and leaves `switch` alone has
