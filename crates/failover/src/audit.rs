@@ -5,7 +5,9 @@
 //! touched, then moved to `committed` (the table write succeeded), `applied`
 //! (routers run the new table) or `rolled_back` (the write did not happen).
 //! [`AtomicSwitch::reconcile`](crate::AtomicSwitch::reconcile) settles intents
-//! left by a controller that died between the steps.
+//! left by a controller that died between the steps. [`AuditLog::prune`]
+//! bounds the table by age and/or row count ([`Retention`]) and never deletes
+//! an intent whose outcome is missing.
 //!
 //! ```sql
 //! CREATE TABLE failover_audit (
@@ -21,6 +23,7 @@
 //! )
 //! ```
 
+use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -28,7 +31,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::error::Error;
-use crate::sla::SwitchPhases;
+use crate::sla::{ApplyPhase, SwitchPhases};
 
 /// The SQL dialect of the audit database (shared with the SDK's other durable logs).
 pub use sqldialect::Dialect;
@@ -114,7 +117,10 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The phase durations (decide, commit, apply); `None` before the commit.
+    /// The phase durations (see [`SwitchPhases`] for the instants); `None`
+    /// before the commit. The apply is [`ApplyPhase::Applied`] when the row
+    /// is stamped `applied`, else [`ApplyPhase::NotTracked`] (the controller
+    /// turns an apply wait that ran out into [`ApplyPhase::TimedOut`]).
     pub fn phases(&self) -> Option<SwitchPhases> {
         let c = self.committed_at_ms?;
         let ms = |a: u64, b: u64| Duration::from_millis(b.saturating_sub(a));
@@ -122,8 +128,56 @@ impl AuditRecord {
             detect: ms(self.detected_at_ms, self.decided_at_ms),
             decide: ms(self.decided_at_ms, self.intent_at_ms),
             commit: ms(self.intent_at_ms, c),
-            apply: self.applied_at_ms.map(|a| ms(c, a)).unwrap_or_default(),
+            apply: self.applied_at_ms.map(|a| ApplyPhase::Applied(ms(c, a))).unwrap_or(ApplyPhase::NotTracked),
         })
+    }
+}
+
+/// How long settled audit rows are kept ([`AuditLog::prune`]).
+///
+/// A row is pruned when it is settled (`committed`, `applied` or
+/// `rolled_back`) and either older than the age bound (by its intent time)
+/// or not among the newest `max_rows` rows of the table. An intent whose
+/// outcome is missing is never pruned, whatever its age: reconcile still
+/// has to settle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    max_age: Option<Duration>,
+    max_rows: Option<NonZeroUsize>,
+}
+
+impl Default for Retention {
+    /// 90 days and 100 000 rows (the [`Controller`](crate::Controller)'s default).
+    fn default() -> Self {
+        Retention { max_age: Some(Duration::from_secs(90 * 86_400)), max_rows: NonZeroUsize::new(100_000) }
+    }
+}
+
+impl Retention {
+    /// Keeps rows younger than `max_age` (when given) and the newest
+    /// `max_rows` (when given); at least one bound, neither zero.
+    pub fn try_new(max_age: Option<Duration>, max_rows: Option<usize>) -> Result<Self, Error> {
+        if max_age.is_none() && max_rows.is_none() {
+            return Err(Error::Config("audit retention needs an age or a row bound".into()));
+        }
+        if max_age.is_some_and(|a| a.is_zero()) {
+            return Err(Error::Config("audit retention age must be positive".into()));
+        }
+        let max_rows = match max_rows {
+            Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| Error::Config("audit retention rows must be positive".into()))?),
+            None => None,
+        };
+        Ok(Retention { max_age, max_rows })
+    }
+
+    /// The age bound.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// The row bound.
+    pub fn max_rows(&self) -> Option<NonZeroUsize> {
+        self.max_rows
     }
 }
 
@@ -261,6 +315,45 @@ impl AuditLog {
         let mut out: Vec<AuditRecord> = rows.iter().map(decode).collect::<Result<_, _>>()?;
         out.sort_by_key(|r| r.tx_id.parse::<u64>().unwrap_or(0));
         Ok(out)
+    }
+
+    /// Deletes the settled rows `retention` no longer keeps, as of `now`;
+    /// returns how many. Intents are never deleted (the delete itself also
+    /// guards on the status).
+    pub async fn prune(&self, retention: &Retention, now: SystemTime) -> Result<u64, Error> {
+        let sql = format!("SELECT tx_id, status, intent_at_ms FROM {}", self.table);
+        let mut rows: Vec<(String, String, i64)> = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok::<_, Error>((r.try_get("tx_id")?, r.try_get("status")?, r.try_get("intent_at_ms")?)))
+            .collect::<Result<_, _>>()?;
+        // newest first: by tx id (idgen ids grow with time), then intent time
+        rows.sort_by_key(|(tx, _, at)| std::cmp::Reverse((tx.parse::<u64>().unwrap_or(0), *at)));
+        let cutoff = retention.max_age.map(|a| epoch_ms(now).saturating_sub(a.as_millis() as u64) as i64);
+        let keep = retention.max_rows.map_or(usize::MAX, NonZeroUsize::get);
+        let doomed: Vec<String> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(rank, (_, status, at))| {
+                status != AuditStatus::Intent.as_str() && (*rank >= keep || cutoff.is_some_and(|c| *at < c))
+            })
+            .map(|(_, (tx, _, _))| tx)
+            .collect();
+        let mut deleted = 0;
+        for chunk in doomed.chunks(200) {
+            let sql = format!(
+                "DELETE FROM {} WHERE status <> 'intent' AND tx_id IN ({})",
+                self.table,
+                self.dialect.placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for tx in chunk {
+                q = q.bind(tx.clone());
+            }
+            deleted += q.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(deleted)
     }
 
     /// Rows still in `intent`.

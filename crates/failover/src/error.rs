@@ -42,6 +42,19 @@ pub enum Error {
     /// The switch lock (or its lease) was lost before the write.
     #[error("switch lock {0} lost (lease expired or revoked)")]
     LockLost(String),
+    /// This controller does not hold the leadership (it never won it, lost its
+    /// lease, or its term was superseded): nothing was written.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+    /// The drain would leave more cells drained in the stored routing table
+    /// than the cap allows: nothing was written.
+    #[error("drain cap reached: {drained} cells drained, cap {cap}")]
+    DrainCap {
+        /// Cells not `active` in the stored table.
+        drained: usize,
+        /// The cap.
+        cap: usize,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

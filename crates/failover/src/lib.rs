@@ -69,21 +69,32 @@
 //! - [`rules`]: CEL rules (`cel-interpreter`) over request attributes, context
 //!   and cell health, with route / drain / weight actions; loaded from a file or
 //!   etcd, hot-swapped, an invalid set rejected with the old one kept.
-//! - `switch::AtomicSwitch` (features `etcd` + `sql`): etcd lock tied to a
-//!   lease, compare-on-revision write of the `cellrouter` table, intent-first
-//!   SQL audit row ([`audit`], feature `sql`) and reconcile-on-start; manual
-//!   drain, failback and dry run through the same path.
+//! - `switch::AtomicSwitch` (features `etcd` + `sql`): an etcd election tied
+//!   to a lease (the leader key's create revision is the term), a
+//!   compare-on-revision-plus-term write of the `cellrouter` table,
+//!   intent-first SQL audit row ([`audit`], feature `sql`) and reconcile;
+//!   manual drain, failback and dry run through the same path (operator tools
+//!   can also use its per-flow lock).
 //! - [`Controller`] (feature `sql`): the background task that carries the
 //!   engine's decisions ([`EngineHandle::decisions`]) into the routing table
 //!   through a [`SwitchBackend`] and records each switch's detect / decide /
-//!   commit / apply durations in the [`sla::SlaTracker`]. Backends:
+//!   commit / apply durations in the [`sla::SlaTracker`]. One controller acts
+//!   at a time: each campaigns for the backend's leadership, the leader
+//!   renews its lease in its own task, every table write is fenced with its
+//!   [`Term`], and the drain cap (`with_max_drained` on the backends) is
+//!   checked against the stored table at the write. The leader reconciles on
+//!   election, every N seconds and after any failed switch, retries failed
+//!   switches with capped exponential backoff and jitter ([`RetryPolicy`]),
+//!   and prunes the audit table ([`audit::Retention`]). Backends:
 //!   `AtomicSwitch` (etcd) and [`LocalSwitch`] (an in-process
-//!   `cellrouter::TableStore`, same intent / write / commit audit path and
-//!   reconcile on start, for single-process control planes without etcd).
+//!   `cellrouter::TableStore` shared through a [`LocalStore`] that also holds
+//!   the lease, for single-process control planes without etcd).
 //! - [`DecisionConfigFile`]: the YAML / JSON file format of
 //!   [`DecisionConfig`] (`DecisionConfig::try_from`, [`DecisionConfig::load`]).
 //! - [`sla`]: availability, P99.9 latency (HDR histogram), error rate, switch
-//!   durations (detect / decide / commit / apply) and the error budget left
+//!   durations (detect / decide / commit / apply, defined on
+//!   [`sla::SwitchPhases`]; a router apply that timed out is
+//!   [`sla::ApplyPhase::TimedOut`], never 0 ms) and the error budget left
 //!   (default target 99.995 %) with the spent budget attributed to dependency,
 //!   cell or switch; a JSON report and OpenTelemetry metrics.
 //!
@@ -104,7 +115,10 @@
 //! | `failover.rules.reloads` | counter | `result` = `loaded` \| `rejected` |
 //! | `failover.sla.requests` | counter | `cell`, `outcome`, `cause` |
 //! | `failover.sla.latency` | histogram, s | `cell` |
-//! | `failover.switch.duration` | histogram, s | `phase` = `detect` \| `decide` \| `commit` \| `apply` |
+//! | `failover.switch.duration` | histogram, s | `phase` = `detect` \| `decide` \| `commit` \| `apply` (apply only when measured) |
+//! | `failover.switch.apply_timeouts` | counter | |
+//! | `failover.switch.retries` | counter | `cell` |
+//! | `failover.controller.leader` | gauge 0 \| 1 | |
 //! | `failover.sla.availability` | gauge | |
 //! | `failover.sla.error_budget_remaining` | gauge | |
 //!
@@ -126,9 +140,15 @@ mod controller;
 mod driver;
 mod engine;
 mod error;
+#[cfg(all(feature = "etcd", feature = "sql"))]
+mod etcd_leader;
 mod layer;
 #[cfg(feature = "sql")]
 mod local;
+#[cfg(feature = "sql")]
+mod local_store;
+#[cfg(feature = "sql")]
+mod retry;
 mod outcome;
 pub mod rules;
 pub mod sla;
@@ -136,18 +156,22 @@ pub mod sla;
 pub mod switch;
 
 #[cfg(feature = "sql")]
-pub use backend::{DryRun, ReconcileReport, SwitchBackend, SwitchOutcome};
+pub use backend::{DryRun, Prepare, Prepared, ReconcileReport, SwitchBackend, SwitchOutcome, Term};
 pub use change::{Change, SwitchRequest};
 pub use config::{CellSpec, DecisionConfig, FailMode, Failback, RampCurve};
 pub use config_file::{CurvePoint, DecisionConfigFile, FailbackFile, FailbackMode};
 #[cfg(feature = "sql")]
 pub use controller::{Controller, ControllerEvent, ControllerHandle};
+#[cfg(feature = "sql")]
+pub use retry::RetryPolicy;
 pub use driver::{EngineHandle, spawn_engine};
 pub use engine::{Allocation, CellPhase, Decision, DecisionEngine, DrainReason, Plan, SharedPlan, Spill};
 pub use error::Error;
 pub use layer::{Outcome, OutcomeLayer, ResponseFuture};
 #[cfg(feature = "sql")]
 pub use local::LocalSwitch;
+#[cfg(feature = "sql")]
+pub use local_store::LocalStore;
 pub use outcome::OutcomeReporter;
 pub use rules::{Action, RuleEngine, RuleMatch, RuleSet};
 #[cfg(all(feature = "etcd", feature = "sql"))]

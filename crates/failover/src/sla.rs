@@ -63,23 +63,67 @@ impl Cause {
     }
 }
 
-/// The four phases of a switch.
+/// How the apply phase of a switch ended.
+///
+/// A router apply that timed out is [`ApplyPhase::TimedOut`], never a zero
+/// duration; a switch with no router to wait for is [`ApplyPhase::NotTracked`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "ms")]
+pub enum ApplyPhase {
+    /// Every router given to the controller ran the new table version this
+    /// long after the commit.
+    Applied(#[serde(serialize_with = "ser_ms")] Duration),
+    /// The routers did not all run the new version within the apply wait
+    /// (the wait, in ms, is carried).
+    TimedOut(#[serde(serialize_with = "ser_ms")] Duration),
+    /// No router was watched: the apply was not measured.
+    #[default]
+    NotTracked,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+impl ApplyPhase {
+    /// The measured duration; `None` when it timed out or was not tracked.
+    pub fn duration(&self) -> Option<Duration> {
+        match self {
+            ApplyPhase::Applied(d) => Some(*d),
+            ApplyPhase::TimedOut(_) | ApplyPhase::NotTracked => None,
+        }
+    }
+}
+
+/// The four phases of a switch, between five instants stamped on its audit
+/// row (wall clock, ms since the Unix epoch):
+///
+/// | phase | from | to |
+/// |---|---|---|
+/// | `detect` | **detected**: the start of the engine tick in which the first bad sample of the tripping signal (error rate or prober votes) was seen; a manual drain is detected when it is asked for | **decided**: the engine tick that issued the `Decision` (so `detect` includes the rule's trip window, e.g. 30 s) |
+/// | `decide` | decided | **intent**: the intent audit row is written (leadership checked, table read, change prepared and validated) |
+/// | `commit` | intent | **committed**: the fenced table write succeeded (the etcd transaction or the store write) |
+/// | `apply` | committed | **applied**: every router the controller watches runs the new table version, or [`ApplyPhase::TimedOut`] after the apply wait, or [`ApplyPhase::NotTracked`] |
+///
+/// Retries of a failed switch start a new intent: `decide` then covers the
+/// backoff, `commit` only the attempt that succeeded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SwitchPhases {
-    /// The bad signal started -> the engine decided.
+    /// Detected -> decided.
     pub detect: Duration,
-    /// Decided -> intent written (lock taken, change prepared).
+    /// Decided -> intent written.
     pub decide: Duration,
-    /// Intent -> committed (the etcd transaction).
+    /// Intent -> committed.
     pub commit: Duration,
-    /// Committed -> applied by routers.
-    pub apply: Duration,
+    /// Committed -> applied by every watched router, or why not measured.
+    pub apply: ApplyPhase,
 }
 
 impl SwitchPhases {
-    /// The sum of the phases.
-    pub fn total(&self) -> Duration {
-        self.detect + self.decide + self.commit + self.apply
+    /// The sum of the phases; `None` when the apply was not measured
+    /// (timed out or not tracked).
+    pub fn total(&self) -> Option<Duration> {
+        Some(self.detect + self.decide + self.commit + self.apply.duration()?)
     }
 }
 
@@ -200,6 +244,10 @@ pub struct BudgetReport {
 pub struct SwitchReport {
     /// Switches in the window.
     pub count: usize,
+    /// Switches whose router apply timed out (their apply is not in the figures).
+    pub apply_timed_out: usize,
+    /// Switches whose apply was not tracked (no router watched).
+    pub apply_not_tracked: usize,
     /// Mean of each phase, milliseconds.
     pub mean_ms: PhaseMs,
     /// Worst of each phase, milliseconds.
@@ -215,10 +263,10 @@ pub struct PhaseMs {
     pub decide: f64,
     /// Commit.
     pub commit: f64,
-    /// Apply.
-    pub apply: f64,
-    /// All phases.
-    pub total: f64,
+    /// Apply, over the switches whose apply was measured; `None` when none was.
+    pub apply: Option<f64>,
+    /// All phases, over the switches whose apply was measured; `None` when none was.
+    pub total: Option<f64>,
 }
 
 /// The SLA report (serialize it with [`SlaReport::to_json`]).
@@ -248,6 +296,7 @@ struct Instruments {
     requests: Counter<u64>,
     latency: OtelHistogram<f64>,
     switch: OtelHistogram<f64>,
+    apply_timeouts: Counter<u64>,
     availability: Gauge<f64>,
     budget: Gauge<f64>,
 }
@@ -268,6 +317,10 @@ impl SlaTracker {
             requests: m.u64_counter("failover.sla.requests").with_description("Requests by outcome and cause").build(),
             latency: m.f64_histogram("failover.sla.latency").with_unit("s").with_description("Request latency").build(),
             switch: m.f64_histogram("failover.switch.duration").with_unit("s").with_description("Switch phase durations").build(),
+            apply_timeouts: m
+                .u64_counter("failover.switch.apply_timeouts")
+                .with_description("Switches whose router apply timed out")
+                .build(),
             availability: m.f64_gauge("failover.sla.availability").with_description("Availability over the window").build(),
             budget: m.f64_gauge("failover.sla.error_budget_remaining").with_description("Error budget left").build(),
         };
@@ -318,12 +371,17 @@ impl SlaTracker {
         }
     }
 
-    /// Records a switch's phase durations.
+    /// Records a switch's phase durations. A timed-out apply counts on
+    /// `failover.switch.apply_timeouts` and is not put in the `apply`
+    /// histogram (nor is an untracked one).
     pub fn record_switch(&self, phases: SwitchPhases) {
-        for (name, d) in
-            [("detect", phases.detect), ("decide", phases.decide), ("commit", phases.commit), ("apply", phases.apply)]
-        {
+        for (name, d) in [("detect", phases.detect), ("decide", phases.decide), ("commit", phases.commit)] {
             self.instruments.switch.record(d.as_secs_f64(), &[KeyValue::new("phase", name)]);
+        }
+        match phases.apply {
+            ApplyPhase::Applied(d) => self.instruments.switch.record(d.as_secs_f64(), &[KeyValue::new("phase", "apply")]),
+            ApplyPhase::TimedOut(_) => self.instruments.apply_timeouts.add(1, &[]),
+            ApplyPhase::NotTracked => {}
         }
         self.with_bucket(|b| b.switches.push(phases));
     }
@@ -401,16 +459,74 @@ fn switch_report(sw: &[SwitchPhases]) -> SwitchReport {
         return SwitchReport::default();
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let pick = |p: &SwitchPhases| [ms(p.detect), ms(p.decide), ms(p.commit), ms(p.apply), ms(p.total())];
-    let mut sum = [0.0; 5];
-    let mut max = [0.0f64; 5];
+    let mut sum = [0.0; 3];
+    let mut max = [0.0f64; 3];
+    let (mut applied_sum, mut applied_max, mut total_sum, mut total_max, mut applied) = (0.0, 0.0f64, 0.0, 0.0f64, 0usize);
     for p in sw {
-        for (i, v) in pick(p).into_iter().enumerate() {
+        for (i, v) in [ms(p.detect), ms(p.decide), ms(p.commit)].into_iter().enumerate() {
             sum[i] += v;
             max[i] = max[i].max(v);
         }
+        if let (Some(a), Some(t)) = (p.apply.duration(), p.total()) {
+            applied += 1;
+            applied_sum += ms(a);
+            applied_max = applied_max.max(ms(a));
+            total_sum += ms(t);
+            total_max = total_max.max(ms(t));
+        }
     }
     let n = sw.len() as f64;
-    let mk = |a: [f64; 5]| PhaseMs { detect: a[0], decide: a[1], commit: a[2], apply: a[3], total: a[4] };
-    SwitchReport { count: sw.len(), mean_ms: mk(sum.map(|v| v / n)), max_ms: mk(max) }
+    let measured = |v: f64| (applied > 0).then_some(v);
+    let mk = |a: [f64; 3], apply: Option<f64>, total: Option<f64>| PhaseMs { detect: a[0], decide: a[1], commit: a[2], apply, total };
+    SwitchReport {
+        count: sw.len(),
+        apply_timed_out: sw.iter().filter(|p| matches!(p.apply, ApplyPhase::TimedOut(_))).count(),
+        apply_not_tracked: sw.iter().filter(|p| p.apply == ApplyPhase::NotTracked).count(),
+        mean_ms: mk(sum.map(|v| v / n), measured(applied_sum / applied.max(1) as f64), measured(total_sum / applied.max(1) as f64)),
+        max_ms: mk(max, measured(applied_max), measured(total_max)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn phases(apply: ApplyPhase) -> SwitchPhases {
+        SwitchPhases {
+            detect: Duration::from_millis(1000),
+            decide: Duration::from_millis(10),
+            commit: Duration::from_millis(20),
+            apply,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_apply_is_a_timeout_not_zero_ms() {
+        let sla = SlaTracker::try_new(SlaConfig::default()).unwrap();
+        sla.record_switch(phases(ApplyPhase::TimedOut(Duration::from_secs(5))));
+        let r = sla.report().switches;
+        assert_eq!((r.count, r.apply_timed_out, r.apply_not_tracked), (1, 1, 0));
+        assert_eq!(r.mean_ms.apply, None);
+        assert_eq!(r.max_ms.apply, None);
+        assert_eq!(r.mean_ms.total, None);
+        assert_eq!(r.mean_ms.commit, 20.0);
+        assert_eq!(phases(ApplyPhase::TimedOut(Duration::from_secs(5))).total(), None);
+        let json = serde_json::to_value(phases(ApplyPhase::TimedOut(Duration::from_secs(5)))).unwrap();
+        assert_eq!(json["apply"], serde_json::json!({"outcome": "timed_out", "ms": 5000.0}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_measured_applies_enter_the_apply_and_total_figures() {
+        let sla = SlaTracker::try_new(SlaConfig::default()).unwrap();
+        sla.record_switch(phases(ApplyPhase::Applied(Duration::from_millis(70))));
+        sla.record_switch(phases(ApplyPhase::TimedOut(Duration::from_secs(5))));
+        sla.record_switch(phases(ApplyPhase::NotTracked));
+        let r = sla.report().switches;
+        assert_eq!((r.count, r.apply_timed_out, r.apply_not_tracked), (3, 1, 1));
+        assert_eq!(r.mean_ms.apply, Some(70.0));
+        assert_eq!(r.max_ms.apply, Some(70.0));
+        assert_eq!(r.mean_ms.total, Some(1100.0));
+        assert_eq!(r.mean_ms.detect, 1000.0);
+    }
 }

@@ -14,15 +14,28 @@
 //!    table's `mod_revision` is the one read, put the new table and a
 //!    transaction marker `<prefix>/tx/<tx_id>`. A failed compare writes nothing
 //!    (the concurrent writer's table stays) and rolls the intent back.
-//! 4. **record**: the intent becomes `committed`; later
+//! 4. **record**: the intent becomes `committed` (on the leader's path the
+//!    marker is then deleted, as reconcile does once it settled a row); later
 //!    [`mark_applied`](AtomicSwitch::mark_applied) stamps when routers run it.
 //!
+//! That is the operator path (the inherent [`AtomicSwitch::switch`]). The
+//! [`Controller`](crate::Controller) drives the [`SwitchBackend`] path
+//! instead: the election `<prefix>/leader` (campaign, lease kept alive by
+//! [`SwitchBackend::renew`], resign) replaces the per-flow lock, and the
+//! commit transaction compares the leader key's create revision (the
+//! [`Term`]) instead of the lock key, so a deposed leader's late commit
+//! writes nothing. Both paths check the drain cap
+//! ([`with_max_drained`](AtomicSwitch::with_max_drained)) against the table
+//! read, which the compare on its revision keeps true at the write.
+//!
 //! A crash between 2 and 4 leaves an intent; [`reconcile`](AtomicSwitch::reconcile)
-//! (run on start) takes each such flow's lock, which waits for the dead
-//! holder's lease to expire, and settles the row from the marker: present ->
+//! (run by the leader on election, periodically and after a failed switch)
+//! takes each such flow's lock, which waits for the dead holder's lease to
+//! expire, and settles the row from the marker: present ->
 //! `committed`, absent -> `rolled_back`. So no switch exists without its row,
 //! and no row claims a switch that did not happen.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,9 +45,11 @@ use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditLog, AuditRecord, AuditStatus, epoch_ms};
+use crate::backend::{Prepare, Prepared as Step, Term, check_cap, intent_record};
 pub use crate::backend::{DryRun, ReconcileReport, SwitchBackend, SwitchOutcome};
 pub use crate::change::{Change, SwitchRequest};
 use crate::error::Error;
+use crate::etcd_leader::EtcdLeadership;
 
 /// The default key prefix of locks and transaction markers.
 pub const DEFAULT_PREFIX: &str = "/cellsdk/failover";
@@ -129,6 +144,8 @@ pub struct AtomicSwitch {
     audit: AuditLog,
     ids: Arc<idgen::Generator>,
     actor: String,
+    cap: Option<NonZeroUsize>,
+    leader: EtcdLeadership,
 }
 
 impl std::fmt::Debug for AtomicSwitch {
@@ -139,6 +156,8 @@ impl std::fmt::Debug for AtomicSwitch {
             .field("lease_ttl", &self.lease_ttl)
             .field("audit", &self.audit.table())
             .field("actor", &self.actor)
+            .field("max_drained", &self.cap)
+            .field("leader", &self.leader)
             .finish()
     }
 }
@@ -153,6 +172,7 @@ impl AtomicSwitch {
         }
         let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
         let client = Client::connect(endpoints, Some(opts)).await?;
+        let leader = EtcdLeadership::new(client.clone(), format!("{DEFAULT_PREFIX}/leader"), "failover".into(), 10);
         Ok(AtomicSwitch {
             client,
             table_key: cellrouter::source::DEFAULT_ETCD_KEY.to_string(),
@@ -162,7 +182,24 @@ impl AtomicSwitch {
             audit,
             ids: Arc::new(ids),
             actor: "failover".into(),
+            cap: None,
+            leader,
         })
+    }
+
+    /// The election follows the prefix, actor and TTL (set before campaigning).
+    fn elect(mut self) -> Self {
+        self.leader =
+            EtcdLeadership::new(self.client.clone(), format!("{}/leader", self.prefix), self.actor.clone(), self.lease_ttl);
+        self
+    }
+
+    /// Refuses a drain that would leave more than `cap` cells not `active`
+    /// in the stored table ([`Error::DrainCap`]); the commit's compare on the
+    /// table's revision makes the check hold at the write.
+    pub fn with_max_drained(mut self, cap: NonZeroUsize) -> Self {
+        self.cap = Some(cap);
+        self
     }
 
     /// Sets the routing table key.
@@ -174,13 +211,13 @@ impl AtomicSwitch {
     /// Sets the prefix of lock and marker keys.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into().trim_end_matches('/').to_string();
-        self
+        self.elect()
     }
 
     /// Sets the lease TTL (at least 2 s): how long a dead controller blocks a flow.
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.as_secs().max(2) as i64;
-        self
+        self.elect()
     }
 
     /// Sets how long to wait for the lock.
@@ -192,7 +229,7 @@ impl AtomicSwitch {
     /// Sets the actor written in audit rows.
     pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
         self.actor = actor.into();
-        self
+        self.elect()
     }
 
     /// The audit log.
@@ -279,7 +316,8 @@ impl AtomicSwitch {
         if lock.flow != req.change.flow().as_str() {
             return Err(Error::Config(format!("lock is for flow {}, change for {}", lock.flow, req.change.flow())));
         }
-        let (mut table, mod_revision) = self.read_table().await?;
+        let (stored, mod_revision) = self.read_table().await?;
+        let mut table = stored.clone();
         let before = table.version;
         let (from, to) = req.change.apply(&mut table)?;
         if from == to {
@@ -287,6 +325,7 @@ impl AtomicSwitch {
         }
         table.version = before + 1;
         table.validate().map_err(cellrouter::Error::from)?;
+        check_cap(&stored, &table, self.cap)?;
         let record = AuditRecord {
             tx_id: self.ids.next_id()?.to_string(),
             flow: lock.flow.clone(),
@@ -394,7 +433,9 @@ impl AtomicSwitch {
 
     /// Settles every intent left by a controller that died mid-switch: takes the
     /// flow's lock (waiting out a dead holder's lease), then marks the row
-    /// `committed` if its marker exists, else `rolled_back`. Run it on start.
+    /// `committed` if its marker exists, else `rolled_back`. The
+    /// [`Controller`](crate::Controller) runs it on election, periodically
+    /// and after a failed switch.
     pub async fn reconcile(&self) -> Result<ReconcileReport, Error> {
         let mut report = ReconcileReport::default();
         for row in self.audit.pending().await? {
@@ -413,6 +454,8 @@ impl AtomicSwitch {
                         .unwrap_or_else(|| epoch_ms(SystemTime::now()))
                 });
                 report.settle(&self.audit, &self.actor, &row.tx_id, committed_at).await?;
+                // the row is settled: its marker has served
+                c.delete(self.marker(&row.tx_id), None).await?;
                 Ok(())
             }
             .await;
@@ -423,17 +466,122 @@ impl AtomicSwitch {
     }
 }
 
+/// The leader's steps (the [`SwitchBackend`] path the
+/// [`Controller`](crate::Controller) drives): fenced by the election's term
+/// instead of a flow lock.
+impl AtomicSwitch {
+    async fn leader_prepare(&self, req: &SwitchRequest) -> Result<Prepare, Error> {
+        let key = self.leader.held().ok_or_else(|| Error::NotLeader("no leadership held".into()))?;
+        let (stored, mod_revision) = self.read_table().await?;
+        let mut table = stored.clone();
+        let before = table.version;
+        let change = req.change.apply(&mut table)?;
+        if change.0 == change.1 {
+            return Ok(Prepare::InForce { version: before });
+        }
+        table.version = before + 1;
+        table.validate().map_err(cellrouter::Error::from)?;
+        check_cap(&stored, &table, self.cap)?;
+        let record = intent_record(self.ids.next_id()?.to_string(), req, change, &self.actor, before, table.version);
+        self.audit.insert_intent(&record).await?;
+        Ok(Prepare::Intent(Box::new(Step { record, table, expected: mod_revision, term: Term::new(key.rev() as u64) })))
+    }
+
+    async fn leader_write(&self, p: &Step) -> Result<u64, Error> {
+        let refused = |e: Error| async move {
+            let note = format!("not written: {e}");
+            self.audit.mark_rolled_back(&p.record.tx_id, &note).await?;
+            tracing::warn!(tx = %p.record.tx_id, flow = %p.record.flow, %note, "switch not committed");
+            Err(e)
+        };
+        let key = match self.leader.key_of(p.term) {
+            Ok(k) => k,
+            Err(e) => return refused(e).await,
+        };
+        let mut c = self.client.clone();
+        let committed_at = epoch_ms(SystemTime::now());
+        let marker = serde_json::json!({ "flow": p.record.flow, "version": p.table.version, "committed_at_ms": committed_at, "term": p.term.get() });
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(key.key().to_vec(), CompareOp::Equal, key.rev()),
+                Compare::mod_revision(self.table_key.as_str(), CompareOp::Equal, p.expected),
+            ])
+            .and_then([
+                TxnOp::put(self.table_key.as_str(), cellrouter::source::encode(&p.table)?, None),
+                TxnOp::put(self.marker(&p.record.tx_id), marker.to_string(), None),
+            ]);
+        if c.txn(txn).await?.succeeded() {
+            return Ok(committed_at);
+        }
+        let leading = c.get(key.key().to_vec(), None).await?.kvs().first().is_some_and(|kv| kv.create_revision() == key.rev());
+        if leading {
+            refused(Error::Conflict { expected: p.expected }).await
+        } else {
+            refused(Error::NotLeader(format!("term {} superseded (leader key gone)", p.term))).await
+        }
+    }
+
+    async fn leader_record(&self, p: Step, at: u64) -> Result<AuditRecord, Error> {
+        let marked = self.audit.mark_committed(&p.record.tx_id, at, None).await?;
+        // the row is settled: the marker (read only by reconcile) goes; if
+        // this fails, the next reconcile of a settled row never reads it
+        if let Err(e) = self.client.clone().delete(self.marker(&p.record.tx_id), None).await {
+            tracing::warn!(tx = %p.record.tx_id, error = %e, "switch marker not deleted");
+        }
+        if !marked {
+            return self.audit.get(&p.record.tx_id).await?.ok_or_else(|| Error::Config(format!("audit row {} vanished", p.record.tx_id)));
+        }
+        tracing::info!(tx = %p.record.tx_id, flow = %p.record.flow, from = %p.record.from, to = %p.record.to, version = p.table.version, term = %p.term, "switch committed");
+        let mut r = p.record;
+        r.status = AuditStatus::Committed;
+        r.committed_at_ms = Some(at);
+        Ok(r)
+    }
+}
+
 impl SwitchBackend for AtomicSwitch {
-    fn switch(&self, req: SwitchRequest) -> BoxFuture<'_, Result<SwitchOutcome, Error>> {
-        Box::pin(AtomicSwitch::switch(self, req))
+    fn campaign(&self) -> BoxFuture<'_, Result<Term, Error>> {
+        Box::pin(self.leader.campaign())
+    }
+
+    fn renew(&self) -> BoxFuture<'_, Result<Term, Error>> {
+        Box::pin(self.leader.renew())
+    }
+
+    fn resign(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.leader.resign())
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        self.leader.ttl()
+    }
+
+    fn prepare<'a>(&'a self, req: &'a SwitchRequest) -> BoxFuture<'a, Result<Prepare, Error>> {
+        Box::pin(self.leader_prepare(req))
+    }
+
+    fn write_table<'a>(&'a self, prepared: &'a Step) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(self.leader_write(prepared))
+    }
+
+    fn record_outcome(&self, prepared: Step, committed_at_ms: u64) -> BoxFuture<'_, Result<AuditRecord, Error>> {
+        Box::pin(self.leader_record(prepared, committed_at_ms))
     }
 
     fn dry_run<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<DryRun, Error>> {
         Box::pin(AtomicSwitch::dry_run(self, change))
     }
 
+    /// The leader's reconcile: [`Error::NotLeader`] without the leadership
+    /// (a follower could race the leader's switch in flight, which holds no
+    /// flow lock); else [`AtomicSwitch::reconcile`].
     fn reconcile(&self) -> BoxFuture<'_, Result<ReconcileReport, Error>> {
-        Box::pin(AtomicSwitch::reconcile(self))
+        Box::pin(async move {
+            if self.leader.held().is_none() {
+                return Err(Error::NotLeader("reconcile needs the leadership".into()));
+            }
+            AtomicSwitch::reconcile(self).await
+        })
     }
 
     fn audit(&self) -> &AuditLog {

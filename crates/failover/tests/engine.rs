@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cellctx::{CellContext, CellId, HintSource, RegionHint};
 use failover::rules::{CellHealthView, RequestAttrs};
-use failover::sla::{Cause, SlaConfig, SlaTracker, SwitchPhases};
+use failover::sla::{ApplyPhase, Cause, SlaConfig, SlaTracker, SwitchPhases};
 use failover::{
     Action, CellPhase, CellSpec, Decision, DecisionConfig, DecisionEngine, DrainReason, FailMode, Failback, RampCurve,
     RuleEngine, spawn_engine,
@@ -568,7 +568,7 @@ async fn sla_figures_and_budget_attribution() {
         detect: Duration::from_secs(30),
         decide: Duration::from_millis(5),
         commit: Duration::from_millis(20),
-        apply: Duration::from_millis(80),
+        apply: ApplyPhase::Applied(Duration::from_millis(80)),
     });
     let r = sla.report();
     assert_eq!(r.overall.requests, 10_011);
@@ -585,8 +585,8 @@ async fn sla_figures_and_budget_attribution() {
     assert_eq!((r.budget.spent_by_cause.dependency, r.budget.spent_by_cause.cell, r.budget.spent_by_cause.switch), (6, 3, 1));
     assert!((r.budget.share_by_cause["dependency"] - 0.6).abs() < 1e-9);
     assert_eq!(r.switches.count, 1);
-    assert_eq!(r.switches.max_ms.apply, 80.0);
-    assert_eq!(r.switches.mean_ms.total, 30_105.0);
+    assert_eq!(r.switches.max_ms.apply, Some(80.0));
+    assert_eq!(r.switches.mean_ms.total, Some(30_105.0));
     let json: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
     assert_eq!(json["budget"]["spent_by_cause"]["switch"], 1);
     assert_eq!(json["cells"]["b"]["errors"], 4);
@@ -677,10 +677,13 @@ mod controller {
     }
 
     async fn next_switch(events: &mut broadcast::Receiver<ControllerEvent>) -> AuditRecord {
-        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("no switch in 20 s").unwrap();
-        match ev {
-            ControllerEvent::Switched(r) => *r,
-            other => panic!("expected a switch, got {other:?}"),
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("no switch in 20 s").unwrap();
+            match ev {
+                ControllerEvent::Switched(r) => return *r,
+                ControllerEvent::Elected { .. } => {}
+                other => panic!("expected a switch, got {other:?}"),
+            }
         }
     }
 
@@ -714,7 +717,6 @@ mod controller {
         let sla = Arc::new(SlaTracker::try_new(SlaConfig::default()).unwrap());
         let controller =
             Controller::new(switch).with_sla(sla.clone()).with_router(store.clone()).with_rule("seed-rule").spawn(&engine).await.unwrap();
-        assert_eq!(controller.reconciled(), &Default::default());
         let mut events = controller.events();
 
         up.store(false, Ordering::SeqCst);
@@ -762,6 +764,7 @@ mod controller {
         let audit = sqlite_audit(&dir).await;
         let store = TableStore::with_table(table()).unwrap();
         let switch = LocalSwitch::new(store.clone(), audit.clone(), ids());
+        switch.campaign().await.unwrap();
 
         // A dry run changes nothing; a change in force writes no row.
         let dry = SwitchBackend::dry_run(&switch, &Change::Drain(id("a"))).await.unwrap();
@@ -771,7 +774,8 @@ mod controller {
         assert!(switch.switch(SwitchRequest::new(Change::Drain(id("zz")))).await.is_err());
         assert!(audit.all().await.unwrap().is_empty());
 
-        // A crash left two intents: one whose table write happened, one whose did not.
+        // A process that crashed before this store existed left two intents:
+        // one whose table write happened, one whose did not (judged from the table).
         let SwitchOutcome::Committed(done) = switch.switch(SwitchRequest::new(Change::SetWeight(id("b"), 7))).await.unwrap()
         else {
             panic!()
@@ -781,6 +785,7 @@ mod controller {
             status: AuditStatus::Intent,
             to: to.into(),
             version_after: after,
+            intent_at_ms: 1,
             committed_at_ms: None,
             ..(*done).clone()
         };

@@ -362,7 +362,7 @@ async fn audit_roundtrip(url: &str) {
     assert_eq!(ph.detect, Duration::from_secs(30));
     assert_eq!(ph.decide, Duration::from_millis(10));
     assert_eq!(ph.commit, Duration::from_millis(40));
-    assert_eq!(ph.apply, Duration::from_millis(100));
+    assert_eq!(ph.apply, failover::sla::ApplyPhase::Applied(Duration::from_millis(100)));
     assert!(log.pending().await.unwrap().is_empty());
 }
 
@@ -393,7 +393,9 @@ async fn the_controller_drives_the_etcd_switch_from_engine_decisions() {
     let mut events = controller.events();
     // An operator drain goes through the engine, the controller and the etcd switch.
     engine.drain(&id("a")).await.unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
+    let mut ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
+    assert!(matches!(ev, ControllerEvent::Elected { .. }), "a lone controller is elected first: {ev:?}");
+    ev = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
     let ControllerEvent::Switched(row) = ev else { panic!("{ev:?}") };
     assert_eq!((row.from.as_str(), row.to.as_str()), ("state=active", "state=down"));
     assert_eq!((row.version_before, row.version_after, row.status), (1, 2, AuditStatus::Applied));
