@@ -113,6 +113,7 @@
 //! | `failover.alerts` | counter | `cell` |
 //! | `failover.cell.share` | gauge 0..1 | `cell` |
 //! | `failover.rules.reloads` | counter | `result` = `loaded` \| `rejected` |
+//! | `failover.rules.disabled` | counter | (none): rules disabled because their evaluation panicked |
 //! | `failover.sla.requests` | counter | `cell`, `outcome`, `cause` |
 //! | `failover.sla.latency` | histogram, s | `cell` |
 //! | `failover.switch.duration` | histogram, s | `phase` = `detect` \| `decide` \| `commit` \| `apply` (apply only when measured) |

@@ -37,7 +37,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -153,6 +153,9 @@ struct Rule {
     name: Arc<str>,
     program: Option<Program>,
     action: Action,
+    /// Set when evaluating the rule panicked: it is skipped until the next
+    /// rule set is loaded.
+    disabled: AtomicBool,
 }
 
 /// Compiles a CEL expression. cel-parser 0.10 panics (an `unreachable!` in
@@ -205,7 +208,7 @@ impl RuleSet {
                     Some(p)
                 }
             };
-            rules.push(Rule { name: Arc::from(r.name.as_str()), program, action: r.action.clone() });
+            rules.push(Rule { name: Arc::from(r.name.as_str()), program, action: r.action.clone(), disabled: AtomicBool::new(false) });
         }
         Ok(RuleSet { rules, source: spec })
     }
@@ -330,6 +333,7 @@ struct EngineInner {
     rejected: AtomicU64,
     eval_errors: AtomicU64,
     reloads: opentelemetry::metrics::Counter<u64>,
+    disabled: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Default for RuleEngine {
@@ -352,6 +356,10 @@ impl RuleEngine {
                 rejected: AtomicU64::new(0),
                 eval_errors: AtomicU64::new(0),
                 reloads,
+                disabled: opentelemetry::global::meter("failover")
+                    .u64_counter("failover.rules.disabled")
+                    .with_description("Rules disabled because their evaluation panicked")
+                    .build(),
             }),
         }
     }
@@ -410,7 +418,15 @@ impl RuleEngine {
         )
     }
 
-    /// The first rule that holds for `req` and `health`.
+    /// Names of the rules disabled because their evaluation panicked (until the
+    /// next rule set is loaded).
+    pub fn disabled(&self) -> Vec<String> {
+        self.inner.current.load().rules.iter().filter(|r| r.disabled.load(Ordering::Relaxed)).map(|r| r.name.to_string()).collect()
+    }
+
+    /// The first rule that holds for `req` and `health`; a rule whose
+    /// evaluation panics is disabled (see [`disabled`](Self::disabled)) and
+    /// the next rules are tried.
     pub fn evaluate(&self, req: &RequestAttrs, health: &HashMap<CellId, CellHealthView>) -> Option<RuleMatch> {
         let set = self.inner.current.load();
         if set.rules.is_empty() {
@@ -445,16 +461,29 @@ impl RuleEngine {
         ctx.add_variable_from_value("ctx", cctx);
         ctx.add_variable_from_value("health", h);
         for r in &set.rules {
+            if r.disabled.load(Ordering::Relaxed) {
+                continue;
+            }
             let hit = match &r.program {
                 None => true,
-                Some(p) => match p.execute(&ctx) {
-                    Ok(Value::Bool(b)) => b,
-                    Ok(other) => {
+                // cel-interpreter 0.10 panics on some evaluations (e.g. negating
+                // i64::MIN in a build with overflow checks): the panic is contained,
+                // the rule disabled until the next load, and the engine goes on
+                Some(p) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.execute(&ctx))) {
+                    Ok(Ok(Value::Bool(b))) => b,
+                    Ok(Ok(other)) => {
                         self.eval_error(&r.name, &format!("not a bool: {other:?}"));
                         false
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         self.eval_error(&r.name, &e.to_string());
+                        false
+                    }
+                    Err(_) => {
+                        r.disabled.store(true, Ordering::Relaxed);
+                        self.inner.eval_errors.fetch_add(1, Ordering::Relaxed);
+                        self.inner.disabled.add(1, &[]);
+                        tracing::error!(rule = %r.name, "rule evaluation panicked: rule disabled until the rule set is reloaded");
                         false
                     }
                 },
