@@ -106,9 +106,11 @@ pub mod codec;
 mod counter;
 mod error;
 mod hlc;
+mod journal;
 mod lww;
 mod metrics;
 mod orset;
+mod parked;
 mod replica;
 mod state;
 mod watermark;
@@ -128,6 +130,7 @@ pub use hlc::{Clock, Hlc, SiteId, Stamp, SystemClock, Timestamp};
 pub use lww::{Bias, LwwDelta, LwwElementSet, LwwEntry};
 pub use metrics::{LagSummary, ReplicaMetrics, ReplicaStats};
 pub use orset::{OrEntry, OrSet, OrSetDelta};
+pub use parked::{DeadLetter, ParkedEvent};
 pub use replica::{
     Applied, Change, DEDUP_WINDOW, Delta, Event, Replica, ReplicaGuard, Store, TYPE_LWW_SET, TYPE_OR_SET,
     TYPE_PN_COUNTER, Value,

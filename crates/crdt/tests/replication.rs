@@ -513,8 +513,15 @@ async fn outbox_is_transactional_context_rides_in_headers_and_bad_messages_are_r
         producer.send(rec, Duration::from_secs(30)).await.unwrap();
     }
     wait_until("the valid message after the bad ones", || async { counter(other, "p9/likes").await == 6 }).await;
-    assert_eq!(other.replica.metrics().stats().rejected, 4);
-    // the rejected clock was not adopted
+    // undecodable ones are skipped but kept as dead letters; the one from a
+    // clock an hour ahead is parked, not lost
+    assert_eq!(other.replica.metrics().stats().rejected, 3);
+    assert_eq!(other.replica.metrics().stats().parked, 1);
+    let dead = other.replica.dead_letters().await;
+    assert_eq!(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), ["corrupt", "unknown_version", "corrupt"]);
+    let parked = other.replica.parked().await;
+    assert_eq!((parked.len(), parked[0].event.seq, parked[0].event.ts), (1, 104, future));
+    // the far clock was not adopted
     assert!(other.replica.hlc().last() < future);
     env.stop().await;
 }

@@ -11,8 +11,12 @@ use tokio::task::JoinHandle;
 
 use super::headers::{self as hdr, event_from_message, heartbeat_from_message};
 use crate::error::CrdtError;
+use crate::parked::DeadLetter;
 use crate::replica::{Applied, Replica};
 use crate::state::StateStore;
+
+/// How often an idle replicator retries its parked events.
+const PARKED_RETRY: Duration = Duration::from_millis(500);
 
 /// Consumes the replication topic for one cell: apply, persist, then commit.
 pub struct Replicator<S> {
@@ -28,12 +32,31 @@ impl<S> std::fmt::Debug for Replicator<S> {
     }
 }
 
-/// What happened to one consumed message.
+/// Whether one consumed message changed the persisted state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    Applied,
-    Duplicate,
-    Rejected,
+    /// Applied, parked, or kept as a dead letter: persist before committing.
+    Changed,
+    /// A duplicate, a heartbeat that collected nothing, or one rejected (a heartbeat is never kept: the next one supersedes it).
+    Unchanged,
+}
+
+/// A consumed message kept verbatim as a [`DeadLetter`].
+fn dead_letter(msg: &BorrowedMessage<'_>, error: &CrdtError) -> DeadLetter {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let headers = msg
+        .headers()
+        .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect())
+        .unwrap_or_default();
+    DeadLetter {
+        source: format!("{}/{}@{}", msg.topic(), msg.partition(), msg.offset()),
+        key: msg.key().map(<[u8]>::to_vec),
+        headers,
+        payload: msg.payload().unwrap_or_default().to_vec(),
+        error: error.to_string(),
+        reason: crate::replica::reason(error).to_string(),
+    }
 }
 
 impl<S: StateStore> Replicator<S> {
@@ -82,9 +105,10 @@ impl<S: StateStore> Replicator<S> {
         let event = match event_from_message(msg) {
             Ok(ev) => ev,
             Err(e) => {
-                tracing::warn!(error = %e, "crdt message without valid replication headers");
+                tracing::warn!(error = %e, "crdt message without valid replication headers: dead letter");
                 self.replica.metrics().rejected("corrupt");
-                return Outcome::Rejected;
+                self.replica.dead_letter(dead_letter(msg, &e)).await;
+                return Outcome::Changed;
             }
         };
         let ctx = match cellctx::kafka::extract_message(msg, &self.names) {
@@ -97,9 +121,13 @@ impl<S: StateStore> Replicator<S> {
         };
         let replica = self.replica.clone();
         match cellctx::scope(Arc::new(ctx), async move { replica.apply_event(&event).await }).await {
-            Ok(Applied::Applied) => Outcome::Applied,
-            Ok(Applied::Duplicate) => Outcome::Duplicate,
-            Err(_) => Outcome::Rejected,
+            Ok(Applied::Applied | Applied::Parked) => Outcome::Changed,
+            Ok(Applied::Duplicate) => Outcome::Unchanged,
+            Err(e) => {
+                // counted and logged by `apply_event`; kept, never dropped
+                self.replica.dead_letter(dead_letter(msg, &e)).await;
+                Outcome::Changed
+            }
         }
     }
 
@@ -110,17 +138,19 @@ impl<S: StateStore> Replicator<S> {
             Err(e) => {
                 tracing::warn!(error = %e, "malformed crdt heartbeat");
                 self.replica.metrics().rejected("corrupt");
-                return Outcome::Rejected;
+                self.replica.dead_letter(dead_letter(msg, &e)).await;
+                return Outcome::Changed;
             }
         };
         match self.replica.on_heartbeat(&hb.origin, msg.partition(), hb.partitions, hb.ts, hb.ack).await {
             // collected tombstones change the state: persist it
-            Ok(n) if n > 0 => Outcome::Applied,
-            Ok(_) => Outcome::Duplicate,
+            Ok(n) if n > 0 => Outcome::Changed,
+            Ok(_) => Outcome::Unchanged,
             Err(e) => {
+                // a heartbeat carries no write, and the next one supersedes it
                 tracing::warn!(error = %e, origin = %hb.origin, "crdt heartbeat rejected");
                 self.replica.metrics().rejected("clock_drift");
-                Outcome::Rejected
+                Outcome::Unchanged
             }
         }
     }
@@ -131,11 +161,17 @@ impl<S: StateStore> Replicator<S> {
     }
 
     /// Receives and processes one message, waiting at most `timeout`; `Ok(false)`
-    /// when none arrived. The offset is committed only after the delta was
-    /// applied and the state saved (a rejected message is skipped and committed).
+    /// when none arrived. The offset is committed only after the outcome is
+    /// saved: the delta applied, parked (its HLC time too far ahead: applied
+    /// once the clock allows, see `Replica::retry_parked`) or, when it can never
+    /// apply as it stands, kept as a dead letter (`Replica::dead_letters`).
+    /// Parked events the clock now allows are applied too.
     pub async fn step(&self, timeout: Duration) -> Result<bool, CrdtError> {
         let msg = match tokio::time::timeout(timeout, self.consumer.recv()).await {
-            Err(_) => return Ok(false),
+            Err(_) => {
+                self.retry_parked().await?;
+                return Ok(false);
+            }
             Ok(m) => m?,
         };
         self.process(&msg).await?;
@@ -144,12 +180,24 @@ impl<S: StateStore> Replicator<S> {
 
     /// Applies, persists, commits: never cancelled half-way by the run loop.
     async fn process(&self, msg: &BorrowedMessage<'_>) -> Result<(), CrdtError> {
-        let outcome = self.handle(msg).await;
-        if outcome == Outcome::Applied {
+        let mut outcome = self.handle(msg).await;
+        if self.replica.retry_parked().await > 0 {
+            outcome = Outcome::Changed;
+        }
+        if outcome == Outcome::Changed {
             self.persist().await?;
         }
         self.consumer.commit_message(msg, CommitMode::Async)?;
         Ok(())
+    }
+
+    /// Applies the parked events the clock now allows, and persists them.
+    async fn retry_parked(&self) -> Result<usize, CrdtError> {
+        let n = self.replica.retry_parked().await;
+        if n > 0 {
+            self.persist().await?;
+        }
+        Ok(n)
     }
 
     /// Processes `msg`, retrying a failed save or commit until it succeeds or
@@ -194,6 +242,13 @@ impl<S: StateStore> Replicator<S> {
                 m = self.consumer.recv() => Some(m),
                 _ = paused.changed() => None,
                 _ = stop.changed() => None,
+                _ = tokio::time::sleep(PARKED_RETRY) => {
+                    // idle: parked events become applicable as the clock moves
+                    if let Err(e) = self.retry_parked().await {
+                        tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: parked retry not saved");
+                    }
+                    None
+                }
             };
             let result = match received {
                 None => continue,
