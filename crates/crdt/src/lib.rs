@@ -63,8 +63,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), crdt::CrdtError> {
-//! let sh = Replica::try_new("sh".parse().unwrap(), Duration::from_secs(5))?;
-//! let fra = Replica::try_new("fra".parse().unwrap(), Duration::from_secs(5))?;
+//! let sh = Replica::try_new("sh".parse().unwrap(), 1, Duration::from_secs(5))?;
+//! let fra = Replica::try_new("fra".parse().unwrap(), 1, Duration::from_secs(5))?;
 //!
 //! // A like in Shanghai: compute the change, write it to the outbox in the same
 //! // transaction as the business row (feature `sql`), then commit it locally.

@@ -338,15 +338,22 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// A replica for `cell`, tolerating `max_drift` of remote clock skew; LWW
-    /// sets it creates are add-wins.
-    pub fn try_new(cell: CellId, max_drift: Duration) -> Result<Self, CrdtError> {
-        Self::with_clock(cell, max_drift, Arc::new(SystemClock))
+    /// A replica for `cell` written by the process `writer`, tolerating
+    /// `max_drift` of remote clock skew; LWW sets it creates are add-wins.
+    ///
+    /// `writer` is this process's id within the cell, unique among the cell's
+    /// live processes: its leased `idgen` worker id (`Generator::worker`) is
+    /// the natural choice. It makes the replica's site
+    /// ([`SiteId::for_writer`]), so two processes of one cell keep separate
+    /// counter totals and mint distinct tags. Each process is its own replica:
+    /// give it its own consumer group and state key.
+    pub fn try_new(cell: CellId, writer: u32, max_drift: Duration) -> Result<Self, CrdtError> {
+        Self::with_clock(cell, writer, max_drift, Arc::new(SystemClock))
     }
 
     /// Like [`try_new`](Self::try_new) with an explicit physical clock.
-    pub fn with_clock(cell: CellId, max_drift: Duration, clock: Arc<dyn Clock>) -> Result<Self, CrdtError> {
-        let hlc = Hlc::try_new(SiteId::from_cell(&cell), max_drift)?.with_clock(clock);
+    pub fn with_clock(cell: CellId, writer: u32, max_drift: Duration, clock: Arc<dyn Clock>) -> Result<Self, CrdtError> {
+        let hlc = Hlc::try_new(SiteId::for_writer(&cell, writer), max_drift)?.with_clock(clock);
         let metrics = Arc::new(ReplicaMetrics::new(cell.as_str()));
         Ok(Replica {
             cell,

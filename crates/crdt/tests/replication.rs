@@ -84,7 +84,7 @@ impl Env {
                 .execute(outbox.pool())
                 .await
                 .unwrap();
-            let mut replica = Replica::try_new(name.parse().unwrap(), Duration::from_secs(5)).unwrap();
+            let mut replica = Replica::try_new(name.parse().unwrap(), 1, Duration::from_secs(5)).unwrap();
             if gc {
                 replica = replica.with_cells(NAMES.iter().map(|n| n.parse().unwrap()));
             }
@@ -386,7 +386,7 @@ async fn relay_crash_between_publish_and_mark_and_cell_restart_lose_nothing() {
     }
     env.start_relay(0);
     let old = env.cells[1].replica.clone();
-    env.cells[1].replica = Arc::new(Replica::try_new(NAMES[1].parse().unwrap(), Duration::from_secs(5)).unwrap());
+    env.cells[1].replica = Arc::new(Replica::try_new(NAMES[1].parse().unwrap(), 1, Duration::from_secs(5)).unwrap());
     let restarted = env.cells[1].replica.clone();
     {
         let cells = &env.cells;
@@ -601,7 +601,7 @@ mod recovery {
     }
 
     fn replica(name: &str) -> Replica {
-        Replica::try_new(cell(name), Duration::from_secs(5)).unwrap()
+        Replica::try_new(cell(name), 1, Duration::from_secs(5)).unwrap()
     }
 
     /// A like: the change goes to the outbox in a transaction, then is committed locally.

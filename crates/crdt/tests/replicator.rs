@@ -67,7 +67,7 @@ impl Kafka {
 }
 
 fn replica(clock: Arc<Manual>) -> Arc<Replica> {
-    Arc::new(Replica::with_clock("fra".parse().unwrap(), Duration::from_secs(5), clock).unwrap())
+    Arc::new(Replica::with_clock("fra".parse().unwrap(), 1, Duration::from_secs(5), clock).unwrap())
 }
 
 /// Steps until `n` messages were processed.
