@@ -7,7 +7,8 @@ use redis::aio::ConnectionManager;
 use crate::error::CrdtError;
 use crate::state::StateStore;
 
-/// Saves each cell's encoded replica state under `{prefix}:{cell}`.
+/// Saves each cell's encoded replica snapshot under `{prefix}:{cell}` and its
+/// log of changes since in the list `{prefix}:{cell}:log`.
 #[derive(Clone)]
 pub struct RedisStateStore {
     conn: ConnectionManager,
@@ -28,9 +29,14 @@ impl RedisStateStore {
         Ok(RedisStateStore { conn, prefix: prefix.to_string() })
     }
 
-    /// The key of `cell`'s state.
+    /// The key of `cell`'s snapshot.
     pub fn key(&self, cell: &CellId) -> String {
         format!("{}:{}", self.prefix, cell)
+    }
+
+    /// The key of `cell`'s log (a list).
+    pub fn log_key(&self, cell: &CellId) -> String {
+        format!("{}:{}:log", self.prefix, cell)
     }
 }
 
@@ -42,7 +48,28 @@ impl StateStore for RedisStateStore {
 
     async fn save(&self, cell: &CellId, state: &[u8]) -> Result<(), CrdtError> {
         let mut conn = self.conn.clone();
-        let () = conn.set(self.key(cell), state).await?;
+        let () = redis::pipe()
+            .atomic()
+            .set(self.key(cell), state)
+            .ignore()
+            .del(self.log_key(cell))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         Ok(())
+    }
+
+    async fn append(&self, cell: &CellId, records: &[Vec<u8>]) -> Result<(), CrdtError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: u64 = conn.rpush(self.log_key(cell), records).await?;
+        Ok(())
+    }
+
+    async fn load_log(&self, cell: &CellId) -> Result<Vec<Vec<u8>>, CrdtError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.lrange(self.log_key(cell), 0, -1).await?)
     }
 }

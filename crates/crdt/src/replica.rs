@@ -17,6 +17,7 @@ use crate::metrics::ReplicaMetrics;
 use crate::journal::Record;
 use crate::orset::{OrSet, OrSetDelta};
 use crate::parked::{DeadLetter, ParkedEvent};
+use crate::state::StateStore;
 use crate::watermark::Watermarks;
 
 /// Event type of a [`PnCounter`] delta (the outbox `type` column).
@@ -533,6 +534,28 @@ impl Replica {
         Ok(())
     }
 
+    /// Restores the state `state` holds for this cell: its snapshot (if any),
+    /// then the log of changes appended after it; returns how many log
+    /// records were replayed. Afterwards the replica counts as restored.
+    ///
+    /// # Errors
+    /// The store's error, or a snapshot or record that does not decode.
+    pub async fn restore_from<S: StateStore>(&self, state: &S) -> Result<usize, CrdtError> {
+        let mut store = self.store.lock().await;
+        self.restore_locked_from(&mut store, state).await
+    }
+
+    pub(crate) async fn restore_locked_from<S: StateStore>(&self, store: &mut Store, state: &S) -> Result<usize, CrdtError> {
+        if let Some(saved) = state.load(&self.cell).await? {
+            self.restore_locked(store, &saved)?;
+        }
+        let log = state.load_log(&self.cell).await?;
+        let records = log.iter().map(|b| codec::decode::<Record>(b)).collect::<Result<Vec<_>, _>>()?;
+        self.replay_locked(store, &records)?;
+        self.restored.lock().get_or_insert(Timestamp::ZERO);
+        Ok(records.len())
+    }
+
     /// Whether the state was restored from a snapshot or recovered (then
     /// `kafka::Replicator::start` does not restore it again).
     pub fn is_restored(&self) -> bool {
@@ -695,6 +718,17 @@ impl Replica {
     pub(crate) async fn take_journal(&self) -> Vec<Record> {
         let mut store = self.store.lock().await;
         store.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Puts back changes taken with [`take_journal`](Self::take_journal) that
+    /// could not be persisted, ahead of the ones recorded since.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) async fn unjournal(&self, mut records: Vec<Record>) {
+        let mut store = self.store.lock().await;
+        if let Some(j) = &mut store.journal {
+            records.append(j);
+            *j = records;
+        }
     }
 
     /// Replays persisted records over the restored snapshot.

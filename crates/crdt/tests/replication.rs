@@ -289,8 +289,12 @@ async fn three_cells_converge_and_a_partitioned_cell_catches_up() {
     concurrent_round(&env, "r2").await;
     expected_round("r2", &mut likers, &mut comments);
     let two: Vec<&Cell> = env.cells[..2].iter().collect();
-    wait_until("the two connected cells to converge", || converged(&two)).await;
-    assert_eq!(counter(&env.cells[0], "p1/likes").await, 18);
+    // equal is not enough: they may be equal before the third cell's round arrived
+    let first = &env.cells[0];
+    wait_until("the two connected cells to converge", || async {
+        converged(&two).await && counter(first, "p1/likes").await == 18
+    })
+    .await;
     // the partitioned cell has only its own writes of round 2
     assert_eq!(counter(&env.cells[2], "p1/likes").await, 9 + 3);
     assert_eq!(env.cells[2].replica.metrics().stats().applied, applied_before);
@@ -745,8 +749,21 @@ mod recovery {
         assert_eq!(back.get(POST).await, r.get(POST).await);
         assert_eq!(back.get("comments").await, r.get("comments").await);
 
-        // a save replaces the row; other cells keep theirs
+        // the log: appended in order, emptied by the next snapshot, per cell
+        assert!(store.load_log(&sh).await.unwrap().is_empty());
+        store.append(&sh, &[vec![1], vec![2, 2]]).await.unwrap();
+        store.append(&sh, &[]).await.unwrap();
+        let many: Vec<Vec<u8>> = (0..450u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        store.append(&sh, &many).await.unwrap();
+        store.append(&fra, &[vec![7]]).await.unwrap();
+        let log = store.load_log(&sh).await.unwrap();
+        assert_eq!(log.len(), 452);
+        assert_eq!((&log[0], &log[1], &log[451]), (&vec![1], &vec![2, 2], &many[449]));
+
+        // a save replaces the row and empties that cell's log; other cells keep theirs
         store.save(&sh, &[9; 300]).await.unwrap();
+        assert!(store.load_log(&sh).await.unwrap().is_empty());
+        assert_eq!(store.load_log(&fra).await.unwrap(), vec![vec![7]]);
         assert_eq!(store.load(&sh).await.unwrap(), Some(vec![9; 300]));
         assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
 
@@ -755,6 +772,7 @@ mod recovery {
         store.save_on(&mut tx, &fra, &[4]).await.unwrap();
         tx.rollback().await.unwrap();
         assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(store.load_log(&fra).await.unwrap(), vec![vec![7]]);
         let mut tx = outbox.pool().begin().await.unwrap();
         store.save_on(&mut tx, &fra, &[5]).await.unwrap();
         tx.commit().await.unwrap();
@@ -781,4 +799,34 @@ mod recovery {
     async fn sql_state_store_mariadb() {
         state_store(&testkit::mysql_url()).await;
     }
+}
+
+/// The Redis state store keeps a snapshot and a log; a snapshot empties the log.
+#[tokio::test]
+async fn redis_state_store_keeps_a_snapshot_and_a_log() {
+    use crdt::StateStore;
+    let prefix = testkit::unique("crdt_rs");
+    let store = RedisStateStore::connect(&testkit::redis_url(), &prefix).await.expect("redis");
+    let (sh, fra): (cellctx::CellId, cellctx::CellId) = ("sh".parse().unwrap(), "fra".parse().unwrap());
+    assert_eq!(store.load(&sh).await.unwrap(), None);
+    assert!(store.load_log(&sh).await.unwrap().is_empty());
+    store.save(&sh, &[1, 2, 3]).await.unwrap();
+    store.append(&sh, &[vec![4], vec![5, 5]]).await.unwrap();
+    store.append(&sh, &[]).await.unwrap();
+    store.append(&fra, &[vec![6]]).await.unwrap();
+    assert_eq!(store.load(&sh).await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(store.load_log(&sh).await.unwrap(), vec![vec![4], vec![5, 5]]);
+    store.save(&sh, &[9]).await.unwrap();
+    assert_eq!(store.load(&sh).await.unwrap(), Some(vec![9]));
+    assert!(store.load_log(&sh).await.unwrap().is_empty());
+    assert_eq!(store.load_log(&fra).await.unwrap(), vec![vec![6]]);
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(store.key(&sh))
+        .arg(store.log_key(&sh))
+        .arg(store.log_key(&fra))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }

@@ -1,18 +1,21 @@
 //! [`Replicator`]: applies other cells' deltas from Kafka.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::headers::{self as hdr, event_from_message, heartbeat_from_message};
+use crate::codec;
 use crate::error::CrdtError;
 use crate::parked::DeadLetter;
-use crate::replica::{Applied, Replica};
+use crate::replica::Replica;
 use crate::state::StateStore;
 
 /// How often an idle replicator retries its parked events.
@@ -24,6 +27,10 @@ pub struct Replicator<S> {
     consumer: StreamConsumer,
     state: S,
     names: cellctx::HeaderNames,
+    batch: usize,
+    snapshot_every: usize,
+    /// Log records appended since the last snapshot.
+    since_snapshot: AtomicUsize,
 }
 
 impl<S> std::fmt::Debug for Replicator<S> {
@@ -32,13 +39,19 @@ impl<S> std::fmt::Debug for Replicator<S> {
     }
 }
 
-/// Whether one consumed message changed the persisted state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Applied, parked, or kept as a dead letter: persist before committing.
-    Changed,
-    /// A duplicate, a heartbeat that collected nothing, or one rejected (a heartbeat is never kept: the next one supersedes it).
-    Unchanged,
+/// The next offset to commit per (topic, partition) of a batch.
+#[derive(Debug, Default)]
+struct Offsets {
+    next: BTreeMap<(String, i32), i64>,
+    count: usize,
+}
+
+impl Offsets {
+    fn note(&mut self, topic: &str, partition: i32, offset: i64) {
+        let next = self.next.entry((topic.to_string(), partition)).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        self.count += 1;
+    }
 }
 
 /// A consumed message kept verbatim as a [`DeadLetter`].
@@ -75,11 +88,11 @@ impl<S: StateStore> Replicator<S> {
         group_id: &str,
         state: S,
     ) -> Result<Self, CrdtError> {
-        if !replica.is_restored()
-            && let Some(saved) = state.load(replica.cell()).await?
-        {
-            replica.restore(&saved).await?;
+        let mut since_snapshot = 0;
+        if !replica.is_restored() {
+            since_snapshot = replica.restore_from(&state).await?;
         }
+        replica.enable_journal().await;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap_servers)
             .set("group.id", group_id)
@@ -90,7 +103,28 @@ impl<S: StateStore> Replicator<S> {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         consumer.subscribe(&[topic])?;
-        Ok(Replicator { replica, consumer, state, names: cellctx::HeaderNames::default() })
+        Ok(Replicator {
+            replica,
+            consumer,
+            state,
+            names: cellctx::HeaderNames::default(),
+            batch: 500,
+            snapshot_every: 10_000,
+            since_snapshot: AtomicUsize::new(since_snapshot),
+        })
+    }
+
+    /// Messages applied per batch at most (default 500): one log append and
+    /// one offset commit per batch.
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// A compacting snapshot after this many log records (default 10 000).
+    pub fn with_snapshot_every(mut self, records: usize) -> Self {
+        self.snapshot_every = records.max(1);
+        self
     }
 
     /// The replica.
@@ -98,7 +132,7 @@ impl<S: StateStore> Replicator<S> {
         &self.replica
     }
 
-    async fn handle(&self, msg: &BorrowedMessage<'_>) -> Outcome {
+    async fn handle(&self, msg: &BorrowedMessage<'_>) {
         if hdr::header(msg, hdr::TYPE).is_ok_and(|t| t == hdr::TYPE_HEARTBEAT) {
             return self.handle_heartbeat(msg).await;
         }
@@ -108,7 +142,7 @@ impl<S: StateStore> Replicator<S> {
                 tracing::warn!(error = %e, "crdt message without valid replication headers: dead letter");
                 self.replica.metrics().rejected("corrupt");
                 self.replica.dead_letter(dead_letter(msg, &e)).await;
-                return Outcome::Changed;
+                return;
             }
         };
         let ctx = match cellctx::kafka::extract_message(msg, &self.names) {
@@ -120,18 +154,14 @@ impl<S: StateStore> Replicator<S> {
             }
         };
         let replica = self.replica.clone();
-        match cellctx::scope(Arc::new(ctx), async move { replica.apply_event(&event).await }).await {
-            Ok(Applied::Applied | Applied::Parked) => Outcome::Changed,
-            Ok(Applied::Duplicate) => Outcome::Unchanged,
-            Err(e) => {
-                // counted and logged by `apply_event`; kept, never dropped
-                self.replica.dead_letter(dead_letter(msg, &e)).await;
-                Outcome::Changed
-            }
+        // applied or parked: recorded in the journal, persisted by the batch
+        if let Err(e) = cellctx::scope(Arc::new(ctx), async move { replica.apply_event(&event).await }).await {
+            // counted and logged by `apply_event`; kept, never dropped
+            self.replica.dead_letter(dead_letter(msg, &e)).await;
         }
     }
 
-    async fn handle_heartbeat(&self, msg: &BorrowedMessage<'_>) -> Outcome {
+    async fn handle_heartbeat(&self, msg: &BorrowedMessage<'_>) {
         use rdkafka::Message;
         let hb = match heartbeat_from_message(msg) {
             Ok(hb) => hb,
@@ -139,79 +169,132 @@ impl<S: StateStore> Replicator<S> {
                 tracing::warn!(error = %e, "malformed crdt heartbeat");
                 self.replica.metrics().rejected("corrupt");
                 self.replica.dead_letter(dead_letter(msg, &e)).await;
-                return Outcome::Changed;
+                return;
             }
         };
-        match self.replica.on_heartbeat(&hb.origin, msg.partition(), hb.partitions, hb.ts, hb.ack).await {
-            // collected tombstones change the state: persist it
-            Ok(n) if n > 0 => Outcome::Changed,
-            Ok(_) => Outcome::Unchanged,
+        // a collection is recorded in the journal, persisted by the batch
+        if let Err(e) = self.replica.on_heartbeat(&hb.origin, msg.partition(), hb.partitions, hb.ts, hb.ack).await {
+            // a heartbeat carries no write, and the next one supersedes it
+            tracing::warn!(error = %e, origin = %hb.origin, "crdt heartbeat rejected");
+            self.replica.metrics().rejected("clock_drift");
+        }
+    }
+
+    /// Persists what changed since the last flush: the journal's records
+    /// appended to the log in one write (a compacting snapshot instead, every
+    /// `snapshot_every` records). On failure the records go back to the
+    /// journal, so a later flush persists them.
+    async fn flush(&self) -> Result<(), CrdtError> {
+        let records = self.replica.take_journal().await;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = records.len();
+        let result = if self.since_snapshot.load(Ordering::Relaxed) + n >= self.snapshot_every {
+            self.snapshot().await
+        } else {
+            self.append(&records).await
+        };
+        match result {
+            Ok(()) => Ok(()),
             Err(e) => {
-                // a heartbeat carries no write, and the next one supersedes it
-                tracing::warn!(error = %e, origin = %hb.origin, "crdt heartbeat rejected");
-                self.replica.metrics().rejected("clock_drift");
-                Outcome::Unchanged
+                self.replica.unjournal(records).await;
+                Err(e)
             }
         }
     }
 
-    async fn persist(&self) -> Result<(), CrdtError> {
-        let snapshot = self.replica.snapshot().await?;
-        self.state.save(self.replica.cell(), &snapshot).await
-    }
-
-    /// Receives and processes one message, waiting at most `timeout`; `Ok(false)`
-    /// when none arrived. The offset is committed only after the outcome is
-    /// saved: the delta applied, parked (its HLC time too far ahead: applied
-    /// once the clock allows, see `Replica::retry_parked`) or, when it can never
-    /// apply as it stands, kept as a dead letter (`Replica::dead_letters`).
-    /// Parked events the clock now allows are applied too.
-    pub async fn step(&self, timeout: Duration) -> Result<bool, CrdtError> {
-        let msg = match tokio::time::timeout(timeout, self.consumer.recv()).await {
-            Err(_) => {
-                self.retry_parked().await?;
-                return Ok(false);
-            }
-            Ok(m) => m?,
-        };
-        self.process(&msg).await?;
-        Ok(true)
-    }
-
-    /// Applies, persists, commits: never cancelled half-way by the run loop.
-    async fn process(&self, msg: &BorrowedMessage<'_>) -> Result<(), CrdtError> {
-        let mut outcome = self.handle(msg).await;
-        if self.replica.retry_parked().await > 0 {
-            outcome = Outcome::Changed;
-        }
-        if outcome == Outcome::Changed {
-            self.persist().await?;
-        }
-        self.consumer.commit_message(msg, CommitMode::Async)?;
+    async fn append(&self, records: &[crate::journal::Record]) -> Result<(), CrdtError> {
+        let encoded = records.iter().map(codec::encode).collect::<Result<Vec<_>, _>>()?;
+        self.state.append(self.replica.cell(), &encoded).await?;
+        self.since_snapshot.fetch_add(records.len(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// Applies the parked events the clock now allows, and persists them.
-    async fn retry_parked(&self) -> Result<usize, CrdtError> {
-        let n = self.replica.retry_parked().await;
-        if n > 0 {
-            self.persist().await?;
-        }
-        Ok(n)
+    async fn snapshot(&self) -> Result<(), CrdtError> {
+        let snapshot = self.replica.snapshot().await?;
+        self.state.save(self.replica.cell(), &snapshot).await?;
+        self.since_snapshot.store(0, Ordering::Relaxed);
+        tracing::debug!(cell = %self.replica.cell(), bytes = snapshot.len(), "crdt replica snapshot saved");
+        Ok(())
     }
 
-    /// Processes `msg`, retrying a failed save or commit until it succeeds or
-    /// the replicator stops (so no later commit skips over it).
-    async fn process_retrying(&self, msg: &BorrowedMessage<'_>, stop: &mut watch::Receiver<bool>) -> Result<(), CrdtError> {
-        let mut result = self.process(msg).await;
+    /// Receives and processes one batch: waits at most `timeout` for a first
+    /// message, then takes the ones already there (up to the batch size).
+    /// Returns how many messages were processed (0: none arrived).
+    ///
+    /// Each message is applied, parked (its HLC time too far ahead: applied
+    /// once the clock allows, see `Replica::retry_parked`) or, when it can
+    /// never apply as it stands, kept as a dead letter (`Replica::dead_letters`);
+    /// parked events the clock now allows are applied too. Then what changed
+    /// is persisted, and only then are the batch's offsets committed.
+    pub async fn step(&self, timeout: Duration) -> Result<usize, CrdtError> {
+        let first = match tokio::time::timeout(timeout, self.consumer.recv()).await {
+            Err(_) => None,
+            Ok(m) => Some(m?),
+        };
+        let offsets = self.gather(first).await;
+        self.finish(&offsets).await?;
+        Ok(offsets.count)
+    }
+
+    /// Applies `first` and the messages already received after it, up to the batch size.
+    async fn gather(&self, first: Option<BorrowedMessage<'_>>) -> Offsets {
+        let mut offsets = Offsets::default();
+        let Some(msg) = first else { return offsets };
+        self.take(&msg, &mut offsets).await;
+        while offsets.count < self.batch {
+            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                Ok(Ok(msg)) => self.take(&msg, &mut offsets).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: receive failed");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        offsets
+    }
+
+    /// Applies the parked events the clock allows, persists what changed,
+    /// then commits the offsets.
+    async fn finish(&self, offsets: &Offsets) -> Result<(), CrdtError> {
+        self.replica.retry_parked().await;
+        self.flush().await?;
+        self.commit(offsets)
+    }
+
+    async fn take(&self, msg: &BorrowedMessage<'_>, offsets: &mut Offsets) {
+        use rdkafka::Message;
+        self.handle(msg).await;
+        offsets.note(msg.topic(), msg.partition(), msg.offset());
+    }
+
+    fn commit(&self, offsets: &Offsets) -> Result<(), CrdtError> {
+        if offsets.next.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &offsets.next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)?;
+        Ok(())
+    }
+
+    /// [`finish`](Self::finish) for the run loop: a failed save or commit is
+    /// retried until it succeeds or the replicator stops (the batch's offsets
+    /// are committed only once what it changed is saved; the unsaved changes
+    /// wait in the journal).
+    async fn finish_retrying(&self, offsets: &Offsets, stop: &mut watch::Receiver<bool>) -> Result<(), CrdtError> {
+        let mut result = self.finish(offsets).await;
         while let Err(e) = &result {
             if *stop.borrow() {
                 break;
             }
             tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: retrying save/commit");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            // re-applying is a duplicate (skipped); this retries the save and commit
-            result = self.process(msg).await;
+            result = self.finish(offsets).await;
         }
         result
     }
@@ -236,24 +319,22 @@ impl<S: StateStore> Replicator<S> {
                 }
                 continue;
             }
-            // only the receive is raced against pause/stop: a received message
-            // is always processed to the end (applied, persisted, committed)
+            // only the receive is raced against pause/stop: a received batch
+            // is always processed to the end (applied, persisted, committed);
+            // when idle, parked events are retried as the clock moves
             let received = tokio::select! {
                 m = self.consumer.recv() => Some(m),
-                _ = paused.changed() => None,
-                _ = stop.changed() => None,
-                _ = tokio::time::sleep(PARKED_RETRY) => {
-                    // idle: parked events become applicable as the clock moves
-                    if let Err(e) = self.retry_parked().await {
-                        tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: parked retry not saved");
-                    }
-                    None
-                }
+                _ = paused.changed() => continue,
+                _ = stop.changed() => continue,
+                _ = tokio::time::sleep(PARKED_RETRY) => None,
             };
             let result = match received {
-                None => continue,
                 Some(Err(e)) => Err(CrdtError::from(e)),
-                Some(Ok(msg)) => self.process_retrying(&msg, &mut stop).await,
+                Some(Ok(msg)) => {
+                    let offsets = self.gather(Some(msg)).await;
+                    self.finish_retrying(&offsets, &mut stop).await
+                }
+                None => self.finish_retrying(&Offsets::default(), &mut stop).await,
             };
             if let Err(e) = result {
                 tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator error");
