@@ -122,6 +122,8 @@ pub mod outbox;
 #[cfg(feature = "redis")]
 pub mod redis_state;
 #[cfg(feature = "sql")]
+mod retention;
+#[cfg(feature = "sql")]
 pub mod sql_state;
 
 pub use counter::{PnCounter, PnDelta, PnEntry};

@@ -23,6 +23,8 @@ use crate::codec;
 use crate::replica::{Change, Delta, Replica, Store};
 use crate::state::StateStore;
 
+pub use crate::retention::Retention;
+
 /// The SQL dialect of the outbox database (shared with the state table and
 /// the SDK's other durable logs).
 pub use sqldialect::Dialect;

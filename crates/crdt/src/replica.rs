@@ -336,6 +336,8 @@ pub struct Replica {
     /// The smallest HLC time in the parked set (`u64::MAX`: none): this
     /// cell's watermark stays below it until it is applied.
     parked_min: std::sync::atomic::AtomicU64,
+    /// See [`Replica::durable_ts`].
+    durable: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
@@ -366,6 +368,7 @@ impl Replica {
             gc: parking_lot::Mutex::new(GcState::default()),
             restored: parking_lot::Mutex::new(None),
             parked_min: std::sync::atomic::AtomicU64::new(u64::MAX),
+            durable: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -504,9 +507,37 @@ impl Replica {
 
     /// The state encoded for persistence.
     pub async fn snapshot(&self) -> Result<Vec<u8>, CrdtError> {
+        Ok(self.snapshot_at().await?.0)
+    }
+
+    /// The encoded state and the HLC time it covers: every own write stamped
+    /// at or before it is in it.
+    pub(crate) async fn snapshot_at(&self) -> Result<(Vec<u8>, Timestamp), CrdtError> {
         let mut store = self.store.lock().await;
         store.last_ts = self.hlc.last();
-        codec::encode(&*store)
+        Ok((codec::encode(&*store)?, store.last_ts))
+    }
+
+    /// Saves a snapshot in `state` (emptying its log) and records it as this
+    /// replica's durable point ([`durable_ts`](Self::durable_ts)).
+    pub async fn save_to<S: StateStore>(&self, state: &S) -> Result<(), CrdtError> {
+        let (snapshot, ts) = self.snapshot_at().await?;
+        state.save(&self.cell, &snapshot).await?;
+        self.note_durable(ts);
+        tracing::debug!(cell = %self.cell, bytes = snapshot.len(), "crdt replica snapshot saved");
+        Ok(())
+    }
+
+    /// The HLC time of the last snapshot saved (or restored): this cell's own
+    /// outbox rows stamped at or before it are no longer needed to recover,
+    /// so outbox retention may prune them once sent. `Timestamp::ZERO` before
+    /// any snapshot.
+    pub fn durable_ts(&self) -> Timestamp {
+        Timestamp(self.durable.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn note_durable(&self, ts: Timestamp) {
+        self.durable.fetch_max(ts.0, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Replaces the state with a decoded snapshot (a restarted cell), and moves
@@ -528,6 +559,7 @@ impl Replica {
         };
         self.hlc.adopt(restored.last_ts);
         *self.restored.lock() = Some(restored.last_ts);
+        self.note_durable(restored.last_ts);
         restored.journal = store.journal.take().map(|_| Vec::new());
         *store = restored;
         self.note_parked(store);

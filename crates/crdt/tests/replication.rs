@@ -592,6 +592,7 @@ mod recovery {
     use super::*;
     use crdt::StateStore;
     use crdt::sql_state::SqlStateStore;
+    use crdt::{Clock, Timestamp};
 
     const POST: &str = "post-1";
 
@@ -782,6 +783,99 @@ mod recovery {
         // a table name that would need quoting, and a database the outbox cannot speak
         assert!(matches!(Outbox::connect(url, "1outbox").await, Err(crdt::CrdtError::Config(_))));
         assert!(matches!(Outbox::connect("oracle://db/x", "outbox").await, Err(crdt::CrdtError::Config(_))));
+    }
+
+    #[derive(Debug)]
+    struct Manual(std::sync::atomic::AtomicU64);
+    impl crdt::Clock for Manual {
+        fn now_ms(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    async fn rows(outbox: &Outbox) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {}", outbox.table());
+        sqlx::Row::try_get(&sqlx::query(&sql).fetch_one(outbox.pool()).await.unwrap(), "n").unwrap()
+    }
+
+    /// Sent rows are pruned by count and by age, never pending ones, and never
+    /// rows after the last durable snapshot: recovery still sees every write.
+    async fn retention(url: &str) {
+        use crdt::outbox::Retention;
+        use std::sync::atomic::Ordering::SeqCst;
+        let outbox = Outbox::connect(url, &table("crdt_ret")).await.unwrap();
+        outbox.migrate().await.unwrap();
+        let state = crdt::MemoryStateStore::new();
+        let t0 = crdt::SystemClock.now_ms() - 3_600_000;
+        let clock = Arc::new(Manual(std::sync::atomic::AtomicU64::new(t0)));
+        let a = Arc::new(Replica::with_clock(cell("sh"), 1, Duration::from_secs(5), clock.clone()).unwrap());
+        let like_at = |_: ()| {
+            let (a, outbox, clock) = (&a, &outbox, clock.clone());
+            async move {
+                like(a, outbox).await;
+                clock.0.fetch_add(1_000, SeqCst);
+            }
+        };
+        let topic = testkit::unique("crdt-ret");
+        let kafka = cluster(&topic);
+        let keep3 = Retention::try_new(None, Some(3)).unwrap();
+        let relay = Relay::new(outbox.clone(), &kafka.bootstrap_servers(), &topic)
+            .unwrap()
+            .with_retention(keep3, a.clone());
+        for _ in 0..8 {
+            like_at(()).await;
+        }
+        assert_eq!(relay.run_once().await.unwrap(), 8);
+        for _ in 0..2 {
+            like_at(()).await;
+        }
+        // no durable snapshot yet: every row may still be needed to recover
+        assert_eq!(relay.prune().await.unwrap(), 0);
+        assert_eq!(outbox.prune(&keep3, a.durable_ts(), crdt::SystemClock.now_ms()).await.unwrap(), 0);
+        assert_eq!(rows(&outbox).await, 10);
+
+        a.save_to(&state).await.unwrap();
+        let durable = a.durable_ts();
+        assert!(durable > Timestamp::ZERO);
+        // by count (the relay's pass): the newest 3 sent rows stay, the 2 pending ones too
+        assert_eq!(relay.prune().await.unwrap(), 5);
+        assert_eq!((rows(&outbox).await, outbox.pending_count().await.unwrap()), (5, 2));
+        // by age: of the sent rows stamped t0+5s, +6s, +7s, one is older than 4.5 s at t0+10s
+        let young = Retention::try_new(Some(Duration::from_millis(4_500)), None).unwrap();
+        assert_eq!(outbox.prune(&young, durable, t0 + 10_000).await.unwrap(), 1);
+        assert_eq!(rows(&outbox).await, 4);
+
+        // rows written after the snapshot are kept whatever the bounds
+        assert_eq!(relay.run_once().await.unwrap(), 2);
+        for _ in 0..2 {
+            like_at(()).await;
+        }
+        assert_eq!(relay.run_once().await.unwrap(), 2);
+        let none = Retention::try_new(Some(Duration::ZERO), Some(0)).unwrap();
+        assert_eq!(outbox.prune(&none, durable, crdt::SystemClock.now_ms()).await.unwrap(), 4);
+        assert_eq!(rows(&outbox).await, 2);
+        // a restart from the snapshot plus the kept rows has every like
+        let b = Replica::with_clock(cell("sh"), 1, Duration::from_secs(5), clock.clone()).unwrap();
+        assert_eq!(b.recover(&state, &outbox).await.unwrap(), 2);
+        assert_eq!(count(&b).await, 12);
+        assert!(matches!(Retention::try_new(None, None), Err(crdt::CrdtError::Config(_))));
+        sqlx::query(&format!("DROP TABLE {}", outbox.table())).execute(outbox.pool()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn outbox_retention_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        retention(&format!("sqlite://{}/ret.db?mode=rwc", dir.path().display())).await;
+    }
+
+    #[tokio::test]
+    async fn outbox_retention_mariadb() {
+        retention(&testkit::mysql_url()).await;
+    }
+
+    #[tokio::test]
+    async fn outbox_retention_postgres() {
+        retention(&testkit::postgres_url()).await;
     }
 
     #[tokio::test]

@@ -19,5 +19,5 @@ mod relay;
 mod replicator;
 
 #[cfg(feature = "sql")]
-pub use relay::Relay;
+pub use relay::{PRUNE_EVERY, Relay};
 pub use replicator::{Replicator, ReplicatorHandle};

@@ -31,6 +31,8 @@ pub struct Replicator<S> {
     snapshot_every: usize,
     /// Log records appended since the last snapshot.
     since_snapshot: AtomicUsize,
+    snapshot_interval: Duration,
+    last_snapshot: parking_lot::Mutex<tokio::time::Instant>,
 }
 
 impl<S> std::fmt::Debug for Replicator<S> {
@@ -111,6 +113,8 @@ impl<S: StateStore> Replicator<S> {
             batch: 500,
             snapshot_every: 10_000,
             since_snapshot: AtomicUsize::new(since_snapshot),
+            snapshot_interval: Duration::from_secs(60),
+            last_snapshot: parking_lot::Mutex::new(tokio::time::Instant::now()),
         })
     }
 
@@ -118,6 +122,15 @@ impl<S: StateStore> Replicator<S> {
     /// one offset commit per batch.
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = batch.max(1);
+        self
+    }
+
+    /// A snapshot at least this often while anything changed, local writes
+    /// included (default 60 s): it bounds the log and moves the replica's
+    /// durable point (`Replica::durable_ts`), up to which outbox retention
+    /// may prune.
+    pub fn with_snapshot_interval(mut self, every: Duration) -> Self {
+        self.snapshot_interval = every;
         self
     }
 
@@ -185,12 +198,14 @@ impl<S: StateStore> Replicator<S> {
     /// `snapshot_every` records). On failure the records go back to the
     /// journal, so a later flush persists them.
     async fn flush(&self) -> Result<(), CrdtError> {
+        let due = self.last_snapshot.lock().elapsed() >= self.snapshot_interval
+            && self.replica.hlc().last() > self.replica.durable_ts();
         let records = self.replica.take_journal().await;
         if records.is_empty() {
-            return Ok(());
+            return if due { self.snapshot().await } else { Ok(()) };
         }
         let n = records.len();
-        let result = if self.since_snapshot.load(Ordering::Relaxed) + n >= self.snapshot_every {
+        let result = if due || self.since_snapshot.load(Ordering::Relaxed) + n >= self.snapshot_every {
             self.snapshot().await
         } else {
             self.append(&records).await
@@ -212,10 +227,9 @@ impl<S: StateStore> Replicator<S> {
     }
 
     async fn snapshot(&self) -> Result<(), CrdtError> {
-        let snapshot = self.replica.snapshot().await?;
-        self.state.save(self.replica.cell(), &snapshot).await?;
+        self.replica.save_to(&self.state).await?;
         self.since_snapshot.store(0, Ordering::Relaxed);
-        tracing::debug!(cell = %self.replica.cell(), bytes = snapshot.len(), "crdt replica snapshot saved");
+        *self.last_snapshot.lock() = tokio::time::Instant::now();
         Ok(())
     }
 
