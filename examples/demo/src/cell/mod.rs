@@ -82,7 +82,11 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let group = format!("demo-{}-{}", args.run_id, args.id);
     let replicator = Replicator::start(replica.clone(), &args.kafka, &args.topic, &group, state).await?;
     let _replicator = replicator.spawn();
-    let relay = Relay::new(storage.outbox.clone(), &args.kafka, &args.topic)?.with_poll_interval(Duration::from_millis(20));
+    // sent rows are kept an hour (at most 100k), and never past the last durable snapshot
+    let retention = crdt::outbox::Retention::try_new(Some(Duration::from_secs(3600)), Some(100_000))?;
+    let relay = Relay::new(storage.outbox.clone(), &args.kafka, &args.topic)?
+        .with_poll_interval(Duration::from_millis(20))
+        .with_retention(retention, replica.clone());
     tokio::spawn(async move { relay.run(std::future::pending()).await });
 
     // the routing table from the control plane
