@@ -12,7 +12,9 @@
 //! - Sites are per writer: [`Replica::try_new`] takes the process's writer id
 //!   within the cell (its leased `idgen` worker id) and derives the site from
 //!   both ([`SiteId::for_writer`]), so two processes of one cell keep separate
-//!   counter totals and mint distinct OR-set tags.
+//!   counter totals and mint distinct OR-set tags. Each writer is a replica
+//!   of its own: its state is kept under [`Replica::state_key`]
+//!   (`{cell}/{writer}`) and it consumes in its own consumer group.
 //! - [`Hlc`]: a hybrid logical clock that does not adopt a remote timestamp
 //!   more than its maximum drift ahead ([`CrdtError::ClockDrift`]). A
 //!   replicated event stamped that far ahead is **parked**, never dropped: it

@@ -324,6 +324,7 @@ struct GcState {
 #[derive(Debug)]
 pub struct Replica {
     cell: CellId,
+    state_key: String,
     hlc: Hlc,
     bias: Bias,
     store: tokio::sync::Mutex<Store>,
@@ -349,7 +350,8 @@ impl Replica {
     /// the natural choice. It makes the replica's site
     /// ([`SiteId::for_writer`]), so two processes of one cell keep separate
     /// counter totals and mint distinct tags. Each process is its own replica:
-    /// give it its own consumer group and state key.
+    /// it keeps its state under its own [`state_key`](Self::state_key) and
+    /// needs its own consumer group (every replica must see every event).
     pub fn try_new(cell: CellId, writer: u32, max_drift: Duration) -> Result<Self, CrdtError> {
         Self::with_clock(cell, writer, max_drift, Arc::new(SystemClock))
     }
@@ -359,6 +361,7 @@ impl Replica {
         let hlc = Hlc::try_new(SiteId::for_writer(&cell, writer), max_drift)?.with_clock(clock);
         let metrics = Arc::new(ReplicaMetrics::new(cell.as_str()));
         Ok(Replica {
+            state_key: format!("{cell}/{writer}"),
             cell,
             hlc,
             bias: Bias::AddWins,
@@ -485,6 +488,14 @@ impl Replica {
         &self.cell
     }
 
+    /// Where this replica's state is kept in a [`StateStore`]: `{cell}/{writer}`,
+    /// one per writer, so two processes of a cell never restore each other's
+    /// snapshot. (A snapshot saved under the cell id alone, by an older build,
+    /// is still restored when nothing is saved under this key.)
+    pub fn state_key(&self) -> &str {
+        &self.state_key
+    }
+
     /// The clock.
     pub fn hlc(&self) -> &Hlc {
         &self.hlc
@@ -522,7 +533,7 @@ impl Replica {
     /// replica's durable point ([`durable_ts`](Self::durable_ts)).
     pub async fn save_to<S: StateStore>(&self, state: &S) -> Result<(), CrdtError> {
         let (snapshot, ts) = self.snapshot_at().await?;
-        state.save(&self.cell, &snapshot).await?;
+        state.save(&self.state_key, &snapshot).await?;
         self.note_durable(ts);
         tracing::debug!(cell = %self.cell, bytes = snapshot.len(), "crdt replica snapshot saved");
         Ok(())
@@ -578,10 +589,16 @@ impl Replica {
     }
 
     pub(crate) async fn restore_locked_from<S: StateStore>(&self, store: &mut Store, state: &S) -> Result<usize, CrdtError> {
-        if let Some(saved) = state.load(&self.cell).await? {
+        let log = state.load_log(&self.state_key).await?;
+        // without a snapshot under its own key yet, the base is one saved under
+        // the cell id alone (by a build whose state keys were per cell), if any
+        let saved = match state.load(&self.state_key).await? {
+            Some(saved) => Some(saved),
+            None => state.load(self.cell.as_str()).await?,
+        };
+        if let Some(saved) = saved {
             self.restore_locked(store, &saved)?;
         }
-        let log = state.load_log(&self.cell).await?;
         let records = log.iter().map(|b| codec::decode::<Record>(b)).collect::<Result<Vec<_>, _>>()?;
         self.replay_locked(store, &records)?;
         self.restored.lock().get_or_insert(Timestamp::ZERO);

@@ -2,20 +2,20 @@
 //! same `sqlx::Any` pool as the [`Outbox`], so a cell keeps its replica state
 //! beside its business rows (MySQL/MariaDB, PostgreSQL or SQLite).
 //!
-//! One row per cell in `{table}`: `cell` (primary key) and `state` (the
+//! One row per replica in `{table}`: `cell` (primary key: the replica's
+//! [`state_key`](crate::Replica::state_key)) and `state` (the
 //! encoded [`Replica::snapshot`](crate::Replica::snapshot)); a save replaces
-//! the row and, in the same transaction, deletes the cell's rows of the log
+//! the row and, in the same transaction, deletes that key's rows of the log
 //! table `{table}_log` (`id`, `cell`, `rec`: one row per change appended
 //! since the snapshot).
 
-use cellctx::CellId;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::error::CrdtError;
 use crate::outbox::{Dialect, MAX_TABLE_LEN, Outbox, config_error};
 use crate::state::StateStore;
 
-/// Saves each cell's encoded replica state in one row of a SQL table. Clones
+/// Saves each replica's encoded state in one row of a SQL table (plus its log). Clones
 /// share the pool.
 #[derive(Debug, Clone)]
 pub struct SqlStateStore {
@@ -71,13 +71,13 @@ impl SqlStateStore {
         Ok(())
     }
 
-    /// Saves `cell`'s snapshot on `conn`, e.g. inside a transaction of the
+    /// Saves the snapshot under `key` on `conn`, e.g. inside a transaction of the
     /// caller's (`&mut *tx`), replacing the previous one and emptying the log.
-    pub async fn save_on(&self, conn: &mut AnyConnection, cell: &CellId, state: &[u8]) -> Result<(), CrdtError> {
+    pub async fn save_on(&self, conn: &mut AnyConnection, key: &str, state: &[u8]) -> Result<(), CrdtError> {
         let sql = self.upsert_sql();
-        sqlx::query(&sql).bind(cell.as_str()).bind(state.to_vec()).execute(&mut *conn).await?;
+        sqlx::query(&sql).bind(key).bind(state.to_vec()).execute(&mut *conn).await?;
         let sql = format!("DELETE FROM {} WHERE cell = {}", self.log, self.dialect.placeholder(1));
-        sqlx::query(&sql).bind(cell.as_str()).execute(&mut *conn).await?;
+        sqlx::query(&sql).bind(key).execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -95,23 +95,23 @@ impl SqlStateStore {
 }
 
 impl StateStore for SqlStateStore {
-    async fn load(&self, cell: &CellId) -> Result<Option<Vec<u8>>, CrdtError> {
+    async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, CrdtError> {
         let sql = format!("SELECT state FROM {} WHERE cell = {}", self.table, self.dialect.placeholder(1));
-        let row = sqlx::query(&sql).bind(cell.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql).bind(key).fetch_optional(&self.pool).await?;
         Ok(match row {
             Some(r) => Some(r.try_get::<Vec<u8>, _>("state")?),
             None => None,
         })
     }
 
-    async fn save(&self, cell: &CellId, state: &[u8]) -> Result<(), CrdtError> {
+    async fn save(&self, key: &str, state: &[u8]) -> Result<(), CrdtError> {
         let mut tx = self.pool.begin().await?;
-        self.save_on(&mut tx, cell, state).await?;
+        self.save_on(&mut tx, key, state).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn append(&self, cell: &CellId, records: &[Vec<u8>]) -> Result<(), CrdtError> {
+    async fn append(&self, key: &str, records: &[Vec<u8>]) -> Result<(), CrdtError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -124,7 +124,7 @@ impl StateStore for SqlStateStore {
             let sql = format!("INSERT INTO {} (cell, rec) VALUES {values}", self.log);
             let mut q = sqlx::query(&sql);
             for r in chunk {
-                q = q.bind(cell.as_str()).bind(r.clone());
+                q = q.bind(key).bind(r.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -132,9 +132,9 @@ impl StateStore for SqlStateStore {
         Ok(())
     }
 
-    async fn load_log(&self, cell: &CellId) -> Result<Vec<Vec<u8>>, CrdtError> {
+    async fn load_log(&self, key: &str) -> Result<Vec<Vec<u8>>, CrdtError> {
         let sql = format!("SELECT rec FROM {} WHERE cell = {} ORDER BY id", self.log, self.dialect.placeholder(1));
-        let rows = sqlx::query(&sql).bind(cell.as_str()).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql).bind(key).fetch_all(&self.pool).await?;
         rows.iter().map(|r| r.try_get::<Vec<u8>, _>("rec").map_err(CrdtError::from)).collect()
     }
 }

@@ -653,7 +653,7 @@ mod recovery {
         for _ in 0..5 {
             like(&a, &a_out).await;
         }
-        state.save(a.cell(), &a.snapshot().await.unwrap()).await.unwrap();
+        state.save(a.state_key(), &a.snapshot().await.unwrap()).await.unwrap();
         for _ in 0..3 {
             like(&a, &a_out).await;
         }
@@ -666,7 +666,7 @@ mod recovery {
         // without recovery, the restarted cell's next like would carry total 6
         // (below the 8 already in the outbox): the join by maximum would lose it
         let stale = replica("sh");
-        stale.restore(&state.load(stale.cell()).await.unwrap().unwrap()).await.unwrap();
+        stale.restore(&state.load(stale.state_key()).await.unwrap().unwrap()).await.unwrap();
         let change = stale.lock().await.counter_add("post", POST, 1).unwrap();
         let crdt::Delta::Counter(d) = &change.delta else { panic!("counter delta") };
         assert_eq!(d.entries[0].p, 6);
@@ -730,8 +730,8 @@ mod recovery {
         let store = SqlStateStore::for_outbox(&outbox, &table("crdt_ss")).unwrap();
         store.migrate().await.unwrap();
         store.migrate().await.unwrap(); // idempotent
-        let (sh, fra) = (cell("sh"), cell("fra"));
-        assert_eq!(store.load(&sh).await.unwrap(), None);
+        let (sh, fra) = ("sh/1", "fra/1");
+        assert_eq!(store.load(sh).await.unwrap(), None);
 
         // a real snapshot round-trips
         let r = replica("sh");
@@ -901,7 +901,7 @@ async fn redis_state_store_keeps_a_snapshot_and_a_log() {
     use crdt::StateStore;
     let prefix = testkit::unique("crdt_rs");
     let store = RedisStateStore::connect(&testkit::redis_url(), &prefix).await.expect("redis");
-    let (sh, fra): (cellctx::CellId, cellctx::CellId) = ("sh".parse().unwrap(), "fra".parse().unwrap());
+    let (sh, fra) = ("sh/1", "fra/1");
     assert_eq!(store.load(&sh).await.unwrap(), None);
     assert!(store.load_log(&sh).await.unwrap().is_empty());
     store.save(&sh, &[1, 2, 3]).await.unwrap();

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crdt::kafka::Replicator;
 use crdt::kafka::headers as hdr;
-use cellctx::CellId;
 use crdt::{Clock, CrdtError, Delta, MemoryStateStore, PnCounter, Replica, SiteId, StateStore, Timestamp, codec};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -171,21 +170,21 @@ struct Counting {
 }
 
 impl StateStore for Counting {
-    async fn load(&self, cell: &CellId) -> Result<Option<Vec<u8>>, CrdtError> {
-        self.inner.load(cell).await
+    async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, CrdtError> {
+        self.inner.load(key).await
     }
-    async fn save(&self, cell: &CellId, state: &[u8]) -> Result<(), CrdtError> {
+    async fn save(&self, key: &str, state: &[u8]) -> Result<(), CrdtError> {
         self.saves.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(cell, state).await
+        self.inner.save(key, state).await
     }
-    async fn append(&self, cell: &CellId, records: &[Vec<u8>]) -> Result<(), CrdtError> {
+    async fn append(&self, key: &str, records: &[Vec<u8>]) -> Result<(), CrdtError> {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.appended_records.fetch_add(records.len() as u64, Ordering::SeqCst);
         self.appended_bytes.fetch_add(records.iter().map(|r| r.len() as u64).sum(), Ordering::SeqCst);
-        self.inner.append(cell, records).await
+        self.inner.append(key, records).await
     }
-    async fn load_log(&self, cell: &CellId) -> Result<Vec<Vec<u8>>, CrdtError> {
-        self.inner.load_log(cell).await
+    async fn load_log(&self, key: &str) -> Result<Vec<Vec<u8>>, CrdtError> {
+        self.inner.load_log(key).await
     }
 }
 
@@ -285,7 +284,7 @@ async fn restart_from_snapshot_and_log_gives_the_same_replica() {
 
     let r2 = replica(clock.clone());
     let replayed = r2.restore_from(&store).await.unwrap();
-    assert_eq!(replayed, store.load_log(r1.cell()).await.unwrap().len());
+    assert_eq!(replayed, store.load_log(r1.state_key()).await.unwrap().len());
     let (a, b) = (r1.lock().await, r2.lock().await);
     assert_eq!(a.store().objects(), b.store().objects());
     assert_eq!(a.store().parked().collect::<Vec<_>>(), b.store().parked().collect::<Vec<_>>());

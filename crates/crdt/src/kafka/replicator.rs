@@ -221,7 +221,7 @@ impl<S: StateStore> Replicator<S> {
 
     async fn append(&self, records: &[crate::journal::Record]) -> Result<(), CrdtError> {
         let encoded = records.iter().map(codec::encode).collect::<Result<Vec<_>, _>>()?;
-        self.state.append(self.replica.cell(), &encoded).await?;
+        self.state.append(self.replica.state_key(), &encoded).await?;
         self.since_snapshot.fetch_add(records.len(), Ordering::Relaxed);
         Ok(())
     }
