@@ -742,42 +742,42 @@ mod recovery {
         g.commit(&c2).unwrap();
         drop(g);
         let snap = r.snapshot().await.unwrap();
-        store.save(&sh, &snap).await.unwrap();
-        store.save(&fra, &[1, 2, 3]).await.unwrap();
-        assert_eq!(store.load(&sh).await.unwrap().as_deref(), Some(&snap[..]));
+        store.save(sh, &snap).await.unwrap();
+        store.save(fra, &[1, 2, 3]).await.unwrap();
+        assert_eq!(store.load(sh).await.unwrap().as_deref(), Some(&snap[..]));
         let back = replica("sh");
-        back.restore(&store.load(&sh).await.unwrap().unwrap()).await.unwrap();
+        back.restore(&store.load(sh).await.unwrap().unwrap()).await.unwrap();
         assert_eq!(back.get(POST).await, r.get(POST).await);
         assert_eq!(back.get("comments").await, r.get("comments").await);
 
         // the log: appended in order, emptied by the next snapshot, per cell
-        assert!(store.load_log(&sh).await.unwrap().is_empty());
-        store.append(&sh, &[vec![1], vec![2, 2]]).await.unwrap();
-        store.append(&sh, &[]).await.unwrap();
+        assert!(store.load_log(sh).await.unwrap().is_empty());
+        store.append(sh, &[vec![1], vec![2, 2]]).await.unwrap();
+        store.append(sh, &[]).await.unwrap();
         let many: Vec<Vec<u8>> = (0..450u32).map(|i| i.to_le_bytes().to_vec()).collect();
-        store.append(&sh, &many).await.unwrap();
-        store.append(&fra, &[vec![7]]).await.unwrap();
-        let log = store.load_log(&sh).await.unwrap();
+        store.append(sh, &many).await.unwrap();
+        store.append(fra, &[vec![7]]).await.unwrap();
+        let log = store.load_log(sh).await.unwrap();
         assert_eq!(log.len(), 452);
         assert_eq!((&log[0], &log[1], &log[451]), (&vec![1], &vec![2, 2], &many[449]));
 
         // a save replaces the row and empties that cell's log; other cells keep theirs
-        store.save(&sh, &[9; 300]).await.unwrap();
-        assert!(store.load_log(&sh).await.unwrap().is_empty());
-        assert_eq!(store.load_log(&fra).await.unwrap(), vec![vec![7]]);
-        assert_eq!(store.load(&sh).await.unwrap(), Some(vec![9; 300]));
-        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
+        store.save(sh, &[9; 300]).await.unwrap();
+        assert!(store.load_log(sh).await.unwrap().is_empty());
+        assert_eq!(store.load_log(fra).await.unwrap(), vec![vec![7]]);
+        assert_eq!(store.load(sh).await.unwrap(), Some(vec![9; 300]));
+        assert_eq!(store.load(fra).await.unwrap(), Some(vec![1, 2, 3]));
 
         // save_on joins the caller's transaction: rolled back, nothing changes
         let mut tx = outbox.pool().begin().await.unwrap();
-        store.save_on(&mut tx, &fra, &[4]).await.unwrap();
+        store.save_on(&mut tx, fra, &[4]).await.unwrap();
         tx.rollback().await.unwrap();
-        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
-        assert_eq!(store.load_log(&fra).await.unwrap(), vec![vec![7]]);
+        assert_eq!(store.load(fra).await.unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(store.load_log(fra).await.unwrap(), vec![vec![7]]);
         let mut tx = outbox.pool().begin().await.unwrap();
-        store.save_on(&mut tx, &fra, &[5]).await.unwrap();
+        store.save_on(&mut tx, fra, &[5]).await.unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![5]));
+        assert_eq!(store.load(fra).await.unwrap(), Some(vec![5]));
 
         assert!(matches!(SqlStateStore::for_outbox(&outbox, "bad name; drop"), Err(crdt::CrdtError::Config(_))));
         // a table name that would need quoting, and a database the outbox cannot speak
@@ -902,24 +902,24 @@ async fn redis_state_store_keeps_a_snapshot_and_a_log() {
     let prefix = testkit::unique("crdt_rs");
     let store = RedisStateStore::connect(&testkit::redis_url(), &prefix).await.expect("redis");
     let (sh, fra) = ("sh/1", "fra/1");
-    assert_eq!(store.load(&sh).await.unwrap(), None);
-    assert!(store.load_log(&sh).await.unwrap().is_empty());
-    store.save(&sh, &[1, 2, 3]).await.unwrap();
-    store.append(&sh, &[vec![4], vec![5, 5]]).await.unwrap();
-    store.append(&sh, &[]).await.unwrap();
-    store.append(&fra, &[vec![6]]).await.unwrap();
-    assert_eq!(store.load(&sh).await.unwrap(), Some(vec![1, 2, 3]));
-    assert_eq!(store.load_log(&sh).await.unwrap(), vec![vec![4], vec![5, 5]]);
-    store.save(&sh, &[9]).await.unwrap();
-    assert_eq!(store.load(&sh).await.unwrap(), Some(vec![9]));
-    assert!(store.load_log(&sh).await.unwrap().is_empty());
-    assert_eq!(store.load_log(&fra).await.unwrap(), vec![vec![6]]);
+    assert_eq!(store.load(sh).await.unwrap(), None);
+    assert!(store.load_log(sh).await.unwrap().is_empty());
+    store.save(sh, &[1, 2, 3]).await.unwrap();
+    store.append(sh, &[vec![4], vec![5, 5]]).await.unwrap();
+    store.append(sh, &[]).await.unwrap();
+    store.append(fra, &[vec![6]]).await.unwrap();
+    assert_eq!(store.load(sh).await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(store.load_log(sh).await.unwrap(), vec![vec![4], vec![5, 5]]);
+    store.save(sh, &[9]).await.unwrap();
+    assert_eq!(store.load(sh).await.unwrap(), Some(vec![9]));
+    assert!(store.load_log(sh).await.unwrap().is_empty());
+    assert_eq!(store.load_log(fra).await.unwrap(), vec![vec![6]]);
     let client = redis::Client::open(testkit::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("DEL")
-        .arg(store.key(&sh))
-        .arg(store.log_key(&sh))
-        .arg(store.log_key(&fra))
+        .arg(store.key(sh))
+        .arg(store.log_key(sh))
+        .arg(store.log_key(fra))
         .query_async(&mut conn)
         .await
         .unwrap();
