@@ -297,3 +297,27 @@ async fn restart_from_snapshot_and_log_gives_the_same_replica() {
     assert_eq!(r2.get("p/comments").await.and_then(|v| v.members()), sv.get("p/comments").await.and_then(|v| v.members()));
     assert_eq!(count(&r2, "p/likes").await, 12);
 }
+
+/// Without remote traffic, the interval snapshot still saves local writes and
+/// moves the durable point outbox retention prunes up to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interval_snapshot_moves_the_durable_point() {
+    let k = kafka();
+    let clock = Arc::new(Manual(AtomicU64::new(T0)));
+    let r = big_replica(3, clock).await;
+    let store = Counting::default();
+    let rep = k
+        .replicator(r.clone(), &testkit::unique("fra"), store.clone())
+        .await
+        .with_snapshot_interval(Duration::ZERO);
+    assert_eq!(r.durable_ts(), Timestamp::ZERO);
+    assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(r.durable_ts(), r.hlc().last());
+    // nothing changed since: no new snapshot
+    assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    let back = replica(Arc::new(Manual(AtomicU64::new(T0))));
+    back.restore_from(&store).await.unwrap();
+    assert_eq!(back.get("p/comments").await, r.get("p/comments").await);
+}
