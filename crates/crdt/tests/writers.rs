@@ -84,29 +84,3 @@ async fn state_is_kept_per_writer_and_a_per_cell_snapshot_still_restores() {
     assert!(upgraded.is_restored());
     assert_eq!(count(&upgraded).await, 1);
 }
-
-/// After a collection, an object created later starts at the collected floor:
-/// a late add stamped at or below it (collected elsewhere) does not appear.
-#[tokio::test]
-async fn a_new_object_starts_at_the_collected_floor() {
-    use crdt::{OrSet, Stamp, Timestamp};
-    let r = Replica::try_new("fra".parse().unwrap(), 1, Duration::from_secs(5)).unwrap();
-    let now = crdt::Clock::now_ms(&crdt::SystemClock);
-    r.lock().await.gc(Timestamp::new(now - 10_000, 0));
-    let mut s = OrSet::new();
-    let old = s.add("ghost".to_string(), Stamp::new(Timestamp::new(now - 20_000, 0), SiteId(9)));
-    let new = s.add("alive".to_string(), Stamp::new(Timestamp::new(now - 5_000, 0), SiteId(9)));
-    for (seq, d) in [(1, old), (2, new)] {
-        let payload = crdt::codec::encode(&Delta::OrSet(d)).unwrap();
-        let ev = Event {
-            origin: "sv".parse().unwrap(),
-            seq,
-            ts: Timestamp::new(now - 5_000, seq as u16),
-            aggregate_id: "p/comments".into(),
-            event_type: crdt::TYPE_OR_SET.into(),
-            payload,
-        };
-        r.apply_event(&ev).await.unwrap();
-    }
-    assert_eq!(r.get("p/comments").await.and_then(|v| v.members()), Some(vec!["alive".to_string()]));
-}
