@@ -321,3 +321,17 @@ async fn the_interval_snapshot_moves_the_durable_point() {
     back.restore_from(&store).await.unwrap();
     assert_eq!(back.get("p/comments").await, r.get("p/comments").await);
 }
+
+/// A replica a replicator journals for equals one restored from what it saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaling_replica_equals_its_restored_copy() {
+    let k = kafka();
+    let clock = Arc::new(Manual(AtomicU64::new(T0)));
+    let r = big_replica(5, clock.clone()).await;
+    let store = Counting::default();
+    let _rep = k.replicator(r.clone(), &testkit::unique("fra"), store.clone()).await;
+    r.save_to(&store).await.unwrap();
+    let back = replica(clock);
+    back.restore_from(&store).await.unwrap();
+    assert_eq!(*r.lock().await.store(), *back.lock().await.store());
+}
