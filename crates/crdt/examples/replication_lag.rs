@@ -38,7 +38,7 @@ async fn main() {
         let url = format!("sqlite://{}/{name}.db?mode=rwc", dir.display());
         let outbox = Outbox::connect(&url, "outbox").await.unwrap();
         outbox.migrate().await.unwrap();
-        let replica = Arc::new(Replica::try_new(name.parse().unwrap(), Duration::from_secs(5)).unwrap());
+        let replica = Arc::new(Replica::try_new(name.parse().unwrap(), 1, Duration::from_secs(5)).unwrap());
         let relay = Relay::new(outbox.clone(), &bootstrap, &topic).unwrap();
         tasks.push(tokio::spawn(async move { relay.run(std::future::pending()).await }));
         let r = Replicator::start(replica.clone(), &bootstrap, &topic, &format!("{run}-{name}"), state.clone())

@@ -12,17 +12,31 @@ use crate::error::CrdtError;
 const LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
 
-/// The id of a replica (a site): orders writes whose timestamps tie.
+/// The id of a writer (a site): orders writes whose timestamps tie, names the
+/// tags of OR-set adds, and keys a [`PnCounter`](crate::PnCounter)'s per-site totals.
 ///
-/// Derive it from the cell id with [`SiteId::from_cell`] so every cell agrees on it.
+/// Every process that writes must have its own site, or two processes of one
+/// cell overwrite each other's counter totals in the join by maximum (and may
+/// mint the same OR-set tag): derive it with [`SiteId::for_writer`] from the
+/// cell and the process's writer id within the cell (e.g. its leased `idgen`
+/// worker id).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct SiteId(pub u64);
 
 impl SiteId {
-    /// A stable 64-bit FNV-1a hash of the cell id.
-    pub fn from_cell(cell: &cellctx::CellId) -> Self {
+    /// A stable 64-bit FNV-1a hash of the cell id and the writer id (the
+    /// process's id within the cell, unique among its live processes).
+    ///
+    /// ```
+    /// use crdt::SiteId;
+    /// let sh = "sh".parse().unwrap();
+    /// assert_ne!(SiteId::for_writer(&sh, 1), SiteId::for_writer(&sh, 2));
+    /// assert_eq!(SiteId::for_writer(&sh, 1), SiteId::for_writer(&sh, 1));
+    /// ```
+    pub fn for_writer(cell: &cellctx::CellId, writer: u32) -> Self {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in cell.as_str().bytes() {
+        // a cell id never contains 0xff, so (cell, writer) pairs do not collide by concatenation
+        for b in cell.as_str().bytes().chain([0xff]).chain(writer.to_le_bytes()) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }

@@ -9,14 +9,39 @@
 //!   ties, explicit [`Bias`]), [`OrSet`] (observed-remove, no lost add: use it
 //!   for comments), [`PnCounter`] (like counts). Every mutation returns a small
 //!   delta; joining deltas or states is commutative, associative and idempotent.
-//! - [`Hlc`]: a hybrid logical clock that rejects a remote timestamp more than
-//!   its maximum drift ahead ([`CrdtError::ClockDrift`]).
+//! - Sites are per writer: [`Replica::try_new`] takes the process's writer id
+//!   within the cell (its leased `idgen` worker id) and derives the site from
+//!   both ([`SiteId::for_writer`]), so two processes of one cell keep separate
+//!   counter totals and mint distinct OR-set tags. Each writer is a replica
+//!   of its own: its state is kept under [`Replica::state_key`]
+//!   (`{cell}/{writer}`) and it consumes in its own consumer group.
+//! - [`Hlc`]: a hybrid logical clock that does not adopt a remote timestamp
+//!   more than its maximum drift ahead ([`CrdtError::ClockDrift`]). A
+//!   replicated event stamped that far ahead is **parked**, never dropped: it
+//!   waits in the persisted state ([`Replica::parked`]) and is applied by
+//!   [`Replica::retry_parked`] once the local wall clock is within the drift
+//!   of it. (Applying it at once without adopting its time would let this
+//!   cell's next writes be stamped before a write it has already seen, so a
+//!   later LWW remove could lose to an add it observed; adopting it would let
+//!   one bad clock drag every cell's clock ahead.) This cell's watermark stays
+//!   below its oldest parked event, so no collection outruns it.
+//! - Messages that can never apply as they stand (missing or malformed
+//!   headers, corrupt payload, unknown wire version, a delta of another kind
+//!   than the stored object) are skipped, counted (`crdt.deltas.rejected`),
+//!   logged, and kept verbatim as [`DeadLetter`]s in the persisted state
+//!   ([`Replica::dead_letters`]) for an operator to inspect and re-publish.
 //! - Tombstones are collected with `gc(watermark)` once every cell has
 //!   acknowledged the watermark ([`Watermarks`]). Over Kafka this is automatic:
 //!   relays send heartbeats (`Relay::with_heartbeat`) carrying an HLC time
 //!   taken under the replica lock and the sender's own watermark; replicas that
 //!   know all cells ([`Replica::with_cells`]) collect at the minimum every cell
-//!   acknowledged, and from then on ignore stale adds at or below it.
+//!   acknowledged, and from then on ignore stale adds at or below it (objects
+//!   created later start at that floor too). The floor travels in each set's
+//!   state and `merge` is a join on (floor, tags): at or below the higher
+//!   floor only the replicas that collected there say what is live, so a
+//!   merge with a replica that is behind (fresh, or restored from an older
+//!   snapshot) is still commutative, associative and idempotent and cannot
+//!   resurrect a collected element.
 //! - Wire form ([`codec`]): one version byte, then `postcard`; a corrupt or
 //!   unknown-version message is an error, never a panic.
 //! - [`Replica`]: one cell's objects; local writes produce a [`Change`] for the
@@ -25,12 +50,22 @@
 //! - Feature `sql`: `outbox::Outbox`, a Debezium-shaped outbox table
 //!   (`id, aggregatetype, aggregateid, type, payload` plus `origin, hlc,
 //!   context, sent`) on MySQL/MariaDB, PostgreSQL or SQLite through `sqlx::Any`.
-//! - Feature `kafka`: `kafka::Replicator` (consumer: apply, persist, then commit
-//!   the offset) and, with `sql` too, `kafka::Relay` (outbox rows to Kafka,
-//!   key = object id, then mark sent).
-//! - Feature `redis`: `redis_state::RedisStateStore`, the replica state in Redis.
-//! - Feature `sql`: `sql_state::SqlStateStore`, the replica state in a SQL
-//!   table on the outbox's pool (beside the business rows).
+//! - Feature `kafka`: `kafka::Replicator` (consumer, in batches: apply, park
+//!   or dead-letter each message, persist what the batch changed, then commit
+//!   the batch's offsets) and, with `sql` too, `kafka::Relay` (outbox rows to
+//!   Kafka, key = object id, then mark sent; with `Relay::with_retention`,
+//!   prune sent rows by age and/or count, never past the replica's last
+//!   durable snapshot, [`Replica::durable_ts`]).
+//! - Persistence ([`StateStore`]): a snapshot plus a log of changes. The
+//!   replicator appends one small record per change (an applied event, a
+//!   parked event, a dead letter, a collection), so what it writes per change
+//!   does not grow with the state, and writes a compacting snapshot every
+//!   `with_snapshot_every` records (default 10 000) or `with_snapshot_interval`
+//!   (default 60 s). [`Replica::restore_from`] loads the snapshot and replays
+//!   the log. Stores: [`MemoryStateStore`], `redis_state::RedisStateStore`
+//!   (feature `redis`: a key and a list), `sql_state::SqlStateStore` (feature
+//!   `sql`: a table and its `_log` table on the outbox's pool, beside the
+//!   business rows).
 //!
 //! # Restarting a cell
 //! A saved state ([`Replica::snapshot`] in a [`StateStore`]) is usually older
@@ -49,8 +84,9 @@
 //! holding the replica's lock throughout. `outbox.replay_into(&replica)` does
 //! the replay alone (after `Replicator::start` restored, before spawning it).
 //! Replaying is idempotent; nothing is written to the outbox again. The
-//! outbox rows are the cell's durable log: do not prune own rows newer than
-//! the last saved state.
+//! outbox rows are the cell's durable log: own rows newer than the last saved
+//! snapshot must stay, which is what outbox retention
+//! (`outbox::Retention`, `Relay::with_retention`) respects.
 //!
 //! # Where it goes
 //! Not a tower layer: the [`Replica`] lives beside your handlers (share it in an
@@ -63,8 +99,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), crdt::CrdtError> {
-//! let sh = Replica::try_new("sh".parse().unwrap(), Duration::from_secs(5))?;
-//! let fra = Replica::try_new("fra".parse().unwrap(), Duration::from_secs(5))?;
+//! let sh = Replica::try_new("sh".parse().unwrap(), 1, Duration::from_secs(5))?;
+//! let fra = Replica::try_new("fra".parse().unwrap(), 1, Duration::from_secs(5))?;
 //!
 //! // A like in Shanghai: compute the change, write it to the outbox in the same
 //! // transaction as the business row (feature `sql`), then commit it locally.
@@ -97,7 +133,11 @@
 //! Through the `opentelemetry` global meter `crdt` (attributes `cell`, `origin`):
 //! - `crdt.deltas.applied` (counter): remote deltas applied.
 //! - `crdt.deltas.rejected` (counter, attribute `reason`: `corrupt`,
-//!   `unknown_version`, `kind_mismatch`, `clock_drift`).
+//!   `unknown_version`, `kind_mismatch`; `clock_drift` for a heartbeat from
+//!   a clock too far ahead, which the next heartbeat supersedes): messages
+//!   kept as dead letters.
+//! - `crdt.deltas.parked` (counter): deltas parked because their HLC time was
+//!   beyond the drift bound (applied later, then counted as applied).
 //! - `crdt.deltas.duplicates` (counter): duplicates skipped.
 //! - `crdt.replication.lag` (histogram, ms): from a delta's HLC time to its
 //!   application; p50/p99 per origin also from [`ReplicaMetrics::lag`].
@@ -106,9 +146,11 @@ pub mod codec;
 mod counter;
 mod error;
 mod hlc;
+mod journal;
 mod lww;
 mod metrics;
 mod orset;
+mod parked;
 mod replica;
 mod state;
 mod watermark;
@@ -120,6 +162,8 @@ pub mod outbox;
 #[cfg(feature = "redis")]
 pub mod redis_state;
 #[cfg(feature = "sql")]
+mod retention;
+#[cfg(feature = "sql")]
 pub mod sql_state;
 
 pub use counter::{PnCounter, PnDelta, PnEntry};
@@ -128,6 +172,7 @@ pub use hlc::{Clock, Hlc, SiteId, Stamp, SystemClock, Timestamp};
 pub use lww::{Bias, LwwDelta, LwwElementSet, LwwEntry};
 pub use metrics::{LagSummary, ReplicaMetrics, ReplicaStats};
 pub use orset::{OrEntry, OrSet, OrSetDelta};
+pub use parked::{DeadLetter, ParkedEvent};
 pub use replica::{
     Applied, Change, DEDUP_WINDOW, Delta, Event, Replica, ReplicaGuard, Store, TYPE_LWW_SET, TYPE_OR_SET,
     TYPE_PN_COUNTER, Value,

@@ -48,6 +48,12 @@ impl LwwEntry {
         }
     }
 
+    /// The stamps above `floor` (all of them before any collection).
+    fn above(&self, floor: Timestamp) -> LwwEntry {
+        let keep = |s: Option<Stamp>| s.filter(|s| floor == Timestamp::ZERO || s.ts > floor);
+        LwwEntry { add: keep(self.add), remove: keep(self.remove) }
+    }
+
     fn newest(&self) -> Timestamp {
         self.add.max(self.remove).map(|s| s.ts).unwrap_or(Timestamp::ZERO)
     }
@@ -153,13 +159,34 @@ impl<T: Ord + Clone> LwwElementSet<T> {
     }
 
     /// Joins another replica's full state (the bias of `self` is kept).
+    ///
+    /// A join on (floor, stamps): the higher floor (the watermark tombstones
+    /// were collected at, carried in the state) wins, and stamps at or below
+    /// it count only from the replicas that collected at that floor; stamps
+    /// above it join by maximum. A replica that is behind (restored from an
+    /// older snapshot, fresh) cannot resurrect a collected element, and merge
+    /// stays commutative, associative and idempotent.
     pub fn merge(&mut self, other: &Self) {
         if other.floor > self.floor {
             self.floor = other.floor;
-            self.gc(other.floor);
+            let floor = self.floor;
+            self.entries.retain(|_, e| {
+                *e = e.above(floor);
+                e.add.is_some() || e.remove.is_some()
+            });
         }
+        let same = other.floor == self.floor;
         for (k, e) in &other.entries {
-            self.join_entry(k, e);
+            let e = if same { *e } else { e.above(self.floor) };
+            if e.add.is_none() && e.remove.is_none() {
+                continue;
+            }
+            match self.entries.get_mut(k) {
+                Some(cur) => cur.join(&e),
+                None => {
+                    self.entries.insert(k.clone(), e);
+                }
+            }
         }
     }
 

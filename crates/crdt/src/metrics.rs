@@ -17,6 +17,8 @@ pub struct ReplicaStats {
     pub rejected: u64,
     /// Events skipped as duplicates (same origin and sequence seen before).
     pub duplicates: u64,
+    /// Events parked because their HLC time was too far ahead (applied later).
+    pub parked: u64,
 }
 
 /// Replication lag percentiles for one origin cell, in ms.
@@ -33,17 +35,20 @@ pub struct LagSummary {
 }
 
 /// The replica's instruments: OpenTelemetry instruments (`crdt.deltas.applied`,
-/// `crdt.deltas.rejected`, `crdt.deltas.duplicates`, `crdt.replication.lag`)
+/// `crdt.deltas.rejected`, `crdt.deltas.duplicates`, `crdt.deltas.parked`,
+/// `crdt.replication.lag`)
 /// plus local counters and lag histograms the application can read.
 #[derive(Debug)]
 pub struct ReplicaMetrics {
     applied: AtomicU64,
     rejected: AtomicU64,
     duplicates: AtomicU64,
+    parked: AtomicU64,
     lag: Mutex<BTreeMap<String, Histogram<u64>>>,
     otel_applied: Counter<u64>,
     otel_rejected: Counter<u64>,
     otel_duplicates: Counter<u64>,
+    otel_parked: Counter<u64>,
     otel_lag: OtelHistogram<f64>,
     cell: KeyValue,
 }
@@ -55,6 +60,7 @@ impl ReplicaMetrics {
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
             lag: Mutex::new(BTreeMap::new()),
             otel_applied: meter.u64_counter("crdt.deltas.applied").with_description("Remote deltas applied").build(),
             otel_rejected: meter
@@ -64,6 +70,10 @@ impl ReplicaMetrics {
             otel_duplicates: meter
                 .u64_counter("crdt.deltas.duplicates")
                 .with_description("Deltas skipped as duplicates (origin, sequence)")
+                .build(),
+            otel_parked: meter
+                .u64_counter("crdt.deltas.parked")
+                .with_description("Deltas parked because their HLC time was beyond the drift bound")
                 .build(),
             otel_lag: meter
                 .f64_histogram("crdt.replication.lag")
@@ -100,12 +110,18 @@ impl ReplicaMetrics {
         self.otel_duplicates.add(1, std::slice::from_ref(&self.cell));
     }
 
+    pub(crate) fn parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        self.otel_parked.add(1, std::slice::from_ref(&self.cell));
+    }
+
     /// Counts so far.
     pub fn stats(&self) -> ReplicaStats {
         ReplicaStats {
             applied: self.applied.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
         }
     }
 

@@ -48,21 +48,23 @@ impl OrEntry {
         self.adds.is_empty() && self.removes.is_empty()
     }
 
-    /// Joins `other` into `self`; tags at or below `floor` that `self` does not
-    /// hold are ignored (they were collected).
-    fn join(&mut self, other: &OrEntry, floor: Timestamp) {
+    /// Joins `other` into `self`. Tags at or below `floor` (collected) are
+    /// treated as `low` says; tags above it join as usual (removes win).
+    fn join(&mut self, other: &OrEntry, floor: Timestamp, low: Low) {
         for r in &other.removes {
+            let high = above(r.ts, floor);
+            if !high && low == Low::Ignore {
+                continue;
+            }
             if let Ok(i) = self.adds.binary_search(r) {
                 self.adds.remove(i);
             }
-            if above(r.ts, floor)
-                && let Err(i) = self.removes.binary_search(r)
-            {
+            if high && let Err(i) = self.removes.binary_search(r) {
                 self.removes.insert(i, *r);
             }
         }
         for a in &other.adds {
-            if above(a.ts, floor)
+            if (above(a.ts, floor) || low == Low::Accept)
                 && self.removes.binary_search(a).is_err()
                 && let Err(i) = self.adds.binary_search(a)
             {
@@ -70,6 +72,25 @@ impl OrEntry {
             }
         }
     }
+
+    /// Drops every tag at or below `floor`, live or removed.
+    fn drop_below(&mut self, floor: Timestamp) {
+        self.adds.retain(|a| above(a.ts, floor));
+        self.removes.retain(|r| above(r.ts, floor));
+    }
+}
+
+/// How a join treats the other side's tags at or below the collected floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Low {
+    /// A delta: a late add is ignored (it was collected), a remove still
+    /// retires a live tag this replica holds.
+    Delta,
+    /// A state with the same floor: its live tags there count too (union).
+    Accept,
+    /// A state with a lower floor: what it knows there is older than what
+    /// this replica knows, and ignored.
+    Ignore,
 }
 
 /// Whether a tag at `ts` is above the collected floor (everything is, before any GC).
@@ -187,32 +208,47 @@ impl<T: Ord + Clone> OrSet<T> {
     /// Joins a delta.
     pub fn apply(&mut self, delta: &OrSetDelta<T>) {
         for (k, e) in &delta.entries {
-            self.join_entry(k, e);
+            self.join_entry(k, e, Low::Delta);
         }
     }
 
     /// Joins another replica's full state.
+    ///
+    /// The floor (the watermark tombstones were collected at) travels in the
+    /// state, and the merge is a join on (floor, tags): the higher floor
+    /// wins, and at or below it only the replicas that collected at that
+    /// floor say which tags are live (they have seen every write there);
+    /// above it tags join as usual. So merging with a replica that is behind
+    /// (restored from an older snapshot, fresh, or not yet collected) can
+    /// neither resurrect a collected remove nor drop a live tag, and merge
+    /// stays commutative, associative and idempotent.
     pub fn merge(&mut self, other: &Self) {
         if other.floor > self.floor {
-            self.gc(other.floor);
+            self.floor = other.floor;
+            let floor = self.floor;
+            self.entries.retain(|_, e| {
+                e.drop_below(floor);
+                !e.is_empty()
+            });
         }
+        let low = if other.floor == self.floor { Low::Accept } else { Low::Ignore };
         for (k, e) in &other.entries {
-            self.join_entry(k, e);
+            self.join_entry(k, e, low);
         }
     }
 
     #[inline]
-    fn join_entry(&mut self, k: &T, e: &OrEntry) {
+    fn join_entry(&mut self, k: &T, e: &OrEntry, low: Low) {
         if let Some(cur) = self.entries.get_mut(k) {
             if cur != e {
-                cur.join(e, self.floor);
+                cur.join(e, self.floor, low);
                 if cur.is_empty() {
                     self.entries.remove(k);
                 }
             }
         } else {
             let mut fresh = OrEntry::default();
-            fresh.join(e, self.floor);
+            fresh.join(e, self.floor, low);
             if !fresh.is_empty() {
                 self.entries.insert(k.clone(), fresh);
             }

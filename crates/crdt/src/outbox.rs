@@ -23,6 +23,8 @@ use crate::codec;
 use crate::replica::{Change, Delta, Replica, Store};
 use crate::state::StateStore;
 
+pub use crate::retention::Retention;
+
 /// The SQL dialect of the outbox database (shared with the state table and
 /// the SDK's other durable logs).
 pub use sqldialect::Dialect;
@@ -34,7 +36,8 @@ pub(crate) fn config_error(what: &str, e: sqldialect::Error) -> CrdtError {
 
 impl Replica {
     /// Recovers a restarted cell in one step, before it takes local writes:
-    /// restores the snapshot `state` holds for this cell (if any), then
+    /// restores the snapshot `state` holds for this cell (if any) and the log
+    /// of changes after it ([`Replica::restore_from`]), then
     /// re-applies this cell's own outbox rows written after it (see
     /// [`Outbox::replay_into`]); returns how many rows were replayed. The
     /// replica stays locked throughout, and afterwards counts as restored, so
@@ -45,9 +48,7 @@ impl Replica {
     /// row that does not decode.
     pub async fn recover<S: StateStore>(&self, state: &S, outbox: &Outbox) -> Result<u64, CrdtError> {
         let mut store = self.lock_store().await;
-        if let Some(saved) = state.load(self.cell()).await? {
-            self.restore_locked(&mut store, &saved)?;
-        }
+        self.restore_locked_from(&mut store, state).await?;
         outbox.replay_locked(self, &mut store).await
     }
 }

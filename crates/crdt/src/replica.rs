@@ -14,7 +14,10 @@ use crate::error::CrdtError;
 use crate::hlc::{Clock, Hlc, SiteId, SystemClock, Timestamp};
 use crate::lww::{Bias, LwwDelta, LwwElementSet};
 use crate::metrics::ReplicaMetrics;
+use crate::journal::Record;
 use crate::orset::{OrSet, OrSetDelta};
+use crate::parked::{DeadLetter, ParkedEvent};
+use crate::state::StateStore;
 use crate::watermark::Watermarks;
 
 /// Event type of a [`PnCounter`] delta (the outbox `type` column).
@@ -111,7 +114,7 @@ impl Change {
 }
 
 /// A replicated event as it arrives from another cell (or back from this one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// The cell that made the change.
     pub origin: CellId,
@@ -132,8 +135,12 @@ pub struct Event {
 pub enum Applied {
     /// The delta was joined into the state.
     Applied,
-    /// The (origin, sequence) was seen before; nothing changed.
+    /// The (origin, sequence) was seen before (or is parked already); nothing changed.
     Duplicate,
+    /// Its HLC time is more than the maximum drift ahead of the local clock:
+    /// it waits in the parked set (persisted with the state) and is applied
+    /// by [`Replica::retry_parked`] once the local clock is close enough.
+    Parked,
 }
 
 /// Recently applied sequence numbers of one origin.
@@ -155,12 +162,49 @@ impl DedupWindow {
     }
 }
 
-/// The persisted state of a replica: its objects and its duplicate filter.
+/// The persisted state of a replica: its objects, its duplicate filter, the
+/// events parked until the clock allows them, the dead letters, and the
+/// watermark tombstones were collected at.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Store {
     objects: BTreeMap<String, Value>,
     dedup: BTreeMap<String, DedupWindow>,
     last_ts: Timestamp,
+    parked: BTreeMap<(String, u64), ParkedEvent>,
+    dead: Vec<DeadLetter>,
+    floor: Timestamp,
+    /// What changed since the last drain, when a replicator persists
+    /// incrementally (never persisted itself).
+    #[serde(skip)]
+    journal: Journal,
+}
+
+/// Changes recorded for incremental persistence: bookkeeping, not state, so
+/// it never makes two stores unequal.
+#[derive(Debug, Clone, Default)]
+struct Journal(Option<Vec<Record>>);
+
+impl PartialEq for Journal {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Journal {}
+
+/// The snapshot layout before parked events, dead letters and the store's
+/// floor were added: still decoded, so an upgraded cell restores its state.
+#[derive(Deserialize)]
+struct StoreV1 {
+    objects: BTreeMap<String, Value>,
+    dedup: BTreeMap<String, DedupWindow>,
+    last_ts: Timestamp,
+}
+
+impl From<StoreV1> for Store {
+    fn from(v: StoreV1) -> Self {
+        Store { objects: v.objects, dedup: v.dedup, last_ts: v.last_ts, ..Store::default() }
+    }
 }
 
 impl Store {
@@ -174,14 +218,56 @@ impl Store {
         &self.objects
     }
 
+    /// Events parked until the local clock is within the drift bound of them.
+    pub fn parked(&self) -> impl Iterator<Item = &ParkedEvent> + '_ {
+        self.parked.values()
+    }
+
+    /// Messages that could not be applied (kept for inspection).
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead
+    }
+
+    /// The watermark tombstones were last collected at (`Timestamp::ZERO`: never).
+    pub fn floor(&self) -> Timestamp {
+        self.floor
+    }
+
+    fn log(&mut self, record: Record) {
+        if let Some(j) = &mut self.journal.0 {
+            j.push(record);
+        }
+    }
+
+    fn fresh_value(&self, delta: &Delta, bias: Bias) -> Value {
+        let mut v = match delta {
+            Delta::Counter(_) => Value::Counter(PnCounter::new()),
+            Delta::OrSet(_) => Value::OrSet(OrSet::new()),
+            Delta::Lww(_) => Value::Lww(LwwElementSet::new(bias)),
+        };
+        // a new object starts at the collected floor: a late add at or below it
+        // was collected elsewhere and must not come back here
+        if self.floor > Timestamp::ZERO {
+            match &mut v {
+                Value::Counter(_) => {}
+                Value::OrSet(s) => {
+                    s.gc(self.floor);
+                }
+                Value::Lww(s) => {
+                    s.gc(self.floor);
+                }
+            }
+        }
+        v
+    }
+
     fn apply_delta(&mut self, id: &str, delta: &Delta, bias: Bias) -> Result<(), CrdtError> {
-        let value = match self.objects.get_mut(id) {
-            Some(v) => v,
-            None => self.objects.entry(id.to_string()).or_insert(match delta {
-                Delta::Counter(_) => Value::Counter(PnCounter::new()),
-                Delta::OrSet(_) => Value::OrSet(OrSet::new()),
-                Delta::Lww(_) => Value::Lww(LwwElementSet::new(bias)),
-            }),
+        if !self.objects.contains_key(id) {
+            let fresh = self.fresh_value(delta, bias);
+            self.objects.insert(id.to_string(), fresh);
+        }
+        let Some(value) = self.objects.get_mut(id) else {
+            return Err(CrdtError::Corrupt(format!("object {id:?} vanished")));
         };
         match (value, delta) {
             (Value::Counter(c), Delta::Counter(d)) => c.apply(d),
@@ -213,6 +299,9 @@ impl Store {
     /// Collects tombstones at or below `watermark` in every set (see
     /// [`Watermarks`](crate::Watermarks)); returns how many were dropped.
     pub fn gc(&mut self, watermark: Timestamp) -> usize {
+        if watermark > self.floor {
+            self.floor = watermark;
+        }
         self.objects
             .values_mut()
             .map(|v| match v {
@@ -248,6 +337,7 @@ struct GcState {
 #[derive(Debug)]
 pub struct Replica {
     cell: CellId,
+    state_key: String,
     hlc: Hlc,
     bias: Bias,
     store: tokio::sync::Mutex<Store>,
@@ -257,20 +347,34 @@ pub struct Replica {
     /// The last timestamp of the restored snapshot, once restored (or recovered
     /// without one: `Timestamp(0)`); own outbox rows after it get replayed.
     restored: parking_lot::Mutex<Option<Timestamp>>,
+    /// The smallest HLC time in the parked set (`u64::MAX`: none): this
+    /// cell's watermark stays below it until it is applied.
+    parked_min: std::sync::atomic::AtomicU64,
+    /// See [`Replica::durable_ts`].
+    durable: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
-    /// A replica for `cell`, tolerating `max_drift` of remote clock skew; LWW
-    /// sets it creates are add-wins.
-    pub fn try_new(cell: CellId, max_drift: Duration) -> Result<Self, CrdtError> {
-        Self::with_clock(cell, max_drift, Arc::new(SystemClock))
+    /// A replica for `cell` written by the process `writer`, tolerating
+    /// `max_drift` of remote clock skew; LWW sets it creates are add-wins.
+    ///
+    /// `writer` is this process's id within the cell, unique among the cell's
+    /// live processes: its leased `idgen` worker id (`Generator::worker`) is
+    /// the natural choice. It makes the replica's site
+    /// ([`SiteId::for_writer`]), so two processes of one cell keep separate
+    /// counter totals and mint distinct tags. Each process is its own replica:
+    /// it keeps its state under its own [`state_key`](Self::state_key) and
+    /// needs its own consumer group (every replica must see every event).
+    pub fn try_new(cell: CellId, writer: u32, max_drift: Duration) -> Result<Self, CrdtError> {
+        Self::with_clock(cell, writer, max_drift, Arc::new(SystemClock))
     }
 
     /// Like [`try_new`](Self::try_new) with an explicit physical clock.
-    pub fn with_clock(cell: CellId, max_drift: Duration, clock: Arc<dyn Clock>) -> Result<Self, CrdtError> {
-        let hlc = Hlc::try_new(SiteId::from_cell(&cell), max_drift)?.with_clock(clock);
+    pub fn with_clock(cell: CellId, writer: u32, max_drift: Duration, clock: Arc<dyn Clock>) -> Result<Self, CrdtError> {
+        let hlc = Hlc::try_new(SiteId::for_writer(&cell, writer), max_drift)?.with_clock(clock);
         let metrics = Arc::new(ReplicaMetrics::new(cell.as_str()));
         Ok(Replica {
+            state_key: format!("{cell}/{writer}"),
             cell,
             hlc,
             bias: Bias::AddWins,
@@ -279,6 +383,8 @@ impl Replica {
             cells: Vec::new(),
             gc: parking_lot::Mutex::new(GcState::default()),
             restored: parking_lot::Mutex::new(None),
+            parked_min: std::sync::atomic::AtomicU64::new(u64::MAX),
+            durable: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -309,14 +415,17 @@ impl Replica {
     /// all partitions arrived (or without [`with_cells`](Self::with_cells)).
     pub fn local_watermark(&self) -> Option<Timestamp> {
         let gc = self.gc.lock();
-        Self::local_watermark_of(&self.cells, &gc)
+        self.local_watermark_of(&gc)
     }
 
-    fn local_watermark_of(cells: &[CellId], gc: &GcState) -> Option<Timestamp> {
+    fn local_watermark_of(&self, gc: &GcState) -> Option<Timestamp> {
+        let cells = &self.cells;
         if cells.is_empty() {
             return None;
         }
-        let mut min: Option<Timestamp> = None;
+        // a parked event is not applied yet: the watermark stays below it
+        let parked = self.parked_min.load(std::sync::atomic::Ordering::Acquire);
+        let mut min: Option<Timestamp> = (parked != u64::MAX).then(|| Timestamp(parked.saturating_sub(1)));
         for origin in cells {
             let n = *gc.partitions.get(origin)?;
             for p in 0..n {
@@ -359,7 +468,7 @@ impl Replica {
             if let Some(ack) = ack {
                 gc.acks.ack(origin, ack);
             }
-            if let Some(mine) = Self::local_watermark_of(&self.cells, &gc) {
+            if let Some(mine) = self.local_watermark_of(&gc) {
                 gc.acks.ack(&self.cell, mine);
             }
             match gc.acks.global() {
@@ -371,7 +480,12 @@ impl Replica {
             }
         };
         match collect_at {
-            Some(w) => Ok(self.store.lock().await.gc(w)),
+            Some(w) => {
+                let mut store = self.store.lock().await;
+                let n = store.gc(w);
+                store.log(Record::Gc(w));
+                Ok(n)
+            }
             None => Ok(0),
         }
     }
@@ -385,6 +499,14 @@ impl Replica {
     /// The cell.
     pub fn cell(&self) -> &CellId {
         &self.cell
+    }
+
+    /// Where this replica's state is kept in a [`StateStore`]: `{cell}/{writer}`,
+    /// one per writer, so two processes of a cell never restore each other's
+    /// snapshot. (A snapshot saved under the cell id alone, by an older build,
+    /// is still restored when nothing is saved under this key.)
+    pub fn state_key(&self) -> &str {
+        &self.state_key
     }
 
     /// The clock.
@@ -409,9 +531,37 @@ impl Replica {
 
     /// The state encoded for persistence.
     pub async fn snapshot(&self) -> Result<Vec<u8>, CrdtError> {
+        Ok(self.snapshot_at().await?.0)
+    }
+
+    /// The encoded state and the HLC time it covers: every own write stamped
+    /// at or before it is in it.
+    pub(crate) async fn snapshot_at(&self) -> Result<(Vec<u8>, Timestamp), CrdtError> {
         let mut store = self.store.lock().await;
         store.last_ts = self.hlc.last();
-        codec::encode(&*store)
+        Ok((codec::encode(&*store)?, store.last_ts))
+    }
+
+    /// Saves a snapshot in `state` (emptying its log) and records it as this
+    /// replica's durable point ([`durable_ts`](Self::durable_ts)).
+    pub async fn save_to<S: StateStore>(&self, state: &S) -> Result<(), CrdtError> {
+        let (snapshot, ts) = self.snapshot_at().await?;
+        state.save(&self.state_key, &snapshot).await?;
+        self.note_durable(ts);
+        tracing::debug!(cell = %self.cell, bytes = snapshot.len(), "crdt replica snapshot saved");
+        Ok(())
+    }
+
+    /// The HLC time of the last snapshot saved (or restored): this cell's own
+    /// outbox rows stamped at or before it are no longer needed to recover,
+    /// so outbox retention may prune them once sent. `Timestamp::ZERO` before
+    /// any snapshot.
+    pub fn durable_ts(&self) -> Timestamp {
+        Timestamp(self.durable.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn note_durable(&self, ts: Timestamp) {
+        self.durable.fetch_max(ts.0, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Replaces the state with a decoded snapshot (a restarted cell), and moves
@@ -427,11 +577,45 @@ impl Replica {
     }
 
     pub(crate) fn restore_locked(&self, store: &mut Store, snapshot: &[u8]) -> Result<(), CrdtError> {
-        let restored: Store = codec::decode(snapshot)?;
+        let mut restored: Store = match codec::decode(snapshot) {
+            Ok(s) => s,
+            Err(e) => codec::decode::<StoreV1>(snapshot).map(Store::from).map_err(|_| e)?,
+        };
         self.hlc.adopt(restored.last_ts);
         *self.restored.lock() = Some(restored.last_ts);
+        self.note_durable(restored.last_ts);
+        restored.journal = Journal(store.journal.0.take().map(|_| Vec::new()));
         *store = restored;
+        self.note_parked(store);
         Ok(())
+    }
+
+    /// Restores the state `state` holds for this cell: its snapshot (if any),
+    /// then the log of changes appended after it; returns how many log
+    /// records were replayed. Afterwards the replica counts as restored.
+    ///
+    /// # Errors
+    /// The store's error, or a snapshot or record that does not decode.
+    pub async fn restore_from<S: StateStore>(&self, state: &S) -> Result<usize, CrdtError> {
+        let mut store = self.store.lock().await;
+        self.restore_locked_from(&mut store, state).await
+    }
+
+    pub(crate) async fn restore_locked_from<S: StateStore>(&self, store: &mut Store, state: &S) -> Result<usize, CrdtError> {
+        let log = state.load_log(&self.state_key).await?;
+        // without a snapshot under its own key yet, the base is one saved under
+        // the cell id alone (by a build whose state keys were per cell), if any
+        let saved = match state.load(&self.state_key).await? {
+            Some(saved) => Some(saved),
+            None => state.load(self.cell.as_str()).await?,
+        };
+        if let Some(saved) = saved {
+            self.restore_locked(store, &saved)?;
+        }
+        let records = log.iter().map(|b| codec::decode::<Record>(b)).collect::<Result<Vec<_>, _>>()?;
+        self.replay_locked(store, &records)?;
+        self.restored.lock().get_or_insert(Timestamp::ZERO);
+        Ok(records.len())
     }
 
     /// Whether the state was restored from a snapshot or recovered (then
@@ -466,8 +650,11 @@ impl Replica {
     }
 
     /// Applies an event idempotently: duplicates (same origin and sequence) are
-    /// skipped, anything malformed, of the wrong kind or stamped too far in the
-    /// future is rejected (counted, never applied).
+    /// skipped; an event stamped more than the maximum drift ahead of the local
+    /// clock is parked (kept in the state, applied later by
+    /// [`retry_parked`](Self::retry_parked)); anything malformed or of the
+    /// wrong kind is rejected (counted, never applied: the caller keeps it as a
+    /// [`dead_letter`](Self::dead_letter)).
     pub async fn apply_event(&self, ev: &Event) -> Result<Applied, CrdtError> {
         let result = self.apply_event_inner(ev).await;
         match &result {
@@ -476,6 +663,7 @@ impl Replica {
                 self.metrics.applied(ev.origin.as_str(), lag);
             }
             Ok(Applied::Duplicate) => self.metrics.duplicate(),
+            Ok(Applied::Parked) => {}
             Err(e) => {
                 tracing::warn!(origin = %ev.origin, seq = ev.seq, object = %ev.aggregate_id, error = %e, "crdt event rejected");
                 self.metrics.rejected(reason(e));
@@ -485,26 +673,169 @@ impl Replica {
     }
 
     async fn apply_event_inner(&self, ev: &Event) -> Result<Applied, CrdtError> {
-        let delta: Delta = codec::decode(&ev.payload)?;
-        if delta.event_type() != ev.event_type {
-            return Err(CrdtError::Corrupt(format!(
-                "type header {:?} but payload is {}",
-                ev.event_type,
-                delta.event_type()
-            )));
-        }
+        let delta = decode_event(ev)?;
         let mut store = self.store.lock().await;
-        if store.dedup.get(ev.origin.as_str()).is_some_and(|w| w.seen.contains(&ev.seq)) {
+        let key = (ev.origin.as_str().to_string(), ev.seq);
+        if store.dedup.get(&key.0).is_some_and(|w| w.seen.contains(&ev.seq)) || store.parked.contains_key(&key) {
             return Ok(Applied::Duplicate);
         }
-        self.hlc.update(ev.ts)?;
+        if let Err(e) = self.hlc.update(ev.ts) {
+            // a clock far ahead (here or there) delays the event, never loses it
+            tracing::warn!(origin = %ev.origin, seq = ev.seq, object = %ev.aggregate_id, error = %e, "crdt event parked");
+            let parked = ParkedEvent { event: ev.clone(), reason: e.to_string() };
+            store.parked.insert(key, parked.clone());
+            store.log(Record::Parked(parked));
+            self.note_parked(&store);
+            self.metrics.parked();
+            return Ok(Applied::Parked);
+        }
         store.apply_delta(&ev.aggregate_id, &delta, self.bias)?;
-        store.dedup.entry(ev.origin.as_str().to_string()).or_default().insert(ev.seq);
+        store.dedup.entry(key.0).or_default().insert(ev.seq);
+        store.log(Record::Applied(ev.clone()));
         Ok(Applied::Applied)
+    }
+
+    /// Applies the parked events the local clock now allows (their HLC time
+    /// within the maximum drift of the wall clock), oldest first; returns how
+    /// many were applied. A parked event that turns out not to apply (its
+    /// object has another kind) becomes a dead letter.
+    pub async fn retry_parked(&self) -> usize {
+        let mut store = self.store.lock().await;
+        if store.parked.is_empty() {
+            return 0;
+        }
+        let mut ready: Vec<ParkedEvent> = Vec::new();
+        for p in store.parked.values() {
+            if self.hlc.update(p.event.ts).is_ok() {
+                ready.push(p.clone());
+            }
+        }
+        ready.sort_by_key(|p| p.event.ts);
+        let mut applied = 0;
+        for p in ready {
+            let ev = p.event;
+            let key = (ev.origin.as_str().to_string(), ev.seq);
+            store.parked.remove(&key);
+            let result = decode_event(&ev).and_then(|d| store.apply_delta(&ev.aggregate_id, &d, self.bias));
+            match result {
+                Ok(()) => {
+                    store.dedup.entry(key.0).or_default().insert(ev.seq);
+                    let lag = SystemClock.now_ms().saturating_sub(ev.ts.physical_ms());
+                    self.metrics.applied(ev.origin.as_str(), lag);
+                    store.log(Record::Applied(ev));
+                    applied += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(origin = %ev.origin, seq = ev.seq, error = %e, "parked crdt event is a dead letter");
+                    self.metrics.rejected(reason(&e));
+                    let dead = DeadLetter {
+                        source: format!("parked {}#{}", ev.origin, ev.seq),
+                        key: Some(ev.aggregate_id.clone().into_bytes()),
+                        headers: Vec::new(),
+                        payload: ev.payload.clone(),
+                        error: e.to_string(),
+                        reason: reason(&e).to_string(),
+                    };
+                    store.log(Record::Unparked(key.0, key.1));
+                    store.dead.push(dead.clone());
+                    store.log(Record::Dead(dead));
+                }
+            }
+        }
+        self.note_parked(&store);
+        applied
+    }
+
+    /// Keeps a message that can never be applied as it stands (see
+    /// [`DeadLetter`]) in the persisted state, for inspection.
+    pub async fn dead_letter(&self, dead: DeadLetter) {
+        let mut store = self.store.lock().await;
+        store.dead.push(dead.clone());
+        store.log(Record::Dead(dead));
+    }
+
+    /// The events parked until the local clock allows them.
+    pub async fn parked(&self) -> Vec<ParkedEvent> {
+        self.store.lock().await.parked.values().cloned().collect()
+    }
+
+    /// The dead letters kept so far.
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.store.lock().await.dead.clone()
+    }
+
+    fn note_parked(&self, store: &Store) {
+        let min = store.parked.values().map(|p| p.event.ts.0).min().unwrap_or(u64::MAX);
+        self.parked_min.store(min, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Starts recording what changes (for incremental persistence).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) async fn enable_journal(&self) {
+        self.store.lock().await.journal.0.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes recorded since the last call.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) async fn take_journal(&self) -> Vec<Record> {
+        let mut store = self.store.lock().await;
+        store.journal.0.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Puts back changes taken with [`take_journal`](Self::take_journal) that
+    /// could not be persisted, ahead of the ones recorded since.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) async fn unjournal(&self, mut records: Vec<Record>) {
+        let mut store = self.store.lock().await;
+        if let Some(j) = &mut store.journal.0 {
+            records.append(j);
+            *j = records;
+        }
+    }
+
+    /// Replays persisted records over the restored snapshot.
+    pub(crate) fn replay_locked(&self, store: &mut Store, records: &[Record]) -> Result<(), CrdtError> {
+        for r in records {
+            match r {
+                Record::Applied(ev) => {
+                    let key = (ev.origin.as_str().to_string(), ev.seq);
+                    store.parked.remove(&key);
+                    if store.dedup.get(&key.0).is_some_and(|w| w.seen.contains(&ev.seq)) {
+                        continue;
+                    }
+                    self.hlc.adopt(ev.ts);
+                    let delta = decode_event(ev)?;
+                    store.apply_delta(&ev.aggregate_id, &delta, self.bias)?;
+                    store.dedup.entry(key.0).or_default().insert(ev.seq);
+                }
+                Record::Parked(p) => {
+                    store.parked.insert((p.event.origin.as_str().to_string(), p.event.seq), p.clone());
+                }
+                Record::Unparked(origin, seq) => {
+                    store.parked.remove(&(origin.clone(), *seq));
+                }
+                Record::Dead(d) => store.dead.push(d.clone()),
+                Record::Gc(w) => {
+                    store.gc(*w);
+                }
+            }
+        }
+        self.note_parked(store);
+        Ok(())
     }
 }
 
-fn reason(e: &CrdtError) -> &'static str {
+/// Decodes an event's delta and checks it against its type header.
+fn decode_event(ev: &Event) -> Result<Delta, CrdtError> {
+    let delta: Delta = codec::decode(&ev.payload)?;
+    if delta.event_type() != ev.event_type {
+        return Err(CrdtError::Corrupt(format!("type header {:?} but payload is {}", ev.event_type, delta.event_type())));
+    }
+    Ok(delta)
+}
+
+/// The metric `reason` of an error.
+pub(crate) fn reason(e: &CrdtError) -> &'static str {
     match e {
         CrdtError::ClockDrift { .. } => "clock_drift",
         CrdtError::UnknownVersion(_) => "unknown_version",
@@ -603,6 +934,8 @@ impl ReplicaGuard<'_> {
 
     /// Collects tombstones at or below `watermark` (see [`Store::gc`]).
     pub fn gc(&mut self, watermark: Timestamp) -> usize {
-        self.store.gc(watermark)
+        let n = self.store.gc(watermark);
+        self.store.log(Record::Gc(watermark));
+        n
     }
 }

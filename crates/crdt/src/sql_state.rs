@@ -2,31 +2,40 @@
 //! same `sqlx::Any` pool as the [`Outbox`], so a cell keeps its replica state
 //! beside its business rows (MySQL/MariaDB, PostgreSQL or SQLite).
 //!
-//! One row per cell: `cell` (primary key) and `state` (the encoded
-//! [`Replica::snapshot`](crate::Replica::snapshot)); a save replaces the row.
+//! One row per replica in `{table}`: `cell` (primary key: the replica's
+//! [`state_key`](crate::Replica::state_key)) and `state` (the
+//! encoded [`Replica::snapshot`](crate::Replica::snapshot)); a save replaces
+//! the row and, in the same transaction, deletes that key's rows of the log
+//! table `{table}_log` (`id`, `cell`, `rec`: one row per change appended
+//! since the snapshot).
 
-use cellctx::CellId;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::error::CrdtError;
 use crate::outbox::{Dialect, MAX_TABLE_LEN, Outbox, config_error};
 use crate::state::StateStore;
 
-/// Saves each cell's encoded replica state in one row of a SQL table. Clones
+/// Saves each replica's encoded state in one row of a SQL table (plus its log). Clones
 /// share the pool.
 #[derive(Debug, Clone)]
 pub struct SqlStateStore {
     pool: AnyPool,
     dialect: Dialect,
     table: String,
+    log: String,
 }
+
+/// Rows per `INSERT` of the log (keeps every dialect under its bound-parameter limit).
+const LOG_ROWS_PER_INSERT: usize = 200;
 
 impl SqlStateStore {
     /// Uses an existing pool of the given dialect and `table` (letters, digits
     /// and `_`, at most 60 bytes).
     pub fn new(pool: AnyPool, dialect: Dialect, table: &str) -> Result<Self, CrdtError> {
         sqldialect::check_identifier(table, MAX_TABLE_LEN).map_err(|e| config_error("state table", e))?;
-        Ok(SqlStateStore { pool, dialect, table: table.to_string() })
+        let log = format!("{table}_log");
+        sqldialect::check_identifier(&log, MAX_TABLE_LEN + 4).map_err(|e| config_error("state log table", e))?;
+        Ok(SqlStateStore { pool, dialect, table: table.to_string(), log })
     }
 
     /// Uses the outbox's pool (and database) with `table`.
@@ -39,7 +48,12 @@ impl SqlStateStore {
         &self.table
     }
 
-    /// Creates the table if missing.
+    /// The log table's name (`{table}_log`).
+    pub fn log_table(&self) -> &str {
+        &self.log
+    }
+
+    /// Creates the tables if missing.
     pub async fn migrate(&self) -> Result<(), CrdtError> {
         let blob = self.dialect.blob_type();
         let ddl = format!(
@@ -47,14 +61,23 @@ impl SqlStateStore {
             self.table
         );
         sqlx::query(&ddl).execute(&self.pool).await?;
+        let id = match self.dialect {
+            Dialect::MySql => "BIGINT AUTO_INCREMENT PRIMARY KEY",
+            Dialect::Postgres => "BIGSERIAL PRIMARY KEY",
+            Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        };
+        let ddl = format!("CREATE TABLE IF NOT EXISTS {} (id {id}, cell VARCHAR(64) NOT NULL, rec {blob} NOT NULL)", self.log);
+        sqlx::query(&ddl).execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Saves `cell`'s state on `conn`, e.g. inside a transaction of the
-    /// caller's (`&mut *tx`), replacing the previous one.
-    pub async fn save_on(&self, conn: &mut AnyConnection, cell: &CellId, state: &[u8]) -> Result<(), CrdtError> {
+    /// Saves the snapshot under `key` on `conn`, e.g. inside a transaction of the
+    /// caller's (`&mut *tx`), replacing the previous one and emptying the log.
+    pub async fn save_on(&self, conn: &mut AnyConnection, key: &str, state: &[u8]) -> Result<(), CrdtError> {
         let sql = self.upsert_sql();
-        sqlx::query(&sql).bind(cell.as_str()).bind(state.to_vec()).execute(conn).await?;
+        sqlx::query(&sql).bind(key).bind(state.to_vec()).execute(&mut *conn).await?;
+        let sql = format!("DELETE FROM {} WHERE cell = {}", self.log, self.dialect.placeholder(1));
+        sqlx::query(&sql).bind(key).execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -72,18 +95,46 @@ impl SqlStateStore {
 }
 
 impl StateStore for SqlStateStore {
-    async fn load(&self, cell: &CellId) -> Result<Option<Vec<u8>>, CrdtError> {
+    async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, CrdtError> {
         let sql = format!("SELECT state FROM {} WHERE cell = {}", self.table, self.dialect.placeholder(1));
-        let row = sqlx::query(&sql).bind(cell.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql).bind(key).fetch_optional(&self.pool).await?;
         Ok(match row {
             Some(r) => Some(r.try_get::<Vec<u8>, _>("state")?),
             None => None,
         })
     }
 
-    async fn save(&self, cell: &CellId, state: &[u8]) -> Result<(), CrdtError> {
-        let sql = self.upsert_sql();
-        sqlx::query(&sql).bind(cell.as_str()).bind(state.to_vec()).execute(&self.pool).await?;
+    async fn save(&self, key: &str, state: &[u8]) -> Result<(), CrdtError> {
+        let mut tx = self.pool.begin().await?;
+        self.save_on(&mut tx, key, state).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn append(&self, key: &str, records: &[Vec<u8>]) -> Result<(), CrdtError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({}, {})", self.dialect.placeholder(2 * i + 1), self.dialect.placeholder(2 * i + 2)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("INSERT INTO {} (cell, rec) VALUES {values}", self.log);
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q.bind(key).bind(r.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_log(&self, key: &str) -> Result<Vec<Vec<u8>>, CrdtError> {
+        let sql = format!("SELECT rec FROM {} WHERE cell = {} ORDER BY id", self.log, self.dialect.placeholder(1));
+        let rows = sqlx::query(&sql).bind(key).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get::<Vec<u8>, _>("rec").map_err(CrdtError::from)).collect()
     }
 }

@@ -84,7 +84,7 @@ impl Env {
                 .execute(outbox.pool())
                 .await
                 .unwrap();
-            let mut replica = Replica::try_new(name.parse().unwrap(), Duration::from_secs(5)).unwrap();
+            let mut replica = Replica::try_new(name.parse().unwrap(), 1, Duration::from_secs(5)).unwrap();
             if gc {
                 replica = replica.with_cells(NAMES.iter().map(|n| n.parse().unwrap()));
             }
@@ -289,8 +289,12 @@ async fn three_cells_converge_and_a_partitioned_cell_catches_up() {
     concurrent_round(&env, "r2").await;
     expected_round("r2", &mut likers, &mut comments);
     let two: Vec<&Cell> = env.cells[..2].iter().collect();
-    wait_until("the two connected cells to converge", || converged(&two)).await;
-    assert_eq!(counter(&env.cells[0], "p1/likes").await, 18);
+    // equal is not enough: they may be equal before the third cell's round arrived
+    let first = &env.cells[0];
+    wait_until("the two connected cells to converge", || async {
+        converged(&two).await && counter(first, "p1/likes").await == 18
+    })
+    .await;
     // the partitioned cell has only its own writes of round 2
     assert_eq!(counter(&env.cells[2], "p1/likes").await, 9 + 3);
     assert_eq!(env.cells[2].replica.metrics().stats().applied, applied_before);
@@ -386,7 +390,7 @@ async fn relay_crash_between_publish_and_mark_and_cell_restart_lose_nothing() {
     }
     env.start_relay(0);
     let old = env.cells[1].replica.clone();
-    env.cells[1].replica = Arc::new(Replica::try_new(NAMES[1].parse().unwrap(), Duration::from_secs(5)).unwrap());
+    env.cells[1].replica = Arc::new(Replica::try_new(NAMES[1].parse().unwrap(), 1, Duration::from_secs(5)).unwrap());
     let restarted = env.cells[1].replica.clone();
     {
         let cells = &env.cells;
@@ -513,8 +517,15 @@ async fn outbox_is_transactional_context_rides_in_headers_and_bad_messages_are_r
         producer.send(rec, Duration::from_secs(30)).await.unwrap();
     }
     wait_until("the valid message after the bad ones", || async { counter(other, "p9/likes").await == 6 }).await;
-    assert_eq!(other.replica.metrics().stats().rejected, 4);
-    // the rejected clock was not adopted
+    // undecodable ones are skipped but kept as dead letters; the one from a
+    // clock an hour ahead is parked, not lost
+    assert_eq!(other.replica.metrics().stats().rejected, 3);
+    assert_eq!(other.replica.metrics().stats().parked, 1);
+    let dead = other.replica.dead_letters().await;
+    assert_eq!(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), ["corrupt", "unknown_version", "corrupt"]);
+    let parked = other.replica.parked().await;
+    assert_eq!((parked.len(), parked[0].event.seq, parked[0].event.ts), (1, 104, future));
+    // the far clock was not adopted
     assert!(other.replica.hlc().last() < future);
     env.stop().await;
 }
@@ -581,6 +592,7 @@ mod recovery {
     use super::*;
     use crdt::StateStore;
     use crdt::sql_state::SqlStateStore;
+    use crdt::{Clock, Timestamp};
 
     const POST: &str = "post-1";
 
@@ -594,7 +606,7 @@ mod recovery {
     }
 
     fn replica(name: &str) -> Replica {
-        Replica::try_new(cell(name), Duration::from_secs(5)).unwrap()
+        Replica::try_new(cell(name), 1, Duration::from_secs(5)).unwrap()
     }
 
     /// A like: the change goes to the outbox in a transaction, then is committed locally.
@@ -641,7 +653,7 @@ mod recovery {
         for _ in 0..5 {
             like(&a, &a_out).await;
         }
-        state.save(a.cell(), &a.snapshot().await.unwrap()).await.unwrap();
+        state.save(a.state_key(), &a.snapshot().await.unwrap()).await.unwrap();
         for _ in 0..3 {
             like(&a, &a_out).await;
         }
@@ -654,7 +666,7 @@ mod recovery {
         // without recovery, the restarted cell's next like would carry total 6
         // (below the 8 already in the outbox): the join by maximum would lose it
         let stale = replica("sh");
-        stale.restore(&state.load(stale.cell()).await.unwrap().unwrap()).await.unwrap();
+        stale.restore(&state.load(stale.state_key()).await.unwrap().unwrap()).await.unwrap();
         let change = stale.lock().await.counter_add("post", POST, 1).unwrap();
         let crdt::Delta::Counter(d) = &change.delta else { panic!("counter delta") };
         assert_eq!(d.entries[0].p, 6);
@@ -718,8 +730,8 @@ mod recovery {
         let store = SqlStateStore::for_outbox(&outbox, &table("crdt_ss")).unwrap();
         store.migrate().await.unwrap();
         store.migrate().await.unwrap(); // idempotent
-        let (sh, fra) = (cell("sh"), cell("fra"));
-        assert_eq!(store.load(&sh).await.unwrap(), None);
+        let (sh, fra) = ("sh/1", "fra/1");
+        assert_eq!(store.load(sh).await.unwrap(), None);
 
         // a real snapshot round-trips
         let r = replica("sh");
@@ -730,33 +742,140 @@ mod recovery {
         g.commit(&c2).unwrap();
         drop(g);
         let snap = r.snapshot().await.unwrap();
-        store.save(&sh, &snap).await.unwrap();
-        store.save(&fra, &[1, 2, 3]).await.unwrap();
-        assert_eq!(store.load(&sh).await.unwrap().as_deref(), Some(&snap[..]));
+        store.save(sh, &snap).await.unwrap();
+        store.save(fra, &[1, 2, 3]).await.unwrap();
+        assert_eq!(store.load(sh).await.unwrap().as_deref(), Some(&snap[..]));
         let back = replica("sh");
-        back.restore(&store.load(&sh).await.unwrap().unwrap()).await.unwrap();
+        back.restore(&store.load(sh).await.unwrap().unwrap()).await.unwrap();
         assert_eq!(back.get(POST).await, r.get(POST).await);
         assert_eq!(back.get("comments").await, r.get("comments").await);
 
-        // a save replaces the row; other cells keep theirs
-        store.save(&sh, &[9; 300]).await.unwrap();
-        assert_eq!(store.load(&sh).await.unwrap(), Some(vec![9; 300]));
-        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
+        // the log: appended in order, emptied by the next snapshot, per cell
+        assert!(store.load_log(sh).await.unwrap().is_empty());
+        store.append(sh, &[vec![1], vec![2, 2]]).await.unwrap();
+        store.append(sh, &[]).await.unwrap();
+        let many: Vec<Vec<u8>> = (0..450u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        store.append(sh, &many).await.unwrap();
+        store.append(fra, &[vec![7]]).await.unwrap();
+        let log = store.load_log(sh).await.unwrap();
+        assert_eq!(log.len(), 452);
+        assert_eq!((&log[0], &log[1], &log[451]), (&vec![1], &vec![2, 2], &many[449]));
+
+        // a save replaces the row and empties that cell's log; other cells keep theirs
+        store.save(sh, &[9; 300]).await.unwrap();
+        assert!(store.load_log(sh).await.unwrap().is_empty());
+        assert_eq!(store.load_log(fra).await.unwrap(), vec![vec![7]]);
+        assert_eq!(store.load(sh).await.unwrap(), Some(vec![9; 300]));
+        assert_eq!(store.load(fra).await.unwrap(), Some(vec![1, 2, 3]));
 
         // save_on joins the caller's transaction: rolled back, nothing changes
         let mut tx = outbox.pool().begin().await.unwrap();
-        store.save_on(&mut tx, &fra, &[4]).await.unwrap();
+        store.save_on(&mut tx, fra, &[4]).await.unwrap();
         tx.rollback().await.unwrap();
-        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(store.load(fra).await.unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(store.load_log(fra).await.unwrap(), vec![vec![7]]);
         let mut tx = outbox.pool().begin().await.unwrap();
-        store.save_on(&mut tx, &fra, &[5]).await.unwrap();
+        store.save_on(&mut tx, fra, &[5]).await.unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(store.load(&fra).await.unwrap(), Some(vec![5]));
+        assert_eq!(store.load(fra).await.unwrap(), Some(vec![5]));
 
         assert!(matches!(SqlStateStore::for_outbox(&outbox, "bad name; drop"), Err(crdt::CrdtError::Config(_))));
         // a table name that would need quoting, and a database the outbox cannot speak
         assert!(matches!(Outbox::connect(url, "1outbox").await, Err(crdt::CrdtError::Config(_))));
         assert!(matches!(Outbox::connect("oracle://db/x", "outbox").await, Err(crdt::CrdtError::Config(_))));
+    }
+
+    #[derive(Debug)]
+    struct Manual(std::sync::atomic::AtomicU64);
+    impl crdt::Clock for Manual {
+        fn now_ms(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    async fn rows(outbox: &Outbox) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {}", outbox.table());
+        sqlx::Row::try_get(&sqlx::query(&sql).fetch_one(outbox.pool()).await.unwrap(), "n").unwrap()
+    }
+
+    /// Sent rows are pruned by count and by age, never pending ones, and never
+    /// rows after the last durable snapshot: recovery still sees every write.
+    async fn retention(url: &str) {
+        use crdt::outbox::Retention;
+        use std::sync::atomic::Ordering::SeqCst;
+        let outbox = Outbox::connect(url, &table("crdt_ret")).await.unwrap();
+        outbox.migrate().await.unwrap();
+        let state = crdt::MemoryStateStore::new();
+        let t0 = crdt::SystemClock.now_ms() - 3_600_000;
+        let clock = Arc::new(Manual(std::sync::atomic::AtomicU64::new(t0)));
+        let a = Arc::new(Replica::with_clock(cell("sh"), 1, Duration::from_secs(5), clock.clone()).unwrap());
+        let like_at = |_: ()| {
+            let (a, outbox, clock) = (&a, &outbox, clock.clone());
+            async move {
+                like(a, outbox).await;
+                clock.0.fetch_add(1_000, SeqCst);
+            }
+        };
+        let topic = testkit::unique("crdt-ret");
+        let kafka = cluster(&topic);
+        let keep3 = Retention::try_new(None, Some(3)).unwrap();
+        let relay = Relay::new(outbox.clone(), &kafka.bootstrap_servers(), &topic)
+            .unwrap()
+            .with_retention(keep3, a.clone());
+        for _ in 0..8 {
+            like_at(()).await;
+        }
+        assert_eq!(relay.run_once().await.unwrap(), 8);
+        for _ in 0..2 {
+            like_at(()).await;
+        }
+        // no durable snapshot yet: every row may still be needed to recover
+        assert_eq!(relay.prune().await.unwrap(), 0);
+        assert_eq!(outbox.prune(&keep3, a.durable_ts(), crdt::SystemClock.now_ms()).await.unwrap(), 0);
+        assert_eq!(rows(&outbox).await, 10);
+
+        a.save_to(&state).await.unwrap();
+        let durable = a.durable_ts();
+        assert!(durable > Timestamp::ZERO);
+        // by count (the relay's pass): the newest 3 sent rows stay, the 2 pending ones too
+        assert_eq!(relay.prune().await.unwrap(), 5);
+        assert_eq!((rows(&outbox).await, outbox.pending_count().await.unwrap()), (5, 2));
+        // by age: of the sent rows stamped t0+5s, +6s, +7s, one is older than 4.5 s at t0+10s
+        let young = Retention::try_new(Some(Duration::from_millis(4_500)), None).unwrap();
+        assert_eq!(outbox.prune(&young, durable, t0 + 10_000).await.unwrap(), 1);
+        assert_eq!(rows(&outbox).await, 4);
+
+        // rows written after the snapshot are kept whatever the bounds
+        assert_eq!(relay.run_once().await.unwrap(), 2);
+        for _ in 0..2 {
+            like_at(()).await;
+        }
+        assert_eq!(relay.run_once().await.unwrap(), 2);
+        let none = Retention::try_new(Some(Duration::ZERO), Some(0)).unwrap();
+        assert_eq!(outbox.prune(&none, durable, crdt::SystemClock.now_ms()).await.unwrap(), 4);
+        assert_eq!(rows(&outbox).await, 2);
+        // a restart from the snapshot plus the kept rows has every like
+        let b = Replica::with_clock(cell("sh"), 1, Duration::from_secs(5), clock.clone()).unwrap();
+        assert_eq!(b.recover(&state, &outbox).await.unwrap(), 2);
+        assert_eq!(count(&b).await, 12);
+        assert!(matches!(Retention::try_new(None, None), Err(crdt::CrdtError::Config(_))));
+        sqlx::query(&format!("DROP TABLE {}", outbox.table())).execute(outbox.pool()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn outbox_retention_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        retention(&format!("sqlite://{}/ret.db?mode=rwc", dir.path().display())).await;
+    }
+
+    #[tokio::test]
+    async fn outbox_retention_mariadb() {
+        retention(&testkit::mysql_url()).await;
+    }
+
+    #[tokio::test]
+    async fn outbox_retention_postgres() {
+        retention(&testkit::postgres_url()).await;
     }
 
     #[tokio::test]
@@ -774,4 +893,34 @@ mod recovery {
     async fn sql_state_store_mariadb() {
         state_store(&testkit::mysql_url()).await;
     }
+}
+
+/// The Redis state store keeps a snapshot and a log; a snapshot empties the log.
+#[tokio::test]
+async fn redis_state_store_keeps_a_snapshot_and_a_log() {
+    use crdt::StateStore;
+    let prefix = testkit::unique("crdt_rs");
+    let store = RedisStateStore::connect(&testkit::redis_url(), &prefix).await.expect("redis");
+    let (sh, fra) = ("sh/1", "fra/1");
+    assert_eq!(store.load(sh).await.unwrap(), None);
+    assert!(store.load_log(sh).await.unwrap().is_empty());
+    store.save(sh, &[1, 2, 3]).await.unwrap();
+    store.append(sh, &[vec![4], vec![5, 5]]).await.unwrap();
+    store.append(sh, &[]).await.unwrap();
+    store.append(fra, &[vec![6]]).await.unwrap();
+    assert_eq!(store.load(sh).await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(store.load_log(sh).await.unwrap(), vec![vec![4], vec![5, 5]]);
+    store.save(sh, &[9]).await.unwrap();
+    assert_eq!(store.load(sh).await.unwrap(), Some(vec![9]));
+    assert!(store.load_log(sh).await.unwrap().is_empty());
+    assert_eq!(store.load_log(fra).await.unwrap(), vec![vec![6]]);
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(store.key(sh))
+        .arg(store.log_key(sh))
+        .arg(store.log_key(fra))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }

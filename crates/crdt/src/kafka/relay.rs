@@ -10,8 +10,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::headers;
 use crate::error::CrdtError;
-use crate::outbox::{Outbox, OutboxRow};
+use crate::hlc::{Clock, SystemClock};
+use crate::outbox::{Outbox, OutboxRow, Retention};
 use crate::replica::Replica;
+
+/// How often a relay with a retention prunes its outbox.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// Publishes a cell's outbox rows to Kafka and marks them sent.
 pub struct Relay {
@@ -22,6 +26,7 @@ pub struct Relay {
     poll_interval: Duration,
     send_timeout: Duration,
     heartbeat: Option<(Arc<Replica>, Duration)>,
+    retention: Option<(Retention, Arc<Replica>)>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -50,6 +55,7 @@ impl Relay {
             poll_interval: Duration::from_millis(20),
             send_timeout: Duration::from_secs(30),
             heartbeat: None,
+            retention: None,
         })
     }
 
@@ -98,6 +104,22 @@ impl Relay {
             self.producer.send(record, self.send_timeout).await.map_err(|(e, _)| CrdtError::from(e))?;
         }
         Ok(())
+    }
+
+    /// Prunes sent rows as `retention` allows (from [`run`](Self::run), every
+    /// [`PRUNE_EVERY`]), never past `replica`'s last durable snapshot
+    /// ([`Replica::durable_ts`]): the rows a restart replays stay. Without it
+    /// rows are kept for ever.
+    pub fn with_retention(mut self, retention: Retention, replica: Arc<Replica>) -> Self {
+        self.retention = Some((retention, replica));
+        self
+    }
+
+    /// One pruning pass (see [`with_retention`](Self::with_retention));
+    /// returns how many rows were deleted (0 without a retention).
+    pub async fn prune(&self) -> Result<u64, CrdtError> {
+        let Some((retention, replica)) = &self.retention else { return Ok(0) };
+        self.outbox.prune(retention, replica.durable_ts(), SystemClock.now_ms()).await
     }
 
     /// Rows per round (default 500).
@@ -178,7 +200,14 @@ impl Relay {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut next_heartbeat = Instant::now();
+        let mut next_prune = Instant::now();
         loop {
+            if self.retention.is_some() && Instant::now() >= next_prune {
+                next_prune = Instant::now() + PRUNE_EVERY;
+                if let Err(e) = self.prune().await {
+                    tracing::warn!(error = %e, table = self.outbox.table(), "outbox pruning failed");
+                }
+            }
             if let Some((replica, every)) = &self.heartbeat
                 && Instant::now() >= next_heartbeat
             {

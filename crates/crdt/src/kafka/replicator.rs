@@ -1,18 +1,25 @@
 //! [`Replicator`]: applies other cells' deltas from Kafka.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::headers::{self as hdr, event_from_message, heartbeat_from_message};
+use crate::codec;
 use crate::error::CrdtError;
-use crate::replica::{Applied, Replica};
+use crate::parked::DeadLetter;
+use crate::replica::Replica;
 use crate::state::StateStore;
+
+/// How often an idle replicator retries its parked events.
+const PARKED_RETRY: Duration = Duration::from_millis(500);
 
 /// Consumes the replication topic for one cell: apply, persist, then commit.
 pub struct Replicator<S> {
@@ -20,6 +27,12 @@ pub struct Replicator<S> {
     consumer: StreamConsumer,
     state: S,
     names: cellctx::HeaderNames,
+    batch: usize,
+    snapshot_every: usize,
+    /// Log records appended since the last snapshot.
+    since_snapshot: AtomicUsize,
+    snapshot_interval: Duration,
+    last_snapshot: parking_lot::Mutex<tokio::time::Instant>,
 }
 
 impl<S> std::fmt::Debug for Replicator<S> {
@@ -28,12 +41,37 @@ impl<S> std::fmt::Debug for Replicator<S> {
     }
 }
 
-/// What happened to one consumed message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Applied,
-    Duplicate,
-    Rejected,
+/// The next offset to commit per (topic, partition) of a batch.
+#[derive(Debug, Default)]
+struct Offsets {
+    next: BTreeMap<(String, i32), i64>,
+    count: usize,
+}
+
+impl Offsets {
+    fn note(&mut self, topic: &str, partition: i32, offset: i64) {
+        let next = self.next.entry((topic.to_string(), partition)).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        self.count += 1;
+    }
+}
+
+/// A consumed message kept verbatim as a [`DeadLetter`].
+fn dead_letter(msg: &BorrowedMessage<'_>, error: &CrdtError) -> DeadLetter {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let headers = msg
+        .headers()
+        .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect())
+        .unwrap_or_default();
+    DeadLetter {
+        source: format!("{}/{}@{}", msg.topic(), msg.partition(), msg.offset()),
+        key: msg.key().map(<[u8]>::to_vec),
+        headers,
+        payload: msg.payload().unwrap_or_default().to_vec(),
+        error: error.to_string(),
+        reason: crate::replica::reason(error).to_string(),
+    }
 }
 
 impl<S: StateStore> Replicator<S> {
@@ -52,11 +90,11 @@ impl<S: StateStore> Replicator<S> {
         group_id: &str,
         state: S,
     ) -> Result<Self, CrdtError> {
-        if !replica.is_restored()
-            && let Some(saved) = state.load(replica.cell()).await?
-        {
-            replica.restore(&saved).await?;
+        let mut since_snapshot = 0;
+        if !replica.is_restored() {
+            since_snapshot = replica.restore_from(&state).await?;
         }
+        replica.enable_journal().await;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap_servers)
             .set("group.id", group_id)
@@ -67,7 +105,39 @@ impl<S: StateStore> Replicator<S> {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         consumer.subscribe(&[topic])?;
-        Ok(Replicator { replica, consumer, state, names: cellctx::HeaderNames::default() })
+        Ok(Replicator {
+            replica,
+            consumer,
+            state,
+            names: cellctx::HeaderNames::default(),
+            batch: 500,
+            snapshot_every: 10_000,
+            since_snapshot: AtomicUsize::new(since_snapshot),
+            snapshot_interval: Duration::from_secs(60),
+            last_snapshot: parking_lot::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    /// Messages applied per batch at most (default 500): one log append and
+    /// one offset commit per batch.
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// A snapshot at least this often while anything changed, local writes
+    /// included (default 60 s): it bounds the log and moves the replica's
+    /// durable point (`Replica::durable_ts`), up to which outbox retention
+    /// may prune.
+    pub fn with_snapshot_interval(mut self, every: Duration) -> Self {
+        self.snapshot_interval = every;
+        self
+    }
+
+    /// A compacting snapshot after this many log records (default 10 000).
+    pub fn with_snapshot_every(mut self, records: usize) -> Self {
+        self.snapshot_every = records.max(1);
+        self
     }
 
     /// The replica.
@@ -75,16 +145,17 @@ impl<S: StateStore> Replicator<S> {
         &self.replica
     }
 
-    async fn handle(&self, msg: &BorrowedMessage<'_>) -> Outcome {
+    async fn handle(&self, msg: &BorrowedMessage<'_>) {
         if hdr::header(msg, hdr::TYPE).is_ok_and(|t| t == hdr::TYPE_HEARTBEAT) {
             return self.handle_heartbeat(msg).await;
         }
         let event = match event_from_message(msg) {
             Ok(ev) => ev,
             Err(e) => {
-                tracing::warn!(error = %e, "crdt message without valid replication headers");
+                tracing::warn!(error = %e, "crdt message without valid replication headers: dead letter");
                 self.replica.metrics().rejected("corrupt");
-                return Outcome::Rejected;
+                self.replica.dead_letter(dead_letter(msg, &e)).await;
+                return;
             }
         };
         let ctx = match cellctx::kafka::extract_message(msg, &self.names) {
@@ -96,74 +167,148 @@ impl<S: StateStore> Replicator<S> {
             }
         };
         let replica = self.replica.clone();
-        match cellctx::scope(Arc::new(ctx), async move { replica.apply_event(&event).await }).await {
-            Ok(Applied::Applied) => Outcome::Applied,
-            Ok(Applied::Duplicate) => Outcome::Duplicate,
-            Err(_) => Outcome::Rejected,
+        // applied or parked: recorded in the journal, persisted by the batch
+        if let Err(e) = cellctx::scope(Arc::new(ctx), async move { replica.apply_event(&event).await }).await {
+            // counted and logged by `apply_event`; kept, never dropped
+            self.replica.dead_letter(dead_letter(msg, &e)).await;
         }
     }
 
-    async fn handle_heartbeat(&self, msg: &BorrowedMessage<'_>) -> Outcome {
+    async fn handle_heartbeat(&self, msg: &BorrowedMessage<'_>) {
         use rdkafka::Message;
         let hb = match heartbeat_from_message(msg) {
             Ok(hb) => hb,
             Err(e) => {
                 tracing::warn!(error = %e, "malformed crdt heartbeat");
                 self.replica.metrics().rejected("corrupt");
-                return Outcome::Rejected;
+                self.replica.dead_letter(dead_letter(msg, &e)).await;
+                return;
             }
         };
-        match self.replica.on_heartbeat(&hb.origin, msg.partition(), hb.partitions, hb.ts, hb.ack).await {
-            // collected tombstones change the state: persist it
-            Ok(n) if n > 0 => Outcome::Applied,
-            Ok(_) => Outcome::Duplicate,
+        // a collection is recorded in the journal, persisted by the batch
+        if let Err(e) = self.replica.on_heartbeat(&hb.origin, msg.partition(), hb.partitions, hb.ts, hb.ack).await {
+            // a heartbeat carries no write, and the next one supersedes it
+            tracing::warn!(error = %e, origin = %hb.origin, "crdt heartbeat rejected");
+            self.replica.metrics().rejected("clock_drift");
+        }
+    }
+
+    /// Persists what changed since the last flush: the journal's records
+    /// appended to the log in one write (a compacting snapshot instead, every
+    /// `snapshot_every` records). On failure the records go back to the
+    /// journal, so a later flush persists them.
+    async fn flush(&self) -> Result<(), CrdtError> {
+        let due = self.last_snapshot.lock().elapsed() >= self.snapshot_interval
+            && self.replica.hlc().last() > self.replica.durable_ts();
+        let records = self.replica.take_journal().await;
+        if records.is_empty() {
+            return if due { self.snapshot().await } else { Ok(()) };
+        }
+        let n = records.len();
+        let result = if due || self.since_snapshot.load(Ordering::Relaxed) + n >= self.snapshot_every {
+            self.snapshot().await
+        } else {
+            self.append(&records).await
+        };
+        match result {
+            Ok(()) => Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, origin = %hb.origin, "crdt heartbeat rejected");
-                self.replica.metrics().rejected("clock_drift");
-                Outcome::Rejected
+                self.replica.unjournal(records).await;
+                Err(e)
             }
         }
     }
 
-    async fn persist(&self) -> Result<(), CrdtError> {
-        let snapshot = self.replica.snapshot().await?;
-        self.state.save(self.replica.cell(), &snapshot).await
-    }
-
-    /// Receives and processes one message, waiting at most `timeout`; `Ok(false)`
-    /// when none arrived. The offset is committed only after the delta was
-    /// applied and the state saved (a rejected message is skipped and committed).
-    pub async fn step(&self, timeout: Duration) -> Result<bool, CrdtError> {
-        let msg = match tokio::time::timeout(timeout, self.consumer.recv()).await {
-            Err(_) => return Ok(false),
-            Ok(m) => m?,
-        };
-        self.process(&msg).await?;
-        Ok(true)
-    }
-
-    /// Applies, persists, commits: never cancelled half-way by the run loop.
-    async fn process(&self, msg: &BorrowedMessage<'_>) -> Result<(), CrdtError> {
-        let outcome = self.handle(msg).await;
-        if outcome == Outcome::Applied {
-            self.persist().await?;
-        }
-        self.consumer.commit_message(msg, CommitMode::Async)?;
+    async fn append(&self, records: &[crate::journal::Record]) -> Result<(), CrdtError> {
+        let encoded = records.iter().map(codec::encode).collect::<Result<Vec<_>, _>>()?;
+        self.state.append(self.replica.state_key(), &encoded).await?;
+        self.since_snapshot.fetch_add(records.len(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// Processes `msg`, retrying a failed save or commit until it succeeds or
-    /// the replicator stops (so no later commit skips over it).
-    async fn process_retrying(&self, msg: &BorrowedMessage<'_>, stop: &mut watch::Receiver<bool>) -> Result<(), CrdtError> {
-        let mut result = self.process(msg).await;
+    async fn snapshot(&self) -> Result<(), CrdtError> {
+        self.replica.save_to(&self.state).await?;
+        self.since_snapshot.store(0, Ordering::Relaxed);
+        *self.last_snapshot.lock() = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    /// Receives and processes one batch: waits at most `timeout` for a first
+    /// message, then takes the ones already there (up to the batch size).
+    /// Returns how many messages were processed (0: none arrived).
+    ///
+    /// Each message is applied, parked (its HLC time too far ahead: applied
+    /// once the clock allows, see `Replica::retry_parked`) or, when it can
+    /// never apply as it stands, kept as a dead letter (`Replica::dead_letters`);
+    /// parked events the clock now allows are applied too. Then what changed
+    /// is persisted, and only then are the batch's offsets committed.
+    pub async fn step(&self, timeout: Duration) -> Result<usize, CrdtError> {
+        let first = match tokio::time::timeout(timeout, self.consumer.recv()).await {
+            Err(_) => None,
+            Ok(m) => Some(m?),
+        };
+        let offsets = self.gather(first).await;
+        self.finish(&offsets).await?;
+        Ok(offsets.count)
+    }
+
+    /// Applies `first` and the messages already received after it, up to the batch size.
+    async fn gather(&self, first: Option<BorrowedMessage<'_>>) -> Offsets {
+        let mut offsets = Offsets::default();
+        let Some(msg) = first else { return offsets };
+        self.take(&msg, &mut offsets).await;
+        while offsets.count < self.batch {
+            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                Ok(Ok(msg)) => self.take(&msg, &mut offsets).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: receive failed");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        offsets
+    }
+
+    /// Applies the parked events the clock allows, persists what changed,
+    /// then commits the offsets.
+    async fn finish(&self, offsets: &Offsets) -> Result<(), CrdtError> {
+        self.replica.retry_parked().await;
+        self.flush().await?;
+        self.commit(offsets)
+    }
+
+    async fn take(&self, msg: &BorrowedMessage<'_>, offsets: &mut Offsets) {
+        use rdkafka::Message;
+        self.handle(msg).await;
+        offsets.note(msg.topic(), msg.partition(), msg.offset());
+    }
+
+    fn commit(&self, offsets: &Offsets) -> Result<(), CrdtError> {
+        if offsets.next.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &offsets.next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)?;
+        Ok(())
+    }
+
+    /// [`finish`](Self::finish) for the run loop: a failed save or commit is
+    /// retried until it succeeds or the replicator stops (the batch's offsets
+    /// are committed only once what it changed is saved; the unsaved changes
+    /// wait in the journal).
+    async fn finish_retrying(&self, offsets: &Offsets, stop: &mut watch::Receiver<bool>) -> Result<(), CrdtError> {
+        let mut result = self.finish(offsets).await;
         while let Err(e) = &result {
             if *stop.borrow() {
                 break;
             }
             tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: retrying save/commit");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            // re-applying is a duplicate (skipped); this retries the save and commit
-            result = self.process(msg).await;
+            result = self.finish(offsets).await;
         }
         result
     }
@@ -188,17 +333,22 @@ impl<S: StateStore> Replicator<S> {
                 }
                 continue;
             }
-            // only the receive is raced against pause/stop: a received message
-            // is always processed to the end (applied, persisted, committed)
+            // only the receive is raced against pause/stop: a received batch
+            // is always processed to the end (applied, persisted, committed);
+            // when idle, parked events are retried as the clock moves
             let received = tokio::select! {
                 m = self.consumer.recv() => Some(m),
-                _ = paused.changed() => None,
-                _ = stop.changed() => None,
+                _ = paused.changed() => continue,
+                _ = stop.changed() => continue,
+                _ = tokio::time::sleep(PARKED_RETRY) => None,
             };
             let result = match received {
-                None => continue,
                 Some(Err(e)) => Err(CrdtError::from(e)),
-                Some(Ok(msg)) => self.process_retrying(&msg, &mut stop).await,
+                Some(Ok(msg)) => {
+                    let offsets = self.gather(Some(msg)).await;
+                    self.finish_retrying(&offsets, &mut stop).await
+                }
+                None => self.finish_retrying(&Offsets::default(), &mut stop).await,
             };
             if let Err(e) = result {
                 tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator error");

@@ -72,7 +72,9 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
 
     // replication: restore the saved state and replay our own outbox before
     // anything else touches the replica, then consume and relay
-    let replica = Arc::new(Replica::try_new(cell.clone(), Duration::from_secs(5))?);
+    // the replica's site is per writer: this process's idgen worker id within the cell
+    let ids = idgen::Generator::try_new(idgen::Layout::seed(), datacenter, index)?;
+    let replica = Arc::new(Replica::try_new(cell.clone(), ids.worker(), Duration::from_secs(5))?);
     let state = SqlStateStore::for_outbox(&storage.outbox, &format!("{prefix}replica_state"))?;
     state.migrate().await?;
     let replayed = replica.recover(&state, &storage.outbox).await?;
@@ -80,7 +82,11 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let group = format!("demo-{}-{}", args.run_id, args.id);
     let replicator = Replicator::start(replica.clone(), &args.kafka, &args.topic, &group, state).await?;
     let _replicator = replicator.spawn();
-    let relay = Relay::new(storage.outbox.clone(), &args.kafka, &args.topic)?.with_poll_interval(Duration::from_millis(20));
+    // sent rows are kept an hour (at most 100k), and never past the last durable snapshot
+    let retention = crdt::outbox::Retention::try_new(Some(Duration::from_secs(3600)), Some(100_000))?;
+    let relay = Relay::new(storage.outbox.clone(), &args.kafka, &args.topic)?
+        .with_poll_interval(Duration::from_millis(20))
+        .with_retention(retention, replica.clone());
     tokio::spawn(async move { relay.run(std::future::pending()).await });
 
     // the routing table from the control plane
@@ -103,7 +109,6 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
         Ok(u) if !u.is_empty() => Some(cache::Cache::connect(&u, format!("{prefix}post:")).await?),
         _ => None,
     };
-    let ids = idgen::Generator::try_new(idgen::Layout::seed(), datacenter, index)?;
     let posts = posts::Posts { cell: cell.clone(), replica, storage, ids, cache };
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
