@@ -59,6 +59,14 @@ impl fmt::Debug for Executor {
     }
 }
 
+/// A step half that failed for good: its last error, and whether any attempt
+/// timed out (then the action may have taken effect downstream).
+#[derive(Debug)]
+struct StepFailure {
+    error: String,
+    maybe_applied: bool,
+}
+
 /// Removes a saga from the in-process running set when its driver ends or is dropped.
 struct Active {
     set: Arc<Mutex<HashSet<String>>>,
@@ -445,8 +453,11 @@ impl Executor {
                         st.error = None;
                         self.write(&rec, SagaChange::Renew, Some(i)).await?;
                     }
-                    Err(error) => {
-                        rec.steps[i].state = StepState::Failed;
+                    Err(StepFailure { error, maybe_applied }) => {
+                        // A timed-out attempt may have taken effect downstream:
+                        // such a step is compensated on the way back.
+                        rec.steps[i].state =
+                            if maybe_applied { StepState::TimedOut } else { StepState::Failed };
                         rec.steps[i].error = Some(error.clone());
                         self.turn_back(&mut rec, i, error).await?;
                         break;
@@ -464,13 +475,18 @@ impl Executor {
 
         if rec.state == SagaState::Compensating {
             for i in (0..n).rev() {
+                let state = rec.steps[i].state;
                 if !matches!(
-                    rec.steps[i].state,
-                    StepState::Done | StepState::Compensating
+                    state,
+                    StepState::Done | StepState::TimedOut | StepState::Compensating
                 ) {
                     continue;
                 }
                 if def.steps[i].compensation.is_none() {
+                    if state == StepState::TimedOut {
+                        // Nothing to undo with; the log keeps the uncertainty.
+                        continue;
+                    }
                     rec.steps[i].state = StepState::Compensated;
                     self.write(&rec, SagaChange::Renew, Some(i)).await?;
                     continue;
@@ -486,7 +502,7 @@ impl Executor {
                         rec.steps[i].error = None;
                         self.write(&rec, SagaChange::Renew, Some(i)).await?;
                     }
-                    Err(error) => {
+                    Err(StepFailure { error, .. }) => {
                         rec.steps[i].error = Some(error.clone());
                         self.write(&rec, SagaChange::Finish(SagaState::Stuck), Some(i))
                             .await?;
@@ -533,7 +549,8 @@ impl Executor {
 
     /// Runs one half of step `i` with its timeout and retry policy, renewing the
     /// lease meanwhile. `Ok(Err(_))` is the step's last error once its budget is
-    /// spent; `Err(_)` is a failure of the log or the lease (the driver stops).
+    /// spent (and whether any attempt timed out); `Err(_)` is a failure of the
+    /// log or the lease (the driver stops).
     async fn run_phase(
         &self,
         def: &Saga,
@@ -542,7 +559,7 @@ impl Executor {
         phase: Phase,
         cell: &Arc<CellContext>,
         input: &Arc<Value>,
-    ) -> Result<Result<Value, String>, Error> {
+    ) -> Result<Result<Value, StepFailure>, Error> {
         let step = &def.steps[i];
         let policy = match phase {
             Phase::Action => step.retry,
@@ -563,6 +580,7 @@ impl Executor {
                 .collect::<Vec<_>>(),
         );
         let mut attempt = 0u32;
+        let mut timed_out = false;
         loop {
             attempt += 1;
             rec.steps[i].attempts = rec.steps[i].attempts.saturating_add(1);
@@ -596,10 +614,10 @@ impl Executor {
                     return Ok(Ok(v));
                 }
                 Ok(Err(e)) => ("error", e.to_string()),
-                Err(_) => (
-                    "timeout",
-                    format!("attempt timed out after {:?}", step.timeout),
-                ),
+                Err(_) => {
+                    timed_out = true;
+                    ("timeout", format!("attempt timed out after {:?}", step.timeout))
+                }
             };
             self.metrics
                 .step(&def.name, &step.name, phase, outcome, started.elapsed());
@@ -609,7 +627,7 @@ impl Executor {
             );
             rec.steps[i].error = Some(error.clone());
             if attempt >= policy.max_attempts() {
-                return Ok(Err(error));
+                return Ok(Err(StepFailure { error, maybe_applied: timed_out }));
             }
             self.write(rec, SagaChange::Renew, Some(i)).await?;
             tokio::select! {

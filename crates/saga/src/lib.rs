@@ -141,9 +141,15 @@
 //! - A step's action may run more than once (a retry after a timeout, a resume
 //!   after a crash between the action and the log write): downstream services
 //!   dedupe on [`StepContext::idempotency_key`]. The same holds for compensations.
-//! - Only steps whose action completed (`done`) are compensated. A step that
-//!   failed for good (`failed`) is not: an action must either take effect or not,
-//!   as seen through its idempotency key.
+//! - Steps whose action completed (`done`) are compensated, and so are steps
+//!   whose action timed out on any attempt before failing for good
+//!   (`timed_out`): a timed-out call may have taken effect downstream, so it is
+//!   treated as *maybe applied* and undone. Hence **compensations must be
+//!   idempotent and must tolerate an action that never took effect** (undoing
+//!   something absent is a success), keyed on [`StepContext::idempotency_key`].
+//!   A step that failed for good with no attempt timing out (`failed`) is not
+//!   compensated: an action that returns an error must not have taken effect.
+//!   A timed-out step without a compensation stays `timed_out` in the log.
 //! - A step without a compensation is skipped on the way back.
 //! - A saga resumed by recovery runs its remaining steps in a fresh `cellctx`
 //!   context that carries only the XID: the original request's context (tenant,

@@ -743,6 +743,74 @@ async fn malformed_rows_are_reported_not_panicked_on(b: Backend) {
     b.cleanup().await;
 }
 
+/// A step whose action takes effect downstream and then overruns its timeout
+/// may have been applied: when the saga turns back, its compensation runs too
+/// (before the earlier steps' ones), and the log says the step was compensated
+/// and why the saga turned back.
+async fn a_timed_out_step_is_compensated(b: Backend) {
+    #[derive(Default)]
+    struct Charges {
+        applied: Mutex<HashSet<String>>,
+        trace: Mutex<Vec<String>>,
+    }
+    let charges = Arc::new(Charges::default());
+    let step = |name: &'static str, slow: bool| {
+        let (c1, c2) = (charges.clone(), charges.clone());
+        Step::new(name, move |ctx: StepContext| {
+            let c = c1.clone();
+            async move {
+                c.applied.lock().unwrap().insert(ctx.idempotency_key());
+                c.trace.lock().unwrap().push(name.to_string());
+                if slow {
+                    // Applied downstream, but the answer never comes in time.
+                    tokio::time::sleep(Duration::from_secs(3_600)).await;
+                }
+                Ok::<_, Error>(())
+            }
+        })
+        .compensate(move |ctx: StepContext| {
+            let c = c2.clone();
+            async move {
+                let key = format!("{}:{}", ctx.xid(), ctx.step_name());
+                c.applied.lock().unwrap().remove(&key);
+                c.trace.lock().unwrap().push(format!("undo:{name}"));
+                Ok::<_, Error>(())
+            }
+        })
+        .with_timeout(Duration::from_millis(50))
+        .with_retry(fast(1))
+        .with_compensation_retry(fast(3))
+    };
+    let saga = Saga::builder("timeout-after-effect")
+        .step(step("reserve", false))
+        .step(step("charge", true))
+        .step(step("ship", false))
+        .build()
+        .unwrap();
+    let ids = idgen::Generator::try_new(idgen::Layout::seed(), 1, 11).unwrap();
+    let exec = Executor::new(b.log().await, ids).register(saga).unwrap();
+    let outcome = exec.start("timeout-after-effect", &json!({})).await.unwrap();
+    let Outcome::Compensated { xid, failed_step, error } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failed_step, "charge");
+    assert!(error.contains("timed out"), "{error}");
+    // Both applied effects were undone, the timed-out one first.
+    assert!(charges.applied.lock().unwrap().is_empty(), "left applied: {:?}", charges.applied.lock().unwrap());
+    assert_eq!(*charges.trace.lock().unwrap(), ["reserve", "charge", "undo:charge", "undo:reserve"]);
+    let rec = exec.log().load(xid).await.unwrap();
+    assert_eq!(rec.state, SagaState::Compensated);
+    assert_eq!(rec.failed_step, Some(1));
+    assert!(rec.error.as_deref().unwrap_or_default().contains("timed out"));
+    assert_eq!(
+        step_states(&rec),
+        [StepState::Compensated, StepState::Compensated, StepState::Pending]
+    );
+    // The action's one attempt and the compensation's one attempt.
+    assert_eq!(rec.steps[1].attempts, 2);
+    b.cleanup().await;
+}
+
 macro_rules! on_every_backend {
     ($($scenario:ident),* $(,)?) => {
         mod mariadb {
@@ -769,6 +837,7 @@ on_every_backend!(
     two_executors_never_run_one_saga_at_once,
     an_executor_that_lost_its_lease_stops_at_its_next_write,
     malformed_rows_are_reported_not_panicked_on,
+    a_timed_out_step_is_compensated,
 );
 
 // ---------------------------------------------------------------- single-backend checks
@@ -893,9 +962,10 @@ async fn a_timed_out_attempt_is_retried_then_fails_the_step() {
     assert!(error.contains("timed out"), "{error}");
     let rec = exec.log().load(xid).await.unwrap();
     assert_eq!(rec.steps[1].attempts, 2);
+    // It may have taken effect, but has no compensation: the log says so.
     assert_eq!(
         step_states(&rec),
-        [StepState::Compensated, StepState::Failed]
+        [StepState::Compensated, StepState::TimedOut]
     );
 }
 
