@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::definition::Saga;
 use crate::error::Error;
 use crate::log::{
-    SagaChange, SagaLog, SagaRecord, SagaState, StepRecord, StepState, Write, now_ms,
+    Retention, SagaChange, SagaLog, SagaRecord, SagaState, StepRecord, StepState, Write, now_ms,
 };
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, RecoveryReport};
@@ -45,6 +45,7 @@ pub struct Executor {
     metrics: Metrics,
     concurrency: usize,
     active: Arc<Mutex<HashSet<String>>>,
+    retention: Option<Retention>,
 }
 
 impl fmt::Debug for Executor {
@@ -94,6 +95,7 @@ impl Executor {
             metrics: Metrics::new(&opentelemetry::global::meter("saga")),
             concurrency: 8,
             active: Arc::new(Mutex::new(HashSet::new())),
+            retention: None,
         }
     }
 
@@ -148,6 +150,28 @@ impl Executor {
         }
         self.concurrency = n;
         Ok(self)
+    }
+
+    /// Prunes finished sagas beyond `retention` on every
+    /// [`run_recovery`](Self::run_recovery) pass (default: never).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// The retention applied by [`run_recovery`](Self::run_recovery), if any.
+    pub fn retention(&self) -> Option<&Retention> {
+        self.retention.as_ref()
+    }
+
+    /// Deletes the finished sagas the executor's retention does not keep
+    /// ([`SagaLog::prune`]) and counts them in `saga.log.pruned`; `Ok(0)`
+    /// without a retention.
+    pub async fn prune(&self) -> Result<u64, Error> {
+        let Some(retention) = &self.retention else { return Ok(0) };
+        let n = self.log.prune(retention).await?;
+        self.metrics.pruned(n);
+        Ok(n)
     }
 
     /// The owner id written in the lease column.
@@ -311,11 +335,15 @@ impl Executor {
         report
     }
 
-    /// Runs [`recover`](Self::recover) every `every`, forever; spawn it once
-    /// per executor.
+    /// Runs [`recover`](Self::recover) every `every`, forever, and
+    /// [`prune`](Self::prune) after each pass when a retention is set; spawn
+    /// it once per executor.
     pub async fn run_recovery(&self, every: Duration) {
         loop {
             let report = self.recover().await;
+            if let Err(e) = self.prune().await {
+                tracing::warn!(error = %e, "saga log retention pass failed");
+            }
             if !report.resumed.is_empty() || !report.errors.is_empty() {
                 tracing::info!(
                     resumed = report.resumed.len(),

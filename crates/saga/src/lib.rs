@@ -132,9 +132,19 @@
 //! | `saga.stuck` | counter | `saga` |
 //! | `saga.recovered` | counter | `saga` |
 //! | `saga.log.malformed` | counter | |
+//! | `saga.log.pruned` | counter | (sagas deleted by retention) |
 //! | `saga.step.duration` | histogram (s) | `saga`, `step`, `phase` (`action`/`compensation`), `outcome` (`ok`/`error`/`timeout`) |
 //!
 //! The names are also constants in [`metrics`].
+//!
+//! # Retention
+//!
+//! The log keeps every saga until it is pruned: give the executor a
+//! [`Retention`] (max age and/or max count of finished sagas) with
+//! [`Executor::with_retention`] and each [`Executor::run_recovery`] pass also
+//! deletes the `committed` and `compensated` sagas beyond it, with their step
+//! rows; or call [`Executor::prune`] / [`SagaLog::prune`] from a job of your
+//! own. `stuck` sagas are kept for the operator.
 //!
 //! # Failure semantics
 //!
@@ -171,7 +181,10 @@ mod xid;
 pub use definition::{Saga, SagaBuilder};
 pub use error::{BoxError, Error};
 pub use executor::{DEFAULT_LEASE, Executor};
-pub use log::{Dialect, LogPool, SagaLog, SagaRecord, SagaState, StepRecord, StepState};
+pub use log::{
+    DEFAULT_PRUNE_BATCH, Dialect, LogPool, Retention, SagaLog, SagaRecord, SagaState, StepRecord,
+    StepState,
+};
 pub use outcome::{Outcome, RecoveryReport};
 pub use retry::RetryPolicy;
 pub use step::{

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use saga::{
-    BoxError, Error, Executor, LogPool, Outcome, Phase, RetryPolicy, Saga, SagaLog, SagaState,
+    BoxError, Error, Executor, LogPool, Outcome, Phase, Retention, RetryPolicy, Saga, SagaLog, SagaState,
     Step, StepContext, StepState,
 };
 use serde_json::{Value, json};
@@ -811,6 +811,91 @@ async fn a_timed_out_step_is_compensated(b: Backend) {
     b.cleanup().await;
 }
 
+/// Counts rows with a literal `SELECT COUNT(*) ...`.
+async fn count(log: &SagaLog, sql: &str) -> i64 {
+    match log.pool() {
+        LogPool::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        LogPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        LogPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Rows of `xid` in the saga table and the step table.
+async fn rows_of(log: &SagaLog, xid: &str) -> (i64, i64) {
+    (
+        count(log, &format!("SELECT COUNT(*) FROM {} WHERE xid = '{xid}'", log.saga_table())).await,
+        count(log, &format!("SELECT COUNT(*) FROM {} WHERE xid = '{xid}'", log.step_table())).await,
+    )
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Retention deletes committed and compensated sagas (and their step rows)
+/// older than the age bound, then beyond the newest N, in batches; stuck and
+/// live sagas stay however old they are.
+async fn retention_prunes_only_finished_sagas_beyond_its_bounds(b: Backend) {
+    let log = b.log().await;
+    let world = World::new();
+    let exec = executor(b.log().await, &world, "node-a", 1);
+    let mut committed = Vec::new();
+    for _ in 0..4 {
+        let o = exec.start("three-steps", &json!({})).await.unwrap();
+        committed.push(o.xid().to_string());
+    }
+    world.fail("s2", u32::MAX);
+    let compensated = exec.start("three-steps", &json!({})).await.unwrap();
+    assert!(matches!(compensated, Outcome::Compensated { .. }), "{compensated:?}");
+    let compensated = compensated.xid().to_string();
+    world.fail("undo:s0", u32::MAX);
+    let stuck = exec.start("three-steps", &json!({})).await.unwrap();
+    assert!(matches!(stuck, Outcome::Stuck { .. }), "{stuck:?}");
+    let stuck = stuck.xid().to_string();
+    let running = crash_at(&b, &World::new(), "s1", "node-b", Duration::from_secs(30)).await;
+    assert_eq!(log.load(&running).await.unwrap().state, SagaState::Running);
+
+    // Three committed sagas, the stuck one and the running one are two days old.
+    let t = log.saga_table().to_string();
+    for (xid, ms) in [(&committed[0], 1_000), (&committed[1], 2_000), (&committed[2], 3_000), (&stuck, 100), (&running, 100)] {
+        run_sql(&log, &format!("UPDATE {t} SET updated_ms = {ms} WHERE xid = '{xid}'")).await;
+    }
+    let day = Duration::from_secs(86_400);
+    let by_age = Retention::try_new(Some(day), None).unwrap().with_batch(2).unwrap();
+    assert_eq!(log.prune(&by_age).await.unwrap(), 3);
+    for xid in &committed[..3] {
+        assert_eq!(rows_of(&log, xid).await, (0, 0), "{xid} not pruned");
+        assert!(matches!(log.load(xid).await, Err(Error::NotFound(_))));
+    }
+    for xid in [&committed[3], &compensated, &stuck, &running] {
+        assert_eq!(rows_of(&log, xid).await, (1, STEPS as i64), "{xid} pruned");
+    }
+    assert_eq!(log.prune(&by_age).await.unwrap(), 0, "a second pass finds nothing");
+
+    // Keep the newest finished saga: the compensated one is older.
+    let now = unix_ms();
+    run_sql(&log, &format!("UPDATE {t} SET updated_ms = {} WHERE xid = '{compensated}'", now - 60_000)).await;
+    run_sql(&log, &format!("UPDATE {t} SET updated_ms = {} WHERE xid = '{}'", now - 30_000, committed[3])).await;
+    let keep_one = Retention::try_new(Some(day), Some(1)).unwrap();
+    assert_eq!(log.prune(&keep_one).await.unwrap(), 1);
+    assert_eq!(rows_of(&log, &compensated).await, (0, 0));
+    assert_eq!(rows_of(&log, &committed[3]).await, (1, STEPS as i64));
+
+    // Through the executor (what run_recovery does each pass): keep none.
+    let exec = exec.with_retention(Retention::try_new(None, Some(0)).unwrap());
+    assert_eq!(exec.prune().await.unwrap(), 1);
+    assert_eq!(count(&log, &format!("SELECT COUNT(*) FROM {t}")).await, 2);
+    assert_eq!(count(&log, &format!("SELECT COUNT(*) FROM {}", log.step_table())).await, 2 * STEPS as i64);
+    assert_eq!(log.load(&stuck).await.unwrap().state, SagaState::Stuck);
+    assert_eq!(log.list_stuck().await.unwrap(), vec![stuck.clone()]);
+    assert_eq!(log.load(&running).await.unwrap().state, SagaState::Running);
+    b.cleanup().await;
+}
+
 macro_rules! on_every_backend {
     ($($scenario:ident),* $(,)?) => {
         mod mariadb {
@@ -838,6 +923,7 @@ on_every_backend!(
     an_executor_that_lost_its_lease_stops_at_its_next_write,
     malformed_rows_are_reported_not_panicked_on,
     a_timed_out_step_is_compensated,
+    retention_prunes_only_finished_sagas_beyond_its_bounds,
 );
 
 // ---------------------------------------------------------------- single-backend checks
