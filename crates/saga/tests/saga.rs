@@ -940,11 +940,15 @@ async fn metrics_count_sagas_and_step_attempts() {
         .build();
     let b = Backend::new(Kind::Sqlite).await;
     let world = World::new();
-    let exec = executor(b.log().await, &world, "node-a", 1).with_meter(&provider.meter("saga"));
+    let exec = executor(b.log().await, &world, "node-a", 1)
+        .with_meter(&provider.meter("saga"))
+        .with_retention(Retention::try_new(None, Some(0)).unwrap());
     exec.start("three-steps", &json!({})).await.unwrap();
     world.fail("s1", u32::MAX);
     world.fail("undo:s0", u32::MAX);
     exec.start("three-steps", &json!({})).await.unwrap();
+    // The committed saga goes, the stuck one stays.
+    assert_eq!(exec.prune().await.unwrap(), 1);
     provider.force_flush().unwrap();
 
     let mut sums: HashMap<String, u64> = HashMap::new();
@@ -972,6 +976,7 @@ async fn metrics_count_sagas_and_step_attempts() {
     assert_eq!(sums.get(saga::metrics::SAGAS_STARTED), Some(&2));
     assert_eq!(sums.get(saga::metrics::SAGAS_COMMITTED), Some(&1));
     assert_eq!(sums.get(saga::metrics::SAGAS_STUCK), Some(&1));
+    assert_eq!(sums.get(saga::metrics::LOG_PRUNED), Some(&1));
     // First saga: 3 actions. Second: s0, s1 x3, undo:s0 x3.
     assert_eq!(attempts, 3 + 1 + 3 + 3);
 }
