@@ -377,3 +377,41 @@ async fn failed_switch_from_the_controller_fires() {
     let sent = got.lock().unwrap().clone();
     assert!(sent[1].is_resolved() && sent[1].labels == fired.labels);
 }
+
+/// After missed decisions the sink re-reads the plan: drained and awaiting
+/// cells fire (awaiting also `CellFailbackPending`), serving cells resolve.
+#[tokio::test(start_paused = true)]
+async fn plan_resync_fires_and_resolves_drains() {
+    use failover::{Allocation, CellPhase, Plan};
+
+    let (svc, got) = recorder();
+    let sink = AlertSink::spawn(AlertConfig::new(), svc);
+    let alloc = |phase| Allocation { phase, share: 0.0, spill: Vec::new(), shed: 0.0, load_rps: 0.0 };
+    let mut plan = Plan::default();
+    plan.cells.insert(id("a"), alloc(CellPhase::Drained));
+    plan.cells.insert(id("b"), alloc(CellPhase::AwaitingFailback));
+    plan.cells.insert(id("c"), alloc(CellPhase::Serving));
+    sink.on_plan(&plan);
+    until("three alerts", || got.lock().unwrap().len() == 3).await;
+    let names: Vec<(String, String)> = sink
+        .firing()
+        .iter()
+        .map(|l| (l["alertname"].clone(), l["cell"].clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("CellDrained".to_string(), "a".to_string()),
+            ("CellDrained".into(), "b".into()),
+            ("CellFailbackPending".into(), "b".into()),
+        ]
+    );
+    plan.cells.insert(id("a"), alloc(CellPhase::Serving));
+    plan.cells.insert(id("b"), alloc(CellPhase::Ramping { share: 0.5 }));
+    sink.on_plan(&plan);
+    until("two resolves", || got.lock().unwrap().len() == 5).await;
+    let sent = got.lock().unwrap().clone();
+    assert!(sent[3..].iter().all(Alert::is_resolved));
+    assert_eq!(sink.firing().len(), 1, "b stays drained while ramping");
+    assert_eq!(sink.deduplicated(), 1, "b's drain was already firing");
+}
