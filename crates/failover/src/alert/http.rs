@@ -1,7 +1,6 @@
 //! [`AlertmanagerClient`]: a `tower::Service<Vec<Alert>>` posting to an
 //! Alertmanager v2 API (`POST /api/v2/alerts`) with hyper-util's client.
 
-use std::error::Error as _;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -101,7 +100,7 @@ impl Service<Vec<Alert>> for AlertmanagerClient {
             let body = match resp.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) if status.is_success() => {
-                    return Err(Error::AlertDelivery(format!("reading the answer: {}", e.source().map_or(e.to_string(), |s| s.to_string()))));
+                    return Err(Error::AlertDelivery(format!("reading the answer: {}", chain(&e))));
                 }
                 Err(_) => Bytes::new(),
             };
