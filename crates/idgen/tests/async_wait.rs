@@ -168,3 +168,40 @@ async fn a_frozen_clock_is_a_typed_error_not_a_hang() {
     clock.advance(1);
     assert_eq!(Layout::seed().decode(g.next_id_async().await.unwrap()).timestamp_ms, T0 + 1);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+    /// Under any mix of bursts, timer waits and clock steps back (within and
+    /// beyond the bound), every id `next_id_async` returns is above the one
+    /// before it; a refusal is only ever `ClockMovedBackwards`.
+    #[test]
+    fn async_ids_strictly_increase_under_any_clock(
+        steps in proptest::collection::vec((0i64..1_500, 1usize..2_500, 0u64..5), 1..12),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async move {
+            let clock = TimerClock::new();
+            let g = generator(clock.clone());
+            let mut last = 0u64;
+            for (back_ms, burst, pause_ms) in steps {
+                clock.step_back(back_ms);
+                for _ in 0..burst {
+                    match g.next_id_async().await {
+                        Ok(id) => {
+                            assert!(id.get() > last, "{} after {last}", id.get());
+                            last = id.get();
+                        }
+                        Err(Error::ClockMovedBackwards { behind_ms, max_ms }) => {
+                            assert!(behind_ms > max_ms);
+                            // Recover: the clock catches up past the bound.
+                            clock.step_back(-(behind_ms as i64));
+                        }
+                        Err(e) => panic!("unexpected refusal: {e}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+        });
+    }
+}
