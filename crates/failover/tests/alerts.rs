@@ -158,6 +158,24 @@ async fn drain_fires_and_failback_resolves_on_the_wire() {
     assert_eq!((sink.sent(), sink.dropped(), sink.send_failures()), (2, 0, 0));
 }
 
+/// On the wire: the same drain fired three times reaches Alertmanager once
+/// (one request, one alert); the repeats never enter the queue.
+#[tokio::test]
+async fn repeated_drain_reaches_alertmanager_once() {
+    let (base, am) = alertmanager(true).await;
+    let sink = AlertSink::spawn(AlertConfig::new(), AlertmanagerClient::try_new(&base).unwrap());
+    let a = id("a");
+    for _ in 0..3 {
+        sink.on_decision(&drain(&a));
+    }
+    assert_eq!(sink.deduplicated(), 2);
+    until("the delivery", || sink.sent() == 1 && sink.queued() == 0).await;
+    assert_eq!(am.requests.load(Ordering::SeqCst), 1);
+    let alerts = am.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["labels"]["alertname"], "CellDrained");
+}
+
 /// Firing the same labels again within the repeat interval sends nothing;
 /// a still-firing alert is sent again once per interval with its original
 /// startsAt; other labels are other alerts; resolving twice sends one resolve.
