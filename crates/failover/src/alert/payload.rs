@@ -52,11 +52,24 @@ impl Alert {
     }
 }
 
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-12-07T02:30:00.123Z`.
-pub(crate) fn format_rfc3339(t: SystemTime) -> Result<String, time::error::Format> {
+/// RFC 3339 in UTC with exactly three fraction digits (milliseconds, cut),
+/// e.g. `2026-12-07T02:30:00.120Z`: a fixed width, where `time`'s `Rfc3339`
+/// writes as few digits as it can (`.12Z`). The calendar is `time`'s.
+pub(crate) fn format_rfc3339(t: SystemTime) -> Result<String, std::fmt::Error> {
     let t = time::OffsetDateTime::from(t);
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
+    if !(0..=9999).contains(&t.year()) {
+        return Err(std::fmt::Error);
+    }
+    Ok(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    ))
 }
 
 fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -103,5 +116,22 @@ mod tests {
         assert_eq!(v["endsAt"], "2025-12-07T02:31:00.123Z");
         assert_eq!(v["generatorURL"], "http://ctl/engine");
         assert_eq!(alert.status(), "resolved");
+    }
+
+    #[test]
+    fn times_always_carry_three_fraction_digits() {
+        for (ms, text) in [
+            (1_765_074_600_120, "2025-12-07T02:30:00.120Z"),
+            (1_765_074_600_100, "2025-12-07T02:30:00.100Z"),
+            (1_765_074_600_000, "2025-12-07T02:30:00.000Z"),
+            (1_765_074_600_007, "2025-12-07T02:30:00.007Z"),
+        ] {
+            assert_eq!(format_rfc3339(UNIX_EPOCH + Duration::from_millis(ms)).unwrap(), text);
+        }
+        // Sub-millisecond parts are cut, not rounded.
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH + Duration::from_nanos(1_765_074_600_999_999_999)).unwrap(),
+            "2025-12-07T02:30:00.999Z"
+        );
     }
 }
