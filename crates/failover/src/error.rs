@@ -64,6 +64,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An alert batch could not be delivered (connection, timeout, encoding).
+    #[error("alert delivery: {0}")]
+    AlertDelivery(String),
+    /// The alert receiver answered with a non-success status.
+    #[error("alert receiver answered {status}: {body}")]
+    AlertRejected {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the answer's body.
+        body: String,
+    },
     /// Id generation failed.
     #[error("id generation: {0}")]
     Id(#[from] idgen::Error),

@@ -91,6 +91,13 @@
 //!   the lease, for single-process control planes without etcd).
 //! - [`DecisionConfigFile`]: the YAML / JSON file format of
 //!   [`DecisionConfig`] (`DecisionConfig::try_from`, [`DecisionConfig::load`]).
+//! - [`alert`]: an [`AlertSink`](alert::AlertSink) that sends drains,
+//!   failbacks, failed switches, low health scores and replication lag to an
+//!   Alertmanager v2 API (`alert::AlertmanagerClient`, feature
+//!   `alerts-http`) or any `tower::Service`, with resolve notifications,
+//!   de-duplication and a bounded drop-oldest queue. It subscribes to the
+//!   engine's decisions, the controller's events and a health hub's
+//!   snapshots; nothing waits for the receiver.
 //! - [`sla`]: availability, P99.9 latency (HDR histogram), error rate, switch
 //!   durations (detect / decide / commit / apply, defined on
 //!   [`sla::SwitchPhases`]; a router apply that timed out is
@@ -122,13 +129,19 @@
 //! | `failover.controller.leader` | gauge 0 \| 1 | |
 //! | `failover.sla.availability` | gauge | |
 //! | `failover.sla.error_budget_remaining` | gauge | |
+//! | `failover.alerts.sent` | counter | `alertname`, `status` |
+//! | `failover.alerts.dropped` | counter | |
+//! | `failover.alerts.deduplicated` | counter | `alertname` |
+//! | `failover.alerts.send_failures` | counter | |
 //!
 //! # Features
 //! - `etcd`: rule sets from etcd ([`RuleEngine::watch_etcd`]); with `sql`, the
 //!   `switch` module.
+//! - `alerts-http`: `alert::AlertmanagerClient` (hyper-util's HTTP client).
 //! - `sql`: the [`audit`] log (MySQL/MariaDB, PostgreSQL, SQLite through sqlx).
 //!   Also the [`Controller`], the [`SwitchBackend`] trait and [`LocalSwitch`].
 
+pub mod alert;
 #[cfg(feature = "sql")]
 pub mod audit;
 #[cfg(feature = "sql")]

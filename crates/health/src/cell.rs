@@ -76,6 +76,12 @@ pub struct CellHealth {
 }
 
 impl CellHealth {
+    /// Whether the cell alerts under `threshold`: every probe has reported
+    /// and the score is below it.
+    pub fn is_alerting(&self, threshold: u8) -> bool {
+        self.score < threshold && self.probes.iter().all(|p| p.state != ProbeState::Pending)
+    }
+
     /// The probe named `name`.
     pub fn probe(&self, name: &str) -> Option<&ProbeStatus> {
         self.probes.iter().find(|p| p.name == name)
@@ -128,6 +134,7 @@ pub(crate) struct Rendered {
 #[derive(Debug, Default)]
 pub struct HealthSnapshot {
     pub(crate) version: u64,
+    pub(crate) threshold: u8,
     pub(crate) cells: BTreeMap<CellId, Arc<CellHealth>>,
     pub(crate) rendered: HashMap<Arc<str>, Rendered>,
     pub(crate) all: Rendered,
@@ -147,6 +154,22 @@ impl HealthSnapshot {
     /// Every cell, ordered by id.
     pub fn cells(&self) -> impl Iterator<Item = &Arc<CellHealth>> {
         self.cells.values()
+    }
+
+    /// The score under which a cell alerts: the hub's
+    /// [`ScorePolicy::unhealthy_below`](crate::ScorePolicy::unhealthy_below)
+    /// (60 by default).
+    pub fn threshold(&self) -> u8 {
+        self.threshold
+    }
+
+    /// The cells alerting now: every probe has reported and the score is below
+    /// [`threshold`](Self::threshold) (the cells a [`HealthEvent::Alert`] was
+    /// raised for, with no [`HealthEvent::Healthy`] since). A level-triggered
+    /// view for alert sinks: a `watch` of snapshots always holds the current
+    /// set, where a lagging event receiver can miss a change.
+    pub fn alerting(&self) -> impl Iterator<Item = &Arc<CellHealth>> {
+        self.cells.values().filter(|c| c.is_alerting(self.threshold))
     }
 
     /// True when every cell is healthy (and vacuously when there is none).

@@ -113,7 +113,11 @@ impl HealthHub {
     }
 
     fn build(policy: ScorePolicy, meter: &Meter) -> Self {
-        let snap = Arc::new(HealthSnapshot { all: Rendered { healthy: true, body: Bytes::new() }, ..Default::default() });
+        let snap = Arc::new(HealthSnapshot {
+            threshold: policy.unhealthy_below,
+            all: Rendered { healthy: true, body: Bytes::new() },
+            ..Default::default()
+        });
         let (watch, _) = watch::channel(snap.clone());
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         HealthHub {
@@ -341,7 +345,8 @@ impl HealthHub {
             let body = to_json(&All { healthy: false, cells: cells.values().map(|c| &**c).collect() });
             Rendered { healthy: false, body }
         };
-        let snap = Arc::new(HealthSnapshot { version: st.version, cells, rendered, all });
+        let threshold = self.inner.policy.unhealthy_below;
+        let snap = Arc::new(HealthSnapshot { version: st.version, threshold, cells, rendered, all });
         self.inner.current.store(snap.clone());
         self.inner.watch.send_replace(snap);
     }

@@ -11,7 +11,10 @@
 //! - a `watch` of snapshots ([`HealthHub::subscribe`]): the per-cell health
 //!   stream the `failover` and `gslb` crates consume,
 //! - [`HealthEvent`]s: probe up/down, [`HealthEvent::Alert`] when a cell falls
-//!   below the threshold, [`HealthEvent::Healthy`] when it is back.
+//!   below the threshold, [`HealthEvent::Healthy`] when it is back;
+//!   [`HealthSnapshot::alerting`] is the same set as a level (the cells
+//!   alerting now, under [`HealthSnapshot::threshold`]), what alert sinks
+//!   such as `failover`'s follow, since a watch never loses the current state.
 //!
 //! [`CellProber`] does the same for *peer* cells: it polls each peer's
 //! `/healthz?cell=ID` and TCP-connects to its endpoints.

@@ -124,10 +124,15 @@ async fn handlers_flip_with_the_probe_and_reject_bad_cells() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["cells"][0]["probes"][0]["state"], "pending");
 
+    // Pending is not alerting: no score yet.
+    assert_eq!(hub.snapshot().threshold(), 60);
+    assert_eq!(hub.snapshot().alerting().count(), 0);
+
     let mut events = hub.events();
     let running = running.start();
     assert!(matches!(events.recv().await.unwrap(), HealthEvent::ProbeChanged { up: true, .. }));
     assert_eq!(events.recv().await.unwrap(), HealthEvent::Healthy { cell: sh.clone(), score: 100 });
+    assert_eq!(hub.snapshot().alerting().count(), 0);
     assert_eq!(call(hub.livez(), "/livez").await, (StatusCode::OK, "ok".into()));
     assert_eq!(call(hub.readyz(), "/readyz").await, (StatusCode::OK, "ok".into()));
     assert_eq!(call(hub.healthz(), "/healthz?cell=shanghai").await, (StatusCode::OK, "ok".into()));
@@ -149,6 +154,9 @@ async fn handlers_flip_with_the_probe_and_reject_bad_cells() {
     up.store(false, Ordering::SeqCst);
     assert!(matches!(events.recv().await.unwrap(), HealthEvent::ProbeChanged { up: false, .. }));
     assert_eq!(events.recv().await.unwrap(), HealthEvent::Alert { cell: sh.clone(), score: 0, threshold: 60 });
+    // The snapshot's level-triggered view agrees with the event.
+    let alerting: Vec<_> = hub.snapshot().alerting().map(|c| (c.cell.clone(), c.score)).collect();
+    assert_eq!(alerting, [(sh.clone(), 0)]);
     let (status, body) = call(hub.healthz(), "/healthz?cell=shanghai").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -164,6 +172,7 @@ async fn handlers_flip_with_the_probe_and_reject_bad_cells() {
     assert!(matches!(events.recv().await.unwrap(), HealthEvent::ProbeChanged { up: true, .. }));
     // The window still holds the failure: 2 of 3 succeeded.
     assert_eq!(events.recv().await.unwrap(), HealthEvent::Healthy { cell: sh.clone(), score: 67 });
+    assert_eq!(hub.snapshot().alerting().count(), 0);
     assert_eq!(call(hub.healthz(), "/healthz?cell=shanghai").await.0, StatusCode::OK);
     running.shutdown().await;
 }

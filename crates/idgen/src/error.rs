@@ -42,6 +42,15 @@ pub enum Error {
         max_ms: u64,
     },
 
+    /// `next_id_async`: the clock did not pass the held millisecond while the
+    /// generator waited on the timer for twice the bound plus a second (the
+    /// clock is frozen, or far slower than the timer).
+    #[error("clock did not move past the held millisecond in {waited_ms} ms of waiting")]
+    ClockStalled {
+        /// How long the generator waited (timer time).
+        waited_ms: u64,
+    },
+
     /// The clock reads earlier than the layout's epoch.
     #[error("clock reads {now_ms} ms, before the layout's epoch {epoch_ms} ms")]
     BeforeEpoch {

@@ -186,8 +186,11 @@ impl Generator {
     /// behind the held timestamp by less than the bound.
     ///
     /// It blocks the thread for at most about the bound (1 s by default) and
-    /// usually for under a millisecond, only at the layout's ceiling. Async
-    /// code that must never block uses [`try_next_id`](Self::try_next_id).
+    /// usually for under a millisecond, only at the layout's ceiling. For
+    /// threads that may block (plain threads, `spawn_blocking`). On a tokio
+    /// worker thread use `next_id_async` (feature `async`), which awaits a
+    /// timer instead and never blocks the runtime, or
+    /// [`try_next_id`](Self::try_next_id), which never waits.
     #[inline]
     pub fn next_id(&self) -> Result<Id, Error> {
         match self.attempt(false)?.0 {
@@ -245,7 +248,7 @@ impl Generator {
     /// One step; also returns the clock reading (ms since the epoch). `fresh`
     /// asks the clock for a direct reading instead of a cached one.
     #[inline]
-    fn attempt(&self, fresh: bool) -> Result<(Next, u64), Error> {
+    pub(crate) fn attempt(&self, fresh: bool) -> Result<(Next, u64), Error> {
         let now_ms = if fresh { self.clock.now_ms_fresh() } else { self.clock.now_ms() };
         if let Some(lease) = &self.lease {
             lease.check(now_ms)?;
@@ -257,7 +260,7 @@ impl Generator {
     }
 
     #[inline]
-    fn finish(&self, next: Next) -> Result<Id, Error> {
+    pub(crate) fn finish(&self, next: Next) -> Result<Id, Error> {
         match next {
             Next::Issued(s) => Ok(Id::new(self.compose(s))),
             Next::Exhausted { .. } => Err(Error::WouldBlock),
@@ -296,6 +299,12 @@ impl Generator {
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The bound on a clock behind the last issued timestamp, in ms.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn max_behind_ms(&self) -> u64 {
+        self.step.max_behind_ms
     }
 
     pub(crate) fn state_arc(&self) -> &Arc<Padded> {

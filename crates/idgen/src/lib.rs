@@ -56,6 +56,20 @@
 //!   holder starts above it, so a restarted process whose clock rolled back,
 //!   or a new holder whose clock is behind, never reissues an old id.
 //!
+//! # Sync or async: which call to use
+//!
+//! | caller | call | at the ceiling or on a clock step back (within the bound) |
+//! |---|---|---|
+//! | plain threads, `spawn_blocking` | [`Generator::next_id`] | spins/sleeps the thread (under 1 ms at the ceiling, up to the bound on a step back) |
+//! | async code on a tokio runtime (feature `async`) | `Generator::next_id_async` | awaits `tokio::time::sleep` until the clock passes the held millisecond; other tasks run meanwhile |
+//! | anyone who must never wait | [`Generator::try_next_id`] | [`Error::WouldBlock`] |
+//!
+//! Never call [`Generator::next_id`] on a tokio worker thread: a burst that
+//! uses up a millisecond, or a clock step back, would stall every task of that
+//! worker. `next_id_async` fails without waiting when the clock is behind by
+//! more than the bound ([`Error::ClockMovedBackwards`]) or the lease is gone,
+//! and with [`Error::ClockStalled`] when the clock does not move at all.
+//!
 //! # Layouts
 //!
 //! [`Layout`] widths must add up to 64 bits (full `u64`), 63 bits (ids stay
@@ -73,6 +87,7 @@
 //!
 //! # Cargo features
 //!
+//! - `async`: `Generator::next_id_async` (tokio timer; enabled by `redis` and `etcd`).
 //! - `redis`: [`WorkerLease`] over Redis (`SET NX PX` + Lua scripts).
 //! - `etcd`: [`WorkerLease`] over etcd (lease + create-if-absent transaction).
 
@@ -85,6 +100,8 @@ mod layout;
 mod lease;
 mod lease_state;
 mod state;
+#[cfg(feature = "async")]
+mod wait;
 
 pub use clock::{
     COARSE_CLOCK_PERIOD, CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock, OffsetSource,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::definition::Saga;
 use crate::error::Error;
 use crate::log::{
-    SagaChange, SagaLog, SagaRecord, SagaState, StepRecord, StepState, Write, now_ms,
+    Retention, SagaChange, SagaLog, SagaRecord, SagaState, StepRecord, StepState, Write, now_ms,
 };
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, RecoveryReport};
@@ -45,6 +45,7 @@ pub struct Executor {
     metrics: Metrics,
     concurrency: usize,
     active: Arc<Mutex<HashSet<String>>>,
+    retention: Option<Retention>,
 }
 
 impl fmt::Debug for Executor {
@@ -57,6 +58,14 @@ impl fmt::Debug for Executor {
             .field("xids", &self.xids)
             .finish_non_exhaustive()
     }
+}
+
+/// A step half that failed for good: its last error, and whether any attempt
+/// timed out (then the action may have taken effect downstream).
+#[derive(Debug)]
+struct StepFailure {
+    error: String,
+    maybe_applied: bool,
 }
 
 /// Removes a saga from the in-process running set when its driver ends or is dropped.
@@ -86,6 +95,7 @@ impl Executor {
             metrics: Metrics::new(&opentelemetry::global::meter("saga")),
             concurrency: 8,
             active: Arc::new(Mutex::new(HashSet::new())),
+            retention: None,
         }
     }
 
@@ -140,6 +150,28 @@ impl Executor {
         }
         self.concurrency = n;
         Ok(self)
+    }
+
+    /// Prunes finished sagas beyond `retention` on every
+    /// [`run_recovery`](Self::run_recovery) pass (default: never).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// The retention applied by [`run_recovery`](Self::run_recovery), if any.
+    pub fn retention(&self) -> Option<&Retention> {
+        self.retention.as_ref()
+    }
+
+    /// Deletes the finished sagas the executor's retention does not keep
+    /// ([`SagaLog::prune`]) and counts them in `saga.log.pruned`; `Ok(0)`
+    /// without a retention.
+    pub async fn prune(&self) -> Result<u64, Error> {
+        let Some(retention) = &self.retention else { return Ok(0) };
+        let n = self.log.prune(retention).await?;
+        self.metrics.pruned(n);
+        Ok(n)
     }
 
     /// The owner id written in the lease column.
@@ -303,11 +335,15 @@ impl Executor {
         report
     }
 
-    /// Runs [`recover`](Self::recover) every `every`, forever; spawn it once
-    /// per executor.
+    /// Runs [`recover`](Self::recover) every `every`, forever, and
+    /// [`prune`](Self::prune) after each pass when a retention is set; spawn
+    /// it once per executor.
     pub async fn run_recovery(&self, every: Duration) {
         loop {
             let report = self.recover().await;
+            if let Err(e) = self.prune().await {
+                tracing::warn!(error = %e, "saga log retention pass failed");
+            }
             if !report.resumed.is_empty() || !report.errors.is_empty() {
                 tracing::info!(
                     resumed = report.resumed.len(),
@@ -445,8 +481,11 @@ impl Executor {
                         st.error = None;
                         self.write(&rec, SagaChange::Renew, Some(i)).await?;
                     }
-                    Err(error) => {
-                        rec.steps[i].state = StepState::Failed;
+                    Err(StepFailure { error, maybe_applied }) => {
+                        // A timed-out attempt may have taken effect downstream:
+                        // such a step is compensated on the way back.
+                        rec.steps[i].state =
+                            if maybe_applied { StepState::TimedOut } else { StepState::Failed };
                         rec.steps[i].error = Some(error.clone());
                         self.turn_back(&mut rec, i, error).await?;
                         break;
@@ -464,13 +503,18 @@ impl Executor {
 
         if rec.state == SagaState::Compensating {
             for i in (0..n).rev() {
+                let state = rec.steps[i].state;
                 if !matches!(
-                    rec.steps[i].state,
-                    StepState::Done | StepState::Compensating
+                    state,
+                    StepState::Done | StepState::TimedOut | StepState::Compensating
                 ) {
                     continue;
                 }
                 if def.steps[i].compensation.is_none() {
+                    if state == StepState::TimedOut {
+                        // Nothing to undo with; the log keeps the uncertainty.
+                        continue;
+                    }
                     rec.steps[i].state = StepState::Compensated;
                     self.write(&rec, SagaChange::Renew, Some(i)).await?;
                     continue;
@@ -486,7 +530,7 @@ impl Executor {
                         rec.steps[i].error = None;
                         self.write(&rec, SagaChange::Renew, Some(i)).await?;
                     }
-                    Err(error) => {
+                    Err(StepFailure { error, .. }) => {
                         rec.steps[i].error = Some(error.clone());
                         self.write(&rec, SagaChange::Finish(SagaState::Stuck), Some(i))
                             .await?;
@@ -533,7 +577,8 @@ impl Executor {
 
     /// Runs one half of step `i` with its timeout and retry policy, renewing the
     /// lease meanwhile. `Ok(Err(_))` is the step's last error once its budget is
-    /// spent; `Err(_)` is a failure of the log or the lease (the driver stops).
+    /// spent (and whether any attempt timed out); `Err(_)` is a failure of the
+    /// log or the lease (the driver stops).
     async fn run_phase(
         &self,
         def: &Saga,
@@ -542,7 +587,7 @@ impl Executor {
         phase: Phase,
         cell: &Arc<CellContext>,
         input: &Arc<Value>,
-    ) -> Result<Result<Value, String>, Error> {
+    ) -> Result<Result<Value, StepFailure>, Error> {
         let step = &def.steps[i];
         let policy = match phase {
             Phase::Action => step.retry,
@@ -563,6 +608,7 @@ impl Executor {
                 .collect::<Vec<_>>(),
         );
         let mut attempt = 0u32;
+        let mut timed_out = false;
         loop {
             attempt += 1;
             rec.steps[i].attempts = rec.steps[i].attempts.saturating_add(1);
@@ -596,10 +642,10 @@ impl Executor {
                     return Ok(Ok(v));
                 }
                 Ok(Err(e)) => ("error", e.to_string()),
-                Err(_) => (
-                    "timeout",
-                    format!("attempt timed out after {:?}", step.timeout),
-                ),
+                Err(_) => {
+                    timed_out = true;
+                    ("timeout", format!("attempt timed out after {:?}", step.timeout))
+                }
             };
             self.metrics
                 .step(&def.name, &step.name, phase, outcome, started.elapsed());
@@ -609,7 +655,7 @@ impl Executor {
             );
             rec.steps[i].error = Some(error.clone());
             if attempt >= policy.max_attempts() {
-                return Ok(Err(error));
+                return Ok(Err(StepFailure { error, maybe_applied: timed_out }));
             }
             self.write(rec, SagaChange::Renew, Some(i)).await?;
             tokio::select! {

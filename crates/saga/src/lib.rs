@@ -132,18 +132,34 @@
 //! | `saga.stuck` | counter | `saga` |
 //! | `saga.recovered` | counter | `saga` |
 //! | `saga.log.malformed` | counter | |
+//! | `saga.log.pruned` | counter | (sagas deleted by retention) |
 //! | `saga.step.duration` | histogram (s) | `saga`, `step`, `phase` (`action`/`compensation`), `outcome` (`ok`/`error`/`timeout`) |
 //!
 //! The names are also constants in [`metrics`].
+//!
+//! # Retention
+//!
+//! The log keeps every saga until it is pruned: give the executor a
+//! [`Retention`] (max age and/or max count of finished sagas) with
+//! [`Executor::with_retention`] and each [`Executor::run_recovery`] pass also
+//! deletes the `committed` and `compensated` sagas beyond it, with their step
+//! rows; or call [`Executor::prune`] / [`SagaLog::prune`] from a job of your
+//! own. `stuck` sagas are kept for the operator.
 //!
 //! # Failure semantics
 //!
 //! - A step's action may run more than once (a retry after a timeout, a resume
 //!   after a crash between the action and the log write): downstream services
 //!   dedupe on [`StepContext::idempotency_key`]. The same holds for compensations.
-//! - Only steps whose action completed (`done`) are compensated. A step that
-//!   failed for good (`failed`) is not: an action must either take effect or not,
-//!   as seen through its idempotency key.
+//! - Steps whose action completed (`done`) are compensated, and so are steps
+//!   whose action timed out on any attempt before failing for good
+//!   (`timed_out`): a timed-out call may have taken effect downstream, so it is
+//!   treated as *maybe applied* and undone. Hence **compensations must be
+//!   idempotent and must tolerate an action that never took effect** (undoing
+//!   something absent is a success), keyed on [`StepContext::idempotency_key`].
+//!   A step that failed for good with no attempt timing out (`failed`) is not
+//!   compensated: an action that returns an error must not have taken effect.
+//!   A timed-out step without a compensation stays `timed_out` in the log.
 //! - A step without a compensation is skipped on the way back.
 //! - A saga resumed by recovery runs its remaining steps in a fresh `cellctx`
 //!   context that carries only the XID: the original request's context (tenant,
@@ -165,7 +181,10 @@ mod xid;
 pub use definition::{Saga, SagaBuilder};
 pub use error::{BoxError, Error};
 pub use executor::{DEFAULT_LEASE, Executor};
-pub use log::{Dialect, LogPool, SagaLog, SagaRecord, SagaState, StepRecord, StepState};
+pub use log::{
+    DEFAULT_PRUNE_BATCH, Dialect, LogPool, Retention, SagaLog, SagaRecord, SagaState, StepRecord,
+    StepState,
+};
 pub use outcome::{Outcome, RecoveryReport};
 pub use retry::RetryPolicy;
 pub use step::{

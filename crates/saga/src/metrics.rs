@@ -19,6 +19,8 @@ pub const SAGAS_STUCK: &str = "saga.stuck";
 pub const SAGAS_RECOVERED: &str = "saga.recovered";
 /// Counter: log rows recovery could not read (malformed, unknown definition).
 pub const LOG_MALFORMED: &str = "saga.log.malformed";
+/// Counter: finished sagas deleted from the log by retention.
+pub const LOG_PRUNED: &str = "saga.log.pruned";
 /// Histogram (seconds): one attempt of a step's action or compensation
 /// (`saga`, `step`, `phase` = `action`|`compensation`, `outcome` = `ok`|`error`|`timeout`).
 pub const STEP_DURATION: &str = "saga.step.duration";
@@ -31,6 +33,7 @@ pub(crate) struct Metrics {
     stuck: Counter<u64>,
     recovered: Counter<u64>,
     malformed: Counter<u64>,
+    pruned: Counter<u64>,
     step_duration: Histogram<f64>,
 }
 
@@ -60,6 +63,10 @@ impl Metrics {
             malformed: meter
                 .u64_counter(LOG_MALFORMED)
                 .with_description("Saga log rows that could not be read")
+                .build(),
+            pruned: meter
+                .u64_counter(LOG_PRUNED)
+                .with_description("Finished sagas deleted from the log by retention")
                 .build(),
             step_duration: meter
                 .f64_histogram(STEP_DURATION)
@@ -91,6 +98,9 @@ impl Metrics {
     }
     pub(crate) fn malformed(&self) {
         self.malformed.add(1, &[]);
+    }
+    pub(crate) fn pruned(&self, n: u64) {
+        self.pruned.add(n, &[]);
     }
     pub(crate) fn step(
         &self,

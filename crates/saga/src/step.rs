@@ -205,6 +205,8 @@ impl Step {
 
     /// Sets the compensation: it undoes the action and must be idempotent (it may
     /// run more than once after a crash; key on [`StepContext::idempotency_key`]).
+    /// It also runs when the action timed out (it may have taken effect), so it
+    /// must succeed when there is nothing to undo.
     pub fn compensate<F, Fut, E>(mut self, compensation: F) -> Self
     where
         F: Fn(StepContext) -> Fut + Send + Sync + 'static,

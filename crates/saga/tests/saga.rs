@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use saga::{
-    BoxError, Error, Executor, LogPool, Outcome, Phase, RetryPolicy, Saga, SagaLog, SagaState,
+    BoxError, Error, Executor, LogPool, Outcome, Phase, Retention, RetryPolicy, Saga, SagaLog, SagaState,
     Step, StepContext, StepState,
 };
 use serde_json::{Value, json};
@@ -743,6 +743,159 @@ async fn malformed_rows_are_reported_not_panicked_on(b: Backend) {
     b.cleanup().await;
 }
 
+/// A step whose action takes effect downstream and then overruns its timeout
+/// may have been applied: when the saga turns back, its compensation runs too
+/// (before the earlier steps' ones), and the log says the step was compensated
+/// and why the saga turned back.
+async fn a_timed_out_step_is_compensated(b: Backend) {
+    #[derive(Default)]
+    struct Charges {
+        applied: Mutex<HashSet<String>>,
+        trace: Mutex<Vec<String>>,
+    }
+    let charges = Arc::new(Charges::default());
+    let step = |name: &'static str, slow: bool| {
+        let (c1, c2) = (charges.clone(), charges.clone());
+        Step::new(name, move |ctx: StepContext| {
+            let c = c1.clone();
+            async move {
+                c.applied.lock().unwrap().insert(ctx.idempotency_key());
+                c.trace.lock().unwrap().push(name.to_string());
+                if slow {
+                    // Applied downstream, but the answer never comes in time.
+                    tokio::time::sleep(Duration::from_secs(3_600)).await;
+                }
+                Ok::<_, Error>(())
+            }
+        })
+        .compensate(move |ctx: StepContext| {
+            let c = c2.clone();
+            async move {
+                let key = format!("{}:{}", ctx.xid(), ctx.step_name());
+                c.applied.lock().unwrap().remove(&key);
+                c.trace.lock().unwrap().push(format!("undo:{name}"));
+                Ok::<_, Error>(())
+            }
+        })
+        .with_timeout(Duration::from_millis(50))
+        .with_retry(fast(1))
+        .with_compensation_retry(fast(3))
+    };
+    let saga = Saga::builder("timeout-after-effect")
+        .step(step("reserve", false))
+        .step(step("charge", true))
+        .step(step("ship", false))
+        .build()
+        .unwrap();
+    let ids = idgen::Generator::try_new(idgen::Layout::seed(), 1, 11).unwrap();
+    let exec = Executor::new(b.log().await, ids).register(saga).unwrap();
+    let outcome = exec.start("timeout-after-effect", &json!({})).await.unwrap();
+    let Outcome::Compensated { xid, failed_step, error } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failed_step, "charge");
+    assert!(error.contains("timed out"), "{error}");
+    // Both applied effects were undone, the timed-out one first.
+    assert!(charges.applied.lock().unwrap().is_empty(), "left applied: {:?}", charges.applied.lock().unwrap());
+    assert_eq!(*charges.trace.lock().unwrap(), ["reserve", "charge", "undo:charge", "undo:reserve"]);
+    let rec = exec.log().load(xid).await.unwrap();
+    assert_eq!(rec.state, SagaState::Compensated);
+    assert_eq!(rec.failed_step, Some(1));
+    assert!(rec.error.as_deref().unwrap_or_default().contains("timed out"));
+    assert_eq!(
+        step_states(&rec),
+        [StepState::Compensated, StepState::Compensated, StepState::Pending]
+    );
+    // The action's one attempt and the compensation's one attempt.
+    assert_eq!(rec.steps[1].attempts, 2);
+    b.cleanup().await;
+}
+
+/// Counts rows with a literal `SELECT COUNT(*) ...`.
+async fn count(log: &SagaLog, sql: &str) -> i64 {
+    match log.pool() {
+        LogPool::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        LogPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        LogPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Rows of `xid` in the saga table and the step table.
+async fn rows_of(log: &SagaLog, xid: &str) -> (i64, i64) {
+    (
+        count(log, &format!("SELECT COUNT(*) FROM {} WHERE xid = '{xid}'", log.saga_table())).await,
+        count(log, &format!("SELECT COUNT(*) FROM {} WHERE xid = '{xid}'", log.step_table())).await,
+    )
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Retention deletes committed and compensated sagas (and their step rows)
+/// older than the age bound, then beyond the newest N, in batches; stuck and
+/// live sagas stay however old they are.
+async fn retention_prunes_only_finished_sagas_beyond_its_bounds(b: Backend) {
+    let log = b.log().await;
+    let world = World::new();
+    let exec = executor(b.log().await, &world, "node-a", 1);
+    let mut committed = Vec::new();
+    for _ in 0..4 {
+        let o = exec.start("three-steps", &json!({})).await.unwrap();
+        committed.push(o.xid().to_string());
+    }
+    world.fail("s2", u32::MAX);
+    let compensated = exec.start("three-steps", &json!({})).await.unwrap();
+    assert!(matches!(compensated, Outcome::Compensated { .. }), "{compensated:?}");
+    let compensated = compensated.xid().to_string();
+    world.fail("undo:s0", u32::MAX);
+    let stuck = exec.start("three-steps", &json!({})).await.unwrap();
+    assert!(matches!(stuck, Outcome::Stuck { .. }), "{stuck:?}");
+    let stuck = stuck.xid().to_string();
+    let running = crash_at(&b, &World::new(), "s1", "node-b", Duration::from_secs(30)).await;
+    assert_eq!(log.load(&running).await.unwrap().state, SagaState::Running);
+
+    // Three committed sagas, the stuck one and the running one are two days old.
+    let t = log.saga_table().to_string();
+    for (xid, ms) in [(&committed[0], 1_000), (&committed[1], 2_000), (&committed[2], 3_000), (&stuck, 100), (&running, 100)] {
+        run_sql(&log, &format!("UPDATE {t} SET updated_ms = {ms} WHERE xid = '{xid}'")).await;
+    }
+    let day = Duration::from_secs(86_400);
+    let by_age = Retention::try_new(Some(day), None).unwrap().with_batch(2).unwrap();
+    assert_eq!(log.prune(&by_age).await.unwrap(), 3);
+    for xid in &committed[..3] {
+        assert_eq!(rows_of(&log, xid).await, (0, 0), "{xid} not pruned");
+        assert!(matches!(log.load(xid).await, Err(Error::NotFound(_))));
+    }
+    for xid in [&committed[3], &compensated, &stuck, &running] {
+        assert_eq!(rows_of(&log, xid).await, (1, STEPS as i64), "{xid} pruned");
+    }
+    assert_eq!(log.prune(&by_age).await.unwrap(), 0, "a second pass finds nothing");
+
+    // Keep the newest finished saga: the compensated one is older.
+    let now = unix_ms();
+    run_sql(&log, &format!("UPDATE {t} SET updated_ms = {} WHERE xid = '{compensated}'", now - 60_000)).await;
+    run_sql(&log, &format!("UPDATE {t} SET updated_ms = {} WHERE xid = '{}'", now - 30_000, committed[3])).await;
+    let keep_one = Retention::try_new(Some(day), Some(1)).unwrap();
+    assert_eq!(log.prune(&keep_one).await.unwrap(), 1);
+    assert_eq!(rows_of(&log, &compensated).await, (0, 0));
+    assert_eq!(rows_of(&log, &committed[3]).await, (1, STEPS as i64));
+
+    // Through the executor (what run_recovery does each pass): keep none.
+    let exec = exec.with_retention(Retention::try_new(None, Some(0)).unwrap());
+    assert_eq!(exec.prune().await.unwrap(), 1);
+    assert_eq!(count(&log, &format!("SELECT COUNT(*) FROM {t}")).await, 2);
+    assert_eq!(count(&log, &format!("SELECT COUNT(*) FROM {}", log.step_table())).await, 2 * STEPS as i64);
+    assert_eq!(log.load(&stuck).await.unwrap().state, SagaState::Stuck);
+    assert_eq!(log.list_stuck().await.unwrap(), vec![stuck.clone()]);
+    assert_eq!(log.load(&running).await.unwrap().state, SagaState::Running);
+    b.cleanup().await;
+}
+
 macro_rules! on_every_backend {
     ($($scenario:ident),* $(,)?) => {
         mod mariadb {
@@ -769,6 +922,8 @@ on_every_backend!(
     two_executors_never_run_one_saga_at_once,
     an_executor_that_lost_its_lease_stops_at_its_next_write,
     malformed_rows_are_reported_not_panicked_on,
+    a_timed_out_step_is_compensated,
+    retention_prunes_only_finished_sagas_beyond_its_bounds,
 );
 
 // ---------------------------------------------------------------- single-backend checks
@@ -785,11 +940,15 @@ async fn metrics_count_sagas_and_step_attempts() {
         .build();
     let b = Backend::new(Kind::Sqlite).await;
     let world = World::new();
-    let exec = executor(b.log().await, &world, "node-a", 1).with_meter(&provider.meter("saga"));
+    let exec = executor(b.log().await, &world, "node-a", 1)
+        .with_meter(&provider.meter("saga"))
+        .with_retention(Retention::try_new(None, Some(0)).unwrap());
     exec.start("three-steps", &json!({})).await.unwrap();
     world.fail("s1", u32::MAX);
     world.fail("undo:s0", u32::MAX);
     exec.start("three-steps", &json!({})).await.unwrap();
+    // The committed saga goes, the stuck one stays.
+    assert_eq!(exec.prune().await.unwrap(), 1);
     provider.force_flush().unwrap();
 
     let mut sums: HashMap<String, u64> = HashMap::new();
@@ -817,6 +976,7 @@ async fn metrics_count_sagas_and_step_attempts() {
     assert_eq!(sums.get(saga::metrics::SAGAS_STARTED), Some(&2));
     assert_eq!(sums.get(saga::metrics::SAGAS_COMMITTED), Some(&1));
     assert_eq!(sums.get(saga::metrics::SAGAS_STUCK), Some(&1));
+    assert_eq!(sums.get(saga::metrics::LOG_PRUNED), Some(&1));
     // First saga: 3 actions. Second: s0, s1 x3, undo:s0 x3.
     assert_eq!(attempts, 3 + 1 + 3 + 3);
 }
@@ -893,9 +1053,10 @@ async fn a_timed_out_attempt_is_retried_then_fails_the_step() {
     assert!(error.contains("timed out"), "{error}");
     let rec = exec.log().load(xid).await.unwrap();
     assert_eq!(rec.steps[1].attempts, 2);
+    // It may have taken effect, but has no compensation: the log says so.
     assert_eq!(
         step_states(&rec),
-        [StepState::Compensated, StepState::Failed]
+        [StepState::Compensated, StepState::TimedOut]
     );
 }
 

@@ -367,3 +367,6 @@ async fn renew_loop<B: Backend>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

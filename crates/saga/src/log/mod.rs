@@ -9,6 +9,15 @@
 //! as `String`, and installing its drivers is process-global; a small enum with
 //! per-dialect statements (see [`Dialect`]) avoids both.
 //!
+//! **Retention.** Finished sagas (`committed`, `compensated`) are deleted
+//! after an age and/or beyond a count by [`SagaLog::prune`] with a
+//! [`Retention`] (or by [`Executor::run_recovery`](crate::Executor::run_recovery)
+//! when the executor has one, [`Executor::with_retention`](crate::Executor::with_retention)).
+//! `stuck` and live sagas are never deleted. The index
+//! `<prefix>saga_log_finished (state, updated_ms)` serves it; on MySQL/MariaDB
+//! it is created with the table only (tables made by an older `migrate` need
+//! it added by hand).
+//!
 //! **Leases.** Every saga row carries an owner and a lease expiry. An executor
 //! takes a saga with one conditional `UPDATE` (free, expired, or already its own)
 //! that works the same on the three databases, and every later write is fenced
@@ -30,6 +39,7 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 pub use record::{SagaRecord, SagaState, StepRecord, StepState};
+pub use retention::{DEFAULT_PRUNE_BATCH, Retention};
 pub use sql::Dialect;
 
 use crate::error::Error;
@@ -89,6 +99,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+// After `on_pool!`: the macro is in scope from its definition on.
+mod retention;
 
 /// The durable saga log. Cheap to clone (a pool handle and the statements).
 ///

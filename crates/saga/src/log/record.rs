@@ -64,8 +64,8 @@ impl fmt::Display for SagaState {
 
 /// A step's state in the log.
 ///
-/// `pending -> running -> done | failed`, then, when the saga turns back,
-/// `done -> compensating -> compensated`. `running` is written before the action
+/// `pending -> running -> done | failed | timed_out`, then, when the saga
+/// turns back, `done | timed_out -> compensating -> compensated`. `running` is written before the action
 /// starts and `compensating` before the compensation starts, so a crash leaves a
 /// trace of an action or compensation that may have happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,8 +76,13 @@ pub enum StepState {
     Running,
     /// The action completed; its output is recorded.
     Done,
-    /// The action failed for good (retries spent); it is not compensated.
+    /// The action failed for good (retries spent) and no attempt timed out:
+    /// it did not take effect, so it is not compensated.
     Failed,
+    /// The action failed for good and at least one attempt timed out: it may
+    /// have taken effect downstream, so it is compensated like a done step
+    /// (a timed-out step without a compensation stays `timed_out`).
+    TimedOut,
     /// The compensation was started.
     Compensating,
     /// The compensation completed.
@@ -85,13 +90,15 @@ pub enum StepState {
 }
 
 impl StepState {
-    /// The stored name: `pending`, `running`, `done`, `failed`, `compensating`, `compensated`.
+    /// The stored name: `pending`, `running`, `done`, `failed`, `timed_out`,
+    /// `compensating`, `compensated`.
     pub fn as_str(self) -> &'static str {
         match self {
             StepState::Pending => "pending",
             StepState::Running => "running",
             StepState::Done => "done",
             StepState::Failed => "failed",
+            StepState::TimedOut => "timed_out",
             StepState::Compensating => "compensating",
             StepState::Compensated => "compensated",
         }
@@ -106,6 +113,7 @@ impl FromStr for StepState {
             "running" => StepState::Running,
             "done" => StepState::Done,
             "failed" => StepState::Failed,
+            "timed_out" => StepState::TimedOut,
             "compensating" => StepState::Compensating,
             "compensated" => StepState::Compensated,
             other => return Err(format!("unknown step state {other:?}")),

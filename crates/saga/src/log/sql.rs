@@ -31,7 +31,16 @@ pub(crate) struct Statements {
     pub(crate) load_steps: String,
     pub(crate) list_stuck: String,
     pub(crate) unstick: String,
+    /// Finished sagas last written before a time, oldest first.
+    pub(crate) finished_before: String,
+    /// Finished sagas past the newest N (LIMIT batch OFFSET keep).
+    pub(crate) finished_beyond: String,
+    dialect: Dialect,
 }
+
+/// The states retention may delete: finished and never touched again on
+/// their own (stuck sagas wait for an operator and are kept).
+pub(crate) const PRUNABLE: &str = "('committed', 'compensated')";
 
 const SAGA_COLUMNS: &str = "xid, saga_name, input_json, state, step_count, owner_id, lease_until, failed_step, error_text, created_ms, updated_ms";
 
@@ -45,7 +54,7 @@ impl Statements {
             "TEXT"
         };
         let inline_index = if dialect == Dialect::MySql {
-            format!(",\n  INDEX {s}_state (state)")
+            format!(",\n  INDEX {s}_state (state),\n  INDEX {s}_finished (state, updated_ms)")
         } else {
             String::new()
         };
@@ -83,6 +92,9 @@ impl Statements {
         if dialect != Dialect::MySql {
             create.push(format!(
                 "CREATE INDEX IF NOT EXISTS {s}_state ON {s} (state)"
+            ));
+            create.push(format!(
+                "CREATE INDEX IF NOT EXISTS {s}_finished ON {s} (state, updated_ms)"
             ));
         }
         let live = "('running', 'compensating')";
@@ -131,9 +143,30 @@ impl Statements {
                 "UPDATE {s} SET state = 'compensating', owner_id = ?, lease_until = ?, lease_seq = lease_seq + 1, \
                  updated_ms = ? WHERE xid = ? AND state = 'stuck'"
             )),
+            finished_before: p(format!(
+                "SELECT xid FROM {s} WHERE state IN {PRUNABLE} AND updated_ms < ? ORDER BY updated_ms, xid LIMIT ?"
+            )),
+            finished_beyond: p(format!(
+                "SELECT xid FROM {s} WHERE state IN {PRUNABLE} ORDER BY updated_ms DESC, xid DESC LIMIT ? OFFSET ?"
+            )),
             saga_table: s,
             step_table: t,
+            dialect,
         }
+    }
+
+    /// Deletes the step rows of `n` sagas (`xid IN (...)`).
+    pub(crate) fn delete_steps(&self, n: usize) -> String {
+        format!("DELETE FROM {} WHERE xid IN ({})", self.step_table, self.dialect.placeholders(n))
+    }
+
+    /// Deletes `n` saga rows, if they are still finished.
+    pub(crate) fn delete_sagas(&self, n: usize) -> String {
+        format!(
+            "DELETE FROM {} WHERE state IN {PRUNABLE} AND xid IN ({})",
+            self.saga_table,
+            self.dialect.placeholders(n)
+        )
     }
 }
 
@@ -165,8 +198,14 @@ mod tests {
             "UPDATE saga_log SET lease_until = ?, lease_seq = lease_seq + 1 WHERE xid = ? AND owner_id = ?"
         );
         assert!(my.create[0].contains("INDEX saga_log_state (state)"));
+        assert!(my.create[0].contains("INDEX saga_log_finished (state, updated_ms)"));
         assert_eq!(my.create.len(), 2);
-        assert_eq!(st.create.len(), 3);
+        assert_eq!(st.create.len(), 4);
+        assert_eq!(
+            st.delete_sagas(2),
+            "DELETE FROM x_saga_log WHERE state IN ('committed', 'compensated') AND xid IN ($1, $2)"
+        );
+        assert_eq!(my.delete_steps(3), "DELETE FROM saga_step WHERE xid IN (?, ?, ?)");
     }
 
     #[test]
