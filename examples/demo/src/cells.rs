@@ -21,6 +21,8 @@ pub(crate) struct Launch {
     pub(crate) kafka: String,
     pub(crate) topic: String,
     pub(crate) run_id: String,
+    /// The key the cells verify the gateway's signed hops with.
+    pub(crate) hop_key_file: PathBuf,
 }
 
 impl Launch {
@@ -35,7 +37,9 @@ impl Launch {
             .arg(&dir)
             .arg("--config")
             .arg(&self.config)
-            .args(["--ports", &ports.join(","), "--kafka", &self.kafka, "--topic", &self.topic, "--run-id", &self.run_id]);
+            .args(["--ports", &ports.join(","), "--kafka", &self.kafka, "--topic", &self.topic, "--run-id", &self.run_id])
+            .arg("--hop-key-file")
+            .arg(&self.hop_key_file);
         if let Some(t) = &self.table_file {
             cmd.arg("--table-file").arg(t);
         }

@@ -41,13 +41,14 @@ impl ControlPlane {
         run_id: &str,
         audit_url: &str,
         status_urls: Vec<String>,
+        max_drained: Option<std::num::NonZeroUsize>,
     ) -> Result<Arc<Self>, DemoError> {
         let audit = AuditLog::connect(audit_url, &format!("demo_{run_id}_audit")).await?;
         let ids = idgen::Generator::try_new(idgen::Layout::seed(), 0, 1000)?;
         let gateway_store = TableStore::new();
         let (backend, table_file): (Arc<dyn SwitchBackend>, _) = match crate::etcd::endpoints()? {
             #[cfg(feature = "etcd")]
-            Some(eps) => (crate::etcd::switch(eps, run_id, &table, &gateway_store, audit, ids).await?, None),
+            Some(eps) => (crate::etcd::switch(eps, run_id, &table, &gateway_store, audit, ids, max_drained).await?, None),
             #[cfg(not(feature = "etcd"))]
             Some(never) => match never {},
             None => {
@@ -56,7 +57,11 @@ impl ControlPlane {
                 cellrouter::source::persist(&table, &file)?;
                 gateway_store.store(table)?;
                 tokio::spawn(persist_on_change(gateway_store.clone(), file.clone()));
-                let switch = LocalSwitch::new(gateway_store.clone(), audit, ids).with_actor("demo-controller");
+                let mut switch = LocalSwitch::new(gateway_store.clone(), audit, ids).with_actor("demo-controller");
+                // the drain cap is checked against the stored table at commit, whatever the engine thinks
+                if let Some(cap) = max_drained {
+                    switch = switch.with_max_drained(cap);
+                }
                 (Arc::new(switch), Some(file))
             }
         };

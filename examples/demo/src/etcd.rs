@@ -57,16 +57,20 @@ mod enabled {
         gateway_store: &TableStore,
         audit: AuditLog,
         ids: idgen::Generator,
+        max_drained: Option<std::num::NonZeroUsize>,
     ) -> Result<Arc<dyn SwitchBackend>, DemoError> {
         let key = super::table_key(run_id);
         let mut client = etcd_client::Client::connect(&eps, None).await.map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
         cellrouter::source::publish(&mut client, &key, table).await?;
         spawn_source(eps.clone(), run_id, gateway_store)?;
-        let switch = failover::AtomicSwitch::connect(&eps, audit, ids)
+        let mut switch = failover::AtomicSwitch::connect(&eps, audit, ids)
             .await?
             .with_table_key(key)
             .with_prefix(format!("/cellsdk/demo/{run_id}/failover"))
             .with_actor("demo-controller");
+        if let Some(cap) = max_drained {
+            switch = switch.with_max_drained(cap);
+        }
         Ok(Arc::new(switch))
     }
 

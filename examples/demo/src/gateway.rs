@@ -24,6 +24,9 @@ use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::error::DemoError;
 
+/// How long a signed hop to a cell is valid.
+const HOP_LIFETIME: Duration = Duration::from_secs(10);
+
 /// The plain HTTP client the demo uses everywhere.
 pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -88,6 +91,8 @@ async fn reinstate(wrr: std::sync::Weak<SmoothWrr<usize>>, outliers: std::sync::
 /// The gateway.
 pub(crate) struct Gateway {
     store: TableStore,
+    /// Who the client is: the verified token, nothing the client states.
+    auth: cellctx::auth::EdgeAuth,
     cells: HashMap<CellId, Upstream>,
     reporter: OutcomeReporter,
 }
@@ -106,6 +111,8 @@ impl Gateway {
         outlier: OutlierConfig,
         reporter: OutcomeReporter,
         timeout: Duration,
+        auth: cellctx::auth::EdgeAuth,
+        hop_key: cellctx::SigningKey,
     ) -> Result<Self, DemoError> {
         let table = store.current().ok_or_else(|| DemoError::Other("gateway: no routing table".into()))?;
         let client = http_client();
@@ -123,12 +130,13 @@ impl Gateway {
             let svc = ServiceBuilder::new()
                 .layer(breaker)
                 .timeout(timeout)
-                .layer(PropagateCellContextLayer::new())
+                // each hop signed, bound to the request (the cells refuse the rest)
+                .layer(PropagateCellContextLayer::new().with_signer(cellctx::Signer::new(hop_key.clone()), HOP_LIFETIME))
                 .service(client.clone())
                 .map_err(BoxError::from);
             cells.insert(c.id.clone(), Upstream { endpoints: c.endpoints.clone(), wrr, outliers, svc: BoxCloneSyncService::new(svc) });
         }
-        Ok(Gateway { store, cells, reporter })
+        Ok(Gateway { store, auth, cells, reporter })
     }
 
     /// The gateway's HTTP service: the edge context layer wrapped around the
@@ -146,10 +154,8 @@ impl Gateway {
         Ok(ServiceBuilder::new()
             .layer(crate::telemetry::gateway_http_layer(cells)?)
             .map_response(IntoResponse::into_response)
-            // The demo has no authentication: its load generator names the user
-            // in X-User-ID, so this edge keeps the client's routing key (a real
-            // edge authenticates instead: `CellContextLayer::with_authentication`).
-            .layer(cellctx::CellContextLayer::edge().with_client_routing_key(true))
+            // the user, and so the cell, come from the verified token only
+            .layer(cellctx::CellContextLayer::edge().with_authentication(self.auth.clone()))
             .service(axum::Router::new().fallback(forward).with_state(self)))
     }
 }
@@ -163,7 +169,7 @@ async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         return answer(StatusCode::INTERNAL_SERVER_ERROR, "no cell context".into());
     };
     let Some(key) = ctx.routing_key.clone() else {
-        return answer(StatusCode::BAD_REQUEST, "X-User-ID is required".into());
+        return answer(StatusCode::UNAUTHORIZED, "a user token is required".into());
     };
     // user -> cell: the key's slot in its region's map (region from the hint)
     let (target, kind) = {

@@ -21,6 +21,9 @@ pub(crate) struct User {
     pub(crate) home: String,
     /// The home cell's first failover target.
     pub(crate) failover: Option<String>,
+    /// The user's token from the run's identity provider: the gateway routes
+    /// by it (the user id in it), never by what the client states.
+    pub(crate) token: String,
 }
 
 /// What a request did.
@@ -108,7 +111,7 @@ impl Load {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{gateway}{path}"))
-            .header("x-user-id", &u.key)
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", u.token))
             .header("x-region-hint", format!("{};src=gps", u.region))
             .body(Full::new(body));
         let mut rec = Record { user, op, post, start_ms, end_ms: 0, ok: false, served_by: None, id: None };

@@ -26,6 +26,7 @@ mod error;
 mod etcd;
 mod gateway;
 mod html_report;
+mod identity;
 mod load;
 mod orchestrator;
 mod replication;

@@ -108,7 +108,13 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
         Ok(u) if !u.is_empty() => u,
         _ => format!("sqlite://{}?mode=rwc", run_dir.join("audit.db").display()),
     };
-    let control = ControlPlane::start(table.clone(), &run_dir, &run_id, &audit_url, status_urls).await?;
+    let control = ControlPlane::start(table.clone(), &run_dir, &run_id, &audit_url, status_urls, std::num::NonZeroUsize::new(cfg.rules.max_drained))
+        .await?;
+
+    // who is who: the users' identity provider and the gateway -> cell hop key
+    let idp = crate::identity::DemoIdp::generate()?;
+    let (hop_key, hop_key_file) = crate::identity::new_hop_key(&run_dir)?;
+    let who = crate::identity::RunIdentity { idp, hop_key };
 
     // the cells
     let launch = Launch {
@@ -119,9 +125,10 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
         kafka,
         topic,
         run_id,
+        hop_key_file,
     };
     let cells = Arc::new(Mutex::new(Cells::spawn(launch, ports)?));
-    let result = drive(&args, &cfg, &planned, &cells, &control, &table, console.as_ref()).await;
+    let result = drive(&args, &cfg, &planned, &cells, &control, &table, console.as_ref(), &who).await;
     if let Ok(mut c) = cells.lock() {
         c.shutdown();
     }
@@ -169,6 +176,7 @@ async fn until_stopped(console: Option<&ui::Console>, t0: Instant, duration: Opt
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the run's parts, each made once by `run`
 async fn drive(
     args: &RunArgs,
     cfg: &DemoConfig,
@@ -177,6 +185,7 @@ async fn drive(
     control: &Arc<ControlPlane>,
     table: &cellrouter::RoutingTable,
     console: Option<&ui::Console>,
+    who: &crate::identity::RunIdentity,
 ) -> Result<(), DemoError> {
     let client = gateway::http_client();
     let (run_dir, list) = match cells.lock() {
@@ -211,12 +220,15 @@ async fn drive(
         cfg.outlier()?,
         engine.reporter(),
         Duration::from_millis(cfg.load.request_timeout_ms),
+        cellctx::auth::EdgeAuth::new(who.idp.authenticator()?),
+        who.hop_key.clone(),
     )?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gw_url = format!("http://{}", listener.local_addr()?);
     let gateway = tower::make::Shared::new(gw.service()?);
     // where each process's Prometheus metrics are (stderr, so --json's last stdout line stays the report)
     eprintln!("demo: metrics orchestrator {}", crate::telemetry::serve(args.metrics_addr).await?);
+    eprintln!("demo: gateway {gw_url}");
     for (id, port) in first_ports(cells) {
         eprintln!("demo: metrics cell {id} http://127.0.0.1:{port}/metrics");
     }
@@ -232,7 +244,8 @@ async fn drive(
             let res = cellrouter::resolve_in(&compiled, &region, &key).map_err(|e| DemoError::Other(e.to_string()))?;
             let home = res.home.to_string();
             let failover = table.cell(res.home).and_then(|c| c.failover.first()).map(|c| c.to_string());
-            users.push(User { key, region: r.name.clone(), home, failover });
+            let token = who.idp.token(&key, &r.name)?;
+            users.push(User { key, region: r.name.clone(), home, failover, token });
         }
     }
     let t0 = Instant::now();

@@ -37,8 +37,18 @@ fn fail(cell: &str, e: impl std::fmt::Display) -> Response {
     served(cell, (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
+/// The posts API serves only requests whose user came with a signed hop from
+/// the gateway (the context layer strips a user anyone else states): 403 else.
+fn unsigned(cell: &str) -> Option<Response> {
+    let signed = cellctx::current().is_some_and(|c| c.routing_key.is_some());
+    (!signed).then(|| served(cell, (StatusCode::FORBIDDEN, "a signed hop from the gateway is required\n")))
+}
+
 async fn like(State(s): State<Arc<AppState>>, Path(p): Path<String>) -> Response {
     let cell = s.posts.cell.to_string();
+    if let Some(r) = unsigned(&cell) {
+        return r;
+    }
     match s.posts.like(&p).await {
         Ok(w) => served(&cell, Json(w)),
         Err(e) => fail(&cell, e),
@@ -47,6 +57,9 @@ async fn like(State(s): State<Arc<AppState>>, Path(p): Path<String>) -> Response
 
 async fn comment(State(s): State<Arc<AppState>>, Path(p): Path<String>, body: String) -> Response {
     let cell = s.posts.cell.to_string();
+    if let Some(r) = unsigned(&cell) {
+        return r;
+    }
     match s.posts.comment(&p, &body).await {
         Ok(w) => served(&cell, Json(w)),
         Err(e) => fail(&cell, e),
@@ -54,6 +67,9 @@ async fn comment(State(s): State<Arc<AppState>>, Path(p): Path<String>, body: St
 }
 
 async fn read(State(s): State<Arc<AppState>>, Path(p): Path<String>) -> Response {
+    if let Some(r) = unsigned(s.posts.cell.as_str()) {
+        return r;
+    }
     served(s.posts.cell.as_str(), Json(s.posts.get(&p).await))
 }
 
@@ -83,6 +99,7 @@ async fn state(State(s): State<Arc<AppState>>) -> Response {
 pub(crate) fn service(
     app: Arc<AppState>,
     hub: &health::HealthHub,
+    hop_keys: cellctx::SigningKeys,
 ) -> Result<
     impl tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible, Future: Send>
     + Clone
@@ -109,7 +126,8 @@ pub(crate) fn service(
         .layer(metrics);
     Ok(tower::ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
-        .layer(cellctx::CellContextLayer::internal())
+        // a context only from the gateway's signed hops: anything else is stripped
+        .layer(cellctx::CellContextLayer::edge().with_signing_keys(hop_keys))
         // keyed requests whose home is another cell are refused (421) rather
         // than served here: the gateway routes them, this is the safety net
         .layer(CellRouterLayer::new(store, local).with_policy(MisroutePolicy::Refuse).with_hint_region(true))

@@ -52,6 +52,10 @@ pub(crate) struct CellArgs {
     /// Run id: prefixes tables, consumer groups and keys in shared servers.
     #[arg(long)]
     pub(crate) run_id: String,
+    /// The key of the gateway's signed hops: the cell takes a context only
+    /// from a request signed with it.
+    #[arg(long)]
+    pub(crate) hop_key_file: PathBuf,
 }
 
 /// Runs the cell until killed.
@@ -115,7 +119,8 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let app = Arc::new(http::AppState { posts, store, started_ms });
-    let service = http::service(app, &hub)?;
+    let hop_keys = crate::identity::read_hop_keys(&args.hop_key_file)?;
+    let service = http::service(app, &hub, hop_keys)?;
 
     let mut servers = Vec::new();
     for port in &args.ports {
