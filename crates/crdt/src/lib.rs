@@ -28,6 +28,9 @@
 //! - Feature `kafka`: `kafka::Replicator` (consumer: apply, persist, then commit
 //!   the offset) and, with `sql` too, `kafka::Relay` (outbox rows to Kafka,
 //!   key = object id, then mark sent).
+//! - Feature `binlog`: `binlog::BinlogRelay`, change data capture from the
+//!   tables a service already has (MySQL/MariaDB row binlog), published like
+//!   the outbox relay.
 //! - Feature `redis`: `redis_state::RedisStateStore`, the replica state in Redis.
 //! - Feature `sql`: `sql_state::SqlStateStore`, the replica state in a SQL
 //!   table on the outbox's pool (beside the business rows).
@@ -113,6 +116,8 @@ mod replica;
 mod state;
 mod watermark;
 
+#[cfg(feature = "binlog")]
+pub mod binlog;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "sql")]

@@ -7,6 +7,8 @@
 //! - [`EtcdServer`]: a private etcd on free loopback ports with a temporary data
 //!   dir, for tests that stop and restart etcd (so they do not disturb the shared
 //!   one). It is killed on drop.
+//! - [`MariaDbServer`]: a private MariaDB with the binary log on (row format,
+//!   GTIDs), for change-data-capture tests; killed on drop.
 //!
 //! A service that cannot be reached or started is a test failure with a clear
 //! message, never a silent skip: the functions here panic with one.
@@ -16,6 +18,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod mariadb;
+pub use mariadb::MariaDbServer;
 
 /// Redis URL for tests (`CELL_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
 pub fn redis_url() -> String {
