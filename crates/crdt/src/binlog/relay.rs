@@ -28,6 +28,8 @@ const MARIADB_FL_STANDALONE: u8 = 1;
 /// MariaDB's `LOG_EVENT_SKIP_REPLICATION_F`: the event was written with
 /// `@@skip_replication = 1` (see [`MARK_REPLICATED_SQL`](super::MARK_REPLICATED_SQL)).
 const SKIP_REPLICATION_F: u16 = 0x8000;
+/// `LOG_EVENT_ARTIFICIAL_F`: made up by the server for the stream, not in the file.
+const ARTIFICIAL_F: u16 = 0x20;
 /// Bits of a sequence number for the change's index in its transaction.
 const INDEX_BITS: u32 = 20;
 
@@ -447,7 +449,12 @@ impl Reader {
         let data = event.read_data().map_err(|e| CrdtError::BinlogRow(format!("unreadable event: {e}")))?;
         match data {
             Some(EventData::RotateEvent(r)) => {
-                self.file = r.name().into_owned();
+                // the artificial rotate that opens a stream precedes the format
+                // description, so its name still carries the checksum: the file
+                // is the one requested anyway
+                if header.flags_raw() & ARTIFICIAL_F == 0 && header.log_pos() != 0 {
+                    self.file = r.name().into_owned();
+                }
                 Ok(None)
             }
             Some(EventData::GtidEvent(g)) => {
