@@ -31,15 +31,21 @@ impl MariaDbServer {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir for mariadb");
         let data = dir.path().join("data");
+        // a private tmpdir: concurrent bootstraps collide on temporary table names in /tmp
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("tmpdir for mariadb");
         let out = Command::new(INSTALL_DB)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .args(root_user())
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {INSTALL_DB} ({e}): install Debian's mariadb-server"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run {INSTALL_DB} ({e}): install Debian's mariadb-server")
+            });
         assert!(
             out.status.success(),
             "{INSTALL_DB} failed: {}{}",
@@ -48,7 +54,12 @@ impl MariaDbServer {
         );
         let port = free_port();
         let server_id = 10_000 + u32::from(port);
-        let mut server = MariaDbServer { dir, port, server_id, child: None };
+        let mut server = MariaDbServer {
+            dir,
+            port,
+            server_id,
+            child: None,
+        };
         server.spawn();
         server
     }
@@ -59,12 +70,16 @@ impl MariaDbServer {
         let child = Command::new(MARIADBD)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", log.display()))
-            .arg(format!("--log-bin={}", d.join("data").join("binlog").display()))
+            .arg(format!(
+                "--log-bin={}",
+                d.join("data").join("binlog").display()
+            ))
             .arg("--binlog-format=ROW")
             .arg(format!("--server-id={}", self.server_id))
             .arg("--skip-name-resolve")
@@ -76,11 +91,16 @@ impl MariaDbServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {MARIADBD} ({e}): install Debian's mariadb-server"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {MARIADBD} ({e}): install Debian's mariadb-server")
+            });
         self.child = Some(child);
         if !wait_for_port(self.addr(), Duration::from_secs(30)) {
             let log = read(&log);
-            panic!("mariadbd did not answer on {} within 30 s; its log:\n{log}", self.addr());
+            panic!(
+                "mariadbd did not answer on {} within 30 s; its log:\n{log}",
+                self.addr()
+            );
         }
     }
 
@@ -112,8 +132,15 @@ fn read(path: &Path) -> String {
 /// `--user=root` when running as root (mariadbd refuses root without it).
 fn root_user() -> Vec<String> {
     let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if root { vec!["--user=root".to_string()] } else { Vec::new() }
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root {
+        vec!["--user=root".to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 impl Drop for MariaDbServer {

@@ -109,8 +109,19 @@ impl BinlogConfig {
     /// # Errors
     /// [`CrdtError::Config`]: an origin that is not a cell id, an empty name,
     /// `server_id` 0, no tables, a table mapped twice, an empty column name.
-    pub fn try_new(origin: &str, name: &str, server_id: u32, tables: Vec<TableMapping>) -> Result<Self, CrdtError> {
-        let c = BinlogConfig { origin: origin.to_string(), name: name.to_string(), server_id, tables, batch: 500 };
+    pub fn try_new(
+        origin: &str,
+        name: &str,
+        server_id: u32,
+        tables: Vec<TableMapping>,
+    ) -> Result<Self, CrdtError> {
+        let c = BinlogConfig {
+            origin: origin.to_string(),
+            name: name.to_string(),
+            server_id,
+            tables,
+            batch: 500,
+        };
         c.validate()?;
         Ok(c)
     }
@@ -148,12 +159,63 @@ impl BinlogConfig {
                 return bad(format!("table {} mapped twice", t.qualified()));
             }
             if t.schema.is_empty() || t.table.is_empty() || t.aggregate_type.is_empty() {
-                return bad(format!("table {}: empty schema, table or aggregate type", t.qualified()));
+                return bad(format!(
+                    "table {}: empty schema, table or aggregate type",
+                    t.qualified()
+                ));
             }
             if t.columns().iter().any(|c| c.is_empty()) {
                 return bad(format!("table {}: empty column name", t.qualified()));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_deserializes_and_validates() {
+        let json = r#"{
+            "origin": "sh-cdc", "name": "sh", "server_id": 4001, "batch": 100,
+            "tables": [
+                {"schema": "shop", "table": "likes", "aggregate_type": "post", "object": "post_id",
+                 "object_prefix": "likes:", "kind": "lww_set", "element": "user_id", "tombstone": "deleted"},
+                {"schema": "shop", "table": "like_events", "aggregate_type": "post", "object": "post_id",
+                 "kind": "counter", "delta": "delta", "lww_column": "at_ms"}
+            ]
+        }"#;
+        let c: BinlogConfig = serde_json::from_str(json).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tables[1].kind, RowKind::Counter { delta: "delta".into() });
+        assert_eq!(c.tables[1].lww_column.as_deref(), Some("at_ms"));
+    }
+
+    #[test]
+    fn invalid_configs_are_errors() {
+        let t = |schema: &str, table: &str, element: &str| TableMapping {
+            schema: schema.into(),
+            table: table.into(),
+            aggregate_type: "post".into(),
+            object: "post_id".into(),
+            object_prefix: String::new(),
+            lww_column: None,
+            kind: RowKind::LwwSet { element: element.into(), tombstone: None },
+        };
+        let ok = || vec![t("s", "likes", "user_id")];
+        assert!(BinlogConfig::try_new("sh", "r", 7, ok()).is_ok());
+        for bad in [
+            BinlogConfig::try_new("not a cell!", "r", 7, ok()),
+            BinlogConfig::try_new("sh", "", 7, ok()),
+            BinlogConfig::try_new("sh", "r", 0, ok()),
+            BinlogConfig::try_new("sh", "r", 7, Vec::new()),
+            BinlogConfig::try_new("sh", "r", 7, vec![t("s", "likes", "u"), t("s", "likes", "v")]),
+            BinlogConfig::try_new("sh", "r", 7, vec![t("s", "likes", "")]),
+        ] {
+            assert!(matches!(bad, Err(CrdtError::Config(_))), "{bad:?}");
+        }
     }
 }

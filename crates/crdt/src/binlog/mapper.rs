@@ -25,19 +25,36 @@ pub(crate) struct BoundTable {
 
 impl BoundTable {
     /// Binds `mapping` to its columns' 0-based positions.
-    pub(crate) fn bind(mapping: TableMapping, positions: &BTreeMap<String, usize>) -> Result<Self, CrdtError> {
+    pub(crate) fn bind(
+        mapping: TableMapping,
+        positions: &BTreeMap<String, usize>,
+    ) -> Result<Self, CrdtError> {
         let pos = |c: &str| {
-            positions.get(&c.to_ascii_lowercase()).copied().ok_or_else(|| {
-                CrdtError::Config(format!("binlog: table {} has no column {c:?}", mapping.qualified()))
-            })
+            positions
+                .get(&c.to_ascii_lowercase())
+                .copied()
+                .ok_or_else(|| {
+                    CrdtError::Config(format!(
+                        "binlog: table {} has no column {c:?}",
+                        mapping.qualified()
+                    ))
+                })
         };
         let object = pos(&mapping.object)?;
         let (element, tombstone) = match &mapping.kind {
-            RowKind::LwwSet { element, tombstone } => (pos(element)?, tombstone.as_deref().map(pos).transpose()?),
+            RowKind::LwwSet { element, tombstone } => {
+                (pos(element)?, tombstone.as_deref().map(pos).transpose()?)
+            }
             RowKind::Counter { delta } => (pos(delta)?, None),
         };
         let lww = mapping.lww_column.as_deref().map(pos).transpose()?;
-        Ok(BoundTable { mapping, object, element, tombstone, lww })
+        Ok(BoundTable {
+            mapping,
+            object,
+            element,
+            tombstone,
+            lww,
+        })
     }
 }
 
@@ -55,7 +72,11 @@ pub(crate) struct RowAt {
 fn value<'a>(row: &'a BinlogRow, i: usize, table: &TableMapping) -> Result<&'a Value, CrdtError> {
     match row.as_ref(i) {
         Some(BinlogValue::Value(v)) => Ok(v),
-        Some(_) => Err(CrdtError::BinlogRow(format!("{}: column {} is JSON, not a scalar", table.qualified(), i + 1))),
+        Some(_) => Err(CrdtError::BinlogRow(format!(
+            "{}: column {} is JSON, not a scalar",
+            table.qualified(),
+            i + 1
+        ))),
         None => Err(CrdtError::BinlogRow(format!(
             "{}: column {} is missing from the row image (set binlog_row_image=FULL)",
             table.qualified(),
@@ -66,20 +87,32 @@ fn value<'a>(row: &'a BinlogRow, i: usize, table: &TableMapping) -> Result<&'a V
 
 fn text(v: &Value, what: &str, table: &TableMapping) -> Result<String, CrdtError> {
     match v {
-        Value::Bytes(b) => String::from_utf8(b.clone())
-            .map_err(|_| CrdtError::BinlogRow(format!("{}: {what} is not UTF-8", table.qualified()))),
+        Value::Bytes(b) => String::from_utf8(b.clone()).map_err(|_| {
+            CrdtError::BinlogRow(format!("{}: {what} is not UTF-8", table.qualified()))
+        }),
         Value::Int(i) => Ok(i.to_string()),
         Value::UInt(u) => Ok(u.to_string()),
-        _ => Err(CrdtError::BinlogRow(format!("{}: {what} is {v:?}, not text or an integer", table.qualified()))),
+        _ => Err(CrdtError::BinlogRow(format!(
+            "{}: {what} is {v:?}, not text or an integer",
+            table.qualified()
+        ))),
     }
 }
 
 fn int(v: &Value, what: &str, table: &TableMapping) -> Result<i64, CrdtError> {
-    let bad = || CrdtError::BinlogRow(format!("{}: {what} is {v:?}, not an integer", table.qualified()));
+    let bad = || {
+        CrdtError::BinlogRow(format!(
+            "{}: {what} is {v:?}, not an integer",
+            table.qualified()
+        ))
+    };
     match v {
         Value::Int(i) => Ok(*i),
         Value::UInt(u) => i64::try_from(*u).map_err(|_| bad()),
-        Value::Bytes(b) => std::str::from_utf8(b).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(bad),
+        Value::Bytes(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(bad),
         _ => Err(bad()),
     }
 }
@@ -97,18 +130,27 @@ pub(crate) fn row_changes(
     let m = &t.mapping;
     let site = SiteId::from_cell(origin);
     let object = |row: &BinlogRow| -> Result<String, CrdtError> {
-        Ok(format!("{}{}", m.object_prefix, text(value(row, t.object, m)?, "object", m)?))
+        Ok(format!(
+            "{}{}",
+            m.object_prefix,
+            text(value(row, t.object, m)?, "object", m)?
+        ))
     };
     let ts_of = |row: &BinlogRow, index: u64| -> Result<Timestamp, CrdtError> {
         match t.lww {
             Some(i) => {
                 let ms = int(value(row, i, m)?, "lww column", m)?;
-                let ms = u64::try_from(ms).map_err(|_| CrdtError::BinlogRow(format!("{}: negative lww time", m.qualified())))?;
+                let ms = u64::try_from(ms).map_err(|_| {
+                    CrdtError::BinlogRow(format!("{}: negative lww time", m.qualified()))
+                })?;
                 Ok(Timestamp::new(ms, 0))
             }
             None => {
                 let logical = ((at.gtid_seq & 0x3ff) << 6) | index.min(63);
-                Ok(Timestamp::new(u64::from(at.event_secs) * 1000, u16::try_from(logical).unwrap_or(u16::MAX)))
+                Ok(Timestamp::new(
+                    u64::from(at.event_secs) * 1000,
+                    u16::try_from(logical).unwrap_or(u16::MAX),
+                ))
             }
         }
     };
@@ -135,22 +177,51 @@ pub(crate) fn row_changes(
                 }
             };
             let old = before.map(key).transpose()?;
-            let new = after.map(|r| Ok::<_, CrdtError>((key(r)?, removed(r)?))).transpose()?;
+            let new = after
+                .map(|r| Ok::<_, CrdtError>((key(r)?, removed(r)?)))
+                .transpose()?;
             let row_for_ts = after.or(before);
             if let Some((obj, elem)) = &old
-                && new.as_ref().is_none_or(|(k, _)| k != &(obj.clone(), elem.clone()))
+                && new
+                    .as_ref()
+                    .is_none_or(|(k, _)| k != &(obj.clone(), elem.clone()))
                 && let Some(row) = row_for_ts
             {
                 // delete, or an update that moved the element
                 let ts = ts_of(row, at.index + out.len() as u64)?;
-                let e = LwwEntry { add: None, remove: Some(Stamp::new(ts, site)) };
-                out.push(change(obj.clone(), ts, Delta::Lww(LwwDelta { entries: vec![(elem.clone(), e)] })));
+                let e = LwwEntry {
+                    add: None,
+                    remove: Some(Stamp::new(ts, site)),
+                };
+                out.push(change(
+                    obj.clone(),
+                    ts,
+                    Delta::Lww(LwwDelta {
+                        entries: vec![(elem.clone(), e)],
+                    }),
+                ));
             }
             if let (Some(((obj, elem), gone)), Some(row)) = (new, after) {
                 let ts = ts_of(row, at.index + out.len() as u64)?;
                 let stamp = Some(Stamp::new(ts, site));
-                let e = if gone { LwwEntry { add: None, remove: stamp } } else { LwwEntry { add: stamp, remove: None } };
-                out.push(change(obj, ts, Delta::Lww(LwwDelta { entries: vec![(elem, e)] })));
+                let e = if gone {
+                    LwwEntry {
+                        add: None,
+                        remove: stamp,
+                    }
+                } else {
+                    LwwEntry {
+                        add: stamp,
+                        remove: None,
+                    }
+                };
+                out.push(change(
+                    obj,
+                    ts,
+                    Delta::Lww(LwwDelta {
+                        entries: vec![(elem, e)],
+                    }),
+                ));
             }
         }
         RowKind::Counter { .. } => {
@@ -176,7 +247,9 @@ pub(crate) fn row_changes(
                     continue;
                 }
                 let ts = ts_of(row, at.index + out.len() as u64)?;
-                let e = counters.entry(obj.clone()).or_insert(PnEntry { site, p: 0, n: 0 });
+                let e = counters
+                    .entry(obj.clone())
+                    .or_insert(PnEntry { site, p: 0, n: 0 });
                 e.site = site;
                 if by > 0 {
                     e.p = e.p.saturating_add(by.unsigned_abs());

@@ -52,8 +52,12 @@ impl PositionStore {
     pub fn try_new(url: &str, table: &str) -> Result<Self, CrdtError> {
         sqldialect::check_identifier(table, crate::outbox::MAX_TABLE_LEN)
             .map_err(|e| crate::outbox::config_error("binlog position table", e))?;
-        let opts = mysql_async::Opts::from_url(url).map_err(|e| CrdtError::Config(format!("binlog position url: {e}")))?;
-        Ok(PositionStore { pool: mysql_async::Pool::new(opts), table: table.to_string() })
+        let opts = mysql_async::Opts::from_url(url)
+            .map_err(|e| CrdtError::Config(format!("binlog position url: {e}")))?;
+        Ok(PositionStore {
+            pool: mysql_async::Pool::new(opts),
+            table: table.to_string(),
+        })
     }
 
     /// The table name.
@@ -80,11 +84,26 @@ impl PositionStore {
     pub async fn load(&self, name: &str) -> Result<Option<Checkpoint>, CrdtError> {
         let mut conn = self.pool.get_conn().await?;
         let row: Option<(String, u64, String, Vec<u8>)> = conn
-            .exec_first(format!("SELECT file, pos, gtid, counters FROM {} WHERE relay = ?", self.table), (name,))
+            .exec_first(
+                format!(
+                    "SELECT file, pos, gtid, counters FROM {} WHERE relay = ?",
+                    self.table
+                ),
+                (name,),
+            )
             .await?;
-        let Some((file, position, gtid, counters)) = row else { return Ok(None) };
+        let Some((file, position, gtid, counters)) = row else {
+            return Ok(None);
+        };
         let counters: BTreeMap<String, PnEntry> = codec::decode(&counters)?;
-        Ok(Some(Checkpoint { position: BinlogPosition { file, position, gtid }, counters }))
+        Ok(Some(Checkpoint {
+            position: BinlogPosition {
+                file,
+                position,
+                gtid,
+            },
+            counters,
+        }))
     }
 
     /// Stores relay `name`'s checkpoint (replacing the previous one).
@@ -108,7 +127,11 @@ impl PositionStore {
     /// Deletes relay `name`'s row (it then starts at the source's current end).
     pub async fn reset(&self, name: &str) -> Result<(), CrdtError> {
         let mut conn = self.pool.get_conn().await?;
-        conn.exec_drop(format!("DELETE FROM {} WHERE relay = ?", self.table), (name,)).await?;
+        conn.exec_drop(
+            format!("DELETE FROM {} WHERE relay = ?", self.table),
+            (name,),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -118,8 +118,12 @@ impl BinlogRelay {
         if topic.is_empty() {
             return Err(CrdtError::Config("empty topic".into()));
         }
-        let origin = config.origin.parse().map_err(|_| CrdtError::Config(format!("binlog: origin {:?}", config.origin)))?;
-        let source = mysql_async::Opts::from_url(source_url).map_err(|e| CrdtError::Config(format!("binlog source url: {e}")))?;
+        let origin = config
+            .origin
+            .parse()
+            .map_err(|_| CrdtError::Config(format!("binlog: origin {:?}", config.origin)))?;
+        let source = mysql_async::Opts::from_url(source_url)
+            .map_err(|e| CrdtError::Config(format!("binlog source url: {e}")))?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap_servers)
             .set("acks", "all")
@@ -179,7 +183,9 @@ impl BinlogRelay {
             return Ok(());
         }
         let at_start = BinlogPosition::default();
-        let mut conn = Conn::new(self.source.clone()).await.map_err(|e| checks::classify(e, &at_start))?;
+        let mut conn = Conn::new(self.source.clone())
+            .await
+            .map_err(|e| checks::classify(e, &at_start))?;
         checks::check_format(&mut conn).await?;
         let logs = checks::binary_logs(&mut conn).await?;
         let checkpoint = match self.positions.load(&self.config.name).await? {
@@ -187,7 +193,10 @@ impl BinlogRelay {
             None => {
                 // a new relay starts at the current end; stored at once, so a
                 // crash before the first batch does not skip what follows
-                let c = Checkpoint { position: checks::current_end(&mut conn).await?, counters: BTreeMap::new() };
+                let c = Checkpoint {
+                    position: checks::current_end(&mut conn).await?,
+                    counters: BTreeMap::new(),
+                };
                 self.positions.save(&self.config.name, &c).await?;
                 c
             }
@@ -201,8 +210,13 @@ impl BinlogRelay {
         // MariaDB sends its GTID events only to replicas announcing GTID support
         conn.query_drop("SET @mariadb_slave_capability = 4").await?;
         let p = checkpoint.position.clone();
-        let request = BinlogStreamRequest::new(self.config.server_id).with_filename(p.file.as_bytes()).with_pos(p.position);
-        let stream = conn.get_binlog_stream(request).await.map_err(|e| checks::classify(e, &p))?;
+        let request = BinlogStreamRequest::new(self.config.server_id)
+            .with_filename(p.file.as_bytes())
+            .with_pos(p.position);
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| checks::classify(e, &p))?;
         self.reader = Reader {
             tables,
             file: p.file.clone(),
@@ -243,8 +257,7 @@ impl BinlogRelay {
             counters: self.reader.counters.clone(),
         };
         let mut read_any = false;
-        loop {
-            let Some(stream) = self.stream.as_mut() else { break };
+        while let Some(stream) = self.stream.as_mut() {
             let wait = match (&self.reader.tx, read_any) {
                 (Some(_), _) => None,
                 (None, false) => Some(self.max_wait),
@@ -260,9 +273,16 @@ impl BinlogRelay {
             let event = match next {
                 Some(Ok(ev)) => ev,
                 Some(Err(e)) => return Err(self.fail(checks::classify(e, &batch.end), &batch)),
-                None => return Err(self.fail(CrdtError::BinlogRow("the binlog stream ended".into()), &batch)),
+                None => {
+                    // the server closed the stream: reconnect from the stored position
+                    let closed =
+                        mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed);
+                    return Err(self.fail(CrdtError::Mysql(closed), &batch));
+                }
             };
-            let Some(stream) = self.stream.as_ref() else { break };
+            let Some(stream) = self.stream.as_ref() else {
+                break;
+            };
             match self.reader.handle(&event, stream, &self.origin) {
                 Ok(Some(done)) => {
                     read_any = true;
@@ -300,7 +320,8 @@ impl BinlogRelay {
     pub async fn publish(&self, batch: &BinlogBatch) -> Result<usize, CrdtError> {
         for (n, (seq, change)) in batch.changes.iter().enumerate() {
             let row = OutboxRow {
-                id: i64::try_from(*seq).map_err(|_| CrdtError::BinlogRow(format!("sequence {seq} out of range")))?,
+                id: i64::try_from(*seq)
+                    .map_err(|_| CrdtError::BinlogRow(format!("sequence {seq} out of range")))?,
                 aggregate_type: change.aggregate_type.clone(),
                 aggregate_id: change.aggregate_id.clone(),
                 event_type: change.delta.event_type().to_string(),
@@ -324,7 +345,10 @@ impl BinlogRelay {
     /// Stores the position after `batch` (and the counter totals there). Call
     /// it only once [`publish`](Self::publish) returned for the whole batch.
     pub async fn commit(&mut self, batch: &BinlogBatch) -> Result<(), CrdtError> {
-        let checkpoint = Checkpoint { position: batch.end.clone(), counters: batch.counters.clone() };
+        let checkpoint = Checkpoint {
+            position: batch.end.clone(),
+            counters: batch.counters.clone(),
+        };
         self.positions.save(&self.config.name, &checkpoint).await?;
         self.committed = checkpoint;
         Ok(())
@@ -360,10 +384,20 @@ impl BinlogRelay {
     /// [`CrdtError::Config`] when `error` is not a DDL error; a database error.
     pub async fn skip_ddl(&mut self, error: &CrdtError) -> Result<(), CrdtError> {
         let CrdtError::BinlogDdl { file, position, .. } = error else {
-            return Err(CrdtError::Config("skip_ddl needs the BinlogDdl error".into()));
+            return Err(CrdtError::Config(
+                "skip_ddl needs the BinlogDdl error".into(),
+            ));
         };
-        let mut checkpoint = self.positions.load(&self.config.name).await?.unwrap_or_default();
-        checkpoint.position = BinlogPosition { file: file.clone(), position: *position, gtid: checkpoint.position.gtid };
+        let mut checkpoint = self
+            .positions
+            .load(&self.config.name)
+            .await?
+            .unwrap_or_default();
+        checkpoint.position = BinlogPosition {
+            file: file.clone(),
+            position: *position,
+            gtid: checkpoint.position.gtid,
+        };
         self.positions.save(&self.config.name, &checkpoint).await?;
         self.reset();
         self.fatal = None;
@@ -417,12 +451,23 @@ fn needs_operator(e: &CrdtError) -> bool {
 
 impl Reader {
     fn begin(&mut self, gtid: String, gtid_seq: u64, secs: u32, skip: bool, standalone: bool) {
-        self.tx = Some(Tx { gtid, gtid_seq, secs, skip, standalone, changes: Vec::new() });
+        self.tx = Some(Tx {
+            gtid,
+            gtid_seq,
+            secs,
+            skip,
+            standalone,
+            changes: Vec::new(),
+        });
     }
 
     fn end(&mut self, log_pos: u32) -> Option<Vec<(u64, Change)>> {
         let tx = self.tx.take()?;
-        self.read_pos = BinlogPosition { file: self.file.clone(), position: u64::from(log_pos), gtid: tx.gtid };
+        self.read_pos = BinlogPosition {
+            file: self.file.clone(),
+            position: u64::from(log_pos),
+            gtid: tx.gtid,
+        };
         Some(tx.changes)
     }
 
@@ -437,16 +482,25 @@ impl Reader {
         let skip = header.flags_raw() & SKIP_REPLICATION_F != 0;
         if header.event_type_raw() == MARIADB_GTID_EVENT {
             let d = event.data();
-            let (Some(seq), Some(domain), Some(flags)) = (d.get(0..8), d.get(8..12), d.get(12)) else {
+            let (Some(seq), Some(domain), Some(flags)) = (d.get(0..8), d.get(8..12), d.get(12))
+            else {
                 return Err(CrdtError::BinlogRow("short MariaDB GTID event".into()));
             };
             let seq = u64::from_le_bytes(seq.try_into().unwrap_or([0; 8]));
             let domain = u32::from_le_bytes(domain.try_into().unwrap_or([0; 4]));
             let gtid = format!("{domain}-{}-{seq}", header.server_id());
-            self.begin(gtid, seq, header.timestamp(), skip, flags & MARIADB_FL_STANDALONE != 0);
+            self.begin(
+                gtid,
+                seq,
+                header.timestamp(),
+                skip,
+                flags & MARIADB_FL_STANDALONE != 0,
+            );
             return Ok(None);
         }
-        let data = event.read_data().map_err(|e| CrdtError::BinlogRow(format!("unreadable event: {e}")))?;
+        let data = event
+            .read_data()
+            .map_err(|e| CrdtError::BinlogRow(format!("unreadable event: {e}")))?;
         match data {
             Some(EventData::RotateEvent(r)) => {
                 // the artificial rotate that opens a stream precedes the format
@@ -461,7 +515,13 @@ impl Reader {
                 let sid: String = g.sid().iter().map(|b| format!("{b:02x}")).collect();
                 // MySQL: a DML transaction opens with BEGIN; without one the
                 // next statement (DDL) is the whole transaction
-                self.begin(format!("{sid}:{}", g.gno()), g.gno(), header.timestamp(), skip, true);
+                self.begin(
+                    format!("{sid}:{}", g.gno()),
+                    g.gno(),
+                    header.timestamp(),
+                    skip,
+                    true,
+                );
                 Ok(None)
             }
             Some(EventData::XidEvent(_)) => Ok(self.end(header.log_pos())),
@@ -477,7 +537,15 @@ impl Reader {
                 if trimmed.eq_ignore_ascii_case("COMMIT") {
                     return Ok(self.end(header.log_pos()));
                 }
-                match checks::statement(&sql, &q.schema(), &self.tables.iter().map(|t| t.mapping.clone()).collect::<Vec<_>>()) {
+                match checks::statement(
+                    &sql,
+                    &q.schema(),
+                    &self
+                        .tables
+                        .iter()
+                        .map(|t| t.mapping.clone())
+                        .collect::<Vec<_>>(),
+                ) {
                     Statement::Ddl(table) => {
                         return Err(CrdtError::BinlogDdl {
                             table,
@@ -488,7 +556,9 @@ impl Reader {
                     }
                     Statement::Dml(table) if !self.tx.as_ref().is_some_and(|t| t.skip) => {
                         return Err(CrdtError::BinlogFormat {
-                            found: format!("STATEMENT for a write to {table} (a session logged it as a statement)"),
+                            found: format!(
+                                "STATEMENT for a write to {table} (a session logged it as a statement)"
+                            ),
                         });
                     }
                     _ => {}
@@ -500,28 +570,50 @@ impl Reader {
             }
             Some(EventData::RowsEvent(rows)) => {
                 let Some(tx) = self.tx.as_mut() else {
-                    return Err(CrdtError::BinlogRow("a row event outside a GTID transaction (enable GTIDs)".into()));
+                    return Err(CrdtError::BinlogRow(
+                        "a row event outside a GTID transaction (enable GTIDs)".into(),
+                    ));
                 };
                 if tx.skip || skip {
                     return Ok(None);
                 }
-                let tme = stream
-                    .get_tme(rows.table_id())
-                    .ok_or_else(|| CrdtError::BinlogRow(format!("no table map for table id {}", rows.table_id())))?;
+                let tme = stream.get_tme(rows.table_id()).ok_or_else(|| {
+                    CrdtError::BinlogRow(format!("no table map for table id {}", rows.table_id()))
+                })?;
                 let (db, name) = (tme.database_name(), tme.table_name());
-                let Some(table) = self.tables.iter().find(|t| t.mapping.schema == db && t.mapping.table == name) else {
+                let Some(table) = self
+                    .tables
+                    .iter()
+                    .find(|t| t.mapping.schema == db && t.mapping.table == name)
+                else {
                     return Ok(None);
                 };
                 for row in rows.rows(tme) {
-                    let (before, after) = row.map_err(|e| CrdtError::BinlogRow(format!("{db}.{name}: {e}")))?;
+                    let (before, after) =
+                        row.map_err(|e| CrdtError::BinlogRow(format!("{db}.{name}: {e}")))?;
                     let index = tx.changes.len() as u64;
-                    let at = RowAt { gtid_seq: tx.gtid_seq, event_secs: tx.secs, index };
-                    for change in row_changes(table, before.as_ref(), after.as_ref(), at, origin, &mut self.counters)? {
+                    let at = RowAt {
+                        gtid_seq: tx.gtid_seq,
+                        event_secs: tx.secs,
+                        index,
+                    };
+                    for change in row_changes(
+                        table,
+                        before.as_ref(),
+                        after.as_ref(),
+                        at,
+                        origin,
+                        &mut self.counters,
+                    )? {
                         let index = tx.changes.len() as u64;
                         if index >= 1 << INDEX_BITS || tx.gtid_seq >= 1 << (63 - INDEX_BITS) {
-                            return Err(CrdtError::BinlogRow(format!("transaction {} too large to number", tx.gtid)));
+                            return Err(CrdtError::BinlogRow(format!(
+                                "transaction {} too large to number",
+                                tx.gtid
+                            )));
                         }
-                        tx.changes.push(((tx.gtid_seq << INDEX_BITS) | index, change));
+                        tx.changes
+                            .push(((tx.gtid_seq << INDEX_BITS) | index, change));
                     }
                 }
                 Ok(None)
