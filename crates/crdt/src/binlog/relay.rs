@@ -80,6 +80,7 @@ pub struct BinlogRelay {
     topic: String,
     send_timeout: Duration,
     idle: Duration,
+    linger: Duration,
     max_wait: Duration,
     stream: Option<BinlogStream>,
     reader: Reader,
@@ -139,6 +140,7 @@ impl BinlogRelay {
             topic: topic.to_string(),
             send_timeout: Duration::from_secs(30),
             idle: Duration::from_millis(5),
+            linger: Duration::from_millis(10),
             max_wait: Duration::from_millis(200),
             stream: None,
             reader: Reader::default(),
@@ -151,6 +153,14 @@ impl BinlogRelay {
     /// returning a partial batch (default 5 ms).
     pub fn with_idle(mut self, idle: Duration) -> Self {
         self.idle = idle;
+        self
+    }
+
+    /// How long [`read_batch`](Self::read_batch) holds the first transaction
+    /// of a batch while more keep arriving (default 10 ms): bounds the lag a
+    /// steady stream of writes adds.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -231,7 +241,8 @@ impl BinlogRelay {
     }
 
     /// Reads complete transactions until the batch holds `batch` changes, no
-    /// event arrived for the idle time, or (with nothing read) the max wait
+    /// event arrived for the idle time, the first transaction was held for the
+    /// linger time, or (with nothing read) the max wait
     /// passed. Nothing is published or stored.
     ///
     /// # Errors
@@ -256,12 +267,18 @@ impl BinlogRelay {
             end: self.reader.read_pos.clone(),
             counters: self.reader.counters.clone(),
         };
-        let mut read_any = false;
+        let mut first: Option<tokio::time::Instant> = None;
         while let Some(stream) = self.stream.as_mut() {
-            let wait = match (&self.reader.tx, read_any) {
+            let wait = match (&self.reader.tx, first) {
                 (Some(_), _) => None,
-                (None, false) => Some(self.max_wait),
-                (None, true) => Some(self.idle),
+                (None, None) => Some(self.max_wait),
+                (None, Some(at)) => {
+                    let left = self.linger.saturating_sub(at.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    Some(self.idle.min(left))
+                }
             };
             let next = match wait {
                 None => stream.next().await,
@@ -285,7 +302,7 @@ impl BinlogRelay {
             };
             match self.reader.handle(&event, stream, &self.origin) {
                 Ok(Some(done)) => {
-                    read_any = true;
+                    first.get_or_insert_with(tokio::time::Instant::now);
                     batch.changes.extend(done);
                     batch.end = self.reader.read_pos.clone();
                     batch.counters.clone_from(&self.reader.counters);
