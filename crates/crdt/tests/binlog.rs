@@ -352,6 +352,7 @@ async fn inserts_updates_and_deletes_replicate_to_other_cells_and_converge() {
     // the messages look exactly like outbox relay messages: origin, sequence, key
     let msgs = topic_messages(&env.bootstrap(), &env.topic);
     assert!(msgs.iter().all(|(o, ..)| o == "sh"));
+    assert_eq!(relay.metrics().stats().published, msgs.len() as u64);
     let seqs: BTreeSet<u64> = msgs.iter().map(|m| m.1).collect();
     assert_eq!(seqs.len(), msgs.len(), "every change has its own sequence");
     assert!(
@@ -495,6 +496,7 @@ async fn two_cells_writing_into_each_others_tables_converge_without_echo() {
                 })
                 .await
                 .unwrap();
+            relay
         })
     };
     let ta = run(relay_a, stop.0.subscribe());
@@ -554,8 +556,11 @@ async fn two_cells_writing_into_each_others_tables_converge_without_echo() {
     })
     .await;
     stop.0.send_replace(true);
-    ta.await.unwrap();
-    tb.await.unwrap();
+    let (relay_a, relay_b) = (ta.await.unwrap(), tb.await.unwrap());
+    // each relay saw the other cell's applied row and skipped it
+    assert_eq!(relay_a.metrics().stats().skipped_replicated, 1);
+    assert_eq!(relay_b.metrics().stats().skipped_replicated, 1);
+    assert_eq!(relay_a.metrics().stats().published, 2);
     let msgs = topic_messages(&env.bootstrap(), &env.topic);
     let mut by_origin: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (origin, _, key, _) in msgs {

@@ -190,7 +190,10 @@ mod tests {
             object: "post_id".into(),
             object_prefix: String::new(),
             lww_column: None,
-            kind: RowKind::LwwSet { element: "user_id".into(), tombstone: None },
+            kind: RowKind::LwwSet {
+                element: "user_id".into(),
+                tombstone: None,
+            },
         }]
     }
 
@@ -198,17 +201,35 @@ mod tests {
     fn ddl_and_statement_writes_on_mapped_tables_are_recognised() {
         let t = likes();
         let ddl = |sql: &str, schema: &str| statement(sql, schema, &t);
-        assert_eq!(ddl("ALTER TABLE likes ADD c INT", "shop"), Statement::Ddl("shop.likes".into()));
-        assert_eq!(ddl("alter table `shop`.`likes` drop c", "other"), Statement::Ddl("shop.likes".into()));
-        assert_eq!(ddl("TRUNCATE likes", "shop"), Statement::Ddl("shop.likes".into()));
-        assert_eq!(ddl("RENAME TABLE likes TO old_likes", "shop"), Statement::Ddl("shop.likes".into()));
+        assert_eq!(
+            ddl("ALTER TABLE likes ADD c INT", "shop"),
+            Statement::Ddl("shop.likes".into())
+        );
+        assert_eq!(
+            ddl("alter table `shop`.`likes` drop c", "other"),
+            Statement::Ddl("shop.likes".into())
+        );
+        assert_eq!(
+            ddl("TRUNCATE likes", "shop"),
+            Statement::Ddl("shop.likes".into())
+        );
+        assert_eq!(
+            ddl("RENAME TABLE likes TO old_likes", "shop"),
+            Statement::Ddl("shop.likes".into())
+        );
         assert_eq!(
             ddl("INSERT INTO shop.likes VALUES ('p', 'u')", "x"),
             Statement::Dml("shop.likes".into())
         );
         // other tables, other schemas, non-writes
-        assert_eq!(ddl("ALTER TABLE likes_archive ADD c INT", "shop"), Statement::Other);
-        assert_eq!(ddl("ALTER TABLE likes ADD c INT", "other"), Statement::Other);
+        assert_eq!(
+            ddl("ALTER TABLE likes_archive ADD c INT", "shop"),
+            Statement::Other
+        );
+        assert_eq!(
+            ddl("ALTER TABLE likes ADD c INT", "other"),
+            Statement::Other
+        );
         assert_eq!(ddl("SELECT * FROM likes", "shop"), Statement::Other);
         assert_eq!(ddl("BEGIN", "shop"), Statement::Other);
         assert_eq!(ddl("", "shop"), Statement::Other);
@@ -217,7 +238,11 @@ mod tests {
     #[test]
     fn purged_is_judged_by_the_stored_file() {
         let logs = vec!["binlog.000002".to_string(), "binlog.000003".to_string()];
-        let at = |f: &str| BinlogPosition { file: f.into(), position: 4, gtid: String::new() };
+        let at = |f: &str| BinlogPosition {
+            file: f.into(),
+            position: 4,
+            gtid: String::new(),
+        };
         assert!(check_not_purged(&logs, &at("binlog.000002")).is_ok());
         assert!(matches!(
             check_not_purged(&logs, &at("binlog.000001")),

@@ -190,7 +190,12 @@ mod tests {
         }"#;
         let c: BinlogConfig = serde_json::from_str(json).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.tables[1].kind, RowKind::Counter { delta: "delta".into() });
+        assert_eq!(
+            c.tables[1].kind,
+            RowKind::Counter {
+                delta: "delta".into()
+            }
+        );
         assert_eq!(c.tables[1].lww_column.as_deref(), Some("at_ms"));
     }
 
@@ -203,7 +208,10 @@ mod tests {
             object: "post_id".into(),
             object_prefix: String::new(),
             lww_column: None,
-            kind: RowKind::LwwSet { element: element.into(), tombstone: None },
+            kind: RowKind::LwwSet {
+                element: element.into(),
+                tombstone: None,
+            },
         };
         let ok = || vec![t("s", "likes", "user_id")];
         assert!(BinlogConfig::try_new("sh", "r", 7, ok()).is_ok());
@@ -212,7 +220,12 @@ mod tests {
             BinlogConfig::try_new("sh", "", 7, ok()),
             BinlogConfig::try_new("sh", "r", 0, ok()),
             BinlogConfig::try_new("sh", "r", 7, Vec::new()),
-            BinlogConfig::try_new("sh", "r", 7, vec![t("s", "likes", "u"), t("s", "likes", "v")]),
+            BinlogConfig::try_new(
+                "sh",
+                "r",
+                7,
+                vec![t("s", "likes", "u"), t("s", "likes", "v")],
+            ),
             BinlogConfig::try_new("sh", "r", 7, vec![t("s", "likes", "")]),
         ] {
             assert!(matches!(bad, Err(CrdtError::Config(_))), "{bad:?}");

@@ -43,6 +43,11 @@
 //! `BINLOG ADMIN` privilege. MySQL has no such flag: there, write applied rows
 //! through a connection to a table that is not mapped.
 //!
+//! # Metrics
+//! Through the `opentelemetry` global meter `crdt` (attribute `relay`), see
+//! [`BinlogMetrics`]: `crdt.binlog.published`, `crdt.binlog.skipped`,
+//! `crdt.binlog.errors` (attribute `reason`).
+//!
 //! # Errors that stop the relay
 //! Never skipped silently; each says what to do:
 //! [`CrdtError::BinlogFormat`] (`binlog_format` not `ROW`, the binlog off, or a
@@ -62,10 +67,12 @@
 mod checks;
 mod config;
 mod mapper;
+mod metrics;
 mod position;
 mod relay;
 
 pub use config::{BinlogConfig, RowKind, TableMapping};
+pub use metrics::{BinlogMetrics, BinlogStats};
 pub use position::{BinlogPosition, Checkpoint, PositionStore};
 pub use relay::{BinlogBatch, BinlogRelay};
 

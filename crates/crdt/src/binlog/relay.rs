@@ -14,6 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use super::checks::{self, Statement};
 use super::config::BinlogConfig;
 use super::mapper::{BoundTable, RowAt, row_changes};
+use super::metrics::BinlogMetrics;
 use super::position::{BinlogPosition, Checkpoint, PositionStore};
 use crate::counter::PnEntry;
 use crate::error::CrdtError;
@@ -65,6 +66,8 @@ struct Reader {
     read_pos: BinlogPosition,
     counters: BTreeMap<String, PnEntry>,
     tx: Option<Tx>,
+    /// Row events skipped as marked replicated, not yet counted in the metrics.
+    skipped: u64,
 }
 
 /// Reads a MySQL/MariaDB binlog (row format) and publishes the mapped tables'
@@ -86,6 +89,7 @@ pub struct BinlogRelay {
     reader: Reader,
     committed: Checkpoint,
     fatal: Option<CrdtError>,
+    metrics: BinlogMetrics,
 }
 
 impl std::fmt::Debug for BinlogRelay {
@@ -116,6 +120,7 @@ impl BinlogRelay {
         topic: &str,
     ) -> Result<Self, CrdtError> {
         config.validate()?;
+        let config_name = config.name.clone();
         if topic.is_empty() {
             return Err(CrdtError::Config("empty topic".into()));
         }
@@ -146,6 +151,7 @@ impl BinlogRelay {
             reader: Reader::default(),
             committed: Checkpoint::default(),
             fatal: None,
+            metrics: BinlogMetrics::new(&config_name),
         })
     }
 
@@ -169,6 +175,11 @@ impl BinlogRelay {
     pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
+    }
+
+    /// The relay's metrics.
+    pub fn metrics(&self) -> &BinlogMetrics {
+        &self.metrics
     }
 
     /// The position store.
@@ -233,6 +244,7 @@ impl BinlogRelay {
             read_pos: p.clone(),
             counters: checkpoint.counters.clone(),
             tx: None,
+            skipped: 0,
         };
         tracing::info!(relay = %self.config.name, file = %p.file, position = p.position, "binlog relay streaming");
         self.committed = checkpoint;
@@ -300,7 +312,10 @@ impl BinlogRelay {
             let Some(stream) = self.stream.as_ref() else {
                 break;
             };
-            match self.reader.handle(&event, stream, &self.origin) {
+            let handled = self.reader.handle(&event, stream, &self.origin);
+            self.metrics
+                .skipped(std::mem::take(&mut self.reader.skipped));
+            match handled {
                 Ok(Some(done)) => {
                     first.get_or_insert_with(tokio::time::Instant::now);
                     batch.changes.extend(done);
@@ -356,6 +371,7 @@ impl BinlogRelay {
                 return Err(e.into());
             }
         }
+        self.metrics.published(batch.changes.len() as u64);
         Ok(batch.changes.len())
     }
 
@@ -377,7 +393,13 @@ impl BinlogRelay {
     /// many changes were published. On error the next round starts again from
     /// the stored position.
     pub async fn run_once(&mut self) -> Result<usize, CrdtError> {
-        let batch = self.read_batch().await?;
+        let batch = match self.read_batch().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.metrics.error(reason(&e));
+                return Err(e);
+            }
+        };
         let result = async {
             let n = self.publish(&batch).await?;
             if n > 0 || batch.end.file != self.committed.position.file {
@@ -386,7 +408,8 @@ impl BinlogRelay {
             Ok(n)
         }
         .await;
-        if result.is_err() {
+        if let Err(e) = &result {
+            self.metrics.error(reason(e));
             self.reset();
         }
         result
@@ -451,6 +474,18 @@ impl BinlogRelay {
                 }
             }
         }
+    }
+}
+
+fn reason(e: &CrdtError) -> &'static str {
+    match e {
+        CrdtError::BinlogFormat { .. } => "format",
+        CrdtError::BinlogPrivilege { .. } => "privilege",
+        CrdtError::BinlogPurged { .. } => "purged",
+        CrdtError::BinlogDdl { .. } => "ddl",
+        CrdtError::BinlogRow(_) => "row",
+        CrdtError::Config(_) => "config",
+        _ => "transient",
     }
 }
 
@@ -591,9 +626,6 @@ impl Reader {
                         "a row event outside a GTID transaction (enable GTIDs)".into(),
                     ));
                 };
-                if tx.skip || skip {
-                    return Ok(None);
-                }
                 let tme = stream.get_tme(rows.table_id()).ok_or_else(|| {
                     CrdtError::BinlogRow(format!("no table map for table id {}", rows.table_id()))
                 })?;
@@ -605,6 +637,10 @@ impl Reader {
                 else {
                     return Ok(None);
                 };
+                if tx.skip || skip {
+                    self.skipped += 1;
+                    return Ok(None);
+                }
                 for row in rows.rows(tme) {
                     let (before, after) =
                         row.map_err(|e| CrdtError::BinlogRow(format!("{db}.{name}: {e}")))?;
