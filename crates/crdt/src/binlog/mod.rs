@@ -6,6 +6,37 @@
 //! id), payload (the encoded delta) and headers, so a
 //! [`Replicator`](crate::kafka::Replicator) cannot tell the two sources apart.
 //!
+//! ```no_run
+//! use crdt::binlog::{BinlogConfig, BinlogRelay, PositionStore, RowKind, TableMapping};
+//!
+//! # async fn run() -> Result<(), crdt::CrdtError> {
+//! // `likes(post_id, user_id, deleted)`: who liked a post, soft-deleted
+//! let likes = TableMapping {
+//!     schema: "shop".into(),
+//!     table: "likes".into(),
+//!     aggregate_type: "post".into(),
+//!     object: "post_id".into(),
+//!     object_prefix: "likes:".into(),
+//!     lww_column: None,
+//!     kind: RowKind::LwwSet { element: "user_id".into(), tombstone: Some("deleted".into()) },
+//! };
+//! let config = BinlogConfig::try_new("sh-cdc", "sh-cdc", 4001, vec![likes])?;
+//! let positions = PositionStore::try_new("mysql://cdc:pw@127.0.0.1:3306/cdc", "cdc_positions")?;
+//! positions.migrate().await?;
+//! let mut relay = BinlogRelay::try_new(
+//!     config,
+//!     "mysql://cdc:pw@127.0.0.1:3306",
+//!     positions,
+//!     "kafka:9092",
+//!     "crdt-replication",
+//! )?;
+//! // runs until shutdown, or returns the error an operator must act on
+//! relay.run(tokio::signal::ctrl_c().map(|_| ())).await?;
+//! # Ok(())
+//! # }
+//! # use futures_util::FutureExt;
+//! ```
+//!
 //! # Mapping
 //! [`RowKind::LwwSet`]: each row is an element of the LWW set named by the
 //! object column (insert/update add, delete or a non-zero tombstone column
