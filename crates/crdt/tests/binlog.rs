@@ -786,3 +786,79 @@ async fn a_user_without_replication_privileges_is_a_typed_error() {
     env.exec(&format!("DROP USER '{user}'@'%'")).await;
     env.exec(&format!("DROP DATABASE {s}")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lww_column_orders_writes_by_the_rows_own_time() {
+    let env = Env::new().await;
+    let s = env.schema.clone();
+    env.exec(&format!(
+        "CREATE TABLE {s}.follows (user_id VARCHAR(64) NOT NULL, target VARCHAR(64) NOT NULL, \
+         deleted TINYINT NOT NULL DEFAULT 0, at_ms BIGINT NOT NULL, PRIMARY KEY (user_id, target))"
+    ))
+    .await;
+    let mapping = TableMapping {
+        schema: s.clone(),
+        table: "follows".into(),
+        aggregate_type: "user".into(),
+        object: "user_id".into(),
+        object_prefix: "follows:".into(),
+        lww_column: Some("at_ms".into()),
+        kind: RowKind::LwwSet {
+            element: "target".into(),
+            tombstone: Some("deleted".into()),
+        },
+    };
+    let positions = env.positions();
+    positions.migrate().await.unwrap();
+    let config = BinlogConfig::try_new(
+        "sh",
+        "sh-follows",
+        2000 + env.server.server_id(),
+        vec![mapping],
+    )
+    .unwrap();
+    let mut relay = BinlogRelay::try_new(
+        config,
+        &env.server.url(),
+        positions,
+        &env.bootstrap(),
+        &env.topic,
+    )
+    .unwrap()
+    .with_max_wait(Duration::from_millis(50));
+    relay.run_once().await.unwrap();
+    let (fra, _h) = env.cell("fra").await;
+    let now = 1_700_000_000_000u64;
+    // b: followed at t, unfollowed by a write stamped earlier (a late, stale
+    // write from elsewhere): the follow stands. c: unfollowed later: gone.
+    env.exec(&format!(
+        "INSERT INTO {s}.follows VALUES ('u1', 'b', 0, {}), ('u1', 'c', 0, {})",
+        now + 2000,
+        now + 2000
+    ))
+    .await;
+    env.exec(&format!(
+        "UPDATE {s}.follows SET deleted = 1, at_ms = {} WHERE target = 'b'",
+        now + 1000
+    ))
+    .await;
+    env.exec(&format!(
+        "UPDATE {s}.follows SET deleted = 1, at_ms = {} WHERE target = 'c'",
+        now + 3000
+    ))
+    .await;
+    let f = fra.clone();
+    pump_until(&mut relay, "the follows to arrive", move || {
+        let f = f.clone();
+        async move { f.metrics().stats().applied >= 4 }
+    })
+    .await;
+    let view = replica_view(&fra).await;
+    assert_eq!(
+        view.0.get("follows:u1"),
+        Some(&BTreeSet::from(["b".to_string()]))
+    );
+    let msgs = topic_messages(&env.bootstrap(), &env.topic);
+    assert_eq!(msgs.len(), 4);
+    env.exec(&format!("DROP DATABASE {s}")).await;
+}
