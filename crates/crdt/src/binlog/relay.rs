@@ -155,23 +155,23 @@ impl BinlogRelay {
         })
     }
 
-    /// How long [`read_batch`](Self::read_batch) waits for more events before
-    /// returning a partial batch (default 5 ms).
+    /// How long [`read_batch`](Self::read_batch), once it holds a change,
+    /// waits for the next event before returning a partial batch (default 5 ms).
     pub fn with_idle(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
     }
 
-    /// How long [`read_batch`](Self::read_batch) holds the first transaction
-    /// of a batch while more keep arriving (default 10 ms): bounds the lag a
-    /// steady stream of writes adds.
+    /// How long [`read_batch`](Self::read_batch) holds a batch's first change
+    /// while more keep arriving (default 10 ms): bounds the lag a steady
+    /// stream of writes adds.
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
     }
 
-    /// How long [`read_batch`](Self::read_batch) waits when nothing arrives
-    /// before returning an empty batch (default 200 ms).
+    /// How long [`read_batch`](Self::read_batch) waits for a first change of a
+    /// mapped table before returning an empty batch (default 200 ms).
     pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
@@ -253,8 +253,8 @@ impl BinlogRelay {
     }
 
     /// Reads complete transactions until the batch holds `batch` changes, no
-    /// event arrived for the idle time, the first transaction was held for the
-    /// linger time, or (with nothing read) the max wait
+    /// event arrived for the idle time, the first change was held for the
+    /// linger time, or (with no change read) the max wait
     /// passed. Nothing is published or stored.
     ///
     /// # Errors
@@ -279,11 +279,20 @@ impl BinlogRelay {
             end: self.reader.read_pos.clone(),
             counters: self.reader.counters.clone(),
         };
+        // when the batch's first change was read (transactions without
+        // changes of mapped tables hold nothing back)
         let mut first: Option<tokio::time::Instant> = None;
+        let started = tokio::time::Instant::now();
         while let Some(stream) = self.stream.as_mut() {
             let wait = match (&self.reader.tx, first) {
                 (Some(_), _) => None,
-                (None, None) => Some(self.max_wait),
+                (None, None) => {
+                    let left = self.max_wait.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    Some(left)
+                }
                 (None, Some(at)) => {
                     let left = self.linger.saturating_sub(at.elapsed());
                     if left.is_zero() {
@@ -317,7 +326,9 @@ impl BinlogRelay {
                 .skipped(std::mem::take(&mut self.reader.skipped));
             match handled {
                 Ok(Some(done)) => {
-                    first.get_or_insert_with(tokio::time::Instant::now);
+                    if !done.is_empty() {
+                        first.get_or_insert_with(tokio::time::Instant::now);
+                    }
                     batch.changes.extend(done);
                     batch.end = self.reader.read_pos.clone();
                     batch.counters.clone_from(&self.reader.counters);
