@@ -61,7 +61,7 @@ pub enum CrdtError {
     },
     /// The stored position is no longer in the server's binary logs (purged):
     /// changes after it are lost to the relay.
-    #[error("binlog position {file}:{position} was purged from the server: re-seed the replicas from the tables, delete the relay's position row (it restarts at the current end), and keep binlogs longer (`expire_logs_days`)")]
+    #[error("binlog position {file}:{position} was purged from the server: re-seed the replicas from the tables, restart the relay under a new `origin` and `name` (it starts at the current end; counter totals start afresh), and keep binlogs longer (`expire_logs_days`)")]
     BinlogPurged {
         /// The stored binlog file.
         file: String,

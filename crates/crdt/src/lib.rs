@@ -104,6 +104,9 @@
 //! - `crdt.deltas.duplicates` (counter): duplicates skipped.
 //! - `crdt.replication.lag` (histogram, ms): from a delta's HLC time to its
 //!   application; p50/p99 per origin also from [`ReplicaMetrics::lag`].
+//! - Feature `binlog` (attribute `relay`): `crdt.binlog.published`,
+//!   `crdt.binlog.skipped` (rows marked as replicated), `crdt.binlog.errors`
+//!   (attribute `reason`); see `binlog::BinlogMetrics`.
 
 pub mod codec;
 mod counter;

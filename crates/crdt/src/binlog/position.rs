@@ -125,6 +125,8 @@ impl PositionStore {
     }
 
     /// Deletes relay `name`'s row (it then starts at the source's current end).
+    /// Its counter totals go with it: restart such a relay under a new origin,
+    /// or its smaller totals are ignored by replicas that saw the old ones.
     pub async fn reset(&self, name: &str) -> Result<(), CrdtError> {
         let mut conn = self.pool.get_conn().await?;
         conn.exec_drop(
