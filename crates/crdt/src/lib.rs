@@ -66,6 +66,9 @@
 //!   (feature `redis`: a key and a list), `sql_state::SqlStateStore` (feature
 //!   `sql`: a table and its `_log` table on the outbox's pool, beside the
 //!   business rows).
+//! - Feature `binlog`: `binlog::BinlogRelay`, change data capture from the
+//!   tables a service already has (MySQL/MariaDB row binlog), published like
+//!   the outbox relay.
 //!
 //! # Restarting a cell
 //! A saved state ([`Replica::snapshot`] in a [`StateStore`]) is usually older
@@ -141,6 +144,9 @@
 //! - `crdt.deltas.duplicates` (counter): duplicates skipped.
 //! - `crdt.replication.lag` (histogram, ms): from a delta's HLC time to its
 //!   application; p50/p99 per origin also from [`ReplicaMetrics::lag`].
+//! - Feature `binlog` (attribute `relay`): `crdt.binlog.published`,
+//!   `crdt.binlog.skipped` (rows marked as replicated), `crdt.binlog.errors`
+//!   (attribute `reason`); see `binlog::BinlogMetrics`.
 
 pub mod codec;
 mod counter;
@@ -155,6 +161,8 @@ mod replica;
 mod state;
 mod watermark;
 
+#[cfg(feature = "binlog")]
+pub mod binlog;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "sql")]

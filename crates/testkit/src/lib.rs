@@ -9,6 +9,8 @@
 //!   one). It is killed on drop.
 //! - [`FaultProxy`]: a loopback TCP proxy whose link can be cut, blackholed or
 //!   slowed while connections are open (see [`proxy`]).
+//! - [`MariaDbServer`]: a private MariaDB with the binary log on (row format,
+//!   GTIDs), for change-data-capture tests; killed on drop.
 //!
 //! A service that cannot be reached or started is a test failure with a clear
 //! message, never a silent skip: the functions here panic with one.
@@ -21,6 +23,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod mariadb;
+pub use mariadb::MariaDbServer;
 
 /// Redis URL for tests (`CELL_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
 pub fn redis_url() -> String {

@@ -249,6 +249,7 @@ mod tests {
             kafka: String::new(),
             topic: String::new(),
             run_id: String::new(),
+            hop_key_file: "/nonexistent".into(),
         };
         let proc = Proc { id: "a".into(), ports: vec![1], child: Some(child), paused: false };
         Cells { launch, procs: vec![proc], t0: Instant::now(), events: Vec::new() }

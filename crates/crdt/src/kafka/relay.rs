@@ -139,7 +139,7 @@ impl Relay {
         &self.outbox
     }
 
-    fn headers(row: &OutboxRow) -> OwnedHeaders {
+    pub(crate) fn headers(row: &OutboxRow) -> OwnedHeaders {
         let seq = row.id.to_string();
         let hlc = row.hlc.0.to_string();
         let mut h = OwnedHeaders::new_with_capacity(5 + row.context.len())
