@@ -11,7 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+#[allow(dead_code)] // each test binary uses part of it
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -68,13 +70,7 @@ fn start_chromedriver(path: &PathBuf) -> (Reaped, String) {
 /// `demo --ui` (no duration: the test stops it from the page); its stdout
 /// lines arrive on the returned channel, the first being the console's URL.
 fn start_demo() -> (Reaped, mpsc::Receiver<String>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--ui", "--rps", "90", "--json"])
-        .env_remove("KAFKA_BOOTSTRAP")
-        .env_remove("ETCD_ENDPOINTS")
-        .env_remove("DEMO_DATABASE_URL")
-        .env_remove("DEMO_REDIS_URL")
-        .env_remove("DEMO_AUDIT_URL")
+    let mut child = support::demo(&["--ui", "--rps", "90", "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -82,14 +78,7 @@ fn start_demo() -> (Reaped, mpsc::Receiver<String>, String) {
         .expect("the demo binary runs");
     let stdout = child.stdout.take().expect("piped stdout");
     let guard = Reaped(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = support::lines(stdout);
     let first = rx.recv_timeout(PATIENCE).expect("the demo prints the console URL first");
     let url = first.strip_prefix("console: ").unwrap_or_else(|| panic!("first line {first:?} is not the console URL"));
     assert!(url.starts_with("http://127.0.0.1:"), "the console listens on loopback: {url}");

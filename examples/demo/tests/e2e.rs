@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)] // each test binary uses part of it
 mod support;
 
 use support::html;
 
-use std::process::Command;
 use std::sync::OnceLock;
 
 const CELLS: [&str; 3] = ["beijing", "shanghai", "shenzhen"];
@@ -24,14 +24,8 @@ fn short_run() -> &'static Run {
     RUN.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temp dir");
         let report = dir.path().join("run.html");
-        let out = Command::new(env!("CARGO_BIN_EXE_demo"))
-            .args(["--duration", "8", "--rps", "120", "--kill", "beijing", "--json", "--report"])
+        let out = support::demo(&["--duration", "8", "--rps", "120", "--kill", "beijing", "--json", "--report"])
             .arg(&report)
-            .env_remove("KAFKA_BOOTSTRAP")
-            .env_remove("ETCD_ENDPOINTS")
-            .env_remove("DEMO_DATABASE_URL")
-            .env_remove("DEMO_REDIS_URL")
-            .env_remove("DEMO_AUDIT_URL")
             .output()
             .expect("the demo binary runs");
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)] // each test binary uses part of it
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Metric name -> every label name seen on it.
@@ -136,28 +139,13 @@ fn every_dashboard_metric_is_exported_by_a_demo_run() {
     }
     assert!(want.len() >= 8, "the dashboard queries {} metrics", want.len());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--duration", "12", "--rps", "80", "--kill", "shanghai", "--json"])
-        .env_remove("KAFKA_BOOTSTRAP")
-        .env_remove("ETCD_ENDPOINTS")
-        .env_remove("DEMO_DATABASE_URL")
-        .env_remove("DEMO_REDIS_URL")
-        .env_remove("DEMO_AUDIT_URL")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+    let mut child = support::demo(&["--duration", "12", "--rps", "80", "--kill", "shanghai", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the demo binary runs");
     // the processes' /metrics URLs, from stderr
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("demo: metrics ") {
-                let _ = tx.send(rest.rsplit(' ').next().unwrap().to_string());
-            }
-        }
-    });
+    let stderr = support::lines(child.stderr.take().unwrap());
     let mut urls = BTreeSet::new();
     let mut seen = Seen::new();
     let mut values = BTreeSet::new();
@@ -174,7 +162,7 @@ fn every_dashboard_metric_is_exported_by_a_demo_run() {
             .collect()
     };
     while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-        urls.extend(rx.try_iter());
+        urls.extend(stderr.try_iter().filter_map(|l| Some(l.strip_prefix("demo: metrics ")?.rsplit(' ').next()?.to_string())));
         for u in &urls {
             if let Some(page) = scrape(u) {
                 fold(&page, &mut seen, &mut values);

@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)] // each test binary uses part of it
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// One HTTP/1.0 request; the status code and the body.
@@ -28,25 +31,13 @@ fn http(url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, 
 
 #[test]
 fn forged_users_are_refused_at_the_gateway_and_unsigned_hops_at_the_cells() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--duration", "10", "--rps", "60", "--json"])
-        .env_remove("KAFKA_BOOTSTRAP")
-        .env_remove("ETCD_ENDPOINTS")
-        .env_remove("DEMO_DATABASE_URL")
-        .env_remove("DEMO_REDIS_URL")
-        .env_remove("DEMO_AUDIT_URL")
+    let mut child = support::demo(&["--duration", "10", "--rps", "60", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the demo binary runs");
     // the gateway's and the cells' addresses, from stderr
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = support::lines(child.stderr.take().unwrap());
     let mut gateway = None;
     let mut cells = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(90);
