@@ -44,6 +44,12 @@ pub(crate) struct Written {
 fn likes_key(post: &str) -> String {
     format!("likes:{post}")
 }
+/// The ids of a post's likes (an OR-set beside the counter): what lets a
+/// checker find each acknowledged like by its id, not by a count that a
+/// committed but unacknowledged like could make up for.
+fn like_ids_key(post: &str) -> String {
+    format!("like_ids:{post}")
+}
 fn comments_key(post: &str) -> String {
     format!("comments:{post}")
 }
@@ -58,12 +64,15 @@ impl Posts {
         let id = self.ids.next_id()?.to_string();
         let mut guard = self.replica.lock().await;
         let change = guard.counter_add("post", &likes_key(post), 1)?;
+        let liked = guard.or_add("post", &like_ids_key(post), &id)?;
         let mut tx = self.storage.outbox.pool().begin().await?;
         let q = format!("INSERT INTO {} (id, post, user_id) VALUES ({})", self.storage.likes, self.storage.ph(3));
         sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).execute(&mut *tx).await?;
         self.storage.outbox.enqueue(&mut tx, &change).await?;
+        self.storage.outbox.enqueue(&mut tx, &liked).await?;
         tx.commit().await?;
         guard.commit(&change)?;
+        guard.commit(&liked)?;
         drop(guard);
         self.storage.outbox.wake();
         self.invalidate(post).await;
