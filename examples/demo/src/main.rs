@@ -18,6 +18,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (push metrics over OTLP/HTTP as well as
 //! serving them at `/metrics`).
 
+mod budget;
 mod cell;
 mod cells;
 mod config;

@@ -81,6 +81,8 @@ pub(crate) struct Report {
     pub(crate) failover_served: u64,
     /// Requests per cell per second of the run.
     pub(crate) timeline: Vec<BTreeMap<String, u64>>,
+    /// Where the error budget went: failed requests by home cell and switch phase.
+    pub(crate) error_budget: Vec<crate::budget::BudgetRow>,
 }
 
 /// What the orchestrator gathered.
@@ -201,6 +203,8 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         .max()
         .unwrap_or_else(|| i.records.iter().filter(|r| r.ok && r.id.is_some()).count() as u64);
     let audit_rows = audit_rows(&i.audit, t0);
+    let kill = (i.kill_ms > 0).then_some((i.killed.as_str(), i.kill_ms));
+    let error_budget = crate::budget::attribute(i.records, i.users, &audit_rows, kill);
     Report {
         cells,
         killed_cell: i.killed.clone(),
@@ -221,6 +225,7 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         off_home_before_kill: off_home,
         failover_served,
         timeline: i.timeline,
+        error_budget,
     }
 }
 
@@ -296,6 +301,12 @@ pub(crate) fn print_human(r: &Report) {
     println!("  before the kill: {} requests, {} off their home cell", r.requests_before_kill, r.off_home_before_kill);
     println!("  served by the failover cell: {}", r.failover_served);
     println!("  misrouted: {}", r.misrouted);
+    println!();
+    println!("== where the error budget went (failed requests by home cell and switch phase) ==");
+    for b in &r.error_budget {
+        let v = b.table_version.map_or_else(String::new, |v| format!(" (table v{v})"));
+        println!("  {:>10} {:>9}{v}: {}", b.cell, b.phase, b.errors);
+    }
     println!();
     println!("== audit log ==");
     for a in &r.audit_rows {

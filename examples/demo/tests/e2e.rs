@@ -62,6 +62,15 @@ fn short_run_fails_over_fails_back_and_loses_nothing() {
     // no acknowledged write lost, every cell converged after failback
     assert!(r["acked_writes"].as_u64().unwrap() > 100, "{r}");
     assert_eq!(r["lost_writes"], 0, "{r}");
+
+    // every failed request is charged once to its home cell and a phase; the
+    // failures of the switch land in the killed cell's switch phases
+    let budget = r["error_budget"].as_array().expect("an error budget");
+    let charged: u64 = budget.iter().map(|b| b["errors"].as_u64().unwrap()).sum();
+    assert_eq!(charged, r["errors_total"].as_u64().unwrap(), "{r}");
+    if r["client_errors_during_switch"].as_u64().unwrap() > 0 {
+        assert!(budget.iter().any(|b| b["cell"] == "beijing" && b["phase"] != "steady"), "{r}");
+    }
     assert_eq!(r["converged"], true, "{r}");
 
     // an audit row for the drain and one for the failback, both applied, in order

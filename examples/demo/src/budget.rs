@@ -1,0 +1,161 @@
+//! Where the error budget went: every failed request charged to the cell its
+//! user is homed in and to the phase of that cell's switch it fell in, as the
+//! original pipeline's "SLA gap attribution" does.
+//!
+//! The phases of a drain, from the audit row's timestamps (ms since the run
+//! started) and the fault's start (the kill, for the killed cell; the first
+//! bad observation otherwise): `detect` (fault -> first bad observation),
+//! `decide` (-> intent row), `commit` (-> table written), `apply` (-> every
+//! router runs it), `reroute` (-> the request that failed was sent after the
+//! table applied, while routers and clients caught up). A failback's window
+//! (intent -> applied) is `failback`. Anything else is `steady`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::load::{Record, User};
+use crate::report::AuditRow;
+
+/// Failed requests charged to one (cell, phase).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct BudgetRow {
+    /// The home cell of the users whose requests failed.
+    pub(crate) cell: String,
+    /// The phase of that cell's switch (see the module docs).
+    pub(crate) phase: &'static str,
+    /// The table version the switch wrote (none for `steady`).
+    pub(crate) table_version: Option<u64>,
+    /// Failed requests.
+    pub(crate) errors: u64,
+}
+
+/// How long after a switch applied a failure still counts as its `reroute`.
+const REROUTE_MS: u64 = 1_000;
+
+/// One phase window of one cell: `[from, to)` in run ms.
+struct Window {
+    cell: String,
+    phase: &'static str,
+    version: u64,
+    from: u64,
+    to: u64,
+}
+
+/// The windows of every switch in `audit` (drain rows `state=down`, failback
+/// rows `state=active`); `kill` is (cell, kill ms) when a cell was killed.
+fn windows(audit: &[AuditRow], kill: Option<(&str, u64)>) -> Vec<Window> {
+    let mut out = Vec::new();
+    for a in audit {
+        let w = |phase, from: u64, to: Option<u64>| to.filter(|t| *t > from).map(|to| Window { cell: a.cell.clone(), phase, version: a.table_version, from, to });
+        if a.action == "drain" {
+            let fault = match kill {
+                Some((cell, at)) if cell == a.cell && at <= a.detected_at_ms => at,
+                _ => a.detected_at_ms,
+            };
+            out.extend(w("detect", fault, Some(a.detected_at_ms)));
+            out.extend(w("decide", a.detected_at_ms, Some(a.intent_at_ms)));
+            out.extend(w("commit", a.intent_at_ms, a.committed_at_ms));
+            if let Some(c) = a.committed_at_ms {
+                out.extend(w("apply", c, a.applied_at_ms));
+            }
+            if let Some(applied) = a.applied_at_ms {
+                out.extend(w("reroute", applied, Some(applied + REROUTE_MS)));
+            }
+        } else if a.action == "failback" {
+            out.extend(w("failback", a.intent_at_ms, a.applied_at_ms.or(a.committed_at_ms)));
+        }
+    }
+    out
+}
+
+/// Charges every failed request of `records` to its user's home cell and the
+/// phase its start fell in; rows sorted by cell, then phase order.
+pub(crate) fn attribute(records: &[Record], users: &[User], audit: &[AuditRow], kill: Option<(&str, u64)>) -> Vec<BudgetRow> {
+    let windows = windows(audit, kill);
+    let mut charged: BTreeMap<(String, usize, Option<u64>), (&'static str, u64)> = BTreeMap::new();
+    for r in records.iter().filter(|r| !r.ok) {
+        let Some(u) = users.get(r.user) else { continue };
+        let hit = windows.iter().enumerate().find(|(_, w)| w.cell == u.home && (w.from..w.to).contains(&r.start_ms));
+        let (order, phase, version) = match hit {
+            Some((i, w)) => (i + 1, w.phase, Some(w.version)),
+            None => (0, "steady", None),
+        };
+        charged.entry((u.home.clone(), order, version)).or_insert((phase, 0)).1 += 1;
+    }
+    charged.into_iter().map(|((cell, _, table_version), (phase, errors))| BudgetRow { cell, phase, table_version, errors }).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::load::Op;
+
+    fn user(home: &str) -> User {
+        User { key: format!("{home}-u"), region: home.into(), home: home.into(), failover: None, token: String::new() }
+    }
+
+    fn failed(user: usize, at: u64) -> Record {
+        Record { user, op: Op::Like, post: "p".into(), start_ms: at, end_ms: at + 1, ok: false, served_by: None, id: None }
+    }
+
+    fn row(action: &str, cell: &str, version: u64, times: [u64; 4]) -> AuditRow {
+        AuditRow {
+            action: action.into(),
+            cell: cell.into(),
+            from: String::new(),
+            to: String::new(),
+            table_version: version,
+            status: "applied".into(),
+            reason: String::new(),
+            detected_at_ms: times[0],
+            intent_at_ms: times[1],
+            committed_at_ms: Some(times[2]),
+            applied_at_ms: Some(times[3]),
+        }
+    }
+
+    #[test]
+    fn each_failure_is_charged_to_its_cell_and_the_phase_it_fell_in() {
+        let users = vec![user("a"), user("b")];
+        let audit = vec![row("drain", "a", 2, [1_100, 1_400, 1_410, 1_420]), row("failback", "a", 3, [5_000, 5_100, 5_110, 5_130])];
+        let records = vec![
+            failed(0, 500),   // before the kill: steady
+            failed(0, 1_050), // kill at 1000 -> detected 1100: detect
+            failed(0, 1_200), // decide
+            failed(0, 1_300), // decide
+            failed(0, 1_405), // commit
+            failed(0, 1_415), // apply
+            failed(0, 1_900), // within a second of the apply: reroute
+            failed(0, 5_120), // failback
+            failed(1, 1_200), // b's user: b had no switch: steady
+            Record { ok: true, ..failed(0, 1_200) },
+        ];
+        let rows = attribute(&records, &users, &audit, Some(("a", 1_000)));
+        let got: Vec<(&str, &str, Option<u64>, u64)> = rows.iter().map(|r| (r.cell.as_str(), r.phase, r.table_version, r.errors)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "steady", None, 1),
+                ("a", "detect", Some(2), 1),
+                ("a", "decide", Some(2), 2),
+                ("a", "commit", Some(2), 1),
+                ("a", "apply", Some(2), 1),
+                ("a", "reroute", Some(2), 1),
+                ("a", "failback", Some(3), 1),
+                ("b", "steady", None, 1),
+            ]
+        );
+        assert_eq!(rows.iter().map(|r| r.errors).sum::<u64>(), 9, "every failure charged once");
+    }
+
+    #[test]
+    fn a_drain_without_a_kill_starts_at_its_first_bad_observation() {
+        let users = vec![user("a")];
+        let audit = vec![row("drain", "a", 2, [1_100, 1_400, 1_410, 1_420])];
+        let rows = attribute(&[failed(0, 1_050), failed(0, 1_150)], &users, &audit, None);
+        let got: Vec<(&str, u64)> = rows.iter().map(|r| (r.phase, r.errors)).collect();
+        assert_eq!(got, vec![("steady", 1), ("decide", 1)]);
+    }
+}
