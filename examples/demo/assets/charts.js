@@ -125,24 +125,26 @@ const DemoCharts = (() => {
   function switchRows(events, audit) {
     return (audit || []).map((a) => {
       const kill = (events || []).filter((e) => e.action === "kill" && e.cell === a.cell && e.at_ms <= a.detected_at_ms).pop();
-      const detect = a.action === "drain" && kill ? a.detected_at_ms - kill.at_ms : null;
-      const decide = a.intent_at_ms - a.detected_at_ms;
+      // failover::sla::SwitchPhases' phases, plus the demo's own notice (kill -> first bad observation)
+      const notice = a.action === "drain" && kill ? a.detected_at_ms - kill.at_ms : null;
+      const detect = a.decided_at_ms - a.detected_at_ms;
+      const decide = a.intent_at_ms - a.decided_at_ms;
       const commit = a.committed_at_ms == null ? null : a.committed_at_ms - a.intent_at_ms;
       const apply = a.applied_at_ms == null || a.committed_at_ms == null ? null : a.applied_at_ms - a.committed_at_ms;
-      return { label: a.action + " " + a.cell + " (v" + a.table_version + ")", detect, decide, commit, apply };
+      return { label: a.action + " " + a.cell + " (v" + a.table_version + ")", notice, detect, decide, commit, apply };
     });
   }
 
   function switchHtml(rows) {
     if (!rows.length) return '<p class="muted">no switch yet</p>';
-    const total = Math.max(1, ...rows.map((r) => (r.detect || 0) + (r.decide || 0) + (r.commit || 0) + (r.apply || 0)));
+    const total = Math.max(1, ...rows.map((r) => (r.notice || 0) + (r.detect || 0) + (r.decide || 0) + (r.commit || 0) + (r.apply || 0)));
     return rows
       .map((r) => {
-        const parts = ["detect", "decide", "commit", "apply"]
+        const parts = ["notice", "detect", "decide", "commit", "apply"]
           .filter((p) => r[p] != null)
           .map((p) => '<span class="seg ' + p + '" style="width:' + Math.max(0.5, (100 * r[p]) / total) + '%" title="' + p + " " + ms(r[p]) + '"></span>')
           .join("");
-        const text = ["detect", "decide", "commit", "apply"].map((p) => p + " " + ms(r[p])).join(" · ");
+        const text = ["notice", "detect", "decide", "commit", "apply"].map((p) => p + " " + ms(r[p])).join(" · ");
         return '<div class="switch"><div class="switch-label">' + esc(r.label) + '</div><div class="bar">' + parts + '</div><div class="switch-text">' + text + "</div></div>";
       })
       .join("");

@@ -2,13 +2,13 @@
 //! user is homed in and to the phase of that cell's switch it fell in, as the
 //! original pipeline's "SLA gap attribution" does.
 //!
-//! The phases of a drain, from the audit row's timestamps (ms since the run
-//! started) and the fault's start (the kill, for the killed cell; the first
-//! bad observation otherwise): `detect` (fault -> first bad observation),
-//! `decide` (-> intent row), `commit` (-> table written), `apply` (-> every
-//! router runs it), `reroute` (-> the request that failed was sent after the
-//! table applied, while routers and clients caught up). A failback's window
-//! (intent -> applied) is `failback`. Anything else is `steady`.
+//! The phases of a drain are `failover::sla::SwitchPhases`', from the audit
+//! row's timestamps (ms since the run started), with one before and one
+//! after: `notice` (the kill -> the first bad observation; killed cells only),
+//! `detect` (-> the engine's decision), `decide` (-> intent row), `commit`
+//! (-> table written), `apply` (-> every router runs it), `reroute` (the
+//! second after the apply, while routers and clients catch up). A failback's
+//! window (intent -> applied) is `failback`. Anything else is `steady`.
 
 use std::collections::BTreeMap;
 
@@ -49,12 +49,13 @@ fn windows(audit: &[AuditRow], kill: Option<(&str, u64)>) -> Vec<Window> {
     for a in audit {
         let w = |phase, from: u64, to: Option<u64>| to.filter(|t| *t > from).map(|to| Window { cell: a.cell.clone(), phase, version: a.table_version, from, to });
         if a.action == "drain" {
-            let fault = match kill {
-                Some((cell, at)) if cell == a.cell && at <= a.detected_at_ms => at,
-                _ => a.detected_at_ms,
-            };
-            out.extend(w("detect", fault, Some(a.detected_at_ms)));
-            out.extend(w("decide", a.detected_at_ms, Some(a.intent_at_ms)));
+            if let Some((cell, at)) = kill
+                && cell == a.cell
+            {
+                out.extend(w("notice", at, Some(a.detected_at_ms)));
+            }
+            out.extend(w("detect", a.detected_at_ms, Some(a.decided_at_ms)));
+            out.extend(w("decide", a.decided_at_ms, Some(a.intent_at_ms)));
             out.extend(w("commit", a.intent_at_ms, a.committed_at_ms));
             if let Some(c) = a.committed_at_ms {
                 out.extend(w("apply", c, a.applied_at_ms));
@@ -100,7 +101,7 @@ mod tests {
         Record { user, op: Op::Like, post: "p".into(), start_ms: at, end_ms: at + 1, ok: false, served_by: None, id: None }
     }
 
-    fn row(action: &str, cell: &str, version: u64, times: [u64; 4]) -> AuditRow {
+    fn row(action: &str, cell: &str, version: u64, times: [u64; 5]) -> AuditRow {
         AuditRow {
             action: action.into(),
             cell: cell.into(),
@@ -110,21 +111,23 @@ mod tests {
             status: "applied".into(),
             reason: String::new(),
             detected_at_ms: times[0],
-            intent_at_ms: times[1],
-            committed_at_ms: Some(times[2]),
-            applied_at_ms: Some(times[3]),
+            decided_at_ms: times[1],
+            intent_at_ms: times[2],
+            committed_at_ms: Some(times[3]),
+            applied_at_ms: Some(times[4]),
         }
     }
 
     #[test]
     fn each_failure_is_charged_to_its_cell_and_the_phase_it_fell_in() {
         let users = vec![user("a"), user("b")];
-        let audit = vec![row("drain", "a", 2, [1_100, 1_400, 1_410, 1_420]), row("failback", "a", 3, [5_000, 5_100, 5_110, 5_130])];
+        let audit = vec![row("drain", "a", 2, [1_100, 1_390, 1_400, 1_410, 1_420]), row("failback", "a", 3, [5_000, 5_050, 5_100, 5_110, 5_130])];
         let records = vec![
             failed(0, 500),   // before the kill: steady
-            failed(0, 1_050), // kill at 1000 -> detected 1100: detect
-            failed(0, 1_200), // decide
-            failed(0, 1_300), // decide
+            failed(0, 1_050), // kill at 1000 -> first bad observation at 1100: notice
+            failed(0, 1_200), // detected 1100 -> decided 1390: detect
+            failed(0, 1_300), // detect
+            failed(0, 1_395), // decided -> intent: decide
             failed(0, 1_405), // commit
             failed(0, 1_415), // apply
             failed(0, 1_900), // within a second of the apply: reroute
@@ -138,8 +141,9 @@ mod tests {
             got,
             vec![
                 ("a", "steady", None, 1),
-                ("a", "detect", Some(2), 1),
-                ("a", "decide", Some(2), 2),
+                ("a", "notice", Some(2), 1),
+                ("a", "detect", Some(2), 2),
+                ("a", "decide", Some(2), 1),
                 ("a", "commit", Some(2), 1),
                 ("a", "apply", Some(2), 1),
                 ("a", "reroute", Some(2), 1),
@@ -147,15 +151,15 @@ mod tests {
                 ("b", "steady", None, 1),
             ]
         );
-        assert_eq!(rows.iter().map(|r| r.errors).sum::<u64>(), 9, "every failure charged once");
+        assert_eq!(rows.iter().map(|r| r.errors).sum::<u64>(), 10, "every failure charged once");
     }
 
     #[test]
     fn a_drain_without_a_kill_starts_at_its_first_bad_observation() {
         let users = vec![user("a")];
-        let audit = vec![row("drain", "a", 2, [1_100, 1_400, 1_410, 1_420])];
+        let audit = vec![row("drain", "a", 2, [1_100, 1_390, 1_400, 1_410, 1_420])];
         let rows = attribute(&[failed(0, 1_050), failed(0, 1_150)], &users, &audit, None);
         let got: Vec<(&str, u64)> = rows.iter().map(|r| (r.phase, r.errors)).collect();
-        assert_eq!(got, vec![("steady", 1), ("decide", 1)]);
+        assert_eq!(got, vec![("steady", 1), ("detect", 1)], "no notice phase without a kill");
     }
 }

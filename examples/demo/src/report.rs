@@ -18,16 +18,22 @@ pub(crate) struct CellCounts {
     pub(crate) errors: u64,
 }
 
-/// The switch's phases in ms.
+/// The switch's phases in ms: `detect`, `decide`, `commit` and `apply` as
+/// `failover::sla::SwitchPhases` defines them (one definition, read from the
+/// drain's audit row with `AuditRecord::phases`), plus `notice`, which only
+/// the demo can know: the kill -> the engine's first bad observation.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct SwitchMs {
     /// Kill -> the engine's first bad observation.
+    pub(crate) notice: Option<u64>,
+    /// First bad observation -> the engine's decision (the trip window).
     pub(crate) detect: Option<u64>,
-    /// First bad observation -> intent row written (trip window + decision).
+    /// Decision -> intent row written.
     pub(crate) decide: Option<u64>,
     /// Intent -> table committed.
     pub(crate) commit: Option<u64>,
-    /// Commit -> every live router runs the table.
+    /// Commit -> every live router runs the table; `None` when the apply was
+    /// not measured (the row is `committed`, not `applied`: a timeout).
     pub(crate) apply: Option<u64>,
     /// Kill -> first success for the dead cell's users.
     pub(crate) total: Option<u64>,
@@ -46,6 +52,8 @@ pub(crate) struct AuditRow {
     pub(crate) reason: String,
     /// ms since the run started: the first bad (or good) observation.
     pub(crate) detected_at_ms: u64,
+    /// ms since the run started: the engine's decision.
+    pub(crate) decided_at_ms: u64,
     /// ms since the run started: the intent row.
     pub(crate) intent_at_ms: u64,
     /// ms since the run started: the table committed.
@@ -177,15 +185,19 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         .count() as u64;
     // phases from the drain's audit row (epoch ms)
     let t0 = epoch_ms(i.t0);
-    let since = |a: u64, b: Option<u64>| b.and_then(|b| b.checked_sub(a));
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let switch_ms = match row(&i.audit, &i.killed, DRAINED) {
-        Some(a) => SwitchMs {
-            detect: Some(a.detected_at_ms.saturating_sub(t0).saturating_sub(i.kill_ms)),
-            decide: since(a.detected_at_ms, Some(a.intent_at_ms)),
-            commit: since(a.intent_at_ms, a.committed_at_ms),
-            apply: a.committed_at_ms.and_then(|c| since(c, a.applied_at_ms)),
-            total,
-        },
+        Some(a) => {
+            let phases = a.phases();
+            SwitchMs {
+                notice: Some(a.detected_at_ms.saturating_sub(t0).saturating_sub(i.kill_ms)),
+                detect: Some(ms(std::time::Duration::from_millis(a.decided_at_ms.saturating_sub(a.detected_at_ms)))),
+                decide: Some(ms(std::time::Duration::from_millis(a.intent_at_ms.saturating_sub(a.decided_at_ms)))),
+                commit: phases.map(|p| ms(p.commit)),
+                apply: phases.and_then(|p| p.apply.duration()).map(ms),
+                total,
+            }
+        }
         None => SwitchMs { total, ..Default::default() },
     };
     let failback_ms = row(&i.audit, &i.killed, ACTIVE)
@@ -246,6 +258,7 @@ pub(crate) fn audit_rows(audit: &[AuditRecord], t0: u64) -> Vec<AuditRow> {
             status: a.status.as_str().to_string(),
             reason: a.reason.clone(),
             detected_at_ms: a.detected_at_ms.saturating_sub(t0),
+            decided_at_ms: a.decided_at_ms.saturating_sub(t0),
             intent_at_ms: a.intent_at_ms.saturating_sub(t0),
             committed_at_ms: a.committed_at_ms.map(|c| c.saturating_sub(t0)),
             applied_at_ms: a.applied_at_ms.map(|c| c.saturating_sub(t0)),
@@ -289,7 +302,14 @@ pub(crate) fn print_human(r: &Report) {
     println!();
     println!("== the switch (killed {} at {} ms) ==", r.killed_cell, r.kill_at_ms);
     let s = &r.switch_ms;
-    println!("  detect {}  decide {}  commit {}  apply {}", opt(s.detect), opt(s.decide), opt(s.commit), opt(s.apply));
+    println!(
+        "  notice {}  detect {}  decide {}  commit {}  apply {}",
+        opt(s.notice),
+        opt(s.detect),
+        opt(s.decide),
+        opt(s.commit),
+        opt(s.apply)
+    );
     println!("  total (kill -> first success for its users): {}", opt(s.total));
     println!("  client errors during the switch: {}", r.client_errors_during_switch);
     println!("  failback (restart -> table applied): {}", opt(r.failback_ms));
