@@ -451,17 +451,8 @@ async fn the_leader_reconciles_and_prunes_the_audit_table_periodically() {
     use failover::audit::{Retention, epoch_ms};
     let env = Env::new().await;
     let engine = engine();
-    let handle = Controller::new(env.switch("ctl", 1))
-        .with_reconcile_every(Duration::from_millis(100))
-        .unwrap()
-        .with_retention(Retention::try_new(Some(Duration::from_secs(3600)), None).unwrap())
-        .spawn(&engine)
-        .await
-        .unwrap();
-    let mut events = handle.events();
-    wait_for(&mut events, elected).await;
-    // Rows appear behind the running leader's back: an orphan intent (an
-    // operator tool that died mid-switch) and a settled row two hours old.
+    // A settled row two hours old, there before the leader starts (settled
+    // first: a running leader would roll an open intent back itself).
     let now = epoch_ms(std::time::SystemTime::now());
     let orphan = AuditRecord {
         tx_id: "900".into(),
@@ -484,9 +475,20 @@ async fn the_leader_reconciles_and_prunes_the_audit_table_periodically() {
     let old = AuditRecord { tx_id: "800".into(), intent_at_ms: now - 7_200_000, ..orphan.clone() };
     env.audit.insert_intent(&old).await.unwrap();
     assert!(env.audit.mark_rolled_back("800", "conflict").await.unwrap());
+    let handle = Controller::new(env.switch("ctl", 1))
+        .with_reconcile_every(Duration::from_millis(100))
+        .unwrap()
+        .with_retention(Retention::try_new(Some(Duration::from_secs(3600)), None).unwrap())
+        .spawn(&engine)
+        .await
+        .unwrap();
+    let mut events = handle.events();
+    wait_for(&mut events, elected).await;
+    // An orphan intent appears behind the running leader's back (an operator
+    // tool that died mid-switch): a periodic reconcile rolls it back.
     env.audit.insert_intent(&orphan).await.unwrap();
     let report = wait_for(&mut events, |e| match e {
-        ControllerEvent::Reconciled(r) => Some(r.clone()),
+        ControllerEvent::Reconciled(r) if !r.rolled_back.is_empty() => Some(r.clone()),
         _ => None,
     })
     .await;
