@@ -97,11 +97,33 @@ pub(crate) fn check_cap(before: &RoutingTable, after: &RoutingTable, cap: Option
     Ok(())
 }
 
+/// A change's `(from, to)` states, as `Change::apply` reports them.
+pub(crate) type FromTo = (String, String);
+
+/// The table `req` makes of `stored` (version + 1, validated, within `cap`
+/// drained cells) and the change's `(from, to)`; `None` when the change is
+/// already in force. Every backend's prepare step starts here.
+pub(crate) fn next_table(
+    stored: &RoutingTable,
+    req: &SwitchRequest,
+    cap: Option<NonZeroUsize>,
+) -> Result<Option<(RoutingTable, FromTo)>, Error> {
+    let mut table = stored.clone();
+    let change = req.change.apply(&mut table)?;
+    if change.0 == change.1 {
+        return Ok(None);
+    }
+    table.version = stored.version + 1;
+    table.validate().map_err(cellrouter::Error::from)?;
+    check_cap(stored, &table, cap)?;
+    Ok(Some((table, change)))
+}
+
 /// The intent row of a switch from `before` to `after`.
 pub(crate) fn intent_record(
     tx_id: String,
     req: &SwitchRequest,
-    (from, to): (String, String),
+    (from, to): FromTo,
     actor: &str,
     before: u64,
     after: u64,

@@ -12,7 +12,7 @@ use cellrouter::{RoutingTable, TableStore};
 use futures_util::future::BoxFuture;
 
 use crate::audit::{AuditLog, AuditRecord, AuditStatus};
-use crate::backend::{DryRun, Prepare, Prepared, ReconcileReport, SwitchBackend, Term, check_cap, intent_record};
+use crate::backend::{DryRun, Prepare, Prepared, ReconcileReport, SwitchBackend, Term, intent_record, next_table};
 use crate::change::{Change, SwitchRequest, state_name};
 use crate::error::Error;
 use crate::local_store::LocalStore;
@@ -217,15 +217,10 @@ impl LocalSwitch {
     async fn prepare(&self, req: &SwitchRequest) -> Result<Prepare, Error> {
         let term = self.leading()?;
         let stored = self.read_table()?;
-        let mut table = stored.clone();
-        let before = table.version;
-        let change = req.change.apply(&mut table)?;
-        if change.0 == change.1 {
+        let before = stored.version;
+        let Some((table, change)) = next_table(&stored, req, self.cap)? else {
             return Ok(Prepare::InForce { version: before });
-        }
-        table.version = before + 1;
-        table.validate().map_err(cellrouter::Error::from)?;
-        check_cap(&stored, &table, self.cap)?;
+        };
         let record = intent_record(self.ids.next_id()?.to_string(), req, change, &self.actor, before, table.version);
         self.audit.insert_intent(&record).await?;
         Ok(Prepare::Intent(Box::new(Prepared { record, table, expected: before as i64, term })))

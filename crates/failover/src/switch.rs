@@ -45,7 +45,7 @@ use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditLog, AuditRecord, AuditStatus, epoch_ms};
-use crate::backend::{Prepare, Prepared as Step, Term, check_cap, intent_record};
+use crate::backend::{Prepare, Prepared as Step, Term, intent_record, next_table};
 pub use crate::backend::{DryRun, ReconcileReport, SwitchBackend, SwitchOutcome};
 pub use crate::change::{Change, SwitchRequest};
 use crate::error::Error;
@@ -317,33 +317,12 @@ impl AtomicSwitch {
             return Err(Error::Config(format!("lock is for flow {}, change for {}", lock.flow, req.change.flow())));
         }
         let (stored, mod_revision) = self.read_table().await?;
-        let mut table = stored.clone();
-        let before = table.version;
-        let (from, to) = req.change.apply(&mut table)?;
-        if from == to {
+        let before = stored.version;
+        let Some((table, change)) = next_table(&stored, req, self.cap)? else {
             return Ok(None);
-        }
-        table.version = before + 1;
-        table.validate().map_err(cellrouter::Error::from)?;
-        check_cap(&stored, &table, self.cap)?;
-        let record = AuditRecord {
-            tx_id: self.ids.next_id()?.to_string(),
-            flow: lock.flow.clone(),
-            from,
-            to,
-            reason: req.reason.clone(),
-            rule: req.rule.clone(),
-            actor: self.actor.clone(),
-            status: AuditStatus::Intent,
-            version_before: before,
-            version_after: table.version,
-            detected_at_ms: epoch_ms(req.detected_at),
-            decided_at_ms: epoch_ms(req.decided_at),
-            intent_at_ms: epoch_ms(SystemTime::now()),
-            committed_at_ms: None,
-            applied_at_ms: None,
-            note: None,
         };
+        // the lock's flow is the change's (checked above)
+        let record = intent_record(self.ids.next_id()?.to_string(), req, change, &self.actor, before, table.version);
         self.audit.insert_intent(&record).await?;
         Ok(Some(Prepared { record, table, mod_revision }))
     }
@@ -473,15 +452,10 @@ impl AtomicSwitch {
     async fn leader_prepare(&self, req: &SwitchRequest) -> Result<Prepare, Error> {
         let key = self.leader.held().ok_or_else(|| Error::NotLeader("no leadership held".into()))?;
         let (stored, mod_revision) = self.read_table().await?;
-        let mut table = stored.clone();
-        let before = table.version;
-        let change = req.change.apply(&mut table)?;
-        if change.0 == change.1 {
+        let before = stored.version;
+        let Some((table, change)) = next_table(&stored, req, self.cap)? else {
             return Ok(Prepare::InForce { version: before });
-        }
-        table.version = before + 1;
-        table.validate().map_err(cellrouter::Error::from)?;
-        check_cap(&stored, &table, self.cap)?;
+        };
         let record = intent_record(self.ids.next_id()?.to_string(), req, change, &self.actor, before, table.version);
         self.audit.insert_intent(&record).await?;
         Ok(Prepare::Intent(Box::new(Step { record, table, expected: mod_revision, term: Term::new(key.rev() as u64) })))
