@@ -188,11 +188,12 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let switch_ms = match row(&i.audit, &i.killed, DRAINED) {
         Some(a) => {
+            // the phases from the row's instants; detect and decide are known before the commit too
             let phases = a.phases();
             SwitchMs {
                 notice: Some(a.detected_at_ms.saturating_sub(t0).saturating_sub(i.kill_ms)),
-                detect: Some(ms(std::time::Duration::from_millis(a.decided_at_ms.saturating_sub(a.detected_at_ms)))),
-                decide: Some(ms(std::time::Duration::from_millis(a.intent_at_ms.saturating_sub(a.decided_at_ms)))),
+                detect: Some(a.decided_at_ms.saturating_sub(a.detected_at_ms)),
+                decide: Some(a.intent_at_ms.saturating_sub(a.decided_at_ms)),
                 commit: phases.map(|p| ms(p.commit)),
                 apply: phases.and_then(|p| p.apply.duration()).map(ms),
                 total,
