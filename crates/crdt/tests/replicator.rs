@@ -204,7 +204,8 @@ async fn big_replica(n: usize, clock: Arc<Manual>) -> Arc<Replica> {
 /// Regression: the replicator saved the whole snapshot after every applied
 /// message, O(state) per change. Now each batch appends only its changes:
 /// the same 20 changes write the same bytes into a state of 10k or 100k
-/// elements, and no snapshot is written until `snapshot_every` records.
+/// elements, and no snapshot is written after the one the replicator starts
+/// from (its state was in none) until `snapshot_every` records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_written_per_change_do_not_grow_with_the_state() {
     let mut per_change = Vec::new();
@@ -219,9 +220,10 @@ async fn bytes_written_per_change_do_not_grow_with_the_state() {
         assert!(snapshot_bytes > n * 10, "{snapshot_bytes}");
         let store = Counting::default();
         let rep = k.replicator(r.clone(), &testkit::unique("fra"), store.clone()).await.with_batch(4);
+        assert_eq!(store.saves.load(Ordering::SeqCst), 1, "the state written before the start is snapshotted");
         consume(&rep, 20).await;
         assert_eq!(count(&r, "p/likes").await, 20);
-        assert_eq!(store.saves.load(Ordering::SeqCst), 0, "no snapshot before snapshot_every records");
+        assert_eq!(store.saves.load(Ordering::SeqCst), 1, "no snapshot before snapshot_every records");
         assert_eq!(store.appended_records.load(Ordering::SeqCst), 20);
         // batches: at most 4 messages per append
         assert!(store.appends.load(Ordering::SeqCst) >= 5);
@@ -298,28 +300,38 @@ async fn restart_from_snapshot_and_log_gives_the_same_replica() {
     assert_eq!(count(&r2, "p/likes").await, 12);
 }
 
-/// Without remote traffic, the interval snapshot still saves local writes and
-/// moves the durable point outbox retention prunes up to.
+/// A replicator starts from a snapshot of what the replica held (here local
+/// writes made before it started); local writes made afterwards are appended
+/// to the log like remote changes, and each append moves the durable point
+/// outbox retention prunes up to, with no further snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_interval_snapshot_moves_the_durable_point() {
+async fn local_writes_are_logged_and_move_the_durable_point() {
     let k = kafka();
     let clock = Arc::new(Manual(AtomicU64::new(T0)));
-    let r = big_replica(3, clock).await;
+    let r = big_replica(3, clock.clone()).await;
     let store = Counting::default();
-    let rep = k
-        .replicator(r.clone(), &testkit::unique("fra"), store.clone())
-        .await
-        .with_snapshot_interval(Duration::ZERO);
     assert_eq!(r.durable_ts(), Timestamp::ZERO);
-    assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
+    let rep = k.replicator(r.clone(), &testkit::unique("fra"), store.clone()).await;
     assert_eq!(store.saves.load(Ordering::SeqCst), 1);
     assert_eq!(r.durable_ts(), r.hlc().last());
-    // nothing changed since: no new snapshot
+    let before = r.durable_ts();
+    {
+        let mut g = r.lock().await;
+        let c = g.or_add("post", "p/comments", "late").unwrap();
+        g.commit(&c).unwrap();
+    }
     assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
-    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1, "no snapshot for one change");
+    assert_eq!(store.appended_records.load(Ordering::SeqCst), 1);
+    assert!(r.durable_ts() > before);
+    assert_eq!(r.durable_ts(), r.hlc().last());
+    // nothing changed since: nothing written
+    assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
+    assert_eq!(store.appends.load(Ordering::SeqCst), 1);
     let back = replica(Arc::new(Manual(AtomicU64::new(T0))));
     back.restore_from(&store).await.unwrap();
     assert_eq!(back.get("p/comments").await, r.get("p/comments").await);
+    assert!(back.get("p/comments").await.and_then(|v| v.members()).unwrap().contains(&"late".to_string()));
 }
 
 /// A replica a replicator journals for equals one restored from what it saved.
