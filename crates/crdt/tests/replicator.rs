@@ -347,3 +347,83 @@ async fn a_journaling_replica_equals_its_restored_copy() {
     back.restore_from(&store).await.unwrap();
     assert_eq!(*r.lock().await.store(), *back.lock().await.store());
 }
+
+/// A state store that persists an append and then never returns while
+/// `dies` is set: the process dies right after persisting a batch, before
+/// its offsets are committed.
+#[derive(Debug, Clone, Default)]
+struct DiesAfterAppend {
+    inner: MemoryStateStore,
+    dies: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StateStore for DiesAfterAppend {
+    async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, CrdtError> {
+        self.inner.load(key).await
+    }
+    async fn save(&self, key: &str, state: &[u8]) -> Result<(), CrdtError> {
+        self.inner.save(key, state).await
+    }
+    async fn append(&self, key: &str, records: &[Vec<u8>]) -> Result<(), CrdtError> {
+        self.inner.append(key, records).await?;
+        if self.dies.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn load_log(&self, key: &str) -> Result<Vec<Vec<u8>>, CrdtError> {
+        self.inner.load_log(key).await
+    }
+}
+
+/// Batching loses nothing at least once: a replicator that dies after
+/// persisting a batch of applied changes but before committing its offsets
+/// restarts from what it persisted, gets the batch again from Kafka, skips it
+/// as duplicates and applies the rest, each change exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_persisting_a_batch_and_committing_it_loses_and_doubles_nothing() {
+    let k = kafka();
+    for seq in 1..=30u64 {
+        k.send(&format!("p{seq}/likes"), seq, Some(Timestamp::new(T0, seq as u16)), crdt::TYPE_PN_COUNTER, &plus(7, 1)).await;
+    }
+    let clock = Arc::new(Manual(AtomicU64::new(T0)));
+    let group = testkit::unique("fra");
+    let store = DiesAfterAppend::default();
+
+    let r1 = replica(clock.clone());
+    let rep = k.replicator(r1.clone(), &group, store.clone()).await.with_batch(10);
+    store.dies.store(true, Ordering::SeqCst);
+    // the first batch is applied and persisted, then the process dies
+    let crashed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            rep.step(Duration::from_millis(200)).await.unwrap();
+        }
+    })
+    .await;
+    assert!(crashed.is_err(), "the step hangs in the append");
+    let n = r1.metrics().stats().applied;
+    assert!((1..=10).contains(&n), "one batch applied before the crash: {n}");
+    drop(rep);
+    store.dies.store(false, Ordering::SeqCst);
+
+    // restart: the persisted batch is restored, Kafka delivers it again
+    let r2 = replica(clock.clone());
+    let rep = k.replicator(r2.clone(), &group, store.clone()).await.with_batch(10);
+    for seq in 1..=30 {
+        let restored = u64::from(seq <= n);
+        assert_eq!(count(&r2, &format!("p{seq}/likes")).await as u64, restored, "restored from the persisted batch");
+    }
+    consume(&rep, 30).await;
+    let stats = r2.metrics().stats();
+    assert_eq!((stats.applied, stats.duplicates), (30 - n, n), "the redelivered batch is skipped, the rest applied once");
+    for seq in 1..=30 {
+        assert_eq!(count(&r2, &format!("p{seq}/likes")).await, 1, "change {seq}");
+    }
+    // this time the offsets were committed: a third start gets nothing again
+    assert_eq!(rep.step(Duration::from_millis(500)).await.unwrap(), 0);
+    drop(rep);
+    let r3 = replica(clock);
+    let rep = k.replicator(r3.clone(), &group, store.clone()).await;
+    assert_eq!(rep.step(Duration::from_secs(3)).await.unwrap(), 0, "offsets were committed");
+    assert_eq!(count(&r3, "p30/likes").await, 1);
+}
