@@ -1,5 +1,5 @@
 //! replication_load: one cell writing, two cells applying, on loopback, end
-//! to end: the writer commits changes into its SQLite outbox (a few changes
+//! to end: the writer commits changes into its SQLite outbox (`REPL_LOAD_TX` changes
 //! per transaction, open loop at a target rate), its `Relay` publishes them to
 //! an rdkafka `MockCluster` (3 brokers, 3 partitions), and two `Replicator`s
 //! (cells `fra` and `sv`) apply them, persisting to Redis through
@@ -348,9 +348,7 @@ async fn run(opts: &Opts, elements: usize, redis_url: &str) -> RunResult {
                     changes.push(guard.counter_add("post", &format!("likes/{}", (n + i) as usize % OBJECTS), 1).unwrap());
                 }
                 let mut t = outbox.pool().begin().await.unwrap();
-                for c in &changes {
-                    outbox.enqueue(&mut t, c).await.unwrap();
-                }
+                outbox.enqueue_all(&mut t, &changes).await.unwrap();
                 t.commit().await.unwrap();
                 for c in &changes {
                     guard.commit(c).unwrap();

@@ -38,10 +38,11 @@ async fn a_pipelined_batch_arrives_complete_and_in_order_through_produce_errors(
         let mut tx = outbox.pool().begin().await.unwrap();
         let mut changes = Vec::new();
         for i in 0..ROWS {
-            let c = g.counter_add("post", &format!("p{}/likes", i % 7), 1).unwrap();
-            outbox.enqueue(&mut tx, &c).await.unwrap();
-            changes.push(c);
+            changes.push(g.counter_add("post", &format!("p{}/likes", i % 7), 1).unwrap());
         }
+        // one row alone, the rest in multi-row inserts
+        outbox.enqueue(&mut tx, &changes[0]).await.unwrap();
+        outbox.enqueue_all(&mut tx, &changes[1..]).await.unwrap();
         tx.commit().await.unwrap();
         for c in &changes {
             g.commit(c).unwrap();
@@ -67,13 +68,17 @@ async fn a_pipelined_batch_arrives_complete_and_in_order_through_produce_errors(
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
     let mut seqs = Vec::with_capacity(ROWS);
+    let mut keys = Vec::with_capacity(ROWS);
     while seqs.len() < ROWS {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("all rows arrive").unwrap();
         let h = m.headers().expect("headers");
         let seq = h.iter().find(|x| x.key == hdr::SEQ).and_then(|x| x.value).expect("seq header");
         seqs.push(std::str::from_utf8(seq).unwrap().parse::<i64>().unwrap());
+        keys.push(String::from_utf8(m.key().unwrap().to_vec()).unwrap());
     }
     assert_eq!(seqs, (1..=ROWS as i64).collect::<Vec<_>>(), "every row once, in outbox order");
+    // each row holds the change written in its place
+    assert_eq!(keys, (0..ROWS).map(|i| format!("p{}/likes", i % 7)).collect::<Vec<_>>());
     // nothing more
     assert!(tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await.is_err());
 }

@@ -18,7 +18,8 @@ use crate::parked::DeadLetter;
 use crate::replica::Replica;
 use crate::state::StateStore;
 
-/// How often an idle replicator retries its parked events.
+/// How often an idle replicator retries its parked events (and a paused one
+/// persists local writes).
 const PARKED_RETRY: Duration = Duration::from_millis(500);
 
 /// Consumes the replication topic for one cell: apply, persist, then commit.
@@ -352,9 +353,15 @@ impl<S: StateStore> Replicator<S> {
                 return;
             }
             if *paused.borrow() {
+                // paused (a partitioned cell): local writes are still persisted
                 tokio::select! {
                     _ = paused.changed() => {}
                     _ = stop.changed() => {}
+                    _ = tokio::time::sleep(PARKED_RETRY) => {
+                        if let Err(e) = self.flush().await {
+                            tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: saving local writes failed");
+                        }
+                    }
                 }
                 continue;
             }
