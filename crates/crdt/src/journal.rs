@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
 use crate::parked::{DeadLetter, ParkedEvent};
-use crate::replica::Event;
+use crate::replica::{Delta, Event};
 
 /// One change to a replica's persisted state. Its size depends on the change,
 /// never on the size of the state.
@@ -22,4 +22,14 @@ pub(crate) enum Record {
     Dead(DeadLetter),
     /// Tombstones were collected at this watermark.
     Gc(Timestamp),
+    /// A local change was committed (its outbox row is then no longer needed
+    /// to recover once this record is persisted).
+    Local {
+        /// The object id.
+        object: String,
+        /// The change's HLC time.
+        ts: Timestamp,
+        /// The delta.
+        delta: Delta,
+    },
 }

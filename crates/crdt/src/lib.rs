@@ -58,11 +58,14 @@
 //!   durable snapshot, [`Replica::durable_ts`]).
 //! - Persistence ([`StateStore`]): a snapshot plus a log of changes. The
 //!   replicator appends one small record per change (an applied event, a
-//!   parked event, a dead letter, a collection), so what it writes per change
-//!   does not grow with the state, and writes a compacting snapshot every
-//!   `with_snapshot_every` records (default 10 000) or `with_snapshot_interval`
-//!   (default 60 s). [`Replica::restore_from`] loads the snapshot and replays
-//!   the log. Stores: [`MemoryStateStore`], `redis_state::RedisStateStore`
+//!   local write, a parked event, a dead letter, a collection) in one write
+//!   per batch, and each append moves the durable point outbox retention
+//!   prunes up to. A compacting snapshot replaces the log once it holds at
+//!   least `with_snapshot_every` records (default 10 000) and as many bytes as
+//!   the last snapshot (or an eighth of them after `with_snapshot_interval`,
+//!   default 60 s), so what is persisted per change, snapshots amortised,
+//!   does not grow with the state. [`Replica::restore_from`] loads the
+//!   snapshot and replays the log. Stores: [`MemoryStateStore`], `redis_state::RedisStateStore`
 //!   (feature `redis`: a key and a list), `sql_state::SqlStateStore` (feature
 //!   `sql`: a table and its `_log` table on the outbox's pool, beside the
 //!   business rows).

@@ -167,6 +167,34 @@ impl Outbox {
         Ok(())
     }
 
+    /// Writes `changes` into the outbox on `conn` in as few statements as the
+    /// dialect's bound-parameter limit allows ([`enqueue`](Self::enqueue) for
+    /// a batch: one round trip per [`ROWS_PER_INSERT`] rows, ids in the
+    /// order given).
+    pub async fn enqueue_all(&self, conn: &mut AnyConnection, changes: &[Change]) -> Result<(), CrdtError> {
+        let context = serde_json::to_string(&current_context_headers()).unwrap_or_else(|_| "{}".into());
+        for chunk in changes.chunks(ROWS_PER_INSERT) {
+            let values = values_list(self.dialect, chunk.len(), 7);
+            let sql = format!(
+                "INSERT INTO {} (aggregatetype, aggregateid, type, payload, origin, hlc, context) VALUES {values}",
+                self.table
+            );
+            let mut q = sqlx::query(&sql);
+            for change in chunk {
+                q = q
+                    .bind(change.aggregate_type.as_str())
+                    .bind(change.aggregate_id.as_str())
+                    .bind(change.delta.event_type())
+                    .bind(change.payload()?)
+                    .bind(change.origin.as_str())
+                    .bind(hlc_to_i64(change.ts))
+                    .bind(context.as_str());
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
     /// Tells a [`Relay`](crate::kafka::Relay) in this process (sharing a clone of
     /// this outbox) that a transaction with outbox rows committed, so it
     /// publishes now instead of at its next poll. Optional: without it rows go
@@ -292,8 +320,24 @@ impl Outbox {
     }
 }
 
+/// Rows per `INSERT` of [`Outbox::enqueue_all`] (7 bound parameters each:
+/// under every dialect's limit).
+pub const ROWS_PER_INSERT: usize = 100;
+
 /// The longest outbox or state table name.
 pub(crate) const MAX_TABLE_LEN: usize = 60;
+
+/// `rows` parenthesised groups of `cols` placeholders, numbered on, for a
+/// multi-row `INSERT ... VALUES`.
+pub(crate) fn values_list(dialect: Dialect, rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let p: Vec<_> = (1..=cols).map(|c| dialect.placeholder(r * cols + c)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn hlc_to_i64(ts: Timestamp) -> i64 {
     i64::try_from(ts.0).unwrap_or(i64::MAX)

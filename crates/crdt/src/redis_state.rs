@@ -37,6 +37,14 @@ impl RedisStateStore {
     pub fn log_key(&self, key: &str) -> String {
         format!("{}:{}:log", self.prefix, key)
     }
+
+    /// Deletes the snapshot and the log saved under state key `key` (a
+    /// replica retired for good).
+    pub async fn remove(&self, key: &str) -> Result<(), CrdtError> {
+        let mut conn = self.conn.clone();
+        let _: u64 = conn.del(&[self.key(key), self.log_key(key)]).await?;
+        Ok(())
+    }
 }
 
 impl StateStore for RedisStateStore {

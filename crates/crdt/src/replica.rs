@@ -239,6 +239,11 @@ impl Store {
         }
     }
 
+    /// Whether changes are being recorded for incremental persistence.
+    fn journaling(&self) -> bool {
+        self.journal.0.is_some()
+    }
+
     fn fresh_value(&self, delta: &Delta, bias: Bias) -> Value {
         let mut v = match delta {
             Delta::Counter(_) => Value::Counter(PnCounter::new()),
@@ -544,12 +549,13 @@ impl Replica {
 
     /// Saves a snapshot in `state` (emptying its log) and records it as this
     /// replica's durable point ([`durable_ts`](Self::durable_ts)).
-    pub async fn save_to<S: StateStore>(&self, state: &S) -> Result<(), CrdtError> {
+    /// Returns the snapshot's size in bytes.
+    pub async fn save_to<S: StateStore>(&self, state: &S) -> Result<usize, CrdtError> {
         let (snapshot, ts) = self.snapshot_at().await?;
         state.save(&self.state_key, &snapshot).await?;
         self.note_durable(ts);
         tracing::debug!(cell = %self.cell, bytes = snapshot.len(), "crdt replica snapshot saved");
-        Ok(())
+        Ok(snapshot.len())
     }
 
     /// The HLC time of the last snapshot saved (or restored): this cell's own
@@ -598,10 +604,29 @@ impl Replica {
     /// The store's error, or a snapshot or record that does not decode.
     pub async fn restore_from<S: StateStore>(&self, state: &S) -> Result<usize, CrdtError> {
         let mut store = self.store.lock().await;
-        self.restore_locked_from(&mut store, state).await
+        Ok(self.restore_locked_from(&mut store, state).await?.0)
     }
 
-    pub(crate) async fn restore_locked_from<S: StateStore>(&self, store: &mut Store, state: &S) -> Result<usize, CrdtError> {
+    /// For a replicator starting: restores from `state` unless the replica
+    /// was restored already, and starts recording changes, under one lock (no
+    /// local write falls between). Returns the log records replayed and the
+    /// size of the snapshot restored (`None`: none was restored here, so what
+    /// the replica holds may be in no snapshot yet).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) async fn restore_and_journal<S: StateStore>(&self, state: &S) -> Result<(usize, Option<usize>), CrdtError> {
+        let mut store = self.store.lock().await;
+        let restored = if self.is_restored() { (0, None) } else { self.restore_locked_from(&mut store, state).await? };
+        store.journal.0.get_or_insert_with(Vec::new);
+        Ok(restored)
+    }
+
+    /// Restores the snapshot and log `state` holds; returns the log records
+    /// replayed and the snapshot's size, if there was one.
+    pub(crate) async fn restore_locked_from<S: StateStore>(
+        &self,
+        store: &mut Store,
+        state: &S,
+    ) -> Result<(usize, Option<usize>), CrdtError> {
         let log = state.load_log(&self.state_key).await?;
         // without a snapshot under its own key yet, the base is one saved under
         // the cell id alone (by a build whose state keys were per cell), if any
@@ -609,13 +634,13 @@ impl Replica {
             Some(saved) => Some(saved),
             None => state.load(self.cell.as_str()).await?,
         };
-        if let Some(saved) = saved {
-            self.restore_locked(store, &saved)?;
+        if let Some(saved) = &saved {
+            self.restore_locked(store, saved)?;
         }
         let records = log.iter().map(|b| codec::decode::<Record>(b)).collect::<Result<Vec<_>, _>>()?;
         self.replay_locked(store, &records)?;
         self.restored.lock().get_or_insert(Timestamp::ZERO);
-        Ok(records.len())
+        Ok((records.len(), saved.map(|s| s.len())))
     }
 
     /// Whether the state was restored from a snapshot or recovered (then
@@ -769,17 +794,21 @@ impl Replica {
         self.parked_min.store(min, std::sync::atomic::Ordering::Release);
     }
 
-    /// Starts recording what changes (for incremental persistence).
+    /// The changes recorded since the last call, and the HLC time they cover:
+    /// taken under the state lock, so every local write stamped at or before
+    /// it was committed (and recorded) or aborted.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub(crate) async fn enable_journal(&self) {
-        self.store.lock().await.journal.0.get_or_insert_with(Vec::new);
+    pub(crate) async fn take_journal(&self) -> (Vec<Record>, Timestamp) {
+        let mut store = self.store.lock().await;
+        let records = store.journal.0.as_mut().map(std::mem::take).unwrap_or_default();
+        (records, self.hlc.last())
     }
 
-    /// The changes recorded since the last call.
+    /// Records that everything up to `ts` is persisted (a log append that
+    /// holds every change taken with it).
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub(crate) async fn take_journal(&self) -> Vec<Record> {
-        let mut store = self.store.lock().await;
-        store.journal.0.as_mut().map(std::mem::take).unwrap_or_default()
+    pub(crate) fn note_persisted(&self, ts: Timestamp) {
+        self.note_durable(ts);
     }
 
     /// Puts back changes taken with [`take_journal`](Self::take_journal) that
@@ -817,6 +846,10 @@ impl Replica {
                 Record::Dead(d) => store.dead.push(d.clone()),
                 Record::Gc(w) => {
                     store.gc(*w);
+                }
+                Record::Local { object, ts, delta } => {
+                    self.hlc.adopt(*ts);
+                    store.apply_delta(object, delta, self.bias)?;
                 }
             }
         }
@@ -924,7 +957,11 @@ impl ReplicaGuard<'_> {
     /// Applies a change locally (after its transaction committed). Idempotent.
     pub fn commit(&mut self, change: &Change) -> Result<(), CrdtError> {
         let bias = self.replica.bias;
-        self.store.apply_delta(&change.aggregate_id, &change.delta, bias)
+        self.store.apply_delta(&change.aggregate_id, &change.delta, bias)?;
+        if self.store.journaling() {
+            self.store.log(Record::Local { object: change.aggregate_id.clone(), ts: change.ts, delta: change.delta.clone() });
+        }
+        Ok(())
     }
 
     /// The locked state.

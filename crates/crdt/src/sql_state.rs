@@ -12,7 +12,7 @@
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::error::CrdtError;
-use crate::outbox::{Dialect, MAX_TABLE_LEN, Outbox, config_error};
+use crate::outbox::{Dialect, MAX_TABLE_LEN, Outbox, config_error, values_list};
 use crate::state::StateStore;
 
 /// Saves each replica's encoded state in one row of a SQL table (plus its log). Clones
@@ -117,10 +117,7 @@ impl StateStore for SqlStateStore {
         }
         let mut tx = self.pool.begin().await?;
         for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({}, {})", self.dialect.placeholder(2 * i + 1), self.dialect.placeholder(2 * i + 2)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = values_list(self.dialect, chunk.len(), 2);
             let sql = format!("INSERT INTO {} (cell, rec) VALUES {values}", self.log);
             let mut q = sqlx::query(&sql);
             for r in chunk {

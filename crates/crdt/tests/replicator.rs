@@ -204,7 +204,8 @@ async fn big_replica(n: usize, clock: Arc<Manual>) -> Arc<Replica> {
 /// Regression: the replicator saved the whole snapshot after every applied
 /// message, O(state) per change. Now each batch appends only its changes:
 /// the same 20 changes write the same bytes into a state of 10k or 100k
-/// elements, and no snapshot is written until `snapshot_every` records.
+/// elements, and no snapshot is written after the one the replicator starts
+/// from (its state was in none) until `snapshot_every` records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_written_per_change_do_not_grow_with_the_state() {
     let mut per_change = Vec::new();
@@ -219,9 +220,10 @@ async fn bytes_written_per_change_do_not_grow_with_the_state() {
         assert!(snapshot_bytes > n * 10, "{snapshot_bytes}");
         let store = Counting::default();
         let rep = k.replicator(r.clone(), &testkit::unique("fra"), store.clone()).await.with_batch(4);
+        assert_eq!(store.saves.load(Ordering::SeqCst), 1, "the state written before the start is snapshotted");
         consume(&rep, 20).await;
         assert_eq!(count(&r, "p/likes").await, 20);
-        assert_eq!(store.saves.load(Ordering::SeqCst), 0, "no snapshot before snapshot_every records");
+        assert_eq!(store.saves.load(Ordering::SeqCst), 1, "no snapshot before snapshot_every records");
         assert_eq!(store.appended_records.load(Ordering::SeqCst), 20);
         // batches: at most 4 messages per append
         assert!(store.appends.load(Ordering::SeqCst) >= 5);
@@ -298,28 +300,38 @@ async fn restart_from_snapshot_and_log_gives_the_same_replica() {
     assert_eq!(count(&r2, "p/likes").await, 12);
 }
 
-/// Without remote traffic, the interval snapshot still saves local writes and
-/// moves the durable point outbox retention prunes up to.
+/// A replicator starts from a snapshot of what the replica held (here local
+/// writes made before it started); local writes made afterwards are appended
+/// to the log like remote changes, and each append moves the durable point
+/// outbox retention prunes up to, with no further snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_interval_snapshot_moves_the_durable_point() {
+async fn local_writes_are_logged_and_move_the_durable_point() {
     let k = kafka();
     let clock = Arc::new(Manual(AtomicU64::new(T0)));
-    let r = big_replica(3, clock).await;
+    let r = big_replica(3, clock.clone()).await;
     let store = Counting::default();
-    let rep = k
-        .replicator(r.clone(), &testkit::unique("fra"), store.clone())
-        .await
-        .with_snapshot_interval(Duration::ZERO);
     assert_eq!(r.durable_ts(), Timestamp::ZERO);
-    assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
+    let rep = k.replicator(r.clone(), &testkit::unique("fra"), store.clone()).await;
     assert_eq!(store.saves.load(Ordering::SeqCst), 1);
     assert_eq!(r.durable_ts(), r.hlc().last());
-    // nothing changed since: no new snapshot
+    let before = r.durable_ts();
+    {
+        let mut g = r.lock().await;
+        let c = g.or_add("post", "p/comments", "late").unwrap();
+        g.commit(&c).unwrap();
+    }
     assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
-    assert_eq!(store.saves.load(Ordering::SeqCst), 1);
+    assert_eq!(store.saves.load(Ordering::SeqCst), 1, "no snapshot for one change");
+    assert_eq!(store.appended_records.load(Ordering::SeqCst), 1);
+    assert!(r.durable_ts() > before);
+    assert_eq!(r.durable_ts(), r.hlc().last());
+    // nothing changed since: nothing written
+    assert_eq!(rep.step(Duration::from_millis(50)).await.unwrap(), 0);
+    assert_eq!(store.appends.load(Ordering::SeqCst), 1);
     let back = replica(Arc::new(Manual(AtomicU64::new(T0))));
     back.restore_from(&store).await.unwrap();
     assert_eq!(back.get("p/comments").await, r.get("p/comments").await);
+    assert!(back.get("p/comments").await.and_then(|v| v.members()).unwrap().contains(&"late".to_string()));
 }
 
 /// A replica a replicator journals for equals one restored from what it saved.
@@ -334,4 +346,84 @@ async fn a_journaling_replica_equals_its_restored_copy() {
     let back = replica(clock);
     back.restore_from(&store).await.unwrap();
     assert_eq!(*r.lock().await.store(), *back.lock().await.store());
+}
+
+/// A state store that persists an append and then never returns while
+/// `dies` is set: the process dies right after persisting a batch, before
+/// its offsets are committed.
+#[derive(Debug, Clone, Default)]
+struct DiesAfterAppend {
+    inner: MemoryStateStore,
+    dies: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StateStore for DiesAfterAppend {
+    async fn load(&self, key: &str) -> Result<Option<Vec<u8>>, CrdtError> {
+        self.inner.load(key).await
+    }
+    async fn save(&self, key: &str, state: &[u8]) -> Result<(), CrdtError> {
+        self.inner.save(key, state).await
+    }
+    async fn append(&self, key: &str, records: &[Vec<u8>]) -> Result<(), CrdtError> {
+        self.inner.append(key, records).await?;
+        if self.dies.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn load_log(&self, key: &str) -> Result<Vec<Vec<u8>>, CrdtError> {
+        self.inner.load_log(key).await
+    }
+}
+
+/// Batching loses nothing at least once: a replicator that dies after
+/// persisting a batch of applied changes but before committing its offsets
+/// restarts from what it persisted, gets the batch again from Kafka, skips it
+/// as duplicates and applies the rest, each change exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_persisting_a_batch_and_committing_it_loses_and_doubles_nothing() {
+    let k = kafka();
+    for seq in 1..=30u64 {
+        k.send(&format!("p{seq}/likes"), seq, Some(Timestamp::new(T0, seq as u16)), crdt::TYPE_PN_COUNTER, &plus(7, 1)).await;
+    }
+    let clock = Arc::new(Manual(AtomicU64::new(T0)));
+    let group = testkit::unique("fra");
+    let store = DiesAfterAppend::default();
+
+    let r1 = replica(clock.clone());
+    let rep = k.replicator(r1.clone(), &group, store.clone()).await.with_batch(10);
+    store.dies.store(true, Ordering::SeqCst);
+    // the first batch is applied and persisted, then the process dies
+    let crashed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            rep.step(Duration::from_millis(200)).await.unwrap();
+        }
+    })
+    .await;
+    assert!(crashed.is_err(), "the step hangs in the append");
+    let n = r1.metrics().stats().applied;
+    assert!((1..=10).contains(&n), "one batch applied before the crash: {n}");
+    drop(rep);
+    store.dies.store(false, Ordering::SeqCst);
+
+    // restart: the persisted batch is restored, Kafka delivers it again
+    let r2 = replica(clock.clone());
+    let rep = k.replicator(r2.clone(), &group, store.clone()).await.with_batch(10);
+    for seq in 1..=30 {
+        let restored = u64::from(seq <= n);
+        assert_eq!(count(&r2, &format!("p{seq}/likes")).await as u64, restored, "restored from the persisted batch");
+    }
+    consume(&rep, 30).await;
+    let stats = r2.metrics().stats();
+    assert_eq!((stats.applied, stats.duplicates), (30 - n, n), "the redelivered batch is skipped, the rest applied once");
+    for seq in 1..=30 {
+        assert_eq!(count(&r2, &format!("p{seq}/likes")).await, 1, "change {seq}");
+    }
+    // this time the offsets were committed: a third start gets nothing again
+    assert_eq!(rep.step(Duration::from_millis(500)).await.unwrap(), 0);
+    drop(rep);
+    let r3 = replica(clock);
+    let rep = k.replicator(r3.clone(), &group, store.clone()).await;
+    assert_eq!(rep.step(Duration::from_secs(3)).await.unwrap(), 0, "offsets were committed");
+    assert_eq!(count(&r3, "p30/likes").await, 1);
 }

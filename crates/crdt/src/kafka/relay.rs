@@ -1,12 +1,14 @@
 //! [`Relay`]: outbox rows to Kafka.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::headers;
 use crate::error::CrdtError;
@@ -45,7 +47,8 @@ impl Relay {
             .set("bootstrap.servers", bootstrap_servers)
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
-            .set("linger.ms", "0")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
             .create()?;
         Ok(Relay {
             outbox,
@@ -157,25 +160,49 @@ impl Relay {
     }
 
     /// Publishes up to one batch of pending rows without marking them; returns
-    /// the ids published (in order). Stops at the first failed send and returns
-    /// what was published before it, with the error.
+    /// the ids published (in order). The batch's records are all handed to the
+    /// producer before the first acknowledgement is awaited (the idempotent
+    /// producer keeps them in order within a partition, retries included);
+    /// the acknowledgements are then read in order, and at the first failed
+    /// one it returns the ids acknowledged before it, with the error (rows
+    /// after it are published again by a later round: a replica skips the
+    /// duplicates).
     pub async fn publish_pending(&self) -> (Vec<i64>, Option<CrdtError>) {
         let rows = match self.outbox.pending(self.batch).await {
             Ok(rows) => rows,
             Err(e) => return (Vec::new(), Some(e)),
         };
         let mut sent = Vec::with_capacity(rows.len());
+        let mut inflight: VecDeque<(i64, DeliveryFuture)> = VecDeque::with_capacity(rows.len());
         for row in &rows {
-            let record = FutureRecord::to(&self.topic)
+            let mut record = FutureRecord::to(&self.topic)
                 .key(row.aggregate_id.as_bytes())
                 .payload(&row.payload)
                 .headers(Self::headers(row));
-            if let Err((e, _)) = self.producer.send(record, self.send_timeout).await {
-                return (sent, Some(e.into()));
-            }
-            sent.push(row.id);
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // the producer's queue is full: wait for the oldest acknowledgement
+                        record = back;
+                        match inflight.pop_front() {
+                            Some((id, oldest)) => match acked(oldest).await {
+                                Ok(()) => sent.push(id),
+                                Err(e) => return (sent, Some(e)),
+                            },
+                            None => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
+                    }
+                    Err((e, _)) => {
+                        let err = drain(&mut inflight, &mut sent).await.unwrap_or_else(|| e.into());
+                        return (sent, Some(err));
+                    }
+                }
+            };
+            inflight.push_back((row.id, delivery));
         }
-        (sent, None)
+        let err = drain(&mut inflight, &mut sent).await;
+        (sent, err)
     }
 
     /// Marks rows sent.
@@ -231,4 +258,25 @@ impl Relay {
             }
         }
     }
+}
+
+/// The outcome of one delivery.
+async fn acked(delivery: DeliveryFuture) -> Result<(), CrdtError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e.into()),
+        Err(_) => Err(CrdtError::Kafka(KafkaError::Canceled)),
+    }
+}
+
+/// Awaits the deliveries in order, moving each acknowledged id to `sent`;
+/// stops at the first failure and returns it.
+async fn drain(inflight: &mut VecDeque<(i64, DeliveryFuture)>, sent: &mut Vec<i64>) -> Option<CrdtError> {
+    while let Some((id, delivery)) = inflight.pop_front() {
+        if let Err(e) = acked(delivery).await {
+            return Some(e);
+        }
+        sent.push(id);
+    }
+    None
 }

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -18,7 +18,8 @@ use crate::parked::DeadLetter;
 use crate::replica::Replica;
 use crate::state::StateStore;
 
-/// How often an idle replicator retries its parked events.
+/// How often an idle replicator retries its parked events (and a paused one
+/// persists local writes).
 const PARKED_RETRY: Duration = Duration::from_millis(500);
 
 /// Consumes the replication topic for one cell: apply, persist, then commit.
@@ -29,10 +30,30 @@ pub struct Replicator<S> {
     names: cellctx::HeaderNames,
     batch: usize,
     snapshot_every: usize,
-    /// Log records appended since the last snapshot.
-    since_snapshot: AtomicUsize,
+    log: Mutex<LogSize>,
     snapshot_interval: Duration,
-    last_snapshot: parking_lot::Mutex<tokio::time::Instant>,
+    last_snapshot: Mutex<tokio::time::Instant>,
+}
+
+/// The persisted log since the last snapshot, and that snapshot's size.
+#[derive(Debug, Clone, Copy, Default)]
+struct LogSize {
+    records: usize,
+    bytes: usize,
+    snapshot: usize,
+}
+
+impl LogSize {
+    /// Whether to write a compacting snapshot instead of appending `records`
+    /// more records of `bytes` bytes. A snapshot replaces a log at least as
+    /// large as itself (at least `every` records), or, when `interval_due`, at
+    /// least an eighth of its size: amortised over the changes it compacts, a
+    /// snapshot costs at most eight times their log records, whatever the
+    /// size of the state.
+    fn compact(&self, records: usize, bytes: usize, every: usize, interval_due: bool) -> bool {
+        let (n, b) = (self.records + records, self.bytes + bytes);
+        (n >= every && b >= self.snapshot) || (interval_due && b.saturating_mul(8) >= self.snapshot)
+    }
 }
 
 impl<S> std::fmt::Debug for Replicator<S> {
@@ -90,11 +111,7 @@ impl<S: StateStore> Replicator<S> {
         group_id: &str,
         state: S,
     ) -> Result<Self, CrdtError> {
-        let mut since_snapshot = 0;
-        if !replica.is_restored() {
-            since_snapshot = replica.restore_from(&state).await?;
-        }
-        replica.enable_journal().await;
+        let (since_snapshot, snapshot_bytes) = replica.restore_and_journal(&state).await?;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap_servers)
             .set("group.id", group_id)
@@ -105,17 +122,23 @@ impl<S: StateStore> Replicator<S> {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         consumer.subscribe(&[topic])?;
-        Ok(Replicator {
+        let replicator = Replicator {
             replica,
             consumer,
             state,
             names: cellctx::HeaderNames::default(),
             batch: 500,
             snapshot_every: 10_000,
-            since_snapshot: AtomicUsize::new(since_snapshot),
+            log: Mutex::new(LogSize { records: since_snapshot, bytes: 0, snapshot: snapshot_bytes.unwrap_or(0) }),
             snapshot_interval: Duration::from_secs(60),
-            last_snapshot: parking_lot::Mutex::new(tokio::time::Instant::now()),
-        })
+            last_snapshot: Mutex::new(tokio::time::Instant::now()),
+        };
+        if snapshot_bytes.is_none() {
+            // what the replica holds (restored elsewhere, or written before the
+            // journal started) may be in no snapshot: the log starts from one
+            replicator.snapshot().await?;
+        }
+        Ok(replicator)
     }
 
     /// Messages applied per batch at most (default 500): one log append and
@@ -125,16 +148,19 @@ impl<S: StateStore> Replicator<S> {
         self
     }
 
-    /// A snapshot at least this often while anything changed, local writes
-    /// included (default 60 s): it bounds the log and moves the replica's
-    /// durable point (`Replica::durable_ts`), up to which outbox retention
-    /// may prune.
+    /// A compacting snapshot at least this often once the log holds an
+    /// eighth of the snapshot's size (default 60 s): it bounds the time a
+    /// restore replays. Every persisted batch, local writes included, moves
+    /// the replica's durable point (`Replica::durable_ts`), up to which
+    /// outbox retention may prune.
     pub fn with_snapshot_interval(mut self, every: Duration) -> Self {
         self.snapshot_interval = every;
         self
     }
 
-    /// A compacting snapshot after this many log records (default 10 000).
+    /// A compacting snapshot once the log holds at least this many records
+    /// (default 10 000) and at least as many bytes as the last snapshot, so
+    /// what is persisted per change stays the same whatever the state's size.
     pub fn with_snapshot_every(mut self, records: usize) -> Self {
         self.snapshot_every = records.max(1);
         self
@@ -194,41 +220,41 @@ impl<S: StateStore> Replicator<S> {
     }
 
     /// Persists what changed since the last flush: the journal's records
-    /// appended to the log in one write (a compacting snapshot instead, every
-    /// `snapshot_every` records). On failure the records go back to the
-    /// journal, so a later flush persists them.
+    /// appended to the log in one write, or a compacting snapshot instead
+    /// (see [`with_snapshot_every`](Self::with_snapshot_every)). On failure the
+    /// records go back to the journal, so a later flush persists them.
     async fn flush(&self) -> Result<(), CrdtError> {
-        let due = self.last_snapshot.lock().elapsed() >= self.snapshot_interval
-            && self.replica.hlc().last() > self.replica.durable_ts();
-        let records = self.replica.take_journal().await;
+        let (records, covered) = self.replica.take_journal().await;
         if records.is_empty() {
-            return if due { self.snapshot().await } else { Ok(()) };
+            return Ok(());
         }
-        let n = records.len();
-        let result = if due || self.since_snapshot.load(Ordering::Relaxed) + n >= self.snapshot_every {
-            self.snapshot().await
-        } else {
-            self.append(&records).await
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.replica.unjournal(records).await;
-                Err(e)
+        let result = match records.iter().map(codec::encode).collect::<Result<Vec<_>, _>>() {
+            Err(e) => Err(e),
+            Ok(encoded) => {
+                let bytes = encoded.iter().map(Vec::len).sum();
+                let due = self.last_snapshot.lock().elapsed() >= self.snapshot_interval;
+                let compact = self.log.lock().compact(encoded.len(), bytes, self.snapshot_every, due);
+                if compact { self.snapshot().await } else { self.append(&encoded, bytes, covered).await }
             }
+        };
+        if result.is_err() {
+            self.replica.unjournal(records).await;
         }
+        result
     }
 
-    async fn append(&self, records: &[crate::journal::Record]) -> Result<(), CrdtError> {
-        let encoded = records.iter().map(codec::encode).collect::<Result<Vec<_>, _>>()?;
-        self.state.append(self.replica.state_key(), &encoded).await?;
-        self.since_snapshot.fetch_add(records.len(), Ordering::Relaxed);
+    async fn append(&self, encoded: &[Vec<u8>], bytes: usize, covered: crate::hlc::Timestamp) -> Result<(), CrdtError> {
+        self.state.append(self.replica.state_key(), encoded).await?;
+        self.replica.note_persisted(covered);
+        let mut log = self.log.lock();
+        log.records += encoded.len();
+        log.bytes += bytes;
         Ok(())
     }
 
     async fn snapshot(&self) -> Result<(), CrdtError> {
-        self.replica.save_to(&self.state).await?;
-        self.since_snapshot.store(0, Ordering::Relaxed);
+        let size = self.replica.save_to(&self.state).await?;
+        *self.log.lock() = LogSize { records: 0, bytes: 0, snapshot: size };
         *self.last_snapshot.lock() = tokio::time::Instant::now();
         Ok(())
     }
@@ -327,9 +353,15 @@ impl<S: StateStore> Replicator<S> {
                 return;
             }
             if *paused.borrow() {
+                // paused (a partitioned cell): local writes are still persisted
                 tokio::select! {
                     _ = paused.changed() => {}
                     _ = stop.changed() => {}
+                    _ = tokio::time::sleep(PARKED_RETRY) => {
+                        if let Err(e) = self.flush().await {
+                            tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: saving local writes failed");
+                        }
+                    }
                 }
                 continue;
             }
