@@ -2,8 +2,15 @@
 //! with the binary log on (`testkit::MariaDbServer`) and one rdkafka
 //! MockCluster topic: the same number of counter writes go through each
 //! source to a replicator in another cell (apply, save state in memory,
-//! commit). Prints throughput (writes until the last was applied) and
-//! replication lag p50/p99 per source.
+//! commit). Two phases per source:
+//!
+//! 1. steady: one writer, `WRITES` writes one after the other, relay running.
+//!    Lag from the write to Kafka (a consumer reads the message: the broker
+//!    made it readable, which is what `acks=all` waits for) and to the apply
+//!    at the replicator, p50/p99; writes/s end to end.
+//! 2. backlog: the relay stopped, `BACKLOG` rows written, then the relay
+//!    started: relay throughput in changes/s, from its start to the last
+//!    change readable in Kafka.
 //!
 //! - outbox: `INSERT` business row + `Outbox::enqueue` in one transaction,
 //!   then `Outbox::wake` (the relay publishes at once).
@@ -15,18 +22,73 @@
 //! (needs `/usr/sbin/mariadbd` and `/usr/bin/mariadb-install-db`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crdt::binlog::{BinlogConfig, BinlogRelay, PositionStore, RowKind, TableMapping};
+use crdt::kafka::headers::event_from_message;
 use crdt::kafka::{Relay, Replicator};
 use crdt::outbox::Outbox;
 use crdt::{MemoryStateStore, Replica};
 use mysql_async::prelude::Queryable;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
 const WRITES: usize = 500;
+const BACKLOG: usize = 2000;
+
+/// Every change a plain consumer read: (object id, read at ms, HLC ms).
+type Seen = Arc<Mutex<Vec<(String, u64, u64)>>>;
+
+/// Reads the topic from the start on a thread of its own until `stop`.
+fn watch_topic(bootstrap: &str, topic: &str, stop: Arc<std::sync::atomic::AtomicBool>) -> Seen {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("watch-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "1")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else { continue };
+            let at = now_ms();
+            if let Ok(ev) = event_from_message(&m) {
+                seen.lock().unwrap().push((ev.aggregate_id, at, ev.ts.physical_ms()));
+            }
+        }
+    });
+    out
+}
+
+/// Changes read of objects starting with `prefix`.
+fn read_count(seen: &Seen, prefix: &str) -> usize {
+    seen.lock().unwrap().iter().filter(|(id, _, _)| id.starts_with(prefix)).count()
+}
+
+/// Waits until `n` changes of objects starting with `prefix` were read.
+async fn wait_read(seen: &Seen, prefix: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read_count(seen, prefix) < n {
+        assert!(Instant::now() < deadline, "{prefix}: {} of {n} read", read_count(seen, prefix));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// p50 and p99 (ms) of write -> readable in Kafka for objects starting with `prefix`.
+fn kafka_lag(seen: &Seen, prefix: &str) -> (u64, u64, usize) {
+    let mut lags: Vec<u64> =
+        seen.lock().unwrap().iter().filter(|(id, _, _)| id.starts_with(prefix)).map(|(_, at, hlc)| at.saturating_sub(*hlc)).collect();
+    lags.sort_unstable();
+    let q = |p: f64| lags.get(((lags.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0);
+    (q(0.5), q(0.99), lags.len())
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -58,6 +120,8 @@ async fn main() {
     let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(3).unwrap();
     cluster.create_topic(&topic, 3, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
+    let stop_watch = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = watch_topic(&bootstrap, &topic, stop_watch.clone());
 
     // the receiving cell
     let fra = Arc::new(Replica::try_new("fra".parse().unwrap(), 1, Duration::from_secs(5)).unwrap());
@@ -78,6 +142,10 @@ async fn main() {
     let sh = Arc::new(Replica::try_new("sh".parse().unwrap(), 1, Duration::from_secs(5)).unwrap());
     let relay = Relay::new(outbox.clone(), &bootstrap, &topic).unwrap();
     let outbox_task = tokio::spawn(async move { relay.run(std::future::pending()).await });
+    let start_outbox = |outbox: Outbox| {
+        let relay = Relay::new(outbox, &bootstrap, &topic).unwrap();
+        tokio::spawn(async move { relay.run(std::future::pending()).await })
+    };
 
     // source 2: the binlog of the same server, published as origin `sh-cdc`
     let positions = PositionStore::try_new(&db, "cdc_positions").unwrap();
@@ -96,8 +164,11 @@ async fn main() {
     let config =
         BinlogConfig::try_new("sh-cdc", "sh-cdc", 1000 + server.server_id(), vec![mapping])
             .unwrap();
-    let mut cdc =
-        BinlogRelay::try_new(config, &server.url(), positions, &bootstrap, &topic).unwrap();
+    let new_cdc = || {
+        BinlogRelay::try_new(config.clone(), &server.url(), positions.clone(), &bootstrap, &topic)
+            .unwrap()
+    };
+    let mut cdc = new_cdc();
     cdc.run_once().await.unwrap(); // stores the starting position
     let cdc_task = tokio::spawn(async move { cdc.run(std::future::pending()).await });
 
@@ -124,26 +195,54 @@ async fn main() {
     wait(&fra, "cdc:", 1 + WRITES as i64).await;
     let binlog_total = start.elapsed();
 
+    // write -> applied of the steady phase (the backlog's is its queueing)
+    let applied = [fra.metrics().lag("sh").unwrap(), fra.metrics().lag("sh-cdc").unwrap()];
+
+    // backlog: each relay stopped, BACKLOG rows written, then the relay started
+    outbox_task.abort();
+    cdc_task.abort();
+    for i in 0..BACKLOG {
+        outbox_write(&sh, &outbox, &format!("ob:drain-{}", i % 10)).await;
+    }
+    let start = Instant::now();
+    let outbox_task = start_outbox(outbox.clone());
+    wait_read(&seen, "ob:drain", BACKLOG).await;
+    let outbox_drain = start.elapsed();
+    for i in 0..BACKLOG {
+        binlog_write(&mut conn, &format!("drain-{}", i % 10)).await;
+    }
+    let start = Instant::now();
+    let mut cdc = new_cdc();
+    let cdc_task = tokio::spawn(async move { cdc.run(std::future::pending()).await });
+    wait_read(&seen, "cdc:drain", BACKLOG).await;
+    let binlog_drain = start.elapsed();
+
     println!(
-        "{WRITES} counter writes per source, one writer, one receiving cell; host cores: {}",
+        "{WRITES} counter writes per source, one writer, one receiving cell, then a backlog of {BACKLOG}; host cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for (name, origin, writes, total) in [
-        ("outbox", "sh", outbox_writes, outbox_total),
-        ("binlog", "sh-cdc", binlog_writes, binlog_total),
+    let [outbox_applied, binlog_applied] = applied;
+    for (name, l, prefix, writes, total, drain) in [
+        ("outbox", outbox_applied, "ob:post", outbox_writes, outbox_total, outbox_drain),
+        ("binlog", binlog_applied, "cdc:post", binlog_writes, binlog_total, binlog_drain),
     ] {
-        let l = fra.metrics().lag(origin).unwrap();
+        let (k50, k99, kn) = kafka_lag(&seen, prefix);
         println!(
-            "{name:>6}: writes took {:>5} ms, last applied after {:>5} ms ({:>5.0} writes/s end to end); lag n={} p50={} ms p99={} ms max={} ms",
+            "{name:>6}: steady: writes took {:>5} ms, last applied after {:>5} ms ({:>5.0} writes/s end to end); \
+             write->Kafka n={kn} p50={k50} ms p99={k99} ms; write->applied n={} p50={} ms p99={} ms max={} ms; \
+             backlog: {BACKLOG} changes relayed in {:>5} ms ({:>6.0} changes/s)",
             writes.as_millis(),
             total.as_millis(),
             WRITES as f64 / total.as_secs_f64(),
             l.count,
             l.p50_ms,
             l.p99_ms,
-            l.max_ms
+            l.max_ms,
+            drain.as_millis(),
+            BACKLOG as f64 / drain.as_secs_f64(),
         );
     }
+    stop_watch.store(true, std::sync::atomic::Ordering::Relaxed);
     replicator.shutdown().await;
     outbox_task.abort();
     cdc_task.abort();

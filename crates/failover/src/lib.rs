@@ -104,6 +104,10 @@
 //!   [`sla::ApplyPhase::TimedOut`], never 0 ms) and the error budget left
 //!   (default target 99.995 %) with the spent budget attributed to dependency,
 //!   cell or switch; a JSON report and OpenTelemetry metrics.
+//!   [`sla::attribution`] names where the budget went from the audit rows,
+//!   the requests' outcomes and the probes' transitions: each failure and
+//!   each bad interval charged to (cell, switch + phase), (cell, down probe)
+//!   or (cell, unattributed).
 //!
 //! # Mapping decisions to the routing table
 //! A drain is `switch::Change::Drain` (the cell's state becomes `down`, so

@@ -1,6 +1,8 @@
 //! SLA figures: availability, P99.9 latency (HDR histogram), error rate and
 //! switch durations over a sliding window, and the error budget left against a
-//! target, with the budget spent attributed to causes.
+//! target, with the budget spent attributed to causes. [`attribution`] names
+//! where the budget went: which cell, which phase of which switch, which
+//! dependency probe.
 //!
 //! ```
 //! use std::time::Duration;
@@ -19,6 +21,8 @@
 //! println!("{}", report.to_json()?);
 //! # Ok(()) }
 //! ```
+
+pub mod attribution;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;

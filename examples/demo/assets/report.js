@@ -37,5 +37,14 @@
       return "<tr><td>" + esc(c) + "</td><td>" + n.requests + "</td><td>" + n.errors + "</td></tr>";
     })
     .join("");
+  const blame = (b) =>
+    b.kind === "switch" ? "switch " + b.switch + " " + b.phase : b.kind === "probe" ? "probe " + b.probe + " down" : "unattributed";
+  $("attribution").innerHTML = r.sla_attribution.rows
+    .map(
+      (b) =>
+        "<tr><td>" + esc(b.cell) + "</td><td>" + esc(blame(b)) + "</td><td>" + b.errors + "</td><td>" +
+        (b.error_share * 100).toFixed(1) + " %</td><td>" + b.bad_intervals + "</td></tr>",
+    )
+    .join("");
   $("audit").innerHTML = DemoCharts.auditHtml(r.audit_rows);
 })();

@@ -9,9 +9,17 @@
 //! (-> table written), `apply` (-> every router runs it), `reroute` (the
 //! second after the apply, while routers and clients catch up). A failback's
 //! window (intent -> applied) is `failback`. Anything else is `steady`.
+//!
+//! [`sla_attribution`] is the same question asked through the library:
+//! `failover::sla::attribution` charges each failure and each bad second to
+//! (cell, switch + phase), (cell, down probe) or (cell, unattributed), from
+//! the audit rows and the probers' probe transitions.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use failover::audit::AuditRecord;
+use failover::sla::attribution::{Attribution, AttributionReport, ProbeChange, RequestSample, SwitchSpan};
 use serde::Serialize;
 
 use crate::load::{Record, User};
@@ -87,6 +95,36 @@ pub(crate) fn attribute(records: &[Record], users: &[User], audit: &[AuditRow], 
     charged.into_iter().map(|((cell, _, table_version), (phase, errors))| BudgetRow { cell, phase, table_version, errors }).collect()
 }
 
+/// The bad intervals of the SLA attribution: seconds (a demo run is short).
+const SLA_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `failover::sla::attribution` over the run: every failed request charged to
+/// its user's home cell and a switch phase (from the audit rows, epoch ms,
+/// shifted by `t0`, the run's start in epoch ms), a down probe or nothing;
+/// `probes` in run ms.
+pub(crate) fn sla_attribution(records: &[Record], users: &[User], audit: &[AuditRecord], t0: u64, probes: &[ProbeChange]) -> AttributionReport {
+    let requests: Vec<RequestSample> = records
+        .iter()
+        .filter_map(|r| Some(RequestSample { at_ms: r.start_ms, cell: users.get(r.user)?.home.clone(), ok: r.ok }))
+        .collect();
+    let rel = |t: u64| t.saturating_sub(t0);
+    let switches: Vec<SwitchSpan> = audit
+        .iter()
+        .map(|a| {
+            let s = SwitchSpan::from(a);
+            SwitchSpan {
+                detected_at_ms: rel(s.detected_at_ms),
+                decided_at_ms: rel(s.decided_at_ms),
+                intent_at_ms: rel(s.intent_at_ms),
+                committed_at_ms: s.committed_at_ms.map(rel),
+                applied_at_ms: s.applied_at_ms.map(rel),
+                ..s
+            }
+        })
+        .collect();
+    Attribution::default().with_interval(SLA_INTERVAL).attribute(&requests, &switches, probes)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -152,6 +190,47 @@ mod tests {
             ]
         );
         assert_eq!(rows.iter().map(|r| r.errors).sum::<u64>(), 10, "every failure charged once");
+    }
+
+    #[test]
+    fn the_sla_attribution_names_the_switch_phase_the_down_probe_or_nothing() {
+        use failover::audit::AuditStatus;
+        use failover::sla::attribution::{Blame, SwitchPhase};
+        let t0 = 1_700_000_000_000;
+        let drain = AuditRecord {
+            tx_id: "77".into(),
+            flow: "a".into(),
+            from: "state=active".into(),
+            to: "state=down".into(),
+            reason: String::new(),
+            rule: "r".into(),
+            actor: "t".into(),
+            status: AuditStatus::Applied,
+            version_before: 1,
+            version_after: 2,
+            detected_at_ms: t0 + 1_100,
+            decided_at_ms: t0 + 1_390,
+            intent_at_ms: t0 + 1_400,
+            committed_at_ms: Some(t0 + 1_410),
+            applied_at_ms: Some(t0 + 1_420),
+            note: None,
+        };
+        let users = vec![user("a"), user("b")];
+        let probes = [ProbeChange { at_ms: 900, cell: "b".into(), probe: "healthz".into(), up: false }];
+        let records = [failed(0, 1_200), failed(0, 1_050), failed(1, 1_000), Record { ok: true, ..failed(1, 500) }];
+        let r = sla_attribution(&records, &users, &[drain], t0, &probes);
+        let got: Vec<(&str, &Blame, u64)> = r.rows.iter().map(|x| (x.cell.as_str(), &x.blame, x.errors)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", &Blame::Switch { switch: "77".into(), phase: SwitchPhase::Detect }, 1),
+                ("b", &Blame::Probe { probe: "healthz".into() }, 1),
+                ("a", &Blame::Unattributed, 1),
+            ]
+        );
+        // a's second 1 is bad: its two failures tie, the switch (first in order) takes it
+        assert_eq!(r.rows.iter().map(|x| x.bad_intervals).collect::<Vec<_>>(), [1, 1, 0]);
+        assert_eq!((r.requests, r.errors, r.bad_intervals), (4, 3, 2), "a's second 1 and b's second 1 are bad");
     }
 
     #[test]

@@ -28,6 +28,67 @@ pub(crate) struct DemoConfig {
     /// The gateway's passive outlier detection per cell instance.
     #[serde(default)]
     pub(crate) outlier: cellrouter::outlier::OutlierSpec,
+    /// Where the cells' changes come from (`--replication` overrides it).
+    #[serde(default)]
+    pub(crate) replication: Replication,
+}
+
+/// Where the cells' CRDT changes are captured from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Replication {
+    /// A transactional outbox row beside each business row (`crdt::outbox`).
+    #[default]
+    Outbox,
+    /// The business tables only; a `crdt::binlog::BinlogRelay` per cell reads
+    /// the MySQL/MariaDB binary log (`DEMO_DATABASE_URL`, row format).
+    Binlog,
+}
+
+impl Replication {
+    /// The mode's name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Replication::Outbox => "outbox",
+            Replication::Binlog => "binlog",
+        }
+    }
+
+    /// Checks that this build and the cells' database (`DEMO_DATABASE_URL`)
+    /// can run the mode: the binlog needs the `binlog` feature and a
+    /// MySQL/MariaDB URL.
+    pub(crate) fn check(self, database_url: Option<&str>) -> Result<(), DemoError> {
+        if self == Replication::Outbox {
+            return Ok(());
+        }
+        if !cfg!(feature = "binlog") {
+            return Err(DemoError::BinlogNotBuilt);
+        }
+        match database_url {
+            Some(u) if u.starts_with("mysql://") || u.starts_with("mariadb://") => Ok(()),
+            other => Err(DemoError::BinlogNeedsMysql { found: other.map(|u| u.split(':').next().unwrap_or_default().to_string()) }),
+        }
+    }
+}
+
+/// Sets `replication: MODE` in the config file at `path` (the copy the
+/// orchestrator hands the cells), so the cells run the `--replication` asked for.
+pub(crate) fn set_replication(path: &std::path::Path, mode: Replication) -> Result<(), DemoError> {
+    let text = std::fs::read_to_string(path)?;
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| invalid(format!("not a demo config: {e}")))?;
+    let serde_yaml::Value::Mapping(m) = &mut doc else {
+        return Err(invalid("the config is not a YAML mapping"));
+    };
+    m.insert("replication".into(), mode.as_str().into());
+    let text = serde_yaml::to_string(&doc).map_err(|e| invalid(e.to_string()))?;
+    DemoConfig::from_yaml(&text)?;
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// The cells' database URL (`DEMO_DATABASE_URL`), when one is set.
+pub(crate) fn database_url() -> Option<String> {
+    std::env::var("DEMO_DATABASE_URL").ok().filter(|u| !u.is_empty())
 }
 
 fn default_slots() -> u32 {
@@ -287,6 +348,30 @@ impl DemoConfig {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binlog_replication_without_a_mysql_database_is_a_typed_error() {
+        assert!(Replication::Outbox.check(None).is_ok());
+        if cfg!(feature = "binlog") {
+            assert!(matches!(Replication::Binlog.check(None), Err(DemoError::BinlogNeedsMysql { found: None })));
+            let pg = Replication::Binlog.check(Some("postgres://u@h/db"));
+            assert!(matches!(&pg, Err(DemoError::BinlogNeedsMysql { found: Some(s) }) if s == "postgres"), "{pg:?}");
+            assert!(pg.unwrap_err().to_string().contains("DEMO_DATABASE_URL"));
+            assert!(Replication::Binlog.check(Some("mysql://root@127.0.0.1:3306/test")).is_ok());
+        } else {
+            assert!(matches!(Replication::Binlog.check(Some("mysql://root@h/db")), Err(DemoError::BinlogNotBuilt)));
+        }
+    }
+
+    #[test]
+    fn set_replication_overrides_the_file_the_cells_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.yaml");
+        std::fs::write(&path, DEFAULT_YAML).unwrap();
+        assert_eq!(DemoConfig::load(Some(&path)).unwrap().replication, Replication::Outbox);
+        set_replication(&path, Replication::Binlog).unwrap();
+        assert_eq!(DemoConfig::load(Some(&path)).unwrap().replication, Replication::Binlog);
+    }
 
     #[test]
     fn the_embedded_default_is_valid() {

@@ -41,6 +41,18 @@ pub(crate) enum DemoError {
         /// `"down"` or `"running"`.
         state: &'static str,
     },
+    /// `--replication binlog` in a demo built without the `binlog` feature.
+    #[error("--replication binlog needs a demo built with `--features binlog` (cargo run -p demo --features binlog -- --replication binlog)")]
+    BinlogNotBuilt,
+    /// `--replication binlog` without a MySQL/MariaDB database for the cells.
+    #[error(
+        "--replication binlog reads the cells' tables from a MySQL/MariaDB binary log: set DEMO_DATABASE_URL to a MySQL/MariaDB server with log_bin on, binlog_format=ROW and GTIDs (e.g. mysql://root@127.0.0.1:3306/test); found {}",
+        found.as_deref().map_or_else(|| "no DEMO_DATABASE_URL (SQLite)".to_string(), |s| format!("a {s}: URL"))
+    )]
+    BinlogNeedsMysql {
+        /// The scheme of the URL given, if any.
+        found: Option<String>,
+    },
     /// Anything else.
     #[error("{0}")]
     Other(String),

@@ -32,6 +32,7 @@ mod html_report;
 mod identity;
 mod load;
 mod orchestrator;
+mod probe_log;
 mod replication;
 mod report;
 mod telemetry;

@@ -54,6 +54,10 @@ pub(crate) struct RunArgs {
     /// Also write the run's report as one self-contained HTML file.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<PathBuf>,
+    /// Where the cells' changes are captured [default: the config's, outbox]:
+    /// `binlog` needs `DEMO_DATABASE_URL` on MySQL/MariaDB with the binlog on.
+    #[arg(long, value_enum)]
+    pub(crate) replication: Option<crate::config::Replication>,
 }
 
 fn free_port() -> Result<u16, DemoError> {
@@ -93,6 +97,13 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
         Some(p) => std::fs::copy(p, &config_path).map(|_| ())?,
         None => std::fs::write(&config_path, crate::config::DEFAULT_YAML)?,
     }
+    // replication: --replication overrides the config the cells read; checked before any cell starts
+    if let Some(mode) = args.replication {
+        crate::config::set_replication(&config_path, mode)?;
+    }
+    let replication = args.replication.unwrap_or(cfg.replication);
+    replication.check(crate::config::database_url().as_deref())?;
+    let cfg = DemoConfig { replication, ..cfg };
 
     // ports and the initial table
     let mut ports = Vec::new();
@@ -201,6 +212,8 @@ async fn drive(
     }
     // probers first; the engine starts once every prober sees every cell healthy
     let (hubs, _probers) = control::start_probers(cfg, table)?;
+    // SLA gap attribution: which probe was down when
+    let probe_log = hubs.first().map(crate::probe_log::ProbeLog::record).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(15);
     while !hubs.iter().all(|h| {
         let s = h.snapshot();
@@ -328,6 +341,8 @@ async fn drive(
         audit,
         states: last,
         timeline: stats.timeline(),
+        probes: probe_log.since(t0_wall),
+        replication: cfg.replication,
     });
     drop(controller);
     drop(engine);

@@ -62,15 +62,15 @@ pub(crate) struct CellReplication {
     pub(crate) writes: Option<u64>,
 }
 
-/// Writes a cell's state JSON holds: every post's likes plus its comments.
+/// Writes a cell's state JSON holds: every post's like ids plus its comments
+/// (the like counter, kept in outbox mode only, counts the same likes).
 pub(crate) fn writes_in(state: &str) -> Option<u64> {
     let state: BTreeMap<String, serde_json::Value> = serde_json::from_str(state).ok()?;
     Some(
         state
             .iter()
             .map(|(k, v)| match k.split_once(':').map(|(kind, _)| kind) {
-                Some("likes") => v.as_u64().unwrap_or(0),
-                Some("comments") => v.as_array().map_or(0, |a| a.len() as u64),
+                Some("like_ids" | "comments") => v.as_array().map_or(0, |a| a.len() as u64),
                 _ => 0,
             })
             .sum(),
@@ -131,7 +131,9 @@ mod tests {
 
     #[test]
     fn writes_count_likes_and_comments() {
-        assert_eq!(writes_in(r#"{"likes:p":3,"comments:p":["1","2"],"likes:q":1}"#), Some(6));
+        let outbox = r#"{"likes:p":3,"like_ids:p":["a","b","c"],"comments:p":["1","2"],"likes:q":1,"like_ids:q":["d"]}"#;
+        assert_eq!(writes_in(outbox), Some(6));
+        assert_eq!(writes_in(r#"{"like_ids:p":["a","b","c"],"comments:p":["1","2"]}"#), Some(5), "binlog mode: no counters");
         assert_eq!(writes_in("{}"), Some(0));
         assert_eq!(writes_in("not json"), None);
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
 use failover::audit::{AuditRecord, AuditStatus, epoch_ms};
+use failover::sla::attribution::{AttributionReport, Blame, ProbeChange};
 use serde::Serialize;
 
 use crate::load::{Op, Record, User};
@@ -65,6 +66,8 @@ pub(crate) struct AuditRow {
 /// The whole report (the `--json` line).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
+    /// Where the cells' changes were captured (`outbox` or `binlog`).
+    pub(crate) replication: crate::config::Replication,
     pub(crate) cells: BTreeMap<String, CellCounts>,
     pub(crate) killed_cell: String,
     pub(crate) kill_at_ms: u64,
@@ -91,6 +94,10 @@ pub(crate) struct Report {
     pub(crate) timeline: Vec<BTreeMap<String, u64>>,
     /// Where the error budget went: failed requests by home cell and switch phase.
     pub(crate) error_budget: Vec<crate::budget::BudgetRow>,
+    /// Where the error budget went, as `failover::sla::attribution` charges
+    /// it: per (home cell, switch + phase | down probe | unattributed), the
+    /// failed requests and the bad seconds.
+    pub(crate) sla_attribution: AttributionReport,
 }
 
 /// What the orchestrator gathered.
@@ -108,6 +115,10 @@ pub(crate) struct Inputs<'a> {
     pub(crate) states: BTreeMap<String, Option<(String, u64)>>,
     /// Successes per cell per second ([`crate::stats::Stats::timeline`]).
     pub(crate) timeline: Vec<BTreeMap<String, u64>>,
+    /// The probers' probe transitions, ms since the run started.
+    pub(crate) probes: Vec<ProbeChange>,
+    /// Where the cells' changes were captured.
+    pub(crate) replication: crate::config::Replication,
 }
 
 const DRAINED: &str = "state=down";
@@ -218,7 +229,9 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
     let audit_rows = audit_rows(&i.audit, t0);
     let kill = (i.kill_ms > 0).then_some((i.killed.as_str(), i.kill_ms));
     let error_budget = crate::budget::attribute(i.records, i.users, &audit_rows, kill);
+    let sla_attribution = crate::budget::sla_attribution(i.records, i.users, &i.audit, t0, &i.probes);
     Report {
+        replication: i.replication,
         cells,
         killed_cell: i.killed.clone(),
         kill_at_ms: i.kill_ms,
@@ -239,6 +252,7 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         failover_served,
         timeline: i.timeline,
         error_budget,
+        sla_attribution,
     }
 }
 
@@ -269,6 +283,15 @@ pub(crate) fn audit_rows(audit: &[AuditRecord], t0: u64) -> Vec<AuditRow> {
 
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v} ms"))
+}
+
+/// What a row of the SLA attribution blames, in words.
+pub(crate) fn blame_label(b: &Blame) -> String {
+    match b {
+        Blame::Switch { switch, phase } => format!("switch {switch} {}", phase.as_str()),
+        Blame::Probe { probe } => format!("probe {probe} down"),
+        Blame::Unattributed => "unattributed".into(),
+    }
 }
 
 /// The human-readable report.
@@ -315,7 +338,7 @@ pub(crate) fn print_human(r: &Report) {
     println!("  client errors during the switch: {}", r.client_errors_during_switch);
     println!("  failback (restart -> table applied): {}", opt(r.failback_ms));
     println!();
-    println!("== correctness ==");
+    println!("== correctness ({} replication) ==", r.replication.as_str());
     println!("  requests: {} ({} errors)", r.total_requests, r.errors_total);
     println!("  acknowledged writes: {}, lost: {}", r.acked_writes, r.lost_writes);
     println!("  converged: {} ({} cells)", r.converged, r.digests.len());
@@ -327,6 +350,19 @@ pub(crate) fn print_human(r: &Report) {
     for b in &r.error_budget {
         let v = b.table_version.map_or_else(String::new, |v| format!(" (table v{v})"));
         println!("  {:>10} {:>9}{v}: {}", b.cell, b.phase, b.errors);
+    }
+    println!();
+    let a = &r.sla_attribution;
+    println!("== SLA gap attribution ({} failed requests, {} bad seconds) ==", a.errors, a.bad_intervals);
+    for row in &a.rows {
+        println!(
+            "  {:>10} {:<28} {:>6} errors ({:>5.1} %), {:>3} bad seconds",
+            row.cell,
+            blame_label(&row.blame),
+            row.errors,
+            row.error_share * 100.0,
+            row.bad_intervals
+        );
     }
     println!();
     println!("== audit log ==");

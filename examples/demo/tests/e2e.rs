@@ -73,6 +73,20 @@ fn short_run_fails_over_fails_back_and_loses_nothing() {
     }
     assert_eq!(r["converged"], true, "{r}");
 
+    // the library's SLA gap attribution charges every failure once as well,
+    // and the killed cell's detect-phase failures to a switch of that cell
+    let sla = &r["sla_attribution"];
+    let rows = sla["rows"].as_array().expect("SLA attribution rows");
+    assert_eq!(sla["errors"], r["errors_total"], "{r}");
+    assert_eq!(rows.iter().map(|b| b["errors"].as_u64().unwrap()).sum::<u64>(), r["errors_total"].as_u64().unwrap(), "{r}");
+    assert_eq!(rows.iter().map(|b| b["bad_intervals"].as_u64().unwrap()).sum::<u64>(), sla["bad_intervals"].as_u64().unwrap(), "{r}");
+    let in_detect = |pick: &dyn Fn(&serde_json::Value) -> bool, arr: &[serde_json::Value]| -> u64 {
+        arr.iter().filter(|b| pick(b)).map(|b| b["errors"].as_u64().unwrap()).sum()
+    };
+    let budget_detect = in_detect(&|b| b["cell"] == "beijing" && b["phase"] == "detect", budget);
+    let sla_detect = in_detect(&|b| b["cell"] == "beijing" && b["kind"] == "switch" && b["phase"] == "detect", rows);
+    assert!(sla_detect >= budget_detect, "{r}");
+
     // an audit row for the drain and one for the failback, both applied, in order
     let rows = r["audit_rows"].as_array().unwrap();
     let drain = rows.iter().position(|a| a["action"] == "drain" && a["cell"] == "beijing").expect("a drain row");

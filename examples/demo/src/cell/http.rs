@@ -74,7 +74,11 @@ async fn read(State(s): State<Arc<AppState>>, Path(p): Path<String>) -> Response
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Response {
-    let pending = s.posts.storage.outbox.pending_count().await.unwrap_or(-1);
+    // outbox rows not yet relayed, or (binlog mode) rows not yet back from the binlog
+    let pending = match (s.posts.storage.outbox.pending_count().await, s.posts.pending_binlog().await) {
+        (Ok(outbox), Ok(binlog)) => outbox + binlog,
+        _ => -1,
+    };
     let stats = s.posts.replica.metrics().stats();
     Json(serde_json::json!({
         "cell": s.posts.cell.as_str(),

@@ -2,6 +2,8 @@
 //! service on its instance ports, replication through the outbox and Kafka,
 //! its routing table from the control plane, `/healthz` from its probes.
 
+#[cfg(feature = "binlog")]
+mod binlog;
 mod cache;
 mod grpc;
 pub(crate) mod http;
@@ -88,6 +90,13 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let _replicator = replicator.spawn();
     // sent rows are kept an hour (at most 100k), and never past the last durable snapshot
     let retention = crdt::outbox::Retention::try_new(Some(Duration::from_secs(3600)), Some(100_000))?;
+    // --replication binlog: the business tables' binlog, not the outbox, carries this cell's writes
+    if cfg.replication == crate::config::Replication::Binlog {
+        #[cfg(feature = "binlog")]
+        binlog::start(&url, &prefix, &storage, &cell, &args.kafka, &args.topic).await?;
+        #[cfg(not(feature = "binlog"))]
+        return Err(DemoError::BinlogNotBuilt);
+    }
     let relay = Relay::new(storage.outbox.clone(), &args.kafka, &args.topic)?
         .with_poll_interval(Duration::from_millis(20))
         .with_retention(retention, replica.clone());
@@ -113,7 +122,7 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
         Ok(u) if !u.is_empty() => Some(cache::Cache::connect(&u, format!("{prefix}post:")).await?),
         _ => None,
     };
-    let posts = posts::Posts { cell: cell.clone(), replica, storage, ids, cache };
+    let posts = posts::Posts { cell: cell.clone(), replica, storage, ids, cache, replication: cfg.replication };
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -1,7 +1,9 @@
 //! The comments-and-likes logic shared by the HTTP and gRPC front ends: a write
 //! is a business row plus an outbox row in one transaction, then a local CRDT
 //! commit; reads come from the local replica (through the optional Redis cache,
-//! behind a breaker).
+//! behind a breaker). With `--replication binlog` a write is the business row
+//! alone: the cell's binlog relay publishes it, and the replica takes it from
+//! the topic like another cell's.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -10,9 +12,11 @@ use std::sync::Arc;
 use cellctx::CellId;
 use crdt::{Replica, Value};
 use serde::Serialize;
+use sqlx::Row;
 
 use super::cache::Cache;
 use super::storage::Storage;
+use crate::config::Replication;
 use crate::error::DemoError;
 
 /// One cell's posts.
@@ -23,6 +27,8 @@ pub(crate) struct Posts {
     pub(crate) storage: Storage,
     pub(crate) ids: idgen::Generator,
     pub(crate) cache: Option<Cache>,
+    /// Where the writes are captured from.
+    pub(crate) replication: Replication,
 }
 
 /// A post as this cell sees it.
@@ -62,6 +68,11 @@ impl Posts {
     /// Likes `post`.
     pub(crate) async fn like(&self, post: &str) -> Result<Written, DemoError> {
         let id = self.ids.next_id()?.to_string();
+        if self.replication == Replication::Binlog {
+            let q = format!("INSERT INTO {} (id, post, user_id) VALUES ({})", self.storage.likes, self.storage.ph(3));
+            sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).execute(self.storage.outbox.pool()).await?;
+            return self.written(id, post).await;
+        }
         let mut guard = self.replica.lock().await;
         let change = guard.counter_add("post", &likes_key(post), 1)?;
         let liked = guard.or_add("post", &like_ids_key(post), &id)?;
@@ -82,6 +93,12 @@ impl Posts {
     /// Comments `text` on `post`; the comment id joins the post's OR-set.
     pub(crate) async fn comment(&self, post: &str, text: &str) -> Result<Written, DemoError> {
         let id = self.ids.next_id()?.to_string();
+        if self.replication == Replication::Binlog {
+            let q = format!("INSERT INTO {} (id, post, user_id, body) VALUES ({})", self.storage.comments, self.storage.ph(4));
+            let insert = sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).bind(text.to_string());
+            insert.execute(self.storage.outbox.pool()).await?;
+            return self.written(id, post).await;
+        }
         let mut guard = self.replica.lock().await;
         let change = guard.or_add("post", &comments_key(post), &id)?;
         let mut tx = self.storage.outbox.pool().begin().await?;
@@ -102,6 +119,34 @@ impl Posts {
         Ok(Written { id, cell: self.cell.to_string() })
     }
 
+    /// A binlog-mode write's acknowledgement (the row is committed).
+    async fn written(&self, id: String, post: &str) -> Result<Written, DemoError> {
+        self.invalidate(post).await;
+        Ok(Written { id, cell: self.cell.to_string() })
+    }
+
+    /// Binlog mode: this cell's rows (likes and comments) its replica does not
+    /// hold yet, i.e. not yet relayed from the binlog and applied back; 0 in
+    /// outbox mode.
+    pub(crate) async fn pending_binlog(&self) -> Result<i64, DemoError> {
+        if self.replication != Replication::Binlog {
+            return Ok(0);
+        }
+        let mut pending = 0;
+        for (table, key) in [(&self.storage.likes, like_ids_key as fn(&str) -> String), (&self.storage.comments, comments_key)] {
+            let rows = sqlx::query(&format!("SELECT id, post FROM {table}")).fetch_all(self.storage.outbox.pool()).await?;
+            let mut by_set: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in rows {
+                by_set.entry(key(&r.try_get::<String, _>(1)?)).or_default().push(r.try_get(0)?);
+            }
+            for (set, ids) in by_set {
+                let held = self.replica.get(&set).await.and_then(|v| v.members()).unwrap_or_default();
+                pending += ids.iter().filter(|id| !held.contains(id)).count() as i64;
+            }
+        }
+        Ok(pending)
+    }
+
     async fn invalidate(&self, post: &str) {
         if let Some(c) = &self.cache {
             c.invalidate(post).await;
@@ -117,7 +162,8 @@ impl Posts {
         }
         let likes = match self.replica.get(&likes_key(post)).await {
             Some(Value::Counter(c)) => c.value(),
-            _ => 0,
+            // binlog mode keeps the likes' ids only
+            _ => self.replica.get(&like_ids_key(post)).await.and_then(|v| v.members()).map_or(0, |m| m.len() as i64),
         };
         let mut comments = self.replica.get(&comments_key(post)).await.and_then(|v| v.members()).unwrap_or_default();
         comments.sort();
