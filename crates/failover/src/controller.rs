@@ -350,11 +350,17 @@ impl<B: SwitchBackend> Controller<B> {
         Ok((record, apply))
     }
 
-    /// The change `plan` wants for `cell`: drained, awaiting or ramping cells
-    /// down, serving cells active.
+    /// The change `plan` wants for `cell`: serving cells active, ramping
+    /// cells at their share, drained or awaiting cells down (spread as the
+    /// plan spills them).
     fn wanted(plan: &Plan, cell: &CellId) -> Option<Change> {
         plan.get(cell).map(|alloc| match alloc.phase {
             CellPhase::Serving => Change::Failback(cell.clone()),
+            CellPhase::Ramping { share } => Change::Ramp { cell: cell.clone(), permille: crate::change::permille(share) },
+            _ if alloc.spill.len() > 1 => Change::Spread {
+                cell: cell.clone(),
+                targets: alloc.spill.iter().map(|s| (s.to.clone(), crate::change::permille(s.share))).collect(),
+            },
             _ => Change::Drain(cell.clone()),
         })
     }
@@ -471,13 +477,16 @@ impl<B: SwitchBackend> Controller<B> {
             let step = tokio::select! {
                 why = &mut lost => return Exit::Deposed(why.unwrap_or_else(|_| "lease renewal stopped".into())),
                 d = decisions.recv() => match d {
-                    Ok(d) => match SwitchRequest::from_decision(&d, &self.rule) {
-                        Some(req) => {
-                            pending.remove(d.cell());
-                            self.attempt(req, None, &mut pending, events).await
+                    Ok(d) => {
+                        let req = SwitchRequest::from_decision_in(&d, &self.rule, Some(&plan.borrow().clone()));
+                        match req {
+                            Some(req) => {
+                                pending.remove(d.cell());
+                                self.attempt(req, None, &mut pending, events).await
+                            }
+                            None => Ok(()),
                         }
-                        None => Ok(()),
-                    },
+                    }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "controller fell behind the decisions; resyncing from the plan");
                         let _ = events.send(ControllerEvent::Resynced { missed });

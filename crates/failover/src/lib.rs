@@ -166,6 +166,7 @@ mod retry;
 mod outcome;
 pub mod rules;
 pub mod sla;
+mod steps;
 #[cfg(all(feature = "etcd", feature = "sql"))]
 pub mod switch;
 
