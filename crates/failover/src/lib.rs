@@ -98,6 +98,9 @@
 //!   de-duplication and a bounded drop-oldest queue. It subscribes to the
 //!   engine's decisions, the controller's events and a health hub's
 //!   snapshots; nothing waits for the receiver.
+//! - `idempotency` (feature `sql`): durable deduplication of retried writes in
+//!   the cell's own database: `IdempotencyStore` and the tower
+//!   `IdempotencyLayer` a cell mounts around its write handlers.
 //! - [`sla`]: availability, P99.9 latency (HDR histogram), error rate, switch
 //!   durations (detect / decide / commit / apply, defined on
 //!   [`sla::SwitchPhases`]; a router apply that timed out is
@@ -154,6 +157,8 @@ mod controller;
 mod driver;
 mod engine;
 mod error;
+#[cfg(feature = "sql")]
+pub mod idempotency;
 #[cfg(all(feature = "etcd", feature = "sql"))]
 mod etcd_leader;
 mod layer;
