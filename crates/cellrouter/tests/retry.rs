@@ -67,7 +67,7 @@ async fn resetting() -> (String, Arc<AtomicUsize>) {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
             h.fetch_add(1, Ordering::SeqCst);
-            let _ = s.set_linger(Some(Duration::ZERO));
+            let _ = s.set_zero_linger();
             drop(s);
         }
     });

@@ -171,6 +171,8 @@ mod retry;
 mod outcome;
 pub mod rules;
 pub mod sla;
+#[cfg(feature = "sql")]
+mod steer;
 mod steps;
 #[cfg(all(feature = "etcd", feature = "sql"))]
 pub mod switch;

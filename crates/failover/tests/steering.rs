@@ -207,3 +207,117 @@ async fn a_manual_drain_respects_the_cap_unless_forced_and_the_audit_says_so() {
     assert_eq!(rows.len(), 2);
     assert!(!rows[0].reason.contains("forced"));
 }
+
+mod rules_that_act {
+    use std::time::Duration;
+
+    use failover::{Controller, ControllerEvent, RuleEngine, spawn_engine};
+    use tokio::sync::broadcast;
+
+    use super::*;
+
+    async fn next<T>(events: &mut broadcast::Receiver<ControllerEvent>, mut pick: impl FnMut(ControllerEvent) -> Option<T>) -> T {
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("no event in 10 s").unwrap();
+            if let Some(t) = pick(ev) {
+                return t;
+            }
+        }
+    }
+
+    fn switched(ev: ControllerEvent) -> Option<AuditRecord> {
+        match ev {
+            ControllerEvent::Switched(r) => Some(*r),
+            _ => None,
+        }
+    }
+
+    async fn controller(
+        dir: &tempfile::TempDir,
+        t: RoutingTable,
+        rules: &RuleEngine,
+    ) -> (TableStore, failover::EngineHandle, failover::ControllerHandle, broadcast::Receiver<ControllerEvent>) {
+        let store = TableStore::with_table(t.clone()).unwrap();
+        let s = switch(dir, &store).await;
+        let cfg = DecisionConfig::new().with_min_dwell(Duration::from_millis(1));
+        let engine = spawn_engine(DecisionEngine::try_new(cfg, CellSpec::from_table(&t, 100.0)).unwrap(), vec![], Duration::from_millis(20));
+        let c = Controller::new(s).with_rules(rules.clone(), Duration::from_millis(20)).unwrap().spawn(&engine).await.unwrap();
+        let events = c.events();
+        (store, engine, c, events)
+    }
+
+    #[tokio::test]
+    async fn a_cohort_rule_moves_exactly_its_slots_and_ending_it_moves_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = RuleEngine::new();
+        rules.load_str("rules:\n  - name: canary-10\n    action: { cohort: { region: eu, percent: 10, to: canary } }\n").unwrap();
+        let t = table(1024, true);
+        let before = {
+            let s = TableStore::with_table(t.clone()).unwrap();
+            slots(&s)
+        };
+        let (store, _engine, _c, mut events) = controller(&dir, t, &rules).await;
+        let row = next(&mut events, switched).await;
+        assert_eq!((row.rule.as_str(), row.to.as_str()), ("canary-10", "cohort eu->canary: 102 slots"));
+        let after = slots(&store);
+        let moved: Vec<usize> = (0..after.len()).filter(|&i| after[i] != before[i]).collect();
+        assert_eq!(moved, (0..102).collect::<Vec<_>>());
+        assert!(moved.iter().all(|&i| after[i] == (before[i].0.clone(), Some(id("canary")))));
+
+        rules.load_str("rules: []\n").unwrap();
+        let row = next(&mut events, switched).await;
+        assert_eq!(row.to, "cohort eu->canary: 0 slots");
+        assert_eq!(slots(&store), before);
+    }
+
+    #[tokio::test]
+    async fn a_hold_rule_keeps_a_drain_back_until_it_stops_holding() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = RuleEngine::new();
+        rules.load_str("rules:\n  - name: keep-a\n    when: \"now.unix > 0\"\n    action: { hold_drain: a }\n").unwrap();
+        let (store, engine, _c, mut events) = controller(&dir, table(999, false), &rules).await;
+        engine.drain(&id("a")).await.unwrap();
+        let (cell, rule) = next(&mut events, |e| match e {
+            ControllerEvent::Held { cell, rule, .. } => Some((cell, rule)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((cell, rule.as_str()), (id("a"), "keep-a"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.current().unwrap().cell(&id("a")).unwrap().state, CellState::Active, "held");
+
+        rules.load_str("rules: []\n").unwrap();
+        let row = next(&mut events, switched).await;
+        assert_eq!(row.to, "state=down");
+        assert!(row.reason.contains("keep-a"), "{}", row.reason);
+    }
+
+    #[tokio::test]
+    async fn a_failback_blocked_by_a_window_waits_and_a_rule_drain_is_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = RuleEngine::new();
+        // a window that holds at any hour (the test cannot pick the clock)
+        rules.load_str("rules:\n  - name: peak\n    when: \"now.hour >= 0 && now.hour < 24\"\n    action: { block_failback: a }\n").unwrap();
+        let (store, engine, _c, mut events) = controller(&dir, table(999, false), &rules).await;
+        engine.drain(&id("a")).await.unwrap();
+        assert_eq!(next(&mut events, switched).await.to, "state=down");
+        engine.approve_failback(&id("a")).await.unwrap();
+        let change = next(&mut events, |e| match e {
+            ControllerEvent::Held { change, .. } => Some(change),
+            _ => None,
+        })
+        .await;
+        assert!(matches!(change, Change::Ramp { .. } | Change::Failback(_)), "{change:?}");
+        assert_eq!(store.current().unwrap().cell(&id("a")).unwrap().state, CellState::Down, "blocked");
+
+        // the window ends; a drain rule for b acts, forced
+        rules.load_str("rules:\n  - name: drain-b\n    action: { drain: b }\n").unwrap();
+        let mut rows = [next(&mut events, switched).await, next(&mut events, switched).await];
+        rows.sort_by_key(|r| r.flow.clone());
+        // released as the plan wants it now: the ramp's current step
+        assert_eq!(rows[0].flow, "a");
+        assert!(rows[0].from == "state=down" && rows[0].to.starts_with("state=active"), "{:?}", rows[0]);
+        assert_eq!((rows[1].flow.as_str(), rows[1].to.as_str(), rows[1].rule.as_str()), ("b", "state=down", "drain-b"));
+        assert!(rows[1].reason.contains("forced"), "{}", rows[1].reason);
+    }
+}
