@@ -56,6 +56,17 @@ use crate::table::{CellState, CompiledTable};
 /// IETF draft writes it); without one the gateway's request id is used.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
+/// The header the gateway sets on a retried attempt; a cell whose routing
+/// layer has [`with_failover_retries`](crate::CellRouterLayer::with_failover_retries)
+/// serves it if it may ([`may_serve_retry`]).
+pub const RETRY_HEADER: &str = "x-cell-retry";
+
+/// Whether `local` may serve a retried request resolved as `res`: it is the
+/// home cell or in the home's failover list, and the key's region allows it.
+pub fn may_serve_retry(table: &CompiledTable, res: &crate::Resolution<'_>, local: &CellId) -> bool {
+    table.allows(res.region, local) && table.cell(res.home).is_some_and(|h| &h.id == local || h.failover.contains(local))
+}
+
 /// The cell to try after `tried` failed for `key` in `region`'s slot map:
 /// in order the slot's migration target, its home cell, then the home's
 /// failover list; the first that was not tried, is not `down`, is not

@@ -28,6 +28,9 @@ pub(crate) struct DemoConfig {
     /// The gateway's passive outlier detection per cell instance.
     #[serde(default)]
     pub(crate) outlier: cellrouter::outlier::OutlierSpec,
+    /// The gateway's retries on the failover cell.
+    #[serde(default)]
+    pub(crate) retry: crate::gateway::RetrySpec,
 }
 
 fn default_slots() -> u32 {
@@ -174,6 +177,10 @@ impl DemoConfig {
         }
         if l.request_timeout_ms == 0 {
             return Err(invalid("load.request_timeout_ms must be > 0"));
+        }
+        let rt = &self.retry;
+        if rt.first_byte_ms == 0 || !(0.0..=100.0).contains(&rt.budget_percent) || rt.max_retries > 3 {
+            return Err(invalid("retry: first_byte_ms > 0, budget_percent in 0..=100, max_retries <= 3"));
         }
         let r = &self.rules;
         if r.probers == 0 || r.prober_quorum == 0 || r.prober_quorum > r.probers {

@@ -16,4 +16,5 @@ mod layer;
 mod store;
 
 pub use layer::{IdempotencyKey, IdempotencyLayer, Idempotency, IdempotentBody, REPLAYED_HEADER, ResponseFuture};
+pub use sqldialect::Dialect;
 pub use store::{IdempotencyStats, IdempotencyStore, MAX_KEY_LEN, StoredResponse};

@@ -11,6 +11,8 @@ use cellctx::CellId;
 use crdt::{Replica, Value};
 use serde::Serialize;
 
+use failover::idempotency::{IdempotencyKey, StoredResponse};
+
 use super::cache::Cache;
 use super::storage::Storage;
 use crate::error::DemoError;
@@ -59,9 +61,30 @@ fn user() -> String {
 }
 
 impl Posts {
-    /// Likes `post`.
-    pub(crate) async fn like(&self, post: &str) -> Result<Written, DemoError> {
-        let id = self.ids.next_id()?.to_string();
+    /// The id of a write: derived from its idempotency key when it has one
+    /// (the same write applied by two cells is one OR-set member once they
+    /// replicate), else a fresh idgen id.
+    fn write_id(&self, key: Option<&IdempotencyKey>) -> Result<String, DemoError> {
+        Ok(match key {
+            Some(k) => format!("k{:016x}", cellrouter::xxh3(k.key().as_bytes())),
+            None => self.ids.next_id()?.to_string(),
+        })
+    }
+
+    /// Records the write's answer under its key in the write's transaction.
+    async fn record(&self, key: Option<&IdempotencyKey>, tx: &mut sqlx::AnyConnection, w: &Written) -> Result<(), DemoError> {
+        if let Some(k) = key {
+            let body = serde_json::to_vec(w).map_err(|e| DemoError::Other(e.to_string()))?;
+            let resp = StoredResponse { status: 200, content_type: Some("application/json".into()), body };
+            k.record_in(&self.storage.idempotency, tx, &resp).await.map_err(|e| DemoError::Other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Likes `post`, once per idempotency key.
+    pub(crate) async fn like(&self, post: &str, key: Option<&IdempotencyKey>) -> Result<Written, DemoError> {
+        let id = self.write_id(key)?;
+        let written = Written { id: id.clone(), cell: self.cell.to_string() };
         let mut guard = self.replica.lock().await;
         let change = guard.counter_add("post", &likes_key(post), 1)?;
         let liked = guard.or_add("post", &like_ids_key(post), &id)?;
@@ -70,18 +93,21 @@ impl Posts {
         sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).execute(&mut *tx).await?;
         self.storage.outbox.enqueue(&mut tx, &change).await?;
         self.storage.outbox.enqueue(&mut tx, &liked).await?;
+        self.record(key, &mut tx, &written).await?;
         tx.commit().await?;
         guard.commit(&change)?;
         guard.commit(&liked)?;
         drop(guard);
         self.storage.outbox.wake();
         self.invalidate(post).await;
-        Ok(Written { id, cell: self.cell.to_string() })
+        Ok(written)
     }
 
-    /// Comments `text` on `post`; the comment id joins the post's OR-set.
-    pub(crate) async fn comment(&self, post: &str, text: &str) -> Result<Written, DemoError> {
-        let id = self.ids.next_id()?.to_string();
+    /// Comments `text` on `post`, once per idempotency key; the comment id
+    /// joins the post's OR-set.
+    pub(crate) async fn comment(&self, post: &str, text: &str, key: Option<&IdempotencyKey>) -> Result<Written, DemoError> {
+        let id = self.write_id(key)?;
+        let written = Written { id: id.clone(), cell: self.cell.to_string() };
         let mut guard = self.replica.lock().await;
         let change = guard.or_add("post", &comments_key(post), &id)?;
         let mut tx = self.storage.outbox.pool().begin().await?;
@@ -94,12 +120,13 @@ impl Posts {
             .execute(&mut *tx)
             .await?;
         self.storage.outbox.enqueue(&mut tx, &change).await?;
+        self.record(key, &mut tx, &written).await?;
         tx.commit().await?;
         guard.commit(&change)?;
         drop(guard);
         self.storage.outbox.wake();
         self.invalidate(post).await;
-        Ok(Written { id, cell: self.cell.to_string() })
+        Ok(written)
     }
 
     async fn invalidate(&self, post: &str) {
@@ -115,9 +142,14 @@ impl Posts {
         {
             return v;
         }
-        let likes = match self.replica.get(&likes_key(post)).await {
-            Some(Value::Counter(c)) => c.value(),
-            _ => 0,
+        // the likes are the like ids (a like applied by two cells under one
+        // key is one id); the counter is what a client without keys would read
+        let likes = match self.replica.get(&like_ids_key(post)).await.and_then(|v| v.members()) {
+            Some(ids) => ids.len() as i64,
+            None => match self.replica.get(&likes_key(post)).await {
+                Some(Value::Counter(c)) => c.value(),
+                _ => 0,
+            },
         };
         let mut comments = self.replica.get(&comments_key(post)).await.and_then(|v| v.members()).unwrap_or_default();
         comments.sort();
