@@ -55,7 +55,8 @@ fn short_run_fails_over_fails_back_and_loses_nothing() {
     assert_eq!(r["errors_by_phase"]["during_switch"]["errors"], 0, "{r}");
     let retries = &r["retries"];
     let (sent, received, retried) = (retries["sent"].as_u64().unwrap(), retries["received"].as_u64().unwrap(), retries["retried"].as_u64().unwrap());
-    assert_eq!(sent, received + retried, "each request sent once, plus its retries: {r}");
+    // each request sent at most once plus its retries (an attempt with no instance is not sent)
+    assert!(sent <= received + retried && retried <= received, "{r}");
 
     // the failback ramps through the table: at least 3 steps, each a table
     // version of its own, the last one the cell fully back
