@@ -276,3 +276,31 @@ fn invalid_budgets_are_errors() {
     assert!(RetryBudget::try_new(-1.0, 10, Duration::from_secs(10)).is_err());
     assert!(RetryBudget::try_new(0.2, 10, Duration::from_secs(10)).is_ok());
 }
+
+/// A failover cell serves a retried request before the table has switched
+/// (the home died a moment ago), when its routing layer allows it; a cell
+/// that is not in the home's failover list still refuses.
+#[tokio::test]
+async fn the_failover_cell_serves_a_retry_before_the_table_switched() {
+    use cellrouter::retry::RETRY_HEADER;
+    use cellrouter::{CellRouterLayer, MisroutePolicy};
+    let mut t = table("http://127.0.0.1:1", "http://127.0.0.1:2");
+    t.cells.push(Cell::new(id("c"), id("eu"), "http://127.0.0.1:3"));
+    let store = TableStore::with_table(t).unwrap();
+    let send = |local: &str, allow: bool, retry: bool| {
+        let layer = CellRouterLayer::new(store.clone(), id(local)).with_policy(MisroutePolicy::Refuse).with_failover_retries(allow);
+        let svc = tower::ServiceBuilder::new().layer(layer).service_fn(|_req: http::Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"served"))))
+        });
+        let mut req = http::Request::builder().header("x-user-id", "user-1");
+        if retry {
+            req = req.header(RETRY_HEADER, "1");
+        }
+        svc.oneshot(req.body(Full::new(Bytes::new())).unwrap())
+    };
+    let status = |r: Result<http::Response<_>, _>| r.unwrap().status();
+    assert_eq!(status(send("b", true, true).await), http::StatusCode::OK);
+    assert_eq!(status(send("b", true, false).await), http::StatusCode::MISDIRECTED_REQUEST, "not a retry");
+    assert_eq!(status(send("b", false, true).await), http::StatusCode::MISDIRECTED_REQUEST, "not allowed by the layer");
+    assert_eq!(status(send("c", true, true).await), http::StatusCode::MISDIRECTED_REQUEST, "not a failover target of a");
+}
