@@ -109,12 +109,16 @@
 //!   cell or switch; a JSON report and OpenTelemetry metrics.
 //!
 //! # Mapping decisions to the routing table
-//! A drain is `switch::Change::Drain` (the cell's state becomes `down`, so
-//! `cellrouter` sends its slots to its failover list); failback is
-//! `switch::Change::Failback`; intermediate ramp shares and spill caps are
-//! expressed in the [`Plan`] (for unkeyed traffic and weighted selection,
-//! `cellrouter::SmoothWrr` weights or `switch::Change::SetWeight`): the routing
-//! table itself has no per-slot fractional weights.
+//! A drain is [`Change::Drain`] (the cell's state becomes `down`, so
+//! `cellrouter` sends its slots to its failover list); when the [`Plan`]
+//! spills the cell over several targets (each within its `headroom_rps`) it
+//! is [`Change::Spread`]: shares of its slots migrate to each target. Each
+//! failback step is [`Change::Ramp`] (the cell active again, the share of its
+//! slots not yet home migrating to its failover target), the last one
+//! [`Change::Failback`]; a relapse during the ramp is a drain, which removes
+//! the ramp's moves. A canary cohort is [`Change::Cohort`]. Every one is a
+//! table version with its own audit row; the moves are slot migrations
+//! tagged with their purpose (`cellrouter::Migration::purpose`).
 //!
 //! # Metrics (OpenTelemetry API, meter `failover`)
 //! | name | kind | attributes |
