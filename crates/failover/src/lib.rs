@@ -146,7 +146,8 @@
 //!   `switch` module.
 //! - `alerts-http`: `alert::AlertmanagerClient` (hyper-util's HTTP client).
 //! - `sql`: the [`audit`] log (MySQL/MariaDB, PostgreSQL, SQLite through sqlx).
-//!   Also the [`Controller`], the [`SwitchBackend`] trait and [`LocalSwitch`].
+//!   Also the [`Controller`], the [`SwitchBackend`] trait, [`LocalSwitch`]
+//!   and the `idempotency` store and layer.
 
 pub mod alert;
 #[cfg(feature = "sql")]
