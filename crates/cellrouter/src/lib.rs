@@ -67,6 +67,10 @@
 //!   [`Forwarder`] the user can wrap ([`CellRouterLayer::with_forwarder`]: TLS,
 //!   the hop signature, retries); plain HTTP only to cells whose link the table
 //!   marks private ([`PlaintextPolicy`]), HTTPS through rustls with the `tls` feature.
+//! - [`retry`]: a request retried inside itself on the next allowed cell of the
+//!   table ([`retry::next_target`], [`retry::FailoverPolicy`] for
+//!   `tower::retry`), writes only with an idempotency key, within a shared
+//!   [`retry::RetryBudget`] (tower's `TpsBudget`).
 //! - [`outlier`]: passive outlier detection (Envoy's): consecutive failures eject an
 //!   endpoint at once, for a time that grows with repeats, bounded by a max share.
 //! - [`Balancer`]: which endpoint of a cell gets a forwarded request (smooth WRR,
@@ -106,6 +110,7 @@ mod rebalance;
 pub mod metrics;
 pub mod outlier;
 mod resolve;
+pub mod retry;
 mod slot;
 pub mod source;
 mod store;

@@ -58,7 +58,7 @@ impl RebalancePlan {
                 last.end = m.slot;
                 continue;
             }
-            out.push(Migration { region: self.region.clone(), start: m.slot, end: m.slot, from: m.from.clone(), to: m.to.clone() });
+            out.push(Migration::new(self.region.clone(), m.slot, m.slot, m.from.clone(), m.to.clone()));
         }
         out
     }

@@ -182,6 +182,24 @@ pub struct Migration {
     pub from: CellId,
     /// The new owner.
     pub to: CellId,
+    /// Who put the move here (e.g. `ramp:eu-1`, `cohort:canary`), so the
+    /// writer that placed it can find and replace its own moves; absent for
+    /// plain slot migrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+impl Migration {
+    /// A plain move of `region`'s slots `start..=end` from `from` to `to`.
+    pub fn new(region: CellId, start: u32, end: u32, from: CellId, to: CellId) -> Self {
+        Migration { region, start, end, from, to, purpose: None }
+    }
+
+    /// Tags the move with who placed it.
+    pub fn with_purpose(mut self, purpose: impl Into<String>) -> Self {
+        self.purpose = Some(purpose.into());
+        self
+    }
 }
 
 /// The routing table as written in files and etcd (see the [module docs](self)).

@@ -126,12 +126,12 @@ fn validation_errors() {
     check(&|t| t.slots[0].cell = id("us-1"), &|e| matches!(e, InvalidTable::Compliance { .. }));
     // a migration of a pinned slot out of the allowed regions
     check(
-        &|t| t.migrations.push(Migration { region: id("eu-west"), start: 0, end: 3, from: id("eu-1"), to: id("us-1") }),
+        &|t| t.migrations.push(Migration::new(id("eu-west"), 0, 3, id("eu-1"), id("us-1"))),
         &|e| matches!(e, InvalidTable::Compliance { .. }),
     );
     // a migration not starting from the owner
     check(
-        &|t| t.migrations.push(Migration { region: id("eu-west"), start: 0, end: 3, from: id("eu-2"), to: id("ec-1") }),
+        &|t| t.migrations.push(Migration::new(id("eu-west"), 0, 3, id("eu-2"), id("ec-1"))),
         &|e| matches!(e, InvalidTable::BadMigration { slot: 0, .. }),
     );
 }
@@ -172,7 +172,7 @@ fn resolve_follows_state_failover_and_migration() {
     // migrating slot -> new owner (ASK)
     let mut raw = geo_table();
     let slot = slot_of(&k, 128);
-    raw.migrations.push(Migration { region: id("eu-west"), start: slot, end: slot, from: id("eu-1"), to: id("eu-2") });
+    raw.migrations.push(Migration::new(id("eu-west"), slot, slot, id("eu-1"), id("eu-2")));
     let t6 = raw.compile().unwrap();
     let r = resolve_in(&t6, &id("eu-west"), &k).unwrap();
     assert_eq!((r.home.as_str(), r.target.as_str(), r.kind), ("eu-1", "eu-2", TargetKind::Migrating));

@@ -273,7 +273,7 @@ async fn migrating_slot_is_forwarded_then_moved() {
     // ASK: a's slot migrating to b -> a forwards to b even under the Refuse policy.
     let mut mig = t.clone();
     mig.version = 2;
-    mig.migrations.push(cellrouter::Migration { region: id("eu"), start: slot, end: slot, from: id("a"), to: id("b") });
+    mig.migrations.push(cellrouter::Migration::new(id("eu"), slot, slot, id("a"), id("b")));
     store.store(mig).unwrap();
     let r = get(&cl.url("a"), &[("x-user-id", &ka)]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);

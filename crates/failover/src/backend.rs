@@ -50,6 +50,8 @@ pub struct Prepared {
     /// the table key, or the local table version.
     pub(crate) expected: i64,
     pub(crate) term: Term,
+    /// The drain cap is not applied (a forced switch).
+    pub(crate) forced: bool,
 }
 
 impl Prepared {
@@ -115,7 +117,7 @@ pub(crate) fn next_table(
     }
     table.version = stored.version + 1;
     table.validate().map_err(cellrouter::Error::from)?;
-    check_cap(stored, &table, cap)?;
+    check_cap(stored, &table, if req.force { None } else { cap })?;
     Ok(Some((table, change)))
 }
 
@@ -133,7 +135,7 @@ pub(crate) fn intent_record(
         flow: req.change.flow().to_string(),
         from,
         to,
-        reason: req.reason.clone(),
+        reason: if req.force { format!("{} [forced: drain cap not applied]", req.reason) } else { req.reason.clone() },
         rule: req.rule.clone(),
         actor: actor.to_string(),
         status: AuditStatus::Intent,

@@ -21,6 +21,8 @@ use crate::driver::EngineHandle;
 use crate::engine::{CellPhase, Decision, Plan};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
+use crate::rules::RuleEngine;
+use crate::steer::{self, Steering};
 use crate::sla::{ApplyPhase, SlaTracker};
 
 /// What the controller did (see [`ControllerHandle::events`]).
@@ -74,6 +76,16 @@ pub enum ControllerEvent {
     Resynced {
         /// Decisions missed.
         missed: u64,
+    },
+    /// A control rule holds a switch back (`hold_drain`, `block_failback`);
+    /// the switch the plan wants is made once no rule holds it.
+    Held {
+        /// The cell.
+        cell: CellId,
+        /// The rule.
+        rule: String,
+        /// The change held back.
+        change: Change,
     },
 }
 
@@ -196,6 +208,7 @@ pub struct Controller<B> {
     retry: RetryPolicy,
     retention: Option<Retention>,
     metrics: Metrics,
+    rules: Option<(RuleEngine, Duration)>,
 }
 
 /// The controller's instruments (meter `failover`), looked up once.
@@ -231,7 +244,23 @@ impl<B: SwitchBackend> Controller<B> {
             retry: RetryPolicy::default(),
             retention: Some(Retention::default()),
             metrics: Metrics::new(),
+            rules: None,
         }
+    }
+
+    /// Lets the control rules of `rules` act (see [`crate::rules`]), evaluated
+    /// every `every` while leading: `drain` drains a cell (forced past the
+    /// drain cap, audited as forced) and fails it back when the rule stops
+    /// holding; `cohort` moves a share of a region's slots to a canary cell;
+    /// `hold_drain` and `block_failback` hold the engine's switches back
+    /// ([`ControllerEvent::Held`]) until no rule holds them. Rules see the
+    /// cells' health as the engine's plan gives it. Zero is invalid.
+    pub fn with_rules(mut self, rules: RuleEngine, every: Duration) -> Result<Self, Error> {
+        if every.is_zero() {
+            return Err(Error::Config("rule evaluation interval must be positive".into()));
+        }
+        self.rules = Some((rules, every));
+        Ok(self)
     }
 
     /// How often the leader reconciles the audit table (and prunes it, with
@@ -350,11 +379,17 @@ impl<B: SwitchBackend> Controller<B> {
         Ok((record, apply))
     }
 
-    /// The change `plan` wants for `cell`: drained, awaiting or ramping cells
-    /// down, serving cells active.
+    /// The change `plan` wants for `cell`: serving cells active, ramping
+    /// cells at their share, drained or awaiting cells down (spread as the
+    /// plan spills them).
     fn wanted(plan: &Plan, cell: &CellId) -> Option<Change> {
         plan.get(cell).map(|alloc| match alloc.phase {
             CellPhase::Serving => Change::Failback(cell.clone()),
+            CellPhase::Ramping { share } => Change::Ramp { cell: cell.clone(), permille: crate::change::permille(share) },
+            _ if alloc.spill.len() > 1 => Change::Spread {
+                cell: cell.clone(),
+                targets: alloc.spill.iter().map(|s| (s.to.clone(), crate::change::permille(s.share))).collect(),
+            },
             _ => Change::Drain(cell.clone()),
         })
     }
@@ -461,28 +496,47 @@ impl<B: SwitchBackend> Controller<B> {
             return Exit::Deposed(why);
         }
         let current = plan.borrow().clone();
-        if let Err(why) = self.resync(&current, &mut pending, events, false, &mut heard).await {
+        let mut held: HashMap<CellId, String> = HashMap::new();
+        if let Err(why) = self.resync(&current, &mut pending, events, false, &mut heard, &mut held).await {
             return Exit::Deposed(why);
         }
         let mut ticks = tokio::time::interval_at(Instant::now() + self.reconcile_every, self.reconcile_every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rules_tick = self.rules.as_ref().map(|(_, every)| {
+            let mut t = tokio::time::interval(*every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let mut steering = Steering::default();
         loop {
             let due = pending.values().map(|p| p.due).min();
             let step = tokio::select! {
                 why = &mut lost => return Exit::Deposed(why.unwrap_or_else(|_| "lease renewal stopped".into())),
                 d = decisions.recv() => match d {
-                    Ok(d) => match SwitchRequest::from_decision(&d, &self.rule) {
-                        Some(req) => {
-                            pending.remove(d.cell());
-                            self.attempt(req, None, &mut pending, events).await
+                    Ok(d) => {
+                        let current = plan.borrow().clone();
+                        match SwitchRequest::from_decision_in(&d, &self.rule, Some(&current)) {
+                            Some(req) => {
+                                pending.remove(d.cell());
+                                match self.held_by(&current, &req.change) {
+                                    Some(rule) => {
+                                        self.hold(&mut held, req.change, rule, events);
+                                        Ok(())
+                                    }
+                                    None => {
+                                        held.remove(d.cell());
+                                        self.attempt(req, None, &mut pending, events).await
+                                    }
+                                }
+                            }
+                            None => Ok(()),
                         }
-                        None => Ok(()),
-                    },
+                    }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "controller fell behind the decisions; resyncing from the plan");
                         let _ = events.send(ControllerEvent::Resynced { missed });
                         let current = plan.borrow().clone();
-                        self.resync(&current, &mut pending, events, true, &mut HashMap::new()).await
+                        self.resync(&current, &mut pending, events, true, &mut HashMap::new(), &mut held).await
                     }
                     Err(RecvError::Closed) => return Exit::Closed,
                 },
@@ -507,11 +561,66 @@ impl<B: SwitchBackend> Controller<B> {
                     res
                 },
                 _ = ticks.tick() => self.reconcile(events, true).await,
+                _ = sleep_opt(rules_tick.as_mut()) => {
+                    let current = plan.borrow().clone();
+                    self.steer(&current, &mut steering, &mut held, &mut pending, events).await
+                },
             };
             if let Err(why) = step {
                 return Exit::Deposed(why);
             }
         }
+    }
+
+    /// The control rule that holds `change` back now, if any.
+    fn held_by(&self, plan: &Plan, change: &Change) -> Option<String> {
+        let (rules, _) = self.rules.as_ref()?;
+        steer::held_by(&steer::evaluate(rules, plan), change).map(|r| r.to_string())
+    }
+
+    fn hold(&self, held: &mut HashMap<CellId, String>, change: Change, rule: String, events: &broadcast::Sender<ControllerEvent>) {
+        let cell = change.flow().clone();
+        if held.get(&cell) != Some(&rule) {
+            tracing::warn!(%cell, %rule, ?change, "switch held back by a rule");
+        }
+        held.insert(cell.clone(), rule.clone());
+        let _ = events.send(ControllerEvent::Held { cell, rule, change });
+    }
+
+    /// One evaluation of the control rules: held switches released when no
+    /// rule holds them any more (as the plan wants them now), then the
+    /// switches the rules ask for. `Err` only when the leadership is lost.
+    async fn steer(
+        &self,
+        plan: &Plan,
+        steering: &mut Steering,
+        held: &mut HashMap<CellId, String>,
+        pending: &mut HashMap<CellId, Pending>,
+        events: &broadcast::Sender<ControllerEvent>,
+    ) -> Result<(), String> {
+        let Some((rules, _)) = &self.rules else { return Ok(()) };
+        let matches = steer::evaluate(rules, plan);
+        let cells: Vec<CellId> = held.keys().cloned().collect();
+        for cell in cells {
+            let Some(change) = Self::wanted(plan, &cell) else {
+                held.remove(&cell);
+                continue;
+            };
+            match steer::held_by(&matches, &change) {
+                Some(rule) => {
+                    held.insert(cell, rule.to_string());
+                }
+                None => {
+                    let rule = held.remove(&cell).unwrap_or_default();
+                    let req = SwitchRequest::new(change).with_reason(format!("released: rule {rule} no longer holds")).with_rule(self.rule.clone());
+                    self.attempt(req, None, pending, events).await?;
+                }
+            }
+        }
+        for req in steering.switches(&matches, plan) {
+            self.attempt(req, None, pending, events).await?;
+        }
+        Ok(())
     }
 
     /// One switch attempt; a failure reconciles at once and schedules the
@@ -550,6 +659,7 @@ impl<B: SwitchBackend> Controller<B> {
     /// Brings every cell's table state in line with `plan`; failures are
     /// retried. `NoChange` events only when `report_unchanged`. A request in
     /// `heard` for the same change is used as is (its reason and instants).
+    /// A change a control rule holds back goes to `held` instead.
     async fn resync(
         &self,
         plan: &Plan,
@@ -557,10 +667,17 @@ impl<B: SwitchBackend> Controller<B> {
         events: &broadcast::Sender<ControllerEvent>,
         report_unchanged: bool,
         heard: &mut HashMap<CellId, SwitchRequest>,
+        held: &mut HashMap<CellId, String>,
     ) -> Result<(), String> {
         for cell in plan.cells.keys() {
             let Some(change) = Self::wanted(plan, cell) else { continue };
             pending.remove(cell);
+            if let Some(rule) = self.held_by(plan, &change) {
+                if self.backend.dry_run(&change).await.is_ok_and(|d| d.changes) {
+                    self.hold(held, change, rule, events);
+                }
+                continue;
+            }
             let req = match heard.remove(cell) {
                 Some(req) if req.change == change => req,
                 _ => SwitchRequest::new(change).with_reason("resync from the engine's plan").with_rule(self.rule.clone()),
@@ -597,6 +714,16 @@ impl<B: SwitchBackend> Controller<B> {
             }
         }
         Ok(())
+    }
+}
+
+/// The next tick of `interval`, or never.
+async fn sleep_opt(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

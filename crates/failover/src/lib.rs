@@ -98,6 +98,9 @@
 //!   de-duplication and a bounded drop-oldest queue. It subscribes to the
 //!   engine's decisions, the controller's events and a health hub's
 //!   snapshots; nothing waits for the receiver.
+//! - `idempotency` (feature `sql`): durable deduplication of retried writes in
+//!   the cell's own database: `IdempotencyStore` and the tower
+//!   `IdempotencyLayer` a cell mounts around its write handlers.
 //! - [`sla`]: availability, P99.9 latency (HDR histogram), error rate, switch
 //!   durations (detect / decide / commit / apply, defined on
 //!   [`sla::SwitchPhases`]; a router apply that timed out is
@@ -110,12 +113,16 @@
 //!   or (cell, unattributed).
 //!
 //! # Mapping decisions to the routing table
-//! A drain is `switch::Change::Drain` (the cell's state becomes `down`, so
-//! `cellrouter` sends its slots to its failover list); failback is
-//! `switch::Change::Failback`; intermediate ramp shares and spill caps are
-//! expressed in the [`Plan`] (for unkeyed traffic and weighted selection,
-//! `cellrouter::SmoothWrr` weights or `switch::Change::SetWeight`): the routing
-//! table itself has no per-slot fractional weights.
+//! A drain is [`Change::Drain`] (the cell's state becomes `down`, so
+//! `cellrouter` sends its slots to its failover list); when the [`Plan`]
+//! spills the cell over several targets (each within its `headroom_rps`) it
+//! is [`Change::Spread`]: shares of its slots migrate to each target. Each
+//! failback step is [`Change::Ramp`] (the cell active again, the share of its
+//! slots not yet home migrating to its failover target), the last one
+//! [`Change::Failback`]; a relapse during the ramp is a drain, which removes
+//! the ramp's moves. A canary cohort is [`Change::Cohort`]. Every one is a
+//! table version with its own audit row; the moves are slot migrations
+//! tagged with their purpose (`cellrouter::Migration::purpose`).
 //!
 //! # Metrics (OpenTelemetry API, meter `failover`)
 //! | name | kind | attributes |
@@ -143,7 +150,8 @@
 //!   `switch` module.
 //! - `alerts-http`: `alert::AlertmanagerClient` (hyper-util's HTTP client).
 //! - `sql`: the [`audit`] log (MySQL/MariaDB, PostgreSQL, SQLite through sqlx).
-//!   Also the [`Controller`], the [`SwitchBackend`] trait and [`LocalSwitch`].
+//!   Also the [`Controller`], the [`SwitchBackend`] trait, [`LocalSwitch`]
+//!   and the `idempotency` store and layer.
 
 pub mod alert;
 #[cfg(feature = "sql")]
@@ -158,6 +166,8 @@ mod controller;
 mod driver;
 mod engine;
 mod error;
+#[cfg(feature = "sql")]
+pub mod idempotency;
 #[cfg(all(feature = "etcd", feature = "sql"))]
 mod etcd_leader;
 mod layer;
@@ -170,6 +180,9 @@ mod retry;
 mod outcome;
 pub mod rules;
 pub mod sla;
+#[cfg(feature = "sql")]
+mod steer;
+mod steps;
 #[cfg(all(feature = "etcd", feature = "sql"))]
 pub mod switch;
 

@@ -223,12 +223,12 @@ impl LocalSwitch {
         };
         let record = intent_record(self.ids.next_id()?.to_string(), req, change, &self.actor, before, table.version);
         self.audit.insert_intent(&record).await?;
-        Ok(Prepare::Intent(Box::new(Prepared { record, table, expected: before as i64, term })))
+        Ok(Prepare::Intent(Box::new(Prepared { record, table, expected: before as i64, term, forced: req.force })))
     }
 
     async fn write_table(&self, p: &Prepared) -> Result<u64, Error> {
         let expected = u64::try_from(p.expected).unwrap_or_default();
-        match self.store.commit(self.candidate, p.term, expected, p.table.clone(), &p.record.tx_id, self.cap) {
+        match self.store.commit(self.candidate, p.term, expected, p.table.clone(), &p.record.tx_id, if p.forced { None } else { self.cap }) {
             Ok(at) => Ok(at),
             Err(e) => {
                 let note = format!("not written: {e}");

@@ -18,7 +18,27 @@
 //!   - name: half-weight
 //!     when: 'request.method == "POST" && request.path.startsWith("/orders")'
 //!     action: { weight: { cell: eu-1, weight: 50 } }
+//!   - name: no-failback-at-peak
+//!     when: 'now.hour >= 18 && now.hour < 22'
+//!     action: { block_failback: eu-1 }
+//!   - name: hold-eu-2-while-eu-1-is-out
+//!     when: '!health["eu-1"].healthy'
+//!     action: { hold_drain: eu-2 }
+//!   - name: canary-10-percent
+//!     action: { cohort: { region: eu, percent: 10, to: eu-canary } }
 //! ```
+//!
+//! Two kinds of actions:
+//! - per request (`route_cell`, `route_version`, `weight`): the first rule
+//!   that holds for a request ([`RuleEngine::evaluate`]); users matching an
+//!   expression (`ctx.user_pct < 10.0`, a header) go to a cell this way
+//!   (request paths skip the control actions they get);
+//! - control (`drain`, `hold_drain`, `block_failback`, `cohort`): every rule
+//!   that holds now, without a request ([`RuleEngine::evaluate_control`]);
+//!   the [`Controller`](crate::Controller) (`with_rules`) turns them into
+//!   audited routing-table switches: a forced drain, a drain the engine asked
+//!   for held back, a failback step held while a window lasts, a share of a
+//!   region's slots moved to a canary cell ([`Change::Cohort`](crate::Change::Cohort)).
 //!
 //! Variables:
 //! - `request`: `method`, `path`, `headers` (lower-case names; the first value
@@ -26,7 +46,8 @@
 //! - `ctx`: `region`, `tenant`, `user`, `cell` (strings, `""` when unknown) and
 //!   `user_pct`, the user's bucket in `[0, 100)` (`xxh3(user) % 10000 / 100`;
 //!   stable per user, so a 10 % split always picks the same users);
-//! - `health`: per cell id `{score: int, healthy: bool, error_rate: double}`.
+//! - `health`: per cell id `{score: int, healthy: bool, error_rate: double}`;
+//! - `now`: the UTC time, `{hour: int, minute: int, weekday: int (0 = Monday), unix: int}`.
 //!
 //! A rule set is checked before it replaces the one in force: every expression
 //! must parse and reference only these variables, names must be unique, actions
@@ -48,11 +69,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 /// Variables a rule may reference.
-pub const RULE_VARIABLES: [&str; 3] = ["request", "ctx", "health"];
+pub const RULE_VARIABLES: [&str; 4] = ["request", "ctx", "health", "now"];
 
 /// What a matching rule does. Written as a map with exactly one key:
 /// `{ route_cell: eu-2 }`, `{ route_version: v2 }`, `{ drain: eu-1 }`,
-/// `{ weight: { cell: eu-1, weight: 50 } }`.
+/// `{ weight: { cell: eu-1, weight: 50 } }`, `{ hold_drain: eu-1 }`,
+/// `{ block_failback: eu-1 }`, `{ cohort: { region: eu, percent: 10, to: eu-canary } }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ActionSpec", into = "ActionSpec")]
 pub enum Action {
@@ -69,6 +91,26 @@ pub enum Action {
         /// The weight (0..=10000).
         weight: u32,
     },
+    /// Do not drain this cell while the rule holds (the engine's drain waits).
+    HoldDrain(CellId),
+    /// Do not fail this cell back while the rule holds (ramp steps wait).
+    BlockFailback(CellId),
+    /// Send `percent` % of `region`'s slots to the canary cell `to`.
+    Cohort {
+        /// The region whose slots move.
+        region: CellId,
+        /// The share of its slots, 0..=100.
+        percent: u8,
+        /// The canary cell.
+        to: CellId,
+    },
+}
+
+impl Action {
+    /// Whether the controller acts on it (rather than the request path).
+    pub fn is_control(&self) -> bool {
+        matches!(self, Action::Drain(_) | Action::HoldDrain(_) | Action::BlockFailback(_) | Action::Cohort { .. })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -82,6 +124,20 @@ struct ActionSpec {
     drain: Option<CellId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     weight: Option<WeightSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hold_drain: Option<CellId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    block_failback: Option<CellId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cohort: Option<CohortSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CohortSpec {
+    region: CellId,
+    percent: u8,
+    to: CellId,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,9 +163,18 @@ impl TryFrom<ActionSpec> for Action {
         if let Some(w) = a.weight {
             out.push(Action::Weight { cell: w.cell, weight: w.weight });
         }
+        if let Some(c) = a.hold_drain {
+            out.push(Action::HoldDrain(c));
+        }
+        if let Some(c) = a.block_failback {
+            out.push(Action::BlockFailback(c));
+        }
+        if let Some(c) = a.cohort {
+            out.push(Action::Cohort { region: c.region, percent: c.percent, to: c.to });
+        }
         match (out.pop(), out.is_empty()) {
             (Some(a), true) => Ok(a),
-            _ => Err("an action needs exactly one of route_cell, route_version, drain, weight".into()),
+            _ => Err("an action needs exactly one of route_cell, route_version, drain, weight, hold_drain, block_failback, cohort".into()),
         }
     }
 }
@@ -122,6 +187,9 @@ impl From<Action> for ActionSpec {
             Action::RouteVersion(v) => s.route_version = Some(v),
             Action::Drain(c) => s.drain = Some(c),
             Action::Weight { cell, weight } => s.weight = Some(WeightSpec { cell, weight }),
+            Action::HoldDrain(c) => s.hold_drain = Some(c),
+            Action::BlockFailback(c) => s.block_failback = Some(c),
+            Action::Cohort { region, percent, to } => s.cohort = Some(CohortSpec { region, percent, to }),
         }
         s
     }
@@ -196,6 +264,11 @@ impl RuleSet {
                 && v.is_empty()
             {
                 return bad(format!("rule {}: empty version", r.name));
+            }
+            if let Action::Cohort { percent, .. } = &r.action
+                && *percent > 100
+            {
+                return bad(format!("rule {}: cohort percent {percent} above 100", r.name));
             }
             let program = match &r.when {
                 None => None,
@@ -304,6 +377,47 @@ impl RequestAttrs {
 /// The user's bucket in `[0, 100)` with two decimals: `xxh3(user) % 10000 / 100`.
 pub fn user_pct(user: &str) -> f64 {
     (cellrouter::xxh3(user.as_bytes()) % 10_000) as f64 / 100.0
+}
+
+/// The variables of one evaluation.
+fn context(req: &RequestAttrs, health: &HashMap<CellId, CellHealthView>) -> Context<'static> {
+    let mut ctx = Context::default();
+    let headers: HashMap<String, Value> = req.headers.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+    let request: HashMap<String, Value> = HashMap::from([
+        ("method".to_string(), s(&req.method)),
+        ("path".to_string(), s(&req.path)),
+        ("headers".to_string(), Value::from(headers)),
+    ]);
+    let cctx: HashMap<String, Value> = HashMap::from([
+        ("region".to_string(), s(&req.region)),
+        ("tenant".to_string(), s(&req.tenant)),
+        ("user".to_string(), s(&req.user)),
+        ("cell".to_string(), s(&req.cell)),
+        ("user_pct".to_string(), Value::Float(user_pct(&req.user))),
+    ]);
+    let h: HashMap<String, Value> = health
+        .iter()
+        .map(|(c, v)| {
+            let m: HashMap<String, Value> = HashMap::from([
+                ("score".to_string(), Value::Int(v.score as i64)),
+                ("healthy".to_string(), Value::Bool(v.healthy)),
+                ("error_rate".to_string(), Value::Float(v.error_rate)),
+            ]);
+            (c.to_string(), Value::from(m))
+        })
+        .collect();
+    let t = time::OffsetDateTime::now_utc();
+    let now: HashMap<String, Value> = HashMap::from([
+        ("hour".to_string(), Value::Int(i64::from(t.hour()))),
+        ("minute".to_string(), Value::Int(i64::from(t.minute()))),
+        ("weekday".to_string(), Value::Int(i64::from(t.weekday().number_days_from_monday()))),
+        ("unix".to_string(), Value::Int(t.unix_timestamp())),
+    ]);
+    ctx.add_variable_from_value("request", request);
+    ctx.add_variable_from_value("ctx", cctx);
+    ctx.add_variable_from_value("health", h);
+    ctx.add_variable_from_value("now", now);
+    ctx
 }
 
 fn s(v: &str) -> Value {
@@ -432,67 +546,56 @@ impl RuleEngine {
         if set.rules.is_empty() {
             return None;
         }
-        let mut ctx = Context::default();
-        let headers: HashMap<String, Value> = req.headers.iter().map(|(k, v)| (k.clone(), s(v))).collect();
-        let request: HashMap<String, Value> = HashMap::from([
-            ("method".to_string(), s(&req.method)),
-            ("path".to_string(), s(&req.path)),
-            ("headers".to_string(), Value::from(headers)),
-        ]);
-        let cctx: HashMap<String, Value> = HashMap::from([
-            ("region".to_string(), s(&req.region)),
-            ("tenant".to_string(), s(&req.tenant)),
-            ("user".to_string(), s(&req.user)),
-            ("cell".to_string(), s(&req.cell)),
-            ("user_pct".to_string(), Value::Float(user_pct(&req.user))),
-        ]);
-        let h: HashMap<String, Value> = health
-            .iter()
-            .map(|(c, v)| {
-                let m: HashMap<String, Value> = HashMap::from([
-                    ("score".to_string(), Value::Int(v.score as i64)),
-                    ("healthy".to_string(), Value::Bool(v.healthy)),
-                    ("error_rate".to_string(), Value::Float(v.error_rate)),
-                ]);
-                (c.to_string(), Value::from(m))
-            })
-            .collect();
-        ctx.add_variable_from_value("request", request);
-        ctx.add_variable_from_value("ctx", cctx);
-        ctx.add_variable_from_value("health", h);
-        for r in &set.rules {
-            if r.disabled.load(Ordering::Relaxed) {
-                continue;
-            }
-            let hit = match &r.program {
-                None => true,
-                // cel-interpreter 0.10 panics on some evaluations (e.g. negating
-                // i64::MIN in a build with overflow checks): the panic is contained,
-                // the rule disabled until the next load, and the engine goes on
-                Some(p) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.execute(&ctx))) {
-                    Ok(Ok(Value::Bool(b))) => b,
-                    Ok(Ok(other)) => {
-                        self.eval_error(&r.name, &format!("not a bool: {other:?}"));
-                        false
-                    }
-                    Ok(Err(e)) => {
-                        self.eval_error(&r.name, &e.to_string());
-                        false
-                    }
-                    Err(_) => {
-                        r.disabled.store(true, Ordering::Relaxed);
-                        self.inner.eval_errors.fetch_add(1, Ordering::Relaxed);
-                        self.inner.disabled.add(1, &[]);
-                        tracing::error!(rule = %r.name, "rule evaluation panicked: rule disabled until the rule set is reloaded");
-                        false
-                    }
-                },
-            };
-            if hit {
-                return Some(RuleMatch { rule: r.name.clone(), action: r.action.clone() });
-            }
+        let ctx = context(req, health);
+        set.rules.iter().find(|r| self.holds(r, &ctx)).map(|r| RuleMatch { rule: r.name.clone(), action: r.action.clone() })
+    }
+
+    /// Every control rule (see [`Action::is_control`]) that holds now for
+    /// `health`, in order; `request` and `ctx` are empty. Panicking rules are
+    /// disabled as in [`evaluate`](Self::evaluate).
+    pub fn evaluate_control(&self, health: &HashMap<CellId, CellHealthView>) -> Vec<RuleMatch> {
+        let set = self.inner.current.load();
+        if !set.rules.iter().any(|r| r.action.is_control()) {
+            return Vec::new();
         }
-        None
+        let ctx = context(&RequestAttrs::default(), health);
+        set.rules
+            .iter()
+            .filter(|r| r.action.is_control())
+            .filter(|r| self.holds(r, &ctx))
+            .map(|r| RuleMatch { rule: r.name.clone(), action: r.action.clone() })
+            .collect()
+    }
+
+    /// Whether `r` holds in `ctx`; contains a panicking evaluation.
+    fn holds(&self, r: &Rule, ctx: &Context) -> bool {
+        if r.disabled.load(Ordering::Relaxed) {
+            return false;
+        }
+        match &r.program {
+            None => true,
+            // cel-interpreter 0.10 panics on some evaluations (e.g. negating
+            // i64::MIN in a build with overflow checks): the panic is contained,
+            // the rule disabled until the next load, and the engine goes on
+            Some(p) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.execute(ctx))) {
+                Ok(Ok(Value::Bool(b))) => b,
+                Ok(Ok(other)) => {
+                    self.eval_error(&r.name, &format!("not a bool: {other:?}"));
+                    false
+                }
+                Ok(Err(e)) => {
+                    self.eval_error(&r.name, &e.to_string());
+                    false
+                }
+                Err(_) => {
+                    r.disabled.store(true, Ordering::Relaxed);
+                    self.inner.eval_errors.fetch_add(1, Ordering::Relaxed);
+                    self.inner.disabled.add(1, &[]);
+                    tracing::error!(rule = %r.name, "rule evaluation panicked: rule disabled until the rule set is reloaded");
+                    false
+                }
+            },
+        }
     }
 
     fn eval_error(&self, rule: &str, msg: &str) {

@@ -458,7 +458,7 @@ impl AtomicSwitch {
         };
         let record = intent_record(self.ids.next_id()?.to_string(), req, change, &self.actor, before, table.version);
         self.audit.insert_intent(&record).await?;
-        Ok(Prepare::Intent(Box::new(Step { record, table, expected: mod_revision, term: Term::new(key.rev() as u64) })))
+        Ok(Prepare::Intent(Box::new(Step { record, table, expected: mod_revision, term: Term::new(key.rev() as u64), forced: req.force })))
     }
 
     async fn leader_write(&self, p: &Step) -> Result<u64, Error> {

@@ -741,19 +741,26 @@ mod controller {
         assert!(row.decided_at_ms - row.detected_at_ms >= 280, "{row:?}");
 
         up.store(true, Ordering::SeqCst);
+        // the ramp's first step (50 %) is a table version of its own: half of
+        // a's slots home, the rest still on b
+        let step = next_switch(&mut events).await;
+        assert_eq!((step.from.as_str(), step.to.as_str()), ("state=down", "state=active home_slots=16/32"));
+        assert_eq!((step.version_before, step.version_after), (2, 3));
         let failback = next_switch(&mut events).await;
         assert_eq!(store.current().unwrap().cell(&id("a")).unwrap().state, CellState::Active);
+        assert!(store.current().unwrap().table().migrations.is_empty());
         let rows = audit.all().await.unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1], failback);
-        assert_eq!(rows[1].flow, "a");
-        assert_eq!((rows[1].from.as_str(), rows[1].to.as_str()), ("state=down", "state=active"));
-        assert_eq!((rows[1].version_before, rows[1].version_after), (2, 3));
-        assert_eq!(rows[1].status, AuditStatus::Applied);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1], step);
+        assert_eq!(rows[2], failback);
+        assert_eq!(rows[2].flow, "a");
+        assert_eq!((rows[2].from.as_str(), rows[2].to.as_str()), ("state=active home_slots=16/32", "state=active"));
+        assert_eq!((rows[2].version_before, rows[2].version_after), (3, 4));
+        assert_eq!(rows[2].status, AuditStatus::Applied);
         assert_eq!(engine.plan().get(&id("a")).unwrap().phase, CellPhase::Serving);
 
         let report = sla.report();
-        assert_eq!(report.switches.count, 2);
+        assert_eq!(report.switches.count, 3);
         assert!(report.switches.max_ms.detect >= 280.0, "{:?}", report.switches);
         probes.shutdown().await;
     }

@@ -54,3 +54,23 @@ fn a_panicking_rule_is_disabled_and_the_engine_goes_on() {
         assert_eq!(&*engine.evaluate(&request(), &HashMap::new()).unwrap().rule, "boom");
     }
 }
+
+/// The same containment for the control rules the controller evaluates
+/// without a request: the panicking rule is disabled, the cohort after it
+/// still acts.
+#[test]
+fn a_panicking_control_rule_is_disabled_and_the_next_ones_still_act() {
+    // control rules see no request: the known panics, guarded by `now`
+    // instead of the user
+    for expr in [PANICS[0], "now.hour >= 0 && -(-9223372036854775807 - 1) < 0"] {
+        let engine = RuleEngine::new();
+        let yaml = format!(
+            "rules:\n  - name: boom\n    when: \"{expr}\"\n    action: {{ hold_drain: eu-1 }}\n  - name: canary\n    when: \"now.hour >= 0\"\n    action: {{ cohort: {{ region: eu, percent: 10, to: eu-canary }} }}\n"
+        );
+        engine.load_str(&yaml).unwrap();
+        let m = engine.evaluate_control(&HashMap::new());
+        assert_eq!(m.iter().map(|m| &*m.rule).collect::<Vec<_>>(), vec!["canary"], "{expr}");
+        assert_eq!(engine.disabled(), vec!["boom".to_string()], "{expr}");
+        assert_eq!(engine.evaluate_control(&HashMap::new()).len(), 1);
+    }
+}

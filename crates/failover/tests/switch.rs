@@ -268,7 +268,10 @@ async fn dry_run_failback_and_applied_by_a_router() {
     assert_eq!(req.reason, r#"{"kind":"error_rate","rate":0.012}"#);
     let gap = req.decided_at.duration_since(req.detected_at).unwrap();
     assert!(gap >= Duration::from_millis(29_990) && gap <= Duration::from_millis(30_010), "{gap:?}");
-    assert!(SwitchRequest::from_decision(&failover::Decision::FailbackStep { cell: id("a"), share: 0.5, at: tokio::time::Instant::now() }, "r").is_none());
+    // a ramp step is a table change of its own (half of the cell's slots home)
+    let step = SwitchRequest::from_decision(&failover::Decision::FailbackStep { cell: id("a"), share: 0.5, at: tokio::time::Instant::now() }, "r");
+    assert_eq!(step.unwrap().change, Change::Ramp { cell: id("a"), permille: 500 });
+    assert!(SwitchRequest::from_decision(&failover::Decision::FailbackReady { cell: id("a"), at: tokio::time::Instant::now() }, "r").is_none());
     // A router watching the key applies the switch.
     let store = TableStore::new();
     let source = EtcdSource::try_new(vec![env.etcd.endpoint()]).unwrap().with_key(env.key.clone());

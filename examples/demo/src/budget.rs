@@ -71,7 +71,7 @@ fn windows(audit: &[AuditRow], kill: Option<(&str, u64)>) -> Vec<Window> {
             if let Some(applied) = a.applied_at_ms {
                 out.extend(w("reroute", applied, Some(applied + REROUTE_MS)));
             }
-        } else if a.action == "failback" {
+        } else if a.action == "failback" || a.action == "ramp" {
             out.extend(w("failback", a.intent_at_ms, a.applied_at_ms.or(a.committed_at_ms)));
         }
     }

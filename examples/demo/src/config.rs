@@ -31,6 +31,9 @@ pub(crate) struct DemoConfig {
     /// Where the cells' changes come from (`--replication` overrides it).
     #[serde(default)]
     pub(crate) replication: Replication,
+    /// The gateway's retries on the failover cell.
+    #[serde(default)]
+    pub(crate) retry: crate::gateway::RetrySpec,
 }
 
 /// Where the cells' CRDT changes are captured from.
@@ -235,6 +238,10 @@ impl DemoConfig {
         }
         if l.request_timeout_ms == 0 {
             return Err(invalid("load.request_timeout_ms must be > 0"));
+        }
+        let rt = &self.retry;
+        if rt.first_byte_ms == 0 || !(0.0..=100.0).contains(&rt.budget_percent) || rt.max_retries > 3 {
+            return Err(invalid("retry: first_byte_ms > 0, budget_percent in 0..=100, max_retries <= 3"));
         }
         let r = &self.rules;
         if r.probers == 0 || r.prober_quorum == 0 || r.prober_quorum > r.probers {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cellctx::{CellContext, CellId, PropagateCellContextLayer};
 use cellrouter::outlier::{OutlierConfig, OutlierDetector};
+use cellrouter::retry::{Attempts, CellAttemptError, FailoverPolicy, IDEMPOTENCY_KEY_HEADER, RETRY_HEADER, RetryBudget, is_idempotent};
 use cellrouter::{SmoothWrr, TableStore};
 use failover::OutcomeReporter;
 use http_body_util::{BodyExt, Full};
@@ -88,6 +90,25 @@ async fn reinstate(wrr: std::sync::Weak<SmoothWrr<usize>>, outliers: std::sync::
     }
 }
 
+impl Retrying {
+    fn try_new(store: &TableStore, spec: &RetrySpec) -> Result<Self, DemoError> {
+        let budget = RetryBudget::try_new(spec.budget_percent / 100.0, spec.min_per_sec, Duration::from_secs(10))
+            .map_err(|e| DemoError::Config(format!("retry: {e}")))?;
+        if spec.first_byte_ms == 0 {
+            return Err(DemoError::Config("retry.first_byte_ms must be > 0".into()));
+        }
+        Ok(Retrying {
+            policy: FailoverPolicy::new(store.clone(), budget).with_max_retries(spec.max_retries),
+            first_byte: Duration::from_millis(spec.first_byte_ms),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            retry_ok: AtomicU64::new(0),
+            retry_failed: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+        })
+    }
+}
+
 /// The gateway.
 pub(crate) struct Gateway {
     store: TableStore,
@@ -95,6 +116,69 @@ pub(crate) struct Gateway {
     auth: cellctx::auth::EdgeAuth,
     cells: HashMap<CellId, Upstream>,
     reporter: OutcomeReporter,
+    retry: Retrying,
+}
+
+/// Retries on the failover cell: the policy (with its shared budget), the
+/// first-byte budget of an attempt, and what happened.
+#[derive(Debug)]
+struct Retrying {
+    policy: FailoverPolicy,
+    first_byte: Duration,
+    /// Requests the gateway received (and forwarded at least once).
+    received: AtomicU64,
+    /// Attempts sent to cells.
+    sent: AtomicU64,
+    /// Retries that got a response / that failed too.
+    retry_ok: AtomicU64,
+    retry_failed: AtomicU64,
+    /// Writes a cell answered from its idempotency store.
+    replayed: AtomicU64,
+}
+
+/// The retry spec of `demo.yaml` (`retry:`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetrySpec {
+    /// Retries allowed, in % of the requests (tower's `TpsBudget`).
+    pub(crate) budget_percent: f32,
+    /// Retries allowed per second whatever the traffic.
+    pub(crate) min_per_sec: u32,
+    /// An attempt whose response has not started after this long is retried.
+    pub(crate) first_byte_ms: u64,
+    /// Retries per request.
+    pub(crate) max_retries: usize,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec { budget_percent: 20.0, min_per_sec: 10, first_byte_ms: 300, max_retries: 1 }
+    }
+}
+
+/// What the gateway's retries did (the report's `retries`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct RetryReport {
+    /// Requests received.
+    pub(crate) received: u64,
+    /// Attempts sent to cells.
+    pub(crate) sent: u64,
+    /// `sent / received`.
+    pub(crate) amplification: f64,
+    /// Retries made.
+    pub(crate) retried: u64,
+    /// Retries answered / failed too.
+    pub(crate) succeeded: u64,
+    /// Retries that failed too.
+    pub(crate) failed: u64,
+    /// Retries the budget refused.
+    pub(crate) budget_refused: u64,
+    /// Retries not made: no other allowed cell.
+    pub(crate) no_target: u64,
+    /// Retries not made: a write that may have landed, without a key.
+    pub(crate) not_idempotent: u64,
+    /// Duplicate writes a cell answered from its idempotency store.
+    pub(crate) duplicates_suppressed: u64,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -136,7 +220,33 @@ impl Gateway {
                 .map_err(BoxError::from);
             cells.insert(c.id.clone(), Upstream { endpoints: c.endpoints.clone(), wrr, outliers, svc: BoxCloneSyncService::new(svc) });
         }
-        Ok(Gateway { store, auth, cells, reporter })
+        let retry = Retrying::try_new(&store, &RetrySpec::default())?;
+        Ok(Gateway { store, auth, cells, reporter, retry })
+    }
+
+    /// Retries on the failover cell as `spec` says.
+    pub(crate) fn with_retry(mut self, spec: &RetrySpec) -> Result<Self, DemoError> {
+        self.retry = Retrying::try_new(&self.store, spec)?;
+        Ok(self)
+    }
+
+    /// What the retries did so far.
+    pub(crate) fn retry_report(&self) -> RetryReport {
+        let r = &self.retry;
+        let b = r.policy.budget().stats();
+        let (received, sent) = (r.received.load(Ordering::Relaxed), r.sent.load(Ordering::Relaxed));
+        RetryReport {
+            received,
+            sent,
+            amplification: if received == 0 { 0.0 } else { sent as f64 / received as f64 },
+            retried: b.retried,
+            succeeded: r.retry_ok.load(Ordering::Relaxed),
+            failed: r.retry_failed.load(Ordering::Relaxed),
+            budget_refused: b.budget_refused,
+            no_target: b.no_target,
+            not_idempotent: b.not_idempotent,
+            duplicates_suppressed: r.replayed.load(Ordering::Relaxed),
+        }
     }
 
     /// The gateway's HTTP service: the edge context layer wrapped around the
@@ -164,6 +274,81 @@ fn answer(status: StatusCode, msg: String) -> Response {
     (status, msg).into_response()
 }
 
+/// One attempt's answer: the cell that served it and its response.
+type Served = (CellId, http::Response<hyper::body::Incoming>);
+
+/// An attempt the table cannot place (no allowed cell left): never retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unroutable(String);
+
+/// One attempt on the cell [`Attempts::target`] names now: an instance by WRR x
+/// RTT, the hop signed, the response head within the first-byte budget.
+/// Transport failures come back as [`CellAttemptError`] for the retry policy
+/// (an open breaker tried nothing: a refusal).
+async fn attempt(gw: Arc<Gateway>, req: http::Request<Full<Bytes>>) -> Result<Served, BoxError> {
+    let (ctx, attempts) = match (req.extensions().get::<Arc<CellContext>>(), req.extensions().get::<Attempts>()) {
+        (Some(c), Some(a)) => (c.clone(), a.clone()),
+        _ => return Err(Unroutable("no context".into()).into()),
+    };
+    let target = {
+        let Some(table) = gw.store.current() else { return Err(Unroutable("no routing table".into()).into()) };
+        attempts.target(&table).map_err(|e| Unroutable(e.to_string()))?.clone()
+    };
+    let up = gw.cells.get(&target).ok_or_else(|| Unroutable(format!("unknown cell {target}")))?;
+    let refused = |why: &str| CellAttemptError::new(target.clone(), std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why.to_string()));
+    let Some(idx) = up.wrr.pick() else { return Err(refused("no instance").into()) };
+    let (parts, body) = req.into_parts();
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri = format!("{}{pq}", up.endpoints[idx]).parse::<http::Uri>().map_err(|e| Unroutable(e.to_string()))?;
+    let mut out = http::Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = uri;
+    for h in [http::header::CONTENT_TYPE, http::header::HeaderName::from_static(IDEMPOTENCY_KEY_HEADER)] {
+        if let Some(v) = parts.headers.get(&h) {
+            out.headers_mut().insert(h, v.clone());
+        }
+    }
+    if attempts.retries() > 0 {
+        // the failover cell serves it before the table has switched
+        out.headers_mut().insert(RETRY_HEADER, http::HeaderValue::from_static("1"));
+    }
+    // the context goes on as signed-off internal headers (client layer), with the chosen cell
+    let mut fwd_ctx = (*ctx).clone();
+    fwd_ctx.set_cell(Some(target.clone()));
+    gw.retry.sent.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let call = cellctx::scope(Arc::new(fwd_ctx), up.svc.clone().oneshot(out));
+    let result = match tokio::time::timeout(gw.retry.first_byte, call).await {
+        Ok(r) => r,
+        Err(elapsed) => Err(BoxError::from(elapsed)),
+    };
+    let rtt = started.elapsed();
+    if attempts.retries() > 0 {
+        let outcome = if result.is_ok() { &gw.retry.retry_ok } else { &gw.retry.retry_failed };
+        outcome.fetch_add(1, Ordering::Relaxed);
+    }
+    match result {
+        Ok(resp) => {
+            let ok = !resp.status().is_server_error();
+            up.wrr.observe_rtt(&idx, rtt);
+            up.record(idx, ok);
+            gw.reporter.report(&target, ok, rtt);
+            Ok((target, resp))
+        }
+        Err(e) => {
+            gw.reporter.report(&target, false, rtt);
+            if e.downcast_ref::<breaker::Error>().is_some() {
+                // an open breaker sent nothing
+                return Err(refused(&e.to_string()).into());
+            }
+            // the instance was tried and failed
+            up.record(idx, false);
+            Err(CellAttemptError::new(target, e).into())
+        }
+    }
+}
+
 async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let Some(ctx) = req.extensions().get::<Arc<CellContext>>().cloned() else {
         return answer(StatusCode::INTERNAL_SERVER_ERROR, "no cell context".into());
@@ -171,67 +356,51 @@ async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let Some(key) = ctx.routing_key.clone() else {
         return answer(StatusCode::UNAUTHORIZED, "a user token is required".into());
     };
-    // user -> cell: the key's slot in its region's map (region from the hint)
-    let (target, kind) = {
-        let guard = gw.store.load();
-        let Some(table) = guard.as_ref() else {
-            return answer(StatusCode::SERVICE_UNAVAILABLE, "no routing table".into());
-        };
-        let region = ctx.region_hint.as_ref().map(|h| h.region.clone()).unwrap_or_else(|| table.table().default_region.clone());
-        match cellrouter::resolve_in(table, &region, &key) {
-            Ok(r) => (r.target.clone(), r.kind),
-            Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        }
+    let region = match gw.store.current() {
+        Some(t) => ctx.region_hint.as_ref().map(|h| h.region.clone()).unwrap_or_else(|| t.table().default_region.clone()),
+        None => return answer(StatusCode::SERVICE_UNAVAILABLE, "no routing table".into()),
     };
-    let Some(up) = gw.cells.get(&target) else {
-        return answer(StatusCode::SERVICE_UNAVAILABLE, format!("unknown cell {target}"));
-    };
-    // WRR x RTT across the cell's instances
-    let Some(idx) = up.wrr.pick() else {
-        return answer(StatusCode::SERVICE_UNAVAILABLE, format!("cell {target}: no instance"));
-    };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return answer(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let Ok(uri) = format!("{}{pq}", up.endpoints[idx]).parse::<http::Uri>() else {
-        return answer(StatusCode::BAD_GATEWAY, "bad endpoint".into());
-    };
-    let mut out = http::Request::new(Full::new(body));
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = uri;
-    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
-        out.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
+    // a write is named by the client's key, else by the request id, so the
+    // cell that gets it twice applies it once
+    if !is_idempotent(&parts.method) && !parts.headers.contains_key(IDEMPOTENCY_KEY_HEADER) {
+        parts.headers.insert(IDEMPOTENCY_KEY_HEADER, ctx.request_id.as_header_value().clone());
     }
-    // the context goes on as signed-off internal headers (client layer), with the chosen cell
-    let mut fwd_ctx = (*ctx).clone();
-    fwd_ctx.set_cell(Some(target.clone()));
-    let started = Instant::now();
-    let result = cellctx::scope(Arc::new(fwd_ctx), up.svc.clone().oneshot(out)).await;
-    let rtt = started.elapsed();
-    match result {
-        Ok(resp) => {
-            let ok = !resp.status().is_server_error();
-            up.wrr.observe_rtt(&idx, rtt);
-            up.record(idx, ok);
-            gw.reporter.report(&target, ok, rtt);
+    let mut out = http::Request::from_parts(parts, Full::new(body));
+    out.extensions_mut().clear();
+    out.extensions_mut().insert(ctx);
+    out.extensions_mut().insert(Attempts::new(region, key.to_string()));
+    gw.retry.received.fetch_add(1, Ordering::Relaxed);
+    let this = gw.clone();
+    let svc = tower::retry::Retry::new(gw.retry.policy.clone(), tower::service_fn(move |r| attempt(this.clone(), r)));
+    match svc.oneshot(out).await {
+        Ok((cell, resp)) => {
+            if resp.headers().contains_key(failover::idempotency::REPLAYED_HEADER) {
+                gw.retry.replayed.fetch_add(1, Ordering::Relaxed);
+            }
             let (mut p, b) = resp.into_parts();
-            if let Ok(v) = http::HeaderValue::from_str(&format!("{kind:?}")) {
-                p.headers.insert("x-route-kind", v);
+            if let Ok(v) = http::HeaderValue::from_str(cell.as_str()) {
+                // a replayed answer comes from the cell's store, without its header
+                if !p.headers.contains_key(crate::cell::http::SERVED_BY) {
+                    p.headers.insert(crate::cell::http::SERVED_BY, v.clone());
+                }
+                p.headers.insert("x-route-cell", v);
             }
             Response::from_parts(p, Body::new(b))
         }
         Err(e) => {
-            gw.reporter.report(&target, false, rtt);
-            let open = e.downcast_ref::<breaker::Error>().is_some();
-            if !open {
-                // the instance was tried and failed (an open breaker tried nothing)
-                up.record(idx, false);
-            }
-            let status = if open { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
-            answer(status, format!("cell {target}: {e}"))
+            let status = match e.downcast_ref::<CellAttemptError>() {
+                Some(a) if a.source.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                Some(_) => StatusCode::BAD_GATEWAY,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            answer(status, e.to_string())
         }
     }
 }

@@ -235,10 +235,11 @@ async fn drive(
         Duration::from_millis(cfg.load.request_timeout_ms),
         cellctx::auth::EdgeAuth::new(who.idp.authenticator()?),
         who.hop_key.clone(),
-    )?);
+    )?
+    .with_retry(&cfg.retry)?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gw_url = format!("http://{}", listener.local_addr()?);
-    let gateway = tower::make::Shared::new(gw.service()?);
+    let gateway = tower::make::Shared::new(gw.clone().service()?);
     // where each process's Prometheus metrics are (stderr, so --json's last stdout line stays the report)
     eprintln!("demo: metrics orchestrator {}", crate::telemetry::serve(args.metrics_addr).await?);
     eprintln!("demo: gateway {gw_url}");
@@ -343,6 +344,7 @@ async fn drive(
         timeline: stats.timeline(),
         probes: probe_log.since(t0_wall),
         replication: cfg.replication,
+        retries: gw.retry_report(),
     });
     drop(controller);
     drop(engine);

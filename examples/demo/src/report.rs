@@ -98,6 +98,78 @@ pub(crate) struct Report {
     /// it: per (home cell, switch + phase | down probe | unattributed), the
     /// failed requests and the bad seconds.
     pub(crate) sla_attribution: AttributionReport,
+    /// Client-visible failed requests (and requests) by phase of the run.
+    pub(crate) errors_by_phase: ByPhase,
+    /// What the gateway's retries did (amplification = attempts / requests).
+    pub(crate) retries: crate::gateway::RetryReport,
+    /// The killed cell's failback steps, in order, with their table versions.
+    pub(crate) ramp_steps: Vec<RampStep>,
+}
+
+/// Failed requests and requests by phase of the run, by start time: before
+/// the kill, during the switch (kill -> first success for the dead cell's
+/// users), drained (until the failback ramp starts), during the ramp (first
+/// step -> last step committed), after.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct ByPhase {
+    pub(crate) before: PhaseCount,
+    pub(crate) during_switch: PhaseCount,
+    pub(crate) drained: PhaseCount,
+    pub(crate) during_ramp: PhaseCount,
+    pub(crate) after: PhaseCount,
+}
+
+/// Requests and client-visible errors in one phase.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct PhaseCount {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+}
+
+/// One failback step of the killed cell.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RampStep {
+    /// The cell's state after the step (`state=active home_slots=34/341`, `state=active`).
+    pub(crate) to: String,
+    pub(crate) table_version: u64,
+    /// ms since the run started.
+    pub(crate) committed_at_ms: Option<u64>,
+}
+
+/// The killed cell's failback steps: its `state=active...` rows after its drain.
+fn ramp_steps(rows: &[AuditRow], killed: &str) -> Vec<RampStep> {
+    let Some(drain) = rows.iter().position(|a| a.cell == killed && a.action == "drain") else { return Vec::new() };
+    rows[drain..]
+        .iter()
+        .filter(|a| a.cell == killed && a.to.starts_with(ACTIVE))
+        .map(|a| RampStep { to: a.to.clone(), table_version: a.table_version, committed_at_ms: a.committed_at_ms })
+        .collect()
+}
+
+/// Counts `records` by phase (see [`ByPhase`]); `switch_end` and the ramp
+/// bounds in ms since the start.
+fn by_phase(records: &[Record], kill_ms: u64, switch_end: Option<u64>, ramp: Option<(u64, u64)>) -> ByPhase {
+    let mut out = ByPhase::default();
+    for r in records {
+        let t = r.start_ms;
+        let p = if kill_ms == 0 || t < kill_ms {
+            &mut out.before
+        } else if switch_end.is_none_or(|e| t <= e) {
+            &mut out.during_switch
+        } else {
+            match ramp {
+                Some((from, _)) if t < from => &mut out.drained,
+                Some((_, to)) if t < to => &mut out.during_ramp,
+                Some(_) => &mut out.after,
+                None => &mut out.drained,
+            }
+        };
+        p.requests += 1;
+        if !r.ok {
+            p.errors += 1;
+        }
+    }
+    out
 }
 
 /// What the orchestrator gathered.
@@ -119,6 +191,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) probes: Vec<ProbeChange>,
     /// Where the cells' changes were captured.
     pub(crate) replication: crate::config::Replication,
+    /// What the gateway's retries did.
+    pub(crate) retries: crate::gateway::RetryReport,
 }
 
 const DRAINED: &str = "state=down";
@@ -230,6 +304,9 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
     let kill = (i.kill_ms > 0).then_some((i.killed.as_str(), i.kill_ms));
     let error_budget = crate::budget::attribute(i.records, i.users, &audit_rows, kill);
     let sla_attribution = crate::budget::sla_attribution(i.records, i.users, &i.audit, t0, &i.probes);
+    let steps = ramp_steps(&audit_rows, &i.killed);
+    let ramp = steps.first().and_then(|f| f.committed_at_ms).zip(steps.last().and_then(|l| l.committed_at_ms));
+    let errors_by_phase = by_phase(i.records, i.kill_ms, total.map(|t| i.kill_ms + t), ramp);
     Report {
         replication: i.replication,
         cells,
@@ -253,6 +330,9 @@ pub(crate) fn compute(i: Inputs<'_>) -> Report {
         timeline: i.timeline,
         error_budget,
         sla_attribution,
+        errors_by_phase,
+        retries: i.retries,
+        ramp_steps: steps,
     }
 }
 
@@ -264,6 +344,7 @@ pub(crate) fn audit_rows(audit: &[AuditRecord], t0: u64) -> Vec<AuditRow> {
             action: match a.to.as_str() {
                 DRAINED => "drain".into(),
                 ACTIVE => "failback".into(),
+                ramp if ramp.starts_with("state=active home_slots") => "ramp".into(),
                 other => other.to_string(),
             },
             cell: a.flow.clone(),
@@ -337,6 +418,21 @@ pub(crate) fn print_human(r: &Report) {
     println!("  total (kill -> first success for its users): {}", opt(s.total));
     println!("  client errors during the switch: {}", r.client_errors_during_switch);
     println!("  failback (restart -> table applied): {}", opt(r.failback_ms));
+    for s in &r.ramp_steps {
+        println!("    step: table v{} {} at {}", s.table_version, s.to, opt(s.committed_at_ms));
+    }
+    println!();
+    println!("== client-visible errors by phase ==");
+    let e = &r.errors_by_phase;
+    for (name, p) in [("before", e.before), ("during switch", e.during_switch), ("drained", e.drained), ("during ramp", e.during_ramp), ("after", e.after)] {
+        println!("  {name:>14}: {:>5} errors of {:>6} requests", p.errors, p.requests);
+    }
+    let t = &r.retries;
+    println!(
+        "  retries: {} ({} answered, {} failed again); refused: {} by the budget, {} no allowed cell, {} unkeyed writes",
+        t.retried, t.succeeded, t.failed, t.budget_refused, t.no_target, t.not_idempotent
+    );
+    println!("  amplification: {:.3} ({} attempts / {} requests); duplicate writes suppressed: {}", t.amplification, t.sent, t.received, t.duplicates_suppressed);
     println!();
     println!("== correctness ({} replication) ==", r.replication.as_str());
     println!("  requests: {} ({} errors)", r.total_requests, r.errors_total);

@@ -209,7 +209,9 @@ async fn console_kills_and_restarts_a_cell_and_shows_the_traffic_move() {
     // beijing's rows (a starved host can make the probers drain another cell for a moment too)
     let rows = r["audit_rows"].as_array().unwrap().iter().filter(|a| a["cell"] == "beijing");
     let actions: Vec<&str> = rows.map(|a| a["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["drain", "failback"], "{r}");
+    // the drain, the failback ramp's steps (a relapse may drain again), the failback
+    assert_eq!((actions.first(), actions.last()), (Some(&"drain"), Some(&"failback")), "{r}");
+    assert!(actions.iter().filter(|a| **a == "ramp").count() >= 2, "{r}");
     assert_eq!(r["lost_writes"], 0, "{r}");
     assert_eq!(r["converged"], true, "{r}");
 }

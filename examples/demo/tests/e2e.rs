@@ -50,6 +50,22 @@ fn short_run_fails_over_fails_back_and_loses_nothing() {
         assert!(r["cells"][cell]["requests"].as_u64().unwrap() > 0, "{cell} served nothing: {r}");
     }
 
+    // the gateway's retries on the failover cell hide the switch from clients
+    assert_eq!(r["client_errors_during_switch"], 0, "{r}");
+    assert_eq!(r["errors_by_phase"]["during_switch"]["errors"], 0, "{r}");
+    let retries = &r["retries"];
+    let (sent, received, retried) = (retries["sent"].as_u64().unwrap(), retries["received"].as_u64().unwrap(), retries["retried"].as_u64().unwrap());
+    // each request sent at most once plus its retries (an attempt with no instance is not sent)
+    assert!(sent <= received + retried && retried <= received, "{r}");
+
+    // the failback ramps through the table: at least 3 steps, each a table
+    // version of its own, the last one the cell fully back
+    let steps = r["ramp_steps"].as_array().expect("ramp steps");
+    assert!(steps.len() >= 3, "{r}");
+    let versions: Vec<u64> = steps.iter().map(|s| s["table_version"].as_u64().unwrap()).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert_eq!(steps.last().unwrap()["to"], "state=active", "{r}");
+
     // the dead cell's users were served by their failover cell within 5 s of the kill
     assert_eq!(r["killed_cell"], "beijing");
     let total = r["switch_ms"]["total"].as_u64().expect("the dead cell's users were served again");
@@ -127,7 +143,8 @@ fn html_report_is_one_file_with_a_series_per_cell() {
     assert_eq!(actions, ["kill", "restart"]);
     let rows = data["report"]["audit_rows"].as_array().unwrap().iter().filter(|a| a["cell"] == "beijing");
     let audit: Vec<&str> = rows.map(|a| a["action"].as_str().unwrap()).collect();
-    assert_eq!(audit, ["drain", "failback"]);
+    assert_eq!((audit.first(), audit.last()), (Some(&"drain"), Some(&"failback")), "{audit:?}");
+    assert!(audit[1..audit.len() - 1].iter().all(|a| *a == "ramp" || *a == "drain"), "{audit:?}");
     let cells: Vec<&str> = data["events"].as_array().unwrap().iter().map(|e| e["cell"].as_str().unwrap()).collect();
     assert_eq!(cells, ["beijing", "beijing"]);
     assert_eq!(data["report"], run.json, "the page embeds the JSON report");

@@ -65,6 +65,7 @@ pub(crate) struct Config {
     pub(crate) balancer: Arc<Balancer>,
     pub(crate) unkeyed: UnkeyedPolicy,
     pub(crate) forward_timeout: Option<Duration>,
+    pub(crate) failover_retries: bool,
 }
 
 /// Routes each request to its key's home cell (see the [crate docs](crate)).
@@ -86,6 +87,7 @@ pub struct CellRouterLayer {
     balancer: Arc<Balancer>,
     unkeyed: UnkeyedPolicy,
     forward_timeout: Option<Duration>,
+    failover_retries: bool,
 }
 
 /// Whether a request may cross to another cell over plain HTTP.
@@ -119,7 +121,20 @@ impl CellRouterLayer {
             balancer: Arc::new(Balancer::new()),
             unkeyed: UnkeyedPolicy::Local,
             forward_timeout: Some(DEFAULT_FORWARD_TIMEOUT),
+            failover_retries: false,
         }
+    }
+
+    /// Serves a request the gateway retried here
+    /// ([`RETRY_HEADER`](crate::retry::RETRY_HEADER)) when this cell is a
+    /// failover target of the key's home cell and its region may hold the
+    /// key's data, although the table in force still names another cell (the
+    /// home failed before the switch reached the table). Default off. Only
+    /// behind a trust boundary that builds the hops itself (a client cannot
+    /// set the header).
+    pub fn with_failover_retries(mut self, on: bool) -> Self {
+        self.failover_retries = on;
+        self
     }
 
     /// Sets what happens to misrouted requests.
@@ -251,6 +266,7 @@ impl CellRouterLayer {
             balancer: Arc::clone(&self.balancer),
             unkeyed: self.unkeyed,
             forward_timeout: self.forward_timeout,
+            failover_retries: self.failover_retries,
         }
     }
 }

@@ -196,7 +196,9 @@ where
         let is_local = match local {
             Some(l) => l == Some(res.target_idx),
             None => *res.target == cfg.local,
-        };
+        } || (cfg.failover_retries
+            && req.headers().contains_key(crate::retry::RETRY_HEADER)
+            && crate::retry::may_serve_retry(table, &res, &cfg.local));
         if is_local {
             cfg.metrics.record(Outcome::Local);
             // A stale X-Cell-ID header is corrected; an absent one is left to the

@@ -151,7 +151,8 @@ impl AlertSink {
             | ControllerEvent::Elected { .. }
             | ControllerEvent::Deposed { .. }
             | ControllerEvent::Retrying { .. }
-            | ControllerEvent::Reconciled(..) => {}
+            | ControllerEvent::Reconciled(..)
+            | ControllerEvent::Held { .. } => {}
         }
     }
 

@@ -23,13 +23,13 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl pb::posts_server::Posts for PostsService {
     async fn like(&self, req: Request<pb::LikeRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        let w = self.posts.like(&req.into_inner().post).await.map_err(unavailable)?;
+        let w = self.posts.like(&req.into_inner().post, None).await.map_err(unavailable)?;
         Ok(Response::new(pb::WriteReply { id: w.id, cell: w.cell }))
     }
 
     async fn comment(&self, req: Request<pb::CommentRequest>) -> Result<Response<pb::WriteReply>, Status> {
         let r = req.into_inner();
-        let w = self.posts.comment(&r.post, &r.text).await.map_err(unavailable)?;
+        let w = self.posts.comment(&r.post, &r.text, None).await.map_err(unavailable)?;
         Ok(Response::new(pb::WriteReply { id: w.id, cell: w.cell }))
     }
 

@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use failover::idempotency::{IdempotencyKey, IdempotencyLayer};
 use cellrouter::{CellRouterLayer, MisroutePolicy, TableStore};
 
 use super::grpc::{PostsService, pb};
@@ -44,23 +45,28 @@ fn unsigned(cell: &str) -> Option<Response> {
     (!signed).then(|| served(cell, (StatusCode::FORBIDDEN, "a signed hop from the gateway is required\n")))
 }
 
-async fn like(State(s): State<Arc<AppState>>, Path(p): Path<String>) -> Response {
+async fn like(State(s): State<Arc<AppState>>, Path(p): Path<String>, key: Option<Extension<IdempotencyKey>>) -> Response {
     let cell = s.posts.cell.to_string();
     if let Some(r) = unsigned(&cell) {
         return r;
     }
-    match s.posts.like(&p).await {
+    match s.posts.like(&p, key.as_ref().map(|k| &k.0)).await {
         Ok(w) => served(&cell, Json(w)),
         Err(e) => fail(&cell, e),
     }
 }
 
-async fn comment(State(s): State<Arc<AppState>>, Path(p): Path<String>, body: String) -> Response {
+async fn comment(
+    State(s): State<Arc<AppState>>,
+    Path(p): Path<String>,
+    key: Option<Extension<IdempotencyKey>>,
+    body: String,
+) -> Response {
     let cell = s.posts.cell.to_string();
     if let Some(r) = unsigned(&cell) {
         return r;
     }
-    match s.posts.comment(&p, &body).await {
+    match s.posts.comment(&p, &body, key.as_ref().map(|k| &k.0)).await {
         Ok(w) => served(&cell, Json(w)),
         Err(e) => fail(&cell, e),
     }
@@ -116,6 +122,7 @@ pub(crate) fn service(
     let local = app.posts.cell.clone();
     let store = app.store.clone();
     let metrics = crate::telemetry::cell_http_layer(local.as_str())?;
+    let idempotency = IdempotencyLayer::new(app.posts.storage.idempotency.clone());
     let routes = Router::new()
         .route("/posts/{post}/like", post(like))
         .route("/posts/{post}/comments", post(comment))
@@ -123,6 +130,8 @@ pub(crate) fn service(
         .route("/admin/status", get(status))
         .route("/admin/state", get(state))
         .with_state(app)
+        // a write whose key was applied here gets its first answer back
+        .layer(idempotency)
         .merge(grpc)
         .merge(crate::telemetry::router())
         .route_service("/healthz", hub.healthz())
@@ -134,6 +143,12 @@ pub(crate) fn service(
         .layer(cellctx::CellContextLayer::edge().with_signing_keys(hop_keys))
         // keyed requests whose home is another cell are refused (421) rather
         // than served here: the gateway routes them, this is the safety net
-        .layer(CellRouterLayer::new(store, local).with_policy(MisroutePolicy::Refuse).with_hint_region(true))
+        .layer(
+            CellRouterLayer::new(store, local)
+                .with_policy(MisroutePolicy::Refuse)
+                .with_hint_region(true)
+                // the gateway's retry on this failover cell, before the table switched
+                .with_failover_retries(true),
+        )
         .service(routes))
 }

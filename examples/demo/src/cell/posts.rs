@@ -14,6 +14,8 @@ use crdt::{Replica, Value};
 use serde::Serialize;
 use sqlx::Row;
 
+use failover::idempotency::{IdempotencyKey, StoredResponse};
+
 use super::cache::Cache;
 use super::storage::Storage;
 use crate::config::Replication;
@@ -65,13 +67,51 @@ fn user() -> String {
 }
 
 impl Posts {
-    /// Likes `post`.
-    pub(crate) async fn like(&self, post: &str) -> Result<Written, DemoError> {
-        let id = self.ids.next_id()?.to_string();
+    /// The id of a write: derived from its idempotency key when it has one
+    /// (the same write applied by two cells is one OR-set member once they
+    /// replicate), else a fresh idgen id.
+    fn write_id(&self, key: Option<&IdempotencyKey>) -> Result<String, DemoError> {
+        Ok(match key {
+            Some(k) => format!("k{:016x}", cellrouter::xxh3(k.key().as_bytes())),
+            None => self.ids.next_id()?.to_string(),
+        })
+    }
+
+    /// Records the write's answer under its key in the write's transaction.
+    async fn record(&self, key: Option<&IdempotencyKey>, tx: &mut sqlx::AnyConnection, w: &Written) -> Result<(), DemoError> {
+        if let Some(k) = key {
+            let body = serde_json::to_vec(w).map_err(|e| DemoError::Other(e.to_string()))?;
+            let resp = StoredResponse { status: 200, content_type: Some("application/json".into()), body };
+            k.record_in(&self.storage.idempotency, tx, &resp).await.map_err(|e| DemoError::Other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Binlog mode: the business row and the write's key in one transaction,
+    /// nothing else (the cell's binlog relay publishes the row).
+    async fn write_row<'q>(
+        &self,
+        insert: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        key: Option<&IdempotencyKey>,
+        written: Written,
+        post: &str,
+    ) -> Result<Written, DemoError> {
+        let mut tx = self.storage.outbox.pool().begin().await?;
+        insert.execute(&mut *tx).await?;
+        self.record(key, &mut tx, &written).await?;
+        tx.commit().await?;
+        self.invalidate(post).await;
+        Ok(written)
+    }
+
+    /// Likes `post`, once per idempotency key.
+    pub(crate) async fn like(&self, post: &str, key: Option<&IdempotencyKey>) -> Result<Written, DemoError> {
+        let id = self.write_id(key)?;
+        let written = Written { id: id.clone(), cell: self.cell.to_string() };
         if self.replication == Replication::Binlog {
             let q = format!("INSERT INTO {} (id, post, user_id) VALUES ({})", self.storage.likes, self.storage.ph(3));
-            sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).execute(self.storage.outbox.pool()).await?;
-            return self.written(id, post).await;
+            let insert = sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user());
+            return self.write_row(insert, key, written, post).await;
         }
         let mut guard = self.replica.lock().await;
         let change = guard.counter_add("post", &likes_key(post), 1)?;
@@ -81,23 +121,25 @@ impl Posts {
         sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).execute(&mut *tx).await?;
         self.storage.outbox.enqueue(&mut tx, &change).await?;
         self.storage.outbox.enqueue(&mut tx, &liked).await?;
+        self.record(key, &mut tx, &written).await?;
         tx.commit().await?;
         guard.commit(&change)?;
         guard.commit(&liked)?;
         drop(guard);
         self.storage.outbox.wake();
         self.invalidate(post).await;
-        Ok(Written { id, cell: self.cell.to_string() })
+        Ok(written)
     }
 
-    /// Comments `text` on `post`; the comment id joins the post's OR-set.
-    pub(crate) async fn comment(&self, post: &str, text: &str) -> Result<Written, DemoError> {
-        let id = self.ids.next_id()?.to_string();
+    /// Comments `text` on `post`, once per idempotency key; the comment id
+    /// joins the post's OR-set.
+    pub(crate) async fn comment(&self, post: &str, text: &str, key: Option<&IdempotencyKey>) -> Result<Written, DemoError> {
+        let id = self.write_id(key)?;
+        let written = Written { id: id.clone(), cell: self.cell.to_string() };
         if self.replication == Replication::Binlog {
             let q = format!("INSERT INTO {} (id, post, user_id, body) VALUES ({})", self.storage.comments, self.storage.ph(4));
             let insert = sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).bind(text.to_string());
-            insert.execute(self.storage.outbox.pool()).await?;
-            return self.written(id, post).await;
+            return self.write_row(insert, key, written, post).await;
         }
         let mut guard = self.replica.lock().await;
         let change = guard.or_add("post", &comments_key(post), &id)?;
@@ -111,18 +153,13 @@ impl Posts {
             .execute(&mut *tx)
             .await?;
         self.storage.outbox.enqueue(&mut tx, &change).await?;
+        self.record(key, &mut tx, &written).await?;
         tx.commit().await?;
         guard.commit(&change)?;
         drop(guard);
         self.storage.outbox.wake();
         self.invalidate(post).await;
-        Ok(Written { id, cell: self.cell.to_string() })
-    }
-
-    /// A binlog-mode write's acknowledgement (the row is committed).
-    async fn written(&self, id: String, post: &str) -> Result<Written, DemoError> {
-        self.invalidate(post).await;
-        Ok(Written { id, cell: self.cell.to_string() })
+        Ok(written)
     }
 
     /// Binlog mode: this cell's rows (likes and comments) its replica does not
@@ -160,10 +197,14 @@ impl Posts {
         {
             return v;
         }
-        let likes = match self.replica.get(&likes_key(post)).await {
-            Some(Value::Counter(c)) => c.value(),
-            // binlog mode keeps the likes' ids only
-            _ => self.replica.get(&like_ids_key(post)).await.and_then(|v| v.members()).map_or(0, |m| m.len() as i64),
+        // the likes are the like ids (a like applied by two cells under one
+        // key is one id); the counter is what a client without keys would read
+        let likes = match self.replica.get(&like_ids_key(post)).await.and_then(|v| v.members()) {
+            Some(ids) => ids.len() as i64,
+            None => match self.replica.get(&likes_key(post)).await {
+                Some(Value::Counter(c)) => c.value(),
+                _ => 0,
+            },
         };
         let mut comments = self.replica.get(&comments_key(post)).await.and_then(|v| v.members()).unwrap_or_default();
         comments.sort();

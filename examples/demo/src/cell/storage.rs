@@ -12,6 +12,9 @@ pub(crate) struct Storage {
     pub(crate) outbox: Outbox,
     pub(crate) likes: String,
     pub(crate) comments: String,
+    /// The keys of the writes applied here, with their answers (duplicates
+    /// are answered from it, not applied again).
+    pub(crate) idempotency: failover::idempotency::IdempotencyStore,
 }
 
 impl Storage {
@@ -24,7 +27,10 @@ impl Storage {
             sqlx::query("PRAGMA journal_mode=WAL").execute(outbox.pool()).await?;
         }
         outbox.migrate().await?;
-        let s = Storage { outbox, likes: format!("{prefix}likes"), comments: format!("{prefix}comments") };
+        let idempotency =
+            failover::idempotency::IdempotencyStore::try_new(outbox.pool().clone(), outbox.dialect(), &format!("{prefix}idempotency"))?;
+        idempotency.ensure_table().await?;
+        let s = Storage { outbox, likes: format!("{prefix}likes"), comments: format!("{prefix}comments"), idempotency };
         let ddl = [
             format!("CREATE TABLE IF NOT EXISTS {} (id VARCHAR(32) PRIMARY KEY, post VARCHAR(128) NOT NULL, user_id VARCHAR(128) NOT NULL)", s.likes),
             format!(
