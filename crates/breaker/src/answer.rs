@@ -162,15 +162,28 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let answer = match self.project().kind.project() {
-            KindProj::Inner { fut } => match std::task::ready!(fut.poll(cx)) {
-                Ok(res) => res.map(Body::new),
-                Err(err) => handle_error(err.into()),
-            },
+            KindProj::Inner { fut } => answer(std::task::ready!(fut.poll(cx))),
             KindProj::Failed { err } => match err.take() {
                 Some(err) => handle_error(err),
                 None => handle_error("the answer of a failed readiness was taken twice".into()),
             },
         };
         Poll::Ready(Ok(answer))
+    }
+}
+
+/// A stack's result as an axum response: the response with its body as axum's
+/// [`Body`] (no new box when it already is one), or the error as
+/// [`handle_error`] answers it. What [`AnswerErrors`] does with each result.
+#[inline]
+pub fn answer<B, E>(result: Result<http::Response<B>, E>) -> Response
+where
+    E: Into<BoxError>,
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match result {
+        Ok(res) => res.map(Body::new),
+        Err(err) => handle_error(err.into()),
     }
 }
