@@ -107,18 +107,7 @@ where
     type Future = AnswerErrorsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.not_ready.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(err)) => {
-                // Ready to answer the next call with this error.
-                self.not_ready = Some(err.into());
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        poll_ready_answering::<S, Req>(&mut self.inner, &mut self.not_ready, cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -185,5 +174,29 @@ where
     match result {
         Ok(res) => res.map(Body::new),
         Err(err) => handle_error(err.into()),
+    }
+}
+
+/// Readiness of a service that answers errors: the inner service's, except
+/// that an error it gives instead is kept in `not_ready` (answer it to the
+/// next call, e.g. with [`handle_error`]) and counts as ready. What
+/// [`AnswerErrors`] does.
+#[inline]
+pub fn poll_ready_answering<S, Req>(inner: &mut S, not_ready: &mut Option<BoxError>, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    if not_ready.is_some() {
+        return Poll::Ready(Ok(()));
+    }
+    match inner.poll_ready(cx) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(err)) => {
+            // Ready to answer the next call with this error.
+            *not_ready = Some(err.into());
+            Poll::Ready(Ok(()))
+        }
+        Poll::Pending => Poll::Pending,
     }
 }

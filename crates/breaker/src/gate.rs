@@ -68,24 +68,16 @@ impl<K: KeyExtractor, C, F> Gate<K, C, F> {
         K: Extract<Req>,
         F: Fallback<Req, Res>,
     {
-        let parts = &*self.parts;
-        let key = parts.key.extract(&req);
-        let epoch = parts.registry.epoch();
-        let cached = matches!(&self.cache, Some((e, k, _)) if *e == epoch && *k == key);
-        if !cached {
-            match parts.registry.get_or_create(&key, |k| parts.key.name(k)) {
-                Ok(b) => self.cache = Some((epoch, key, b)),
-                Err(e) => {
-                    // Only reachable with a config the registry failed to apply:
-                    // fail open rather than fail every call.
-                    tracing::warn!(error = %e, "breaker unavailable; calling through");
-                    return Admission::Call(req, None);
-                }
+        let (key, epoch) = self.key_of(&req);
+        if !self.cached(epoch, &key) {
+            match self.lookup(&key) {
+                Some(b) => self.cache = Some((epoch, key, b)),
+                None => return Admission::Call(req, None),
             }
         }
         // Borrowed from the cache: the permit's `Arc` is the only clone per call.
         match &self.cache {
-            Some((_, _, breaker)) => acquire(parts, breaker, req),
+            Some((_, _, breaker)) => acquire(&self.parts, breaker, req),
             None => Admission::Call(req, None),
         }
     }
@@ -99,18 +91,43 @@ impl<K: KeyExtractor, C, F> Gate<K, C, F> {
         K: Extract<Req>,
         F: Fallback<Req, Res>,
     {
-        let parts = &*self.parts;
-        let key = parts.key.extract(&req);
-        let epoch = parts.registry.epoch();
+        let (key, epoch) = self.key_of(&req);
         match &self.cache {
-            Some((e, k, breaker)) if *e == epoch && *k == key => acquire(parts, breaker, req),
-            _ => match parts.registry.get_or_create(&key, |k| parts.key.name(k)) {
-                Ok(breaker) => acquire(parts, &breaker, req),
-                Err(e) => {
-                    tracing::warn!(error = %e, "breaker unavailable; calling through");
-                    Admission::Call(req, None)
-                }
+            Some((_, _, breaker)) if self.cached(epoch, &key) => acquire(&self.parts, breaker, req),
+            _ => match self.lookup(&key) {
+                Some(breaker) => acquire(&self.parts, &breaker, req),
+                None => Admission::Call(req, None),
             },
+        }
+    }
+
+    /// The request's key, and the registry's epoch now.
+    #[inline]
+    fn key_of<Req>(&self, req: &Req) -> (K::Key, u64)
+    where
+        K: Extract<Req>,
+    {
+        (self.parts.key.extract(req), self.parts.registry.epoch())
+    }
+
+    /// Whether the cached breaker is the one of `key` at `epoch`.
+    #[inline]
+    fn cached(&self, epoch: u64, key: &K::Key) -> bool {
+        matches!(&self.cache, Some((e, k, _)) if *e == epoch && k == key)
+    }
+
+    /// The breaker of `key` from the registry; `None` only with a config the
+    /// registry failed to apply: calls go through then (fail open rather than
+    /// fail every call).
+    #[cold]
+    fn lookup(&self, key: &K::Key) -> Option<Arc<Breaker>> {
+        let parts = &*self.parts;
+        match parts.registry.get_or_create(key, |k| parts.key.name(k)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "breaker unavailable; calling through");
+                None
+            }
         }
     }
 }

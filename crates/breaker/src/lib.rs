@@ -140,7 +140,7 @@ mod wait;
 mod window;
 
 #[cfg(feature = "axum")]
-pub use answer::{AnswerErrors, AnswerErrorsFuture, AnswerErrorsLayer, answer};
+pub use answer::{AnswerErrors, AnswerErrorsFuture, AnswerErrorsLayer, answer, poll_ready_answering};
 pub use breaker::{Breaker, Permit, PermitRef};
 pub use classify::{Classified, Classify, ErrorsAreFailures, HttpClassifier, Outcome, RecordOutcome, classify_status};
 pub use grpc::{GrpcBody, GrpcClassifier};

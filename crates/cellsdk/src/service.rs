@@ -76,18 +76,7 @@ where
     type Future = CellFuture<S::Future, C, F::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.not_ready.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(err)) => {
-                // Ready to answer the next call with this error.
-                self.not_ready = Some(err.into());
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        breaker::poll_ready_answering::<S, Request<ReqB>>(&mut self.inner, &mut self.not_ready, cx)
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
