@@ -6,10 +6,16 @@
 //! handler's response carries a `Content-Type`, as axum's `&'static str` does.
 //! It isolates the stack's own per-request cost, which the load harness sees
 //! diluted by HTTP and TCP; run it under callgrind for an instruction count.
+//! Beside the layer prefixes: the README's mounting (`AnswerErrorsLayer` in
+//! front), the fused layer (`cellsdk::CellLayer`) and the hand-written floor
+//! of the job (`support/stack_floor.rs`). The handler answers with axum's body,
+//! as an axum handler does.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/cells.rs"]
 mod cells;
+#[path = "support/stack_floor.rs"]
+mod stack_floor;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,8 +30,8 @@ use cellctx::CellContextLayer;
 use cellrouter::{CellRouterLayer, MisroutePolicy, TableStore};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use http::{HeaderName, HeaderValue, Request, Response};
-use http_body_util::{Empty, Full};
-use tower::{Service, ServiceBuilder, service_fn};
+use http_body_util::Empty;
+use tower::{Layer, Service, ServiceBuilder, service_fn};
 
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,7 +72,7 @@ fn stack(c: &mut Criterion) {
     let key = keys(&store, true, 1).remove(0);
     let handler = || {
         service_fn(|_req: Request<Empty<Bytes>>| async {
-            let mut res = Response::new(Full::new(Bytes::from_static(b"hello")));
+            let mut res = Response::new(axum::body::Body::from(Bytes::from_static(b"hello")));
             res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
             Ok::<_, Infallible>(res)
         })
@@ -82,8 +88,24 @@ fn stack(c: &mut Criterion) {
         .layer(CellContextLayer::internal())
         .layer(CellRouterLayer::new(store.clone(), id(LOCAL)).with_policy(MisroutePolicy::Refuse))
         .service(handler());
-    // The stack is in the path: the request id is echoed.
+    let mut separate = ServiceBuilder::new()
+        .layer(breaker::AnswerErrorsLayer::new())
+        .layer(CellContextLayer::internal())
+        .layer(CellRouterLayer::new(store.clone(), id(LOCAL)).with_policy(MisroutePolicy::Refuse))
+        .layer(CircuitBreakerLayer::new("hello", BreakerConfig::default()).unwrap())
+        .service(handler());
+    let mut fused = cellsdk::CellLayer::new(
+        CellContextLayer::internal(),
+        CellRouterLayer::new(store.clone(), id(LOCAL)).with_policy(MisroutePolicy::Refuse),
+        CircuitBreakerLayer::new("hello", BreakerConfig::default()).unwrap(),
+    )
+    .layer(handler());
+    let mut floor = stack_floor::Floor::new(handler(), store.clone(), id(LOCAL));
+    // The stacks are in the path: the request id is echoed.
     assert_eq!(call(&mut full, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
+    assert_eq!(call(&mut separate, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
+    assert_eq!(call(&mut fused, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
+    assert_eq!(call(&mut floor, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
 
     // Profiling mode: `STACK_LAYERS_PROFILE=<variant> STACK_LAYERS_N=<n>` runs n
     // calls of one variant and exits, for callgrind (instructions / n, minus n = 0).
@@ -94,6 +116,9 @@ fn stack(c: &mut Criterion) {
                 "bare" => drop(black_box(call(&mut bare, black_box(request(&key))))),
                 "cellctx" => drop(black_box(call(&mut ctx_only, black_box(request(&key))))),
                 "router" => drop(black_box(call(&mut ctx_router, black_box(request(&key))))),
+                "separate" => drop(black_box(call(&mut separate, black_box(request(&key))))),
+                "fused" => drop(black_box(call(&mut fused, black_box(request(&key))))),
+                "floor" => drop(black_box(call(&mut floor, black_box(request(&key))))),
                 _ => drop(black_box(call(&mut full, black_box(request(&key))))),
             }
         }
@@ -105,6 +130,9 @@ fn stack(c: &mut Criterion) {
     g.bench_function("cellctx", |b| b.iter(|| black_box(call(&mut ctx_only, black_box(request(&key))))));
     g.bench_function("cellctx + cellrouter", |b| b.iter(|| black_box(call(&mut ctx_router, black_box(request(&key))))));
     g.bench_function("cellctx + cellrouter + breaker", |b| b.iter(|| black_box(call(&mut full, black_box(request(&key))))));
+    g.bench_function("separate layers (README mounting)", |b| b.iter(|| black_box(call(&mut separate, black_box(request(&key))))));
+    g.bench_function("fused layer", |b| b.iter(|| black_box(call(&mut fused, black_box(request(&key))))));
+    g.bench_function("floor", |b| b.iter(|| black_box(call(&mut floor, black_box(request(&key))))));
     g.finish();
 }
 

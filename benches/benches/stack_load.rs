@@ -54,6 +54,8 @@
 
 #[path = "support/cells.rs"]
 mod cells;
+#[path = "support/proc_stat.rs"]
+mod proc_stat;
 #[path = "support/stack_floor.rs"]
 mod stack_floor;
 
@@ -213,8 +215,8 @@ fn ctx_router_app(store: TableStore) -> Router {
 
 /// Ablation: the floor of the stack's server-side job, hand-written around the
 /// whole `Router` (see `support/stack_floor.rs`).
-fn floor(store: TableStore) -> stack_floor::Floor {
-    stack_floor::Floor { inner: bare_app(), store, local: id(LOCAL) }
+fn floor(store: TableStore) -> stack_floor::Floor<Router> {
+    stack_floor::Floor::new(bare_app(), store, id(LOCAL))
 }
 
 /// The floor variant's name.
@@ -267,13 +269,8 @@ async fn server_cpu() -> CpuSample {
         .spawn(async {
             let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("/proc/thread-self/schedstat (Linux)");
             let ns: u64 = stat.split_whitespace().next().and_then(|v| v.parse().ok()).expect("schedstat: ns on cpu");
-            // Fields after the command name: state is the first, utime the 12th, stime the 13th.
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc/thread-self/stat (Linux)");
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).expect("stat: command name");
-            let ticks: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(|v| v.parse().expect("stat: ticks")).collect();
-            // USER_HZ is 100 on Linux.
-            let tick = Duration::from_millis(10);
-            CpuSample { on_cpu: Duration::from_nanos(ns), user: tick * ticks[0] as u32, system: tick * ticks[1] as u32 }
+            let (user, system) = proc_stat::user_system("/proc/thread-self/stat");
+            CpuSample { on_cpu: Duration::from_nanos(ns), user, system }
         })
         .await
         .unwrap()

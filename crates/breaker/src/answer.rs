@@ -107,18 +107,7 @@ where
     type Future = AnswerErrorsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.not_ready.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(err)) => {
-                // Ready to answer the next call with this error.
-                self.not_ready = Some(err.into());
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        poll_ready_answering::<S, Req>(&mut self.inner, &mut self.not_ready, cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -162,15 +151,52 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let answer = match self.project().kind.project() {
-            KindProj::Inner { fut } => match std::task::ready!(fut.poll(cx)) {
-                Ok(res) => res.map(Body::new),
-                Err(err) => handle_error(err.into()),
-            },
+            KindProj::Inner { fut } => answer(std::task::ready!(fut.poll(cx))),
             KindProj::Failed { err } => match err.take() {
                 Some(err) => handle_error(err),
                 None => handle_error("the answer of a failed readiness was taken twice".into()),
             },
         };
         Poll::Ready(Ok(answer))
+    }
+}
+
+/// A stack's result as an axum response: the response with its body as axum's
+/// [`Body`] (no new box when it already is one), or the error as
+/// [`handle_error`] answers it. What [`AnswerErrors`] does with each result.
+#[inline]
+pub fn answer<B, E>(result: Result<http::Response<B>, E>) -> Response
+where
+    E: Into<BoxError>,
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match result {
+        Ok(res) => res.map(Body::new),
+        Err(err) => handle_error(err.into()),
+    }
+}
+
+/// Readiness of a service that answers errors: the inner service's, except
+/// that an error it gives instead is kept in `not_ready` (answer it to the
+/// next call, e.g. with [`handle_error`]) and counts as ready. What
+/// [`AnswerErrors`] does.
+#[inline]
+pub fn poll_ready_answering<S, Req>(inner: &mut S, not_ready: &mut Option<BoxError>, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    if not_ready.is_some() {
+        return Poll::Ready(Ok(()));
+    }
+    match inner.poll_ready(cx) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(err)) => {
+            // Ready to answer the next call with this error.
+            *not_ready = Some(err.into());
+            Poll::Ready(Ok(()))
+        }
+        Poll::Pending => Poll::Pending,
     }
 }

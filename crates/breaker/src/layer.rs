@@ -15,6 +15,7 @@ use crate::config::{BreakerConfig, BreakersConfig};
 use crate::error::Error;
 use crate::event::Transition;
 use crate::fallback::NoFallback;
+use crate::gate::Gate;
 use crate::key::{Downstream, KeyExtractor};
 use crate::metrics::Instruments;
 use crate::registry::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BREAKERS, Registry};
@@ -195,6 +196,17 @@ impl<K: KeyExtractor, C, F> CircuitBreakerLayer<K, C, F> {
         &self.registry
     }
 
+    /// The admission of the services this layer makes, without a service: for
+    /// a service that fuses the breaker with other layers (it calls
+    /// [`Gate::admit`], then records with [`Gate::classifier`]).
+    pub fn gate(&self) -> Gate<K, C, F>
+    where
+        C: Clone,
+        F: Clone,
+    {
+        Gate::new(Arc::clone(&self.registry), self.key.clone(), self.classifier.clone(), self.fallback.clone())
+    }
+
     /// Transitions of every breaker of this layer.
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
         self.registry.subscribe()
@@ -205,6 +217,6 @@ impl<S, K: KeyExtractor, C: Clone, F: Clone> Layer<S> for CircuitBreakerLayer<K,
     type Service = CircuitBreaker<S, K, C, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(inner, Arc::clone(&self.registry), self.key.clone(), self.classifier.clone(), self.fallback.clone())
+        CircuitBreaker::new(inner, self.gate())
     }
 }

@@ -128,6 +128,7 @@ mod error;
 mod event;
 pub mod fallback;
 mod future;
+mod gate;
 mod grpc;
 mod integrations;
 pub mod key;
@@ -139,7 +140,7 @@ mod wait;
 mod window;
 
 #[cfg(feature = "axum")]
-pub use answer::{AnswerErrors, AnswerErrorsFuture, AnswerErrorsLayer};
+pub use answer::{AnswerErrors, AnswerErrorsFuture, AnswerErrorsLayer, answer, poll_ready_answering};
 pub use breaker::{Breaker, Permit, PermitRef};
 pub use classify::{Classified, Classify, ErrorsAreFailures, HttpClassifier, Outcome, RecordOutcome, classify_status};
 pub use grpc::{GrpcBody, GrpcClassifier};
@@ -152,6 +153,7 @@ pub use error::Error;
 pub use event::{State, Transition};
 pub use fallback::{Fallback, MethodFallback, NoFallback, Rejected, X_DOWNGRADED};
 pub use future::ResponseFuture;
+pub use gate::{Admission, Gate};
 #[cfg(feature = "axum")]
 pub use integrations::handle_error;
 pub use layer::CircuitBreakerLayer;

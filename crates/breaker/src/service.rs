@@ -7,11 +7,10 @@ use std::task::{Context, Poll};
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::breaker::Breaker;
 use crate::classify::RecordOutcome;
-use crate::error::Error;
-use crate::fallback::{Fallback, Rejected};
+use crate::fallback::Fallback;
 use crate::future::ResponseFuture;
+use crate::gate::{Admission, Gate};
 use crate::key::{Extract, KeyExtractor};
 use crate::registry::Registry;
 
@@ -19,29 +18,17 @@ use crate::registry::Registry;
 /// [`crate::CircuitBreakerLayer`].
 ///
 /// Readiness is the inner service's; an open breaker rejects in `call` (with
-/// [`Error::Open`], boxed, or the fallback's answer) without calling the inner
-/// service, whose readiness stays reserved for the next call.
+/// [`Error`](crate::Error::Open), boxed, or the fallback's answer) without
+/// calling the inner service, whose readiness stays reserved for the next call.
 pub struct CircuitBreaker<S, K: KeyExtractor, C, F> {
     inner: S,
-    /// What every clone shares: one reference count per clone, however many parts.
-    parts: Arc<Parts<K, C, F>>,
-    /// The last breaker used, against the registry's epoch (warmed when the
-    /// layer makes the service, for keys that do not depend on the request).
-    cache: Option<(u64, K::Key, Arc<Breaker>)>,
-}
-
-/// The parts of a [`CircuitBreaker`] that never change.
-struct Parts<K: KeyExtractor, C, F> {
-    registry: Arc<Registry<K::Key>>,
-    key: K,
-    classifier: C,
-    fallback: F,
+    /// The admission: registry, key, classifier, fallback and the cached breaker.
+    gate: Gate<K, C, F>,
 }
 
 impl<S, K: KeyExtractor, C, F> CircuitBreaker<S, K, C, F> {
-    pub(crate) fn new(inner: S, registry: Arc<Registry<K::Key>>, key: K, classifier: C, fallback: F) -> Self {
-        let cache = warm(&registry, &key);
-        CircuitBreaker { inner, parts: Arc::new(Parts { registry, key, classifier, fallback }), cache }
+    pub(crate) fn new(inner: S, gate: Gate<K, C, F>) -> Self {
+        CircuitBreaker { inner, gate }
     }
 
     /// The inner service.
@@ -61,41 +48,19 @@ impl<S, K: KeyExtractor, C, F> CircuitBreaker<S, K, C, F> {
 
     /// The registry of breakers.
     pub fn registry(&self) -> &Arc<Registry<K::Key>> {
-        &self.parts.registry
+        self.gate.registry()
     }
-}
-
-/// The breaker of a key that does not depend on the request, looked up now,
-/// with the registry epoch it is valid for (`None` when the key depends on the
-/// request, or the registry could not make the breaker: calls look it up then).
-fn warm<K: KeyExtractor>(registry: &Registry<K::Key>, key: &K) -> Option<(u64, K::Key, Arc<Breaker>)> {
-    let k = key.fixed_key()?;
-    // Creating the breaker bumps the epoch: the second round finds it made.
-    for _ in 0..2 {
-        let epoch = registry.epoch();
-        let breaker = registry.get_or_create(&k, |k| key.name(k)).ok()?;
-        if registry.epoch() == epoch {
-            return Some((epoch, k, breaker));
-        }
-    }
-    None
 }
 
 impl<S: Clone, K: KeyExtractor, C, F> Clone for CircuitBreaker<S, K, C, F> {
     fn clone(&self) -> Self {
-        CircuitBreaker { inner: self.inner.clone(), parts: Arc::clone(&self.parts), cache: self.cache.clone() }
+        CircuitBreaker { inner: self.inner.clone(), gate: self.gate.clone() }
     }
 }
 
 impl<S: fmt::Debug, K: KeyExtractor + fmt::Debug, C: fmt::Debug, F: fmt::Debug> fmt::Debug for CircuitBreaker<S, K, C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreaker")
-            .field("inner", &self.inner)
-            .field("registry", &self.parts.registry)
-            .field("key", &self.parts.key)
-            .field("classifier", &self.parts.classifier)
-            .field("fallback", &self.parts.fallback)
-            .finish()
+        f.debug_struct("CircuitBreaker").field("inner", &self.inner).field("gate", &self.gate).finish()
     }
 }
 
@@ -117,36 +82,10 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let parts = &*self.parts;
-        let key = parts.key.extract(&req);
-        let epoch = parts.registry.epoch();
-        let cached = matches!(&self.cache, Some((e, k, _)) if *e == epoch && *k == key);
-        if !cached {
-            match parts.registry.get_or_create(&key, |k| parts.key.name(k)) {
-                Ok(b) => self.cache = Some((epoch, key, b)),
-                Err(e) => {
-                    // Only reachable with a config the registry failed to apply:
-                    // fail open rather than fail every call.
-                    tracing::warn!(error = %e, "breaker unavailable; calling through");
-                    return ResponseFuture::called(self.inner.call(req), None, parts.classifier.clone());
-                }
-            }
-        }
-        // Borrowed from the cache: the permit's `Arc` is the only clone per call.
-        let Some((_, _, breaker)) = &self.cache else {
-            return ResponseFuture::called(self.inner.call(req), None, parts.classifier.clone());
-        };
-        match breaker.try_acquire() {
-            Ok(permit) => ResponseFuture::called(self.inner.call(req), Some(permit), parts.classifier.clone()),
-            Err(err) => {
-                let retry_after = match err {
-                    Error::Open { retry_after } => retry_after,
-                    _ => std::time::Duration::ZERO,
-                };
-                let rejected = Rejected { breaker: Arc::clone(breaker.name_arc()), retry_after };
-                // The fallback is shared: a clone answers (as a tower service is cloned to be called).
-                ResponseFuture::fallback(parts.fallback.clone().fallback(req, rejected), parts.classifier.clone())
-            }
+        let classifier = self.gate.classifier().clone();
+        match self.gate.admit(req) {
+            Admission::Call(req, permit) => ResponseFuture::called(self.inner.call(req), permit, classifier),
+            Admission::Fallback(fut) => ResponseFuture::fallback(fut, classifier),
         }
     }
 }

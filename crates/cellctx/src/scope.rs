@@ -34,7 +34,8 @@ pub fn with_current<R>(f: impl FnOnce(Option<&CellContext>) -> R) -> R {
     }
 }
 
-/// Runs the synchronous `f` with `ctx` as the current context (for a service's `call`).
-pub(crate) fn sync_scope<R>(ctx: Arc<CellContext>, f: impl FnOnce() -> R) -> R {
+/// Runs the synchronous `f` with `ctx` as the current context (for a service's
+/// `call`, so what it does before returning its future sees the context).
+pub fn sync_scope<R>(ctx: Arc<CellContext>, f: impl FnOnce() -> R) -> R {
     CURRENT.sync_scope(ctx, f)
 }

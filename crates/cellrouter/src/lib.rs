@@ -120,7 +120,7 @@ mod weight;
 pub use cellctx::CellId;
 pub use layer::{
     BoxError, CellRouter, CellRouterLayer, DEFAULT_FORWARD_TIMEOUT, ForwardBody, Forwarder, HOME_HEADER, HOPS_HEADER, KeyExtractor,
-    MisroutePolicy, PlaintextPolicy, ResponseFuture, RouterBody, VERSION_HEADER, client_forwarder, default_forwarder, forwarder,
+    MisroutePolicy, PlaintextPolicy, ResponseFuture, Forwarding, Route, Routing, RouterBody, VERSION_HEADER, client_forwarder, default_forwarder, forwarder,
 };
 pub use balance::{Balancer, UnkeyedPolicy};
 pub use error::{Error, InvalidTable, ResolveError};

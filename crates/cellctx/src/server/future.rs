@@ -9,9 +9,9 @@ use http::{HeaderName, HeaderValue, Response};
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 
-use super::body::{ResponseBody, problem_response};
+use super::admit::Refusal;
+use super::body::ResponseBody;
 use crate::context::CellContext;
-use crate::error::ContextError;
 
 pin_project! {
     /// Response future of [`CellContextService`](super::CellContextService): the
@@ -33,9 +33,7 @@ pin_project! {
             echo: Option<(HeaderName, HeaderValue)>,
         },
         Rejected {
-            error: ContextError,
-            grpc: bool,
-            echo: Option<(HeaderName, HeaderValue)>,
+            refusal: Option<Refusal>,
         },
     }
 }
@@ -44,13 +42,13 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         fut: TaskLocalFuture<Arc<CellContext>, F>,
         otel: Option<opentelemetry::Context>,
-        echo: Option<(HeaderName, HeaderValue)>,
+        echo: (HeaderName, HeaderValue),
     ) -> Self {
-        ResponseFuture { kind: Kind::Inner { fut, otel, echo } }
+        ResponseFuture { kind: Kind::Inner { fut, otel, echo: Some(echo) } }
     }
 
-    pub(crate) fn rejected(error: ContextError, grpc: bool, echo: Option<(HeaderName, HeaderValue)>) -> Self {
-        ResponseFuture { kind: Kind::Rejected { error, grpc, echo } }
+    pub(crate) fn rejected(refusal: Refusal) -> Self {
+        ResponseFuture { kind: Kind::Rejected { refusal: Some(refusal) } }
     }
 }
 
@@ -58,7 +56,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             Kind::Inner { .. } => f.write_str("ResponseFuture::Inner"),
-            Kind::Rejected { error, .. } => f.debug_tuple("ResponseFuture::Rejected").field(error).finish(),
+            Kind::Rejected { refusal } => f.debug_tuple("ResponseFuture::Rejected").field(refusal).finish(),
         }
     }
 }
@@ -82,13 +80,10 @@ where
                 }
                 Poll::Ready(Ok(res.map(ResponseBody::inner)))
             }
-            KindProj::Rejected { error, grpc, echo } => {
-                let mut res = problem_response(error, *grpc);
-                if let Some((name, value)) = echo.take() {
-                    res.headers_mut().insert(name, value);
-                }
-                Poll::Ready(Ok(res))
-            }
+            KindProj::Rejected { refusal } => match refusal.take() {
+                Some(refusal) => Poll::Ready(Ok(refusal.into_response())),
+                None => Poll::Pending,
+            },
         }
     }
 }

@@ -167,6 +167,15 @@ impl CellContextLayer {
     pub fn mode(&self) -> TrustMode {
         self.config.mode
     }
+
+    /// The header names the layer reads and writes.
+    pub fn header_names(&self) -> &HeaderNames {
+        &self.config.names
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
 }
 
 impl<S> Layer<S> for CellContextLayer {

@@ -17,8 +17,27 @@ use super::body::RouterBody;
 /// A forwarded request: the forwarded response, or the layer's own answer
 /// (502, 504). Boxed: forwarding does I/O anyway, and the local path's future
 /// stays small.
-pub(crate) type ForwardFuture =
+type ForwardFuture =
     Pin<Box<dyn Future<Output = Result<Response<super::forward::ForwardBody>, Response<Full<Bytes>>>> + Send>>;
+
+/// A request forwarded to its home cell ([`Route::Forward`](super::Route::Forward)):
+/// resolves to the home cell's response, or to the layer's own answer when
+/// the forward failed (502) or timed out (504).
+pub struct Forwarding(pub(crate) ForwardFuture);
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forwarding")
+    }
+}
+
+impl Future for Forwarding {
+    type Output = Result<Response<super::forward::ForwardBody>, Response<Full<Bytes>>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
 
 pin_project! {
     /// Response future of [`CellRouter`](super::CellRouter).
@@ -36,7 +55,7 @@ pin_project! {
         Local { #[pin] fut: TaskLocalFuture<Arc<CellContext>, F> },
         // Served locally, already inside the scope of the same context.
         Scoped { #[pin] fut: F },
-        Forward { fut: ForwardFuture },
+        Forward { fut: Forwarding },
         Ready { resp: Option<Box<Response<Full<Bytes>>>> },
     }
 }
@@ -60,7 +79,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn scoped(fut: F) -> Self {
         ResponseFuture { state: State::Scoped { fut } }
     }
-    pub(crate) fn forward(fut: ForwardFuture) -> Self {
+    pub(crate) fn forward(fut: Forwarding) -> Self {
         ResponseFuture { state: State::Forward { fut } }
     }
     pub(crate) fn ready(resp: Response<Full<Bytes>>) -> Self {
@@ -78,7 +97,7 @@ where
         match self.project().state.project() {
             StateProj::Local { fut } => fut.poll(cx).map_ok(|r| r.map(RouterBody::inner)),
             StateProj::Scoped { fut } => fut.poll(cx).map_ok(|r| r.map(RouterBody::inner)),
-            StateProj::Forward { fut } => match fut.as_mut().poll(cx) {
+            StateProj::Forward { fut } => match Pin::new(fut).poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(r)) => Poll::Ready(Ok(r.map(RouterBody::forwarded))),
                 Poll::Ready(Err(r)) => Poll::Ready(Ok(r.map(RouterBody::own_full))),

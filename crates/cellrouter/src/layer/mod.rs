@@ -9,8 +9,8 @@ mod service;
 pub use body::{BoxError, RouterBody};
 pub use forward::{DEFAULT_FORWARD_TIMEOUT, ForwardBody, Forwarder, client_forwarder, default_forwarder, forwarder};
 pub use extract::KeyExtractor;
-pub use future::ResponseFuture;
-pub use service::CellRouter;
+pub use future::{Forwarding, ResponseFuture};
+pub use service::{CellRouter, Route, Routing};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -268,6 +268,14 @@ impl CellRouterLayer {
             forward_timeout: self.forward_timeout,
             failover_retries: self.failover_retries,
         }
+    }
+}
+
+impl CellRouterLayer {
+    /// The routing decision of this layer's services without a service: for
+    /// a service that fuses routing with other layers (see [`Routing::route`]).
+    pub fn routing(&self) -> Routing {
+        Routing::new(Arc::new(self.config()))
     }
 }
 

@@ -13,7 +13,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower_service::Service;
 
-use super::future::ResponseFuture;
+use super::future::{Forwarding, ResponseFuture};
 use super::forward::ForwardBody;
 use super::{BoxError, Config, HOME_HEADER, HOPS_HEADER, MisroutePolicy, PlaintextPolicy, VERSION_HEADER};
 use crate::balance::{EndpointSet, UnkeyedPolicy};
@@ -29,6 +29,16 @@ use crate::table::CompiledTable;
 #[derive(Debug)]
 pub struct CellRouter<S> {
     inner: S,
+    routing: Routing,
+}
+
+/// The routing decision without a service (made by
+/// [`CellRouterLayer::routing`](super::CellRouterLayer::routing)): what
+/// [`CellRouter`] decides before it calls the inner service, for a service that
+/// fuses routing with other layers. Each value keeps its own view of the table
+/// (filled from its second call on); a clone starts cold.
+#[derive(Debug)]
+pub struct Routing {
     cfg: Arc<Config>,
     /// This instance's view of the table (filled from its second call on).
     cache: Option<Cached>,
@@ -43,17 +53,49 @@ struct Cached {
     local: Option<u16>,
 }
 
-impl<S: Clone> Clone for CellRouter<S> {
+impl Clone for Routing {
     fn clone(&self) -> Self {
         // The clone starts cold: a service cloned per request never touches the
         // table's reference count.
-        CellRouter { inner: self.inner.clone(), cfg: Arc::clone(&self.cfg), cache: None, warm: false }
+        Routing { cfg: Arc::clone(&self.cfg), cache: None, warm: false }
     }
+}
+
+impl<S: Clone> Clone for CellRouter<S> {
+    fn clone(&self) -> Self {
+        CellRouter { inner: self.inner.clone(), routing: self.routing.clone() }
+    }
+}
+
+/// Where [`Routing::route`] sends a request.
+#[derive(Debug)]
+pub enum Route<B> {
+    /// Serve it here: call the local service with `req`, inside the
+    /// task-local scope of `ctx` (see [`cellctx::scope`]).
+    Local {
+        /// The request (its `X-Cell-ID` header corrected when it was stale).
+        req: Request<B>,
+        /// The context with the chosen cell recorded.
+        ctx: Arc<CellContext>,
+        /// Whether `ctx` is a new context rather than the one the request
+        /// brought (it is in `req`'s extensions then, replacing that one).
+        changed: bool,
+    },
+    /// The layer's own answer: refused (421), redirected (307), no table or no
+    /// live endpoint (503), a routing loop (508).
+    Answer(Response<Full<Bytes>>),
+    /// Forwarded to the key's home cell.
+    Forward {
+        /// The forward's response.
+        fut: Forwarding,
+        /// The context the request was forwarded with.
+        ctx: Arc<CellContext>,
+    },
 }
 
 impl<S> CellRouter<S> {
     pub(crate) fn new(inner: S, cfg: Arc<Config>) -> Self {
-        CellRouter { inner, cfg, cache: None, warm: false }
+        CellRouter { inner, routing: Routing::new(cfg) }
     }
 
     /// The inner service.
@@ -124,10 +166,31 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let cfg = &*self.cfg;
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let ctx: Option<Arc<CellContext>> =
             req.extensions().get::<Arc<CellContext>>().cloned().or_else(cellctx::current);
+        match self.routing.route(req, ctx) {
+            Route::Local { req, ctx, changed } => serve_local(&mut self.inner, req, ctx, changed),
+            Route::Answer(resp) => ResponseFuture::ready(resp),
+            Route::Forward { fut, .. } => ResponseFuture::forward(fut),
+        }
+    }
+}
+
+impl Routing {
+    pub(crate) fn new(cfg: Arc<Config>) -> Self {
+        Routing { cfg, cache: None, warm: false }
+    }
+
+    /// Decides where `req` goes: served here, answered by the layer, or
+    /// forwarded. `ctx` is the request's context (the one the cellctx server
+    /// layer put in its extensions); the chosen cell is recorded in it.
+    pub fn route<ReqB>(&mut self, req: Request<ReqB>, ctx: Option<Arc<CellContext>>) -> Route<ReqB>
+    where
+        ReqB: Body<Data = Bytes> + Send + 'static,
+        ReqB::Error: Into<BoxError>,
+    {
+        let cfg = &*self.cfg;
         // The table: this instance's cache when it is current (one atomic load),
         // else an `ArcSwap` load. The cache is filled from the second call of an
         // instance on, so services cloned per request (axum) never pay for it.
@@ -135,21 +198,53 @@ where
         if self.warm && self.cache.as_ref().is_none_or(|c| c.generation != generation) {
             self.cache = cfg.store.current().map(|table| Cached { generation, local: table.cell_index(&cfg.local), table });
         }
-        let guard;
-        let (table, local): (&CompiledTable, Option<Option<u16>>) = match &self.cache {
-            Some(c) if c.generation == generation => (&c.table, Some(c.local)),
+        match &self.cache {
+            Some(c) if c.generation == generation => decide(cfg, &c.table, Some(c.local), req, ctx),
             _ => {
                 self.warm = true;
-                guard = cfg.store.load();
-                match guard.as_ref() {
-                    Some(t) => (t, None),
-                    None => {
-                        cfg.metrics.record(Outcome::Unavailable);
-                        return ResponseFuture::ready(own(StatusCode::SERVICE_UNAVAILABLE, "no routing table loaded\n".into()));
-                    }
+                match cfg.store.load().as_ref() {
+                    Some(t) => decide(cfg, t, None, req, ctx),
+                    None => no_table(cfg),
                 }
             }
-        };
+        }
+    }
+
+    /// [`route`](Self::route) through a shared reference: the table is loaded
+    /// from the store for this call (what a service cloned per request, as
+    /// axum and hyper clone them, does anyway), never cached.
+    pub fn route_once<ReqB>(&self, req: Request<ReqB>, ctx: Option<Arc<CellContext>>) -> Route<ReqB>
+    where
+        ReqB: Body<Data = Bytes> + Send + 'static,
+        ReqB::Error: Into<BoxError>,
+    {
+        let cfg = &*self.cfg;
+        match cfg.store.load().as_ref() {
+            Some(t) => decide(cfg, t, None, req, ctx),
+            None => no_table(cfg),
+        }
+    }
+}
+
+#[cold]
+fn no_table<B>(cfg: &Config) -> Route<B> {
+    cfg.metrics.record(Outcome::Unavailable);
+    Route::Answer(own(StatusCode::SERVICE_UNAVAILABLE, "no routing table loaded\n".into()))
+}
+
+/// The decision against `table` (`local`: the local cell's index in it, when known).
+#[inline]
+fn decide<ReqB>(
+    cfg: &Config,
+    table: &CompiledTable,
+    local: Option<Option<u16>>,
+    mut req: Request<ReqB>,
+    ctx: Option<Arc<CellContext>>,
+) -> Route<ReqB>
+where
+    ReqB: Body<Data = Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+{
         let routed = {
             let ctx_key = match &cfg.key {
                 super::KeyExtractor::Context => ctx.as_ref().and_then(|c| c.routing_key.as_deref()),
@@ -175,7 +270,7 @@ where
         let may_have_cell_header = ctx.as_ref().is_none_or(|c| c.cell().is_some());
         let Some((res, new_key)) = routed else {
             let hops = hops_of(req.headers());
-            return unkeyed(&mut self.inner, cfg, req, ctx, table, local, hops);
+            return unkeyed(cfg, req, ctx, table, local, hops);
         };
         let res = match res {
             Ok(r) => r,
@@ -188,7 +283,7 @@ where
                     resp.headers_mut().insert(HOME_HEADER, v);
                 }
                 resp.headers_mut().insert(VERSION_HEADER, HeaderValue::from(table.version()));
-                return ResponseFuture::ready(resp);
+                return Route::Answer(resp);
             }
         };
         // Record the chosen cell in the context (a new context only when it changes).
@@ -210,7 +305,7 @@ where
             {
                 *h = v;
             }
-            return serve_local(&mut self.inner, req, ctx, changed);
+            return local_route(req, ctx, changed);
         }
         let hops = hops_of(req.headers());
         let target = res.target_cell();
@@ -224,7 +319,7 @@ where
                 format!("routing loop: key belongs to cell {} but the request was already forwarded {hops} time(s)\n", res.target),
             );
             resp.headers_mut().insert(VERSION_HEADER, version);
-            return ResponseFuture::ready(resp);
+            return Route::Answer(resp);
         }
         let (set, endpoint) = cfg.balancer.pick_endpoint_in(table, target);
         let Some(endpoint) = endpoint else {
@@ -252,26 +347,32 @@ where
                 h.insert(HOME_HEADER, v);
             }
             h.insert(VERSION_HEADER, version);
-            return ResponseFuture::ready(resp);
+            return Route::Answer(resp);
         }
-        forward_to(cfg, req, &ctx, target, Feedback { set, endpoint }, hops)
-    }
+        forward_to(cfg, req, ctx, target, Feedback { set, endpoint }, hops)
 }
 
 /// Serves locally: inside a task-local scope of `ctx`, unless the request is
 /// already running inside the scope of this very context (the cellctx server
 /// layer opens one), which saves a scope per poll.
 #[inline]
-fn serve_local<S, ReqB, ResB>(inner: &mut S, mut req: Request<ReqB>, ctx: Arc<CellContext>, changed: bool) -> ResponseFuture<S::Future>
+fn serve_local<S, ReqB, ResB>(inner: &mut S, req: Request<ReqB>, ctx: Arc<CellContext>, changed: bool) -> ResponseFuture<S::Future>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
 {
-    if changed {
-        req.extensions_mut().insert(Arc::clone(&ctx));
-    } else if cellctx::with_current(|c| c.is_some_and(|c| std::ptr::eq(c, &*ctx))) {
+    if !changed && cellctx::with_current(|c| c.is_some_and(|c| std::ptr::eq(c, &*ctx))) {
         return ResponseFuture::scoped(inner.call(req));
     }
     ResponseFuture::local(cellctx::scope(ctx, inner.call(req)))
+}
+
+/// Serve `req` here, with `ctx` in its extensions when it is a new context.
+#[inline]
+fn local_route<B>(mut req: Request<B>, ctx: Arc<CellContext>, changed: bool) -> Route<B> {
+    if changed {
+        req.extensions_mut().insert(Arc::clone(&ctx));
+    }
+    Route::Local { req, ctx, changed }
 }
 
 /// `ctx` with its cell set to `cell` (and its routing key to `new_key`, when
@@ -304,17 +405,15 @@ fn hops_of(h: &HeaderMap) -> u32 {
 }
 
 /// A request without a routing key, per [`UnkeyedPolicy`].
-fn unkeyed<S, ReqB, ResB>(
-        inner: &mut S,
+fn unkeyed<ReqB>(
         cfg: &Config,
         req: Request<ReqB>,
         ctx: Option<Arc<CellContext>>,
         table: &CompiledTable,
         local: Option<Option<u16>>,
         hops: u32,
-    ) -> ResponseFuture<S::Future>
+    ) -> Route<ReqB>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
         ReqB: Body<Data = Bytes> + Send + 'static,
         ReqB::Error: Into<BoxError>,
     {
@@ -342,14 +441,14 @@ fn unkeyed<S, ReqB, ResB>(
             // Served where it lands.
             cfg.metrics.record(Outcome::Local);
             let ctx = ctx.unwrap_or_else(|| Arc::new(CellContext::new()));
-            return serve_local(inner, req, ctx, false);
+            return Route::Local { req, ctx, changed: false };
         };
         let (set, endpoint) = cfg.balancer.pick_endpoint_in(table, target);
         let Some(endpoint) = endpoint else {
             return no_endpoint(cfg, &target.id, HeaderValue::from(table.version()));
         };
         let (ctx, _) = with_cell(ctx, &target.id, None);
-        forward_to(cfg, req, &ctx, target, Feedback { set, endpoint }, hops)
+        forward_to(cfg, req, ctx, target, Feedback { set, endpoint }, hops)
 }
 
 /// Where RTT samples of a forwarded request go.
@@ -358,14 +457,14 @@ struct Feedback {
     endpoint: Arc<str>,
 }
 
-fn no_endpoint<F>(cfg: &Config, cell: &CellId, version: HeaderValue) -> ResponseFuture<F> {
+fn no_endpoint<B>(cfg: &Config, cell: &CellId, version: HeaderValue) -> Route<B> {
     cfg.metrics.record(Outcome::Unavailable);
     let mut resp = own(StatusCode::SERVICE_UNAVAILABLE, format!("cell {cell} has no live endpoint\n"));
     if let Some(v) = hv(cell.as_str()) {
         resp.headers_mut().insert(HOME_HEADER, v);
     }
     resp.headers_mut().insert(VERSION_HEADER, version);
-    ResponseFuture::ready(resp)
+    Route::Answer(resp)
 }
 
 fn join<B>(endpoint: &str, req: &Request<B>) -> String {
@@ -375,14 +474,14 @@ fn join<B>(endpoint: &str, req: &Request<B>) -> String {
 
 /// Forwards `req` to `endpoint` of cell `cell` (once: the hop counter goes up),
 /// propagating `ctx`; feeds the response time back into the weights.
-fn forward_to<F, ReqB>(
+fn forward_to<ReqB>(
     cfg: &Config,
     req: Request<ReqB>,
-    ctx: &CellContext,
+    ctx: Arc<CellContext>,
     target: &crate::table::Cell,
     fb: Feedback,
     hops: u32,
-) -> ResponseFuture<F>
+) -> Route<ReqB>
 where
     ReqB: Body<Data = Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
@@ -391,12 +490,12 @@ where
     let url = join(&fb.endpoint, &req);
     let Ok(uri) = url.parse::<Uri>() else {
         cfg.metrics.record(Outcome::ForwardError);
-        return ResponseFuture::ready(own(StatusCode::BAD_GATEWAY, format!("bad endpoint for cell {cell}\n")));
+        return Route::Answer(own(StatusCode::BAD_GATEWAY, format!("bad endpoint for cell {cell}\n")));
     };
     if uri.scheme() != Some(&http::uri::Scheme::HTTPS) && cfg.plaintext == PlaintextPolicy::PrivateLinksOnly && !target.private_link {
         cfg.metrics.record(Outcome::ForwardError);
         tracing::warn!(%cell, endpoint = %fb.endpoint, "refused to forward over plain HTTP: the table does not mark the cell's link private");
-        return ResponseFuture::ready(own(
+        return Route::Answer(own(
             StatusCode::BAD_GATEWAY,
             format!("cell {cell}: plain HTTP refused on a link the table does not mark private (use an https endpoint)\n"),
         ));
@@ -407,7 +506,7 @@ where
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
     parts.headers.insert(HOPS_HEADER, HeaderValue::from(hops + 1));
-    if cellctx::inject(ctx, &cfg.names, &mut parts.headers).is_err() {
+    if cellctx::inject(&ctx, &cfg.names, &mut parts.headers).is_err() {
         // Keep at least the cell and the key when some other field is invalid.
         if let Some(v) = hv(cell.as_str()) {
             parts.headers.insert(cfg.names.cell.clone(), v);
@@ -429,7 +528,7 @@ where
     let metrics = cfg.metrics.clone();
     let balancer = Arc::clone(&cfg.balancer);
     let cell = cell.clone();
-    ResponseFuture::forward(Box::pin(async move {
+    let fut = Forwarding(Box::pin(async move {
         let started = Instant::now();
         let res = match timeout {
             Some(d) => match tokio::time::timeout(d, fut).await {
@@ -462,7 +561,8 @@ where
                 Err(own(StatusCode::BAD_GATEWAY, "home cell unreachable\n".to_string()))
             }
         }
-    }))
+    }));
+    Route::Forward { fut, ctx }
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
