@@ -48,26 +48,35 @@ mod enabled {
 
     use crate::error::DemoError;
 
-    /// Publishes `table` under the run's key, feeds `gateway_store` from it and
-    /// opens the atomic switch over etcd.
+    /// Publishes `table` under the run's key (unless a controller that
+    /// started earlier did: its table may have moved on), feeds `store` from
+    /// it and opens the atomic switch over etcd (`actor`: this controller in
+    /// the election and the audit rows).
+    #[allow(clippy::too_many_arguments)] // the switch's parts, each made once by `ControlPlane::start`
     pub(crate) async fn switch(
         eps: Vec<String>,
         run_id: &str,
         table: &RoutingTable,
-        gateway_store: &TableStore,
+        store: &TableStore,
         audit: AuditLog,
         ids: idgen::Generator,
         max_drained: Option<std::num::NonZeroUsize>,
+        actor: &str,
     ) -> Result<Arc<dyn SwitchBackend>, DemoError> {
         let key = super::table_key(run_id);
         let mut client = etcd_client::Client::connect(&eps, None).await.map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
-        cellrouter::source::publish(&mut client, &key, table).await?;
-        spawn_source(eps.clone(), run_id, gateway_store)?;
+        match cellrouter::source::publish(&mut client, &key, table).await {
+            Ok(_) => {}
+            // another controller of the run published first
+            Err(cellrouter::Error::Invalid(cellrouter::InvalidTable::StaleVersion { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
+        spawn_source(eps.clone(), run_id, store)?;
         let mut switch = failover::AtomicSwitch::connect(&eps, audit, ids)
             .await?
             .with_table_key(key)
             .with_prefix(format!("/cellsdk/demo/{run_id}/failover"))
-            .with_actor("demo-controller");
+            .with_actor(actor);
         if let Some(cap) = max_drained {
             switch = switch.with_max_drained(cap);
         }

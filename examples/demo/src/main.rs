@@ -21,17 +21,21 @@
 mod budget;
 mod cell;
 mod cells;
+mod children;
 mod config;
 mod control;
+mod control_view;
 mod error;
 mod etcd;
 mod gateway;
 mod html_report;
 mod identity;
 mod load;
+mod mock_kafka;
 mod orchestrator;
 mod replication;
 mod report;
+mod roles;
 mod telemetry;
 mod stats;
 mod ui;
@@ -50,28 +54,41 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run one cell (the demo spawns these itself).
+    /// Run one cell process.
     Cell(cell::CellArgs),
+    /// Run the edge gateway.
+    Gateway(roles::gateway::GatewayArgs),
+    /// Run a failover controller.
+    Controller(roles::controller::ControllerArgs),
+    /// Run one prober.
+    Prober(roles::prober::ProberArgs),
+    /// Write a deployment's keys (hop key, identity provider).
+    Keys(identity::KeysArgs),
+    /// Print a user's token.
+    Token(identity::TokenArgs),
+    /// Run an in-memory Kafka (one machine, no broker).
+    KafkaMock(mock_kafka::KafkaMockArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Some(Cmd::Cell(_)));
+    let verbose = cli.command.is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "info" } else { "error" }));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let telemetry = match &cli.command {
-        Some(Cmd::Cell(args)) => telemetry::init("cell", Some(&args.id)),
-        None => telemetry::init("orchestrator", None),
+    let result = match cli.command {
+        None => serve_role("orchestrator", None, || orchestrate(cli.run)),
+        Some(Cmd::Cell(args)) => {
+            let id = args.id.clone();
+            serve_role("cell", Some(&id), || block_on(cell::run(args)))
+        }
+        Some(Cmd::Gateway(args)) => serve_role("gateway", None, || block_on(roles::gateway::run(args))),
+        Some(Cmd::Controller(args)) => serve_role("controller", None, || block_on(roles::controller::run(args))),
+        Some(Cmd::Prober(args)) => serve_role("prober", None, || block_on(roles::prober::run(args))),
+        Some(Cmd::Keys(args)) => identity::keys(&args),
+        Some(Cmd::Token(args)) => identity::token(&args),
+        Some(Cmd::KafkaMock(args)) => mock_kafka::run(&args),
     };
-    let result = telemetry.and_then(|t| {
-        let r = match cli.command {
-            Some(Cmd::Cell(args)) => runtime().and_then(|rt| rt.block_on(cell::run(args))),
-            None => orchestrate(cli.run),
-        };
-        t.shutdown();
-        r
-    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -79,6 +96,19 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `body` with the process's telemetry (`role`, and the cell of a cell
+/// process) installed first and flushed after.
+fn serve_role(role: &str, cell: Option<&str>, body: impl FnOnce() -> Result<(), error::DemoError>) -> Result<(), error::DemoError> {
+    let t = telemetry::init(role, cell)?;
+    let r = body();
+    t.shutdown();
+    r
+}
+
+fn block_on(f: impl std::future::Future<Output = Result<(), error::DemoError>>) -> Result<(), error::DemoError> {
+    runtime()?.block_on(f)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, error::DemoError> {
