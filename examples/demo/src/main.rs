@@ -1,22 +1,46 @@
 //! The multi-cell demo: three cells of a comments-and-likes service, an edge
-//! gateway and a failover controller on loopback; one cell is killed under
-//! load, traffic fails over, the cell comes back, traffic fails back, and a
-//! report shows the switch and that no acknowledged write was lost.
+//! gateway, a failover controller and its probers, each a process of its
+//! own; one cell is killed under load, traffic fails over, the cell comes
+//! back, traffic fails back, and a report shows the switch and that no
+//! acknowledged write was lost.
 //!
 //! ```text
 //! cargo run --release -p demo                       # 30 s run, human report
 //! cargo run -p demo -- --duration 8 --json          # short run, JSON last line
 //! cargo run --release -p demo -- --ui               # live console; kill/restart cells by hand
 //! cargo run -p demo -- --report run.html            # also a self-contained HTML report
-//! demo cell --id beijing ...                        # one cell (spawned by the demo)
 //! ```
+//!
+//! The run command (no subcommand) is an orchestrator: it starts every role
+//! below as a child process of this binary on loopback, drives load at the
+//! gateway process over HTTP and reads the table and the audit rows from the
+//! controller. The same subcommands deploy the roles across hosts (the
+//! README's "Deploying across hosts"; `demo <role> --help` for every flag):
+//!
+//! ```text
+//! demo keys --dir keys                              # hop.key, idp.key, jwks.json for a deployment
+//! demo controller --endpoints ID=URL,... [--router-status URL] --listen ADDR
+//!                                                   # table authority, decision engine, audited switch
+//! demo cell --id ID --ports P,... --dir DIR --hop-key-file keys/hop.key [--table-url URL]
+//! demo prober --name NAME --controllers URL,... [--table-url URL]
+//! demo gateway --controllers URL,... --hop-key-file keys/hop.key --jwks-file keys/jwks.json [--table-url URL]
+//! demo token --idp-key keys/idp.key --user U --region R   # a user's bearer token
+//! demo kafka-mock                                   # an in-memory Kafka for one machine
+//! ```
+//!
+//! Roles find each other by flags: the controller is given each cell's
+//! endpoints and builds the first routing table; the others follow it in
+//! etcd (`ETCD_ENDPOINTS`) or at a controller's `GET /table` (long poll);
+//! the gateway (`POST /outcomes`) and the probers (`POST /probes/{name}`)
+//! report to every controller over HTTP; with etcd, several controllers
+//! elect one leader. Every role process serves `GET /metrics`.
 //!
 //! Environment: `KAFKA_BOOTSTRAP` (a real Kafka instead of the in-process
 //! mock cluster), `DEMO_DATABASE_URL` (MySQL/MariaDB or Postgres instead of a
 //! SQLite file per cell), `DEMO_REDIS_URL` (read cache), `ETCD_ENDPOINTS` (the
-//! routing table and switch locks in etcd), `DEMO_AUDIT_URL` (audit table),
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (push metrics over OTLP/HTTP as well as
-//! serving them at `/metrics`).
+//! routing table and switch locks in etcd; the `etcd` feature),
+//! `DEMO_AUDIT_URL` (audit table), `OTEL_EXPORTER_OTLP_ENDPOINT` (push metrics
+//! over OTLP/HTTP as well as serving them at `/metrics`).
 
 mod budget;
 mod cell;

@@ -1,6 +1,7 @@
 //! One cell process (`demo cell --id beijing ...`): the comments-and-likes
 //! service on its instance ports, replication through the outbox and Kafka,
-//! its routing table from the control plane, `/healthz` from its probes.
+//! its routing table from the control plane (etcd, a controller's `GET
+//! /table` or its table file), `/healthz` from its probes.
 
 mod cache;
 mod grpc;
@@ -53,13 +54,14 @@ pub(crate) struct CellArgs {
     #[arg(long)]
     pub(crate) exit_with_parent: bool,
     /// Kafka bootstrap servers.
-    #[arg(long)]
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
     pub(crate) kafka: String,
-    /// The replication topic.
-    #[arg(long)]
+    /// The replication topic (the same for every cell of a deployment).
+    #[arg(long, default_value = "demo-crdt")]
     pub(crate) topic: String,
-    /// Run id: prefixes tables, consumer groups and keys in shared servers.
-    #[arg(long)]
+    /// Run id: prefixes tables, consumer groups and keys in shared servers
+    /// (the same for every process of a deployment).
+    #[arg(long, default_value = "demo")]
     pub(crate) run_id: String,
     /// The key of the gateway's signed hops: the cell takes a context only
     /// from a request signed with it.
@@ -77,6 +79,7 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let prefix = format!("demo_{}_{}_", args.run_id, args.id.replace('-', "_"));
 
     // storage: SQLite in the cell's directory unless DEMO_DATABASE_URL names a server
+    std::fs::create_dir_all(&args.dir)?;
     let url = match std::env::var("DEMO_DATABASE_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => format!("sqlite://{}?mode=rwc", args.dir.join("cell.db").display()),

@@ -9,13 +9,15 @@
 //! - `POST /outcomes`: a gateway's per-cell counts since its last report;
 //! - `POST /probes/{prober}`: a prober's view of every cell;
 //! - `GET /audit`: every audit row (`failover::audit::AuditRecord`, JSON);
-//! - `GET /admin/status`: table version, whether the engine runs, the probers heard;
+//! - `GET /admin/status`: table version, whether the engine runs, the term
+//!   it leads in (`null` while it does not), the probers heard;
 //! - `GET /metrics`: Prometheus text.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -23,7 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cellctx::CellId;
-use failover::{ControllerHandle, DecisionEngine, EngineHandle, OutcomeReporter};
+use failover::{ControllerEvent, ControllerHandle, DecisionEngine, EngineHandle, OutcomeReporter};
 use tokio::sync::Mutex;
 
 use super::Common;
@@ -89,6 +91,15 @@ pub(crate) fn parse_endpoints(cfg: &DemoConfig, flags: &[String]) -> Result<Hash
     Ok(out)
 }
 
+/// One prober's view: each cell and whether it is healthy.
+type View = Vec<(CellId, bool)>;
+
+/// Before the engine runs: the engine, and the probers' latest views.
+struct Waiting {
+    engine: Option<DecisionEngine>,
+    views: BTreeMap<String, View>,
+}
+
 /// The engine and the controller, once running.
 struct Running {
     engine: EngineHandle,
@@ -102,8 +113,10 @@ struct Ctl {
     reporter: OutcomeReporter,
     cells: Vec<CellId>,
     /// The engine before it runs; the probers' views heard so far.
-    waiting: Mutex<(Option<DecisionEngine>, BTreeMap<String, Vec<(CellId, bool)>>)>,
+    waiting: Mutex<Waiting>,
     running: tokio::sync::OnceCell<Running>,
+    /// The term this controller leads in, 0 while it does not.
+    leading: Arc<AtomicU64>,
 }
 
 /// Runs the controller until the process ends.
@@ -138,8 +151,9 @@ pub(crate) async fn run(args: ControllerArgs) -> Result<(), DemoError> {
         cells: table.cells.iter().map(|c| c.id.clone()).collect(),
         cfg,
         control,
-        waiting: Mutex::new((Some(engine), BTreeMap::new())),
+        waiting: Mutex::new(Waiting { engine: Some(engine), views: BTreeMap::new() }),
         running: tokio::sync::OnceCell::new(),
+        leading: Arc::new(AtomicU64::new(0)),
     });
     let app = axum::Router::new()
         .route("/table", get(super::table::serve_table).with_state(ctl.control.store.clone()))
@@ -171,6 +185,7 @@ async fn probes(State(ctl): State<Arc<Ctl>>, Path(prober): Path<String>, Json(vi
         }
     }
     if let Some(r) = ctl.running.get() {
+        ctl.waiting.lock().await.views.insert(prober.clone(), view.clone());
         return match r.engine.observe(&prober, view).await {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
@@ -188,20 +203,34 @@ async fn probes(State(ctl): State<Arc<Ctl>>, Path(prober): Path<String>, Json(vi
 /// Keeps `prober`'s view; starts the engine and the controller once every
 /// prober of the config has seen every cell healthy (a cell still starting
 /// is not a cell to drain).
-async fn start_when_ready(ctl: &Ctl, prober: String, view: Vec<(CellId, bool)>) -> Result<(), DemoError> {
+async fn start_when_ready(ctl: &Ctl, prober: String, view: View) -> Result<(), DemoError> {
     let mut w = ctl.waiting.lock().await;
-    w.1.insert(prober, view);
-    let healthy = |v: &Vec<(CellId, bool)>| ctl.cells.iter().all(|c| v.iter().any(|(id, h)| id == c && *h));
-    let ready = w.1.values().filter(|v| healthy(v)).count() >= ctl.cfg.rules.probers;
+    w.views.insert(prober, view);
+    let healthy = |v: &View| ctl.cells.iter().all(|c| v.iter().any(|(id, h)| id == c && *h));
+    let ready = w.views.values().filter(|v| healthy(v)).count() >= ctl.cfg.rules.probers;
     if !ready || ctl.running.get().is_some() {
         return Ok(());
     }
-    let Some(engine) = w.0.take() else { return Ok(()) };
-    let views: Vec<_> = w.1.iter().map(|(p, v)| (p.clone(), v.clone())).collect();
+    let Some(engine) = w.engine.take() else { return Ok(()) };
+    let views: Vec<_> = w.views.iter().map(|(p, v)| (p.clone(), v.clone())).collect();
     let (engine, controller) = control::start_controller(&ctl.cfg, engine, &views, &ctl.control).await?;
     tracing::info!(probers = views.len(), "every prober sees every cell healthy: the controller runs");
+    tokio::spawn(follow_leadership(controller.events(), ctl.leading.clone()));
     let _ = ctl.running.set(Running { engine, _controller: controller });
     Ok(())
+}
+
+/// Keeps `leading` at the term this controller leads in (0 when it does not).
+async fn follow_leadership(mut events: tokio::sync::broadcast::Receiver<ControllerEvent>, leading: Arc<AtomicU64>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(ControllerEvent::Elected { term }) => leading.store(term.get(), Ordering::Relaxed),
+            Ok(ControllerEvent::Deposed { .. }) => leading.store(0, Ordering::Relaxed),
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 async fn audit(State(ctl): State<Arc<Ctl>>) -> Response {
@@ -212,11 +241,12 @@ async fn audit(State(ctl): State<Arc<Ctl>>) -> Response {
 }
 
 async fn status(State(ctl): State<Arc<Ctl>>) -> Response {
-    let probers: Vec<String> = ctl.waiting.lock().await.1.keys().cloned().collect();
+    let probers: Vec<String> = ctl.waiting.lock().await.views.keys().cloned().collect();
     Json(serde_json::json!({
         "role": "controller",
         "table_version": ctl.control.store.version(),
         "engine": ctl.running.get().is_some(),
+        "leader_term": Some(ctl.leading.load(Ordering::Relaxed)).filter(|t| *t > 0),
         "probers": probers,
     }))
     .into_response()
