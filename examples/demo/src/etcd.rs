@@ -83,6 +83,17 @@ mod enabled {
         Ok(Arc::new(switch))
     }
 
+    /// Deletes every key of the run (its table, locks, election and markers).
+    pub(crate) async fn forget(eps: &[String], run_id: &str) -> Result<(), DemoError> {
+        let mut client = etcd_client::Client::connect(eps, None).await.map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
+        let prefix = format!("/cellsdk/demo/{run_id}/");
+        client
+            .delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
+        Ok(())
+    }
+
     /// Feeds `store` from the run's table key.
     pub(crate) fn spawn_source(eps: Vec<String>, run_id: &str, store: &TableStore) -> Result<(), DemoError> {
         let source = cellrouter::source::EtcdSource::try_new(eps)?.with_key(super::table_key(run_id));
@@ -92,4 +103,4 @@ mod enabled {
 }
 
 #[cfg(feature = "etcd")]
-pub(crate) use enabled::{spawn_source, switch};
+pub(crate) use enabled::{forget, spawn_source, switch};

@@ -124,6 +124,8 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
         Some(p) => std::fs::copy(p, &config_path).map(|_| ())?,
         None => std::fs::write(&config_path, crate::config::DEFAULT_YAML)?,
     }
+    #[cfg(feature = "etcd")]
+    let role_run_id = run_id.clone();
     let role = RoleLaunch { exe: std::env::current_exe()?, config: config_path, run_id, run_dir: run_dir.clone() };
 
     // who is who: the users' identity provider and the gateway -> cell hop key
@@ -214,6 +216,13 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
         eprintln!("demo: {name} exited ({status}); its log: {}", roles.log(&name).display());
     }
     roles.shutdown();
+    // the run's keys in a shared etcd go with it
+    #[cfg(feature = "etcd")]
+    if let Some(eps) = crate::etcd::endpoints()?
+        && let Err(e) = crate::etcd::forget(&eps, &role_run_id).await
+    {
+        eprintln!("demo: the run's etcd keys were not deleted: {e}");
+    }
     result
 }
 
