@@ -12,13 +12,6 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// `GET {base}{path}` as JSON, `None` while the process does not answer.
-fn get_json(base: &str, path: &str) -> Option<serde_json::Value> {
-    std::net::TcpStream::connect(base.strip_prefix("http://")?).ok()?;
-    let a = support::http(base, "GET", path, &[]);
-    (a.status == 200).then(|| serde_json::from_str(&a.body).ok()).flatten()
-}
-
 #[test]
 fn two_controllers_elect_one_leader_and_switch_once() {
     let etcd = std::env::var("CELL_TEST_ETCD_ENDPOINTS")
@@ -39,7 +32,7 @@ fn two_controllers_elect_one_leader_and_switch_once() {
                 controllers.push(rest.rsplit(' ').next().unwrap().trim_end_matches("/metrics").to_string());
             }
         }
-        let statuses: Vec<serde_json::Value> = controllers.iter().filter_map(|c| get_json(c, "/admin/status")).collect();
+        let statuses: Vec<serde_json::Value> = controllers.iter().filter_map(|c| support::get_json(c, "/admin/status")).collect();
         if controllers.len() == 2 && statuses.len() == 2 && statuses.iter().all(|s| s["engine"] == true) {
             let leading: Vec<u64> = statuses.iter().filter_map(|s| s["leader_term"].as_u64()).collect();
             if !leading.is_empty() {

@@ -61,14 +61,6 @@ fn demo_out(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `GET url` as JSON, `None` while the process does not answer.
-fn get_json(base: &str, path: &str) -> Option<serde_json::Value> {
-    let host = base.strip_prefix("http://")?;
-    std::net::TcpStream::connect(host).ok()?;
-    let a = support::http(base, "GET", path, &[]);
-    (a.status == 200).then(|| serde_json::from_str(&a.body).ok()).flatten()
-}
-
 /// Polls `check` every 100 ms for `within`, keeping `roles` alive; its first `Some`.
 fn wait<T>(what: &str, within: Duration, roles: &mut [&mut Role], mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
@@ -120,7 +112,7 @@ fn roles_started_by_hand_fail_a_killed_cell_over() {
         args.extend(["--endpoints", e]);
     }
     let mut controller = Role::start(dir, "controller", &args);
-    wait("the controller's table", Duration::from_secs(60), &mut [&mut controller], || get_json(&ctl, "/table"));
+    wait("the controller's table", Duration::from_secs(60), &mut [&mut controller], || support::get_json(&ctl, "/table"));
 
     // one host per cell
     let mut cells: Vec<Role> = Vec::new();
@@ -135,7 +127,7 @@ fn roles_started_by_hand_fail_a_killed_cell_over() {
     for (cell, port) in CELLS.iter().zip(&ports) {
         let url = format!("http://127.0.0.1:{port}");
         let mut alive: Vec<&mut Role> = cells.iter_mut().collect();
-        wait(&format!("cell {cell}"), Duration::from_secs(60), &mut alive, || get_json(&url, "/admin/status"));
+        wait(&format!("cell {cell}"), Duration::from_secs(60), &mut alive, || support::get_json(&url, "/admin/status"));
     }
 
     // the probers and the gateway
@@ -148,11 +140,11 @@ fn roles_started_by_hand_fail_a_killed_cell_over() {
         &path("hop.key"), "--jwks-file", &path("jwks.json"),
     ];
     let mut gateway = Role::start(dir, "gateway", &gw_args);
-    wait("the gateway", Duration::from_secs(60), &mut [&mut gateway], || get_json(&gw, "/admin/status"));
+    wait("the gateway", Duration::from_secs(60), &mut [&mut gateway], || support::get_json(&gw, "/admin/status"));
     // the controller decides once every prober has seen every cell healthy
     {
         let mut alive: Vec<&mut Role> = probers.iter_mut().chain([&mut controller]).collect();
-        let engine = || get_json(&ctl, "/admin/status").filter(|s| s["engine"] == true);
+        let engine = || support::get_json(&ctl, "/admin/status").filter(|s| s["engine"] == true);
         let status = wait("the controller's engine", Duration::from_secs(60), &mut alive, engine);
         assert_eq!(status["probers"], serde_json::json!(["prober-0", "prober-1"]), "{status}");
         assert_eq!(status["table_version"], 1, "{status}");
@@ -189,22 +181,22 @@ fn roles_started_by_hand_fail_a_killed_cell_over() {
     });
     assert_eq!(served.as_deref(), Some("shanghai"), "beijing's failover target serves its users");
     eprintln!("beijing's users served by shanghai {:?} after the kill", killed.elapsed());
-    let table = get_json(&ctl, "/table").unwrap();
+    let table = support::get_json(&ctl, "/table").unwrap();
     assert!(table["version"].as_u64().unwrap() >= 2, "the drain is a new table version: {table}");
     let state = table["cells"].as_array().unwrap().iter().find(|c| c["id"] == "beijing").unwrap()["state"].clone();
     assert_eq!(state, "down", "{table}");
     let audit = wait("the drain's audit row applied", Duration::from_secs(10), &mut [&mut controller], || {
-        let rows = get_json(&ctl, "/audit")?;
+        let rows = support::get_json(&ctl, "/audit")?;
         let drain = rows.as_array()?.iter().find(|r| r["flow"] == "beijing" && r["to"] == "state=down")?.clone();
         (drain["status"] == "applied").then_some(drain)
     });
     assert_eq!(audit["version_after"], table["version"], "{audit}");
     assert_eq!(audit["actor"], "controller-0", "{audit}");
-    assert!(get_json(&ctl, "/admin/status").unwrap()["leader_term"].as_u64().is_some_and(|t| t >= 1), "the controller leads");
+    assert!(support::get_json(&ctl, "/admin/status").unwrap()["leader_term"].as_u64().is_some_and(|t| t >= 1), "the controller leads");
     // the gateway and the live cells run the drained table (the switch waited for them)
-    assert_eq!(get_json(&gw, "/admin/status").unwrap()["table_version"], table["version"]);
+    assert_eq!(support::get_json(&gw, "/admin/status").unwrap()["table_version"], table["version"]);
     for port in &ports[1..] {
-        assert_eq!(get_json(&format!("http://127.0.0.1:{port}"), "/admin/status").unwrap()["table_version"], table["version"]);
+        assert_eq!(support::get_json(&format!("http://127.0.0.1:{port}"), "/admin/status").unwrap()["table_version"], table["version"]);
     }
     // the other region's users never moved
     let (status, served, _) = like(1);

@@ -62,3 +62,10 @@ pub(crate) fn http(url: &str, method: &str, path: &str, headers: &[(&str, &str)]
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     Answer { status, head: head.to_string(), body: body.to_string() }
 }
+
+/// `GET {base}{path}` as JSON, `None` while the process does not answer (or not 200).
+pub(crate) fn get_json(base: &str, path: &str) -> Option<serde_json::Value> {
+    std::net::TcpStream::connect(base.strip_prefix("http://")?).ok()?;
+    let a = http(base, "GET", path, &[]);
+    (a.status == 200).then(|| serde_json::from_str(&a.body).ok()).flatten()
+}
