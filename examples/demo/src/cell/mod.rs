@@ -95,7 +95,8 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     state.migrate().await?;
     let replayed = replica.recover(&state, &storage.outbox).await?;
     tracing::info!(cell = %cell, replayed, "replica recovered");
-    let group = format!("demo-{}-{}", args.run_id, args.id);
+    // a consumer group per process: every replica must see every event, its own cell's other processes' too
+    let group = format!("demo-{}-{}-w{index}", args.run_id, args.id);
     let replicator = Replicator::start(replica.clone(), &args.kafka, &args.topic, &group, state).await?;
     let _replicator = replicator.spawn();
     // sent rows are kept an hour (at most 100k), and never past the last durable snapshot
