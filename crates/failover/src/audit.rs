@@ -26,7 +26,7 @@
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -44,7 +44,7 @@ fn config_error(e: sqldialect::Error) -> Error {
 }
 
 /// Where a switch is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditStatus {
     /// Written before the table; the switch may or may not happen.
@@ -80,7 +80,7 @@ impl AuditStatus {
 }
 
 /// One audit row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Transaction id (an idgen id, decimal).
     pub tx_id: String,

@@ -17,6 +17,7 @@ use crate::outcome::OutcomeReporter;
 enum Command {
     Drain(CellId, oneshot::Sender<Result<Decision, Error>>),
     Approve(CellId, oneshot::Sender<Result<Decision, Error>>),
+    Observe(String, Vec<(CellId, bool)>),
 }
 
 /// The handle of a running engine (see [`spawn_engine`]). Dropping it stops the task.
@@ -34,6 +35,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Drain(c, _) => write!(f, "Drain({c})"),
             Command::Approve(c, _) => write!(f, "Approve({c})"),
+            Command::Observe(p, v) => write!(f, "Observe({p}, {} cells)", v.len()),
         }
     }
 }
@@ -91,6 +93,12 @@ pub fn spawn_engine(
                         if let Ok(d) = &r { out.push(d.clone()); }
                         let _ = reply.send(r);
                     }
+                    Some(Command::Observe(prober, view)) => {
+                        let now = Instant::now();
+                        for (cell, healthy) in view {
+                            engine.observe(&prober, &cell, healthy, now);
+                        }
+                    }
                     None => break,
                 },
             }
@@ -137,6 +145,15 @@ impl EngineHandle {
     /// Starts the failback of `cell` (manual operation).
     pub async fn approve_failback(&self, cell: &CellId) -> Result<Decision, Error> {
         self.call(|tx| Command::Approve(cell.clone(), tx)).await
+    }
+
+    /// Records `prober`'s view of the cells (`(cell, healthy)`) as of now: a
+    /// prober that does not run in this process (another host reporting over
+    /// the network) feeds the engine as a local one's snapshots do. A view
+    /// ages like theirs: resend it at the probe interval.
+    pub async fn observe(&self, prober: &str, view: Vec<(CellId, bool)>) -> Result<(), Error> {
+        let stopped = || Error::Config("the engine task has stopped".into());
+        self.commands.send(Command::Observe(prober.to_string(), view)).await.map_err(|_| stopped())
     }
 
     async fn call(&self, make: impl FnOnce(oneshot::Sender<Result<Decision, Error>>) -> Command) -> Result<Decision, Error> {

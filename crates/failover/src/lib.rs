@@ -58,8 +58,11 @@
 //!
 //! # The pieces
 //! - [`DecisionEngine`] (+ [`spawn_engine`]): consumes the per-cell health
-//!   streams of several probers (`health::HealthHub::subscribe`) and the passive
-//!   outcomes reported through [`OutcomeReporter`]. Defaults as in the seed
+//!   streams of several probers (`health::HealthHub::subscribe`; probers in
+//!   other processes hand their views to [`EngineHandle::observe`]) and the
+//!   passive outcomes reported through [`OutcomeReporter`] (a request path in
+//!   another process counts on its own and ships
+//!   [`OutcomeReporter::take_counts`] to the engine's `report_counts`). Defaults as in the seed
 //!   (error rate > 0.5 % for 30 s drains the cell, which is an alert); every
 //!   window configurable in [`DecisionConfig`]: separate trip and recover rates
 //!   with a minimum dwell (no flapping), failback along a [`RampCurve`] or held

@@ -46,6 +46,14 @@ impl OutcomeReporter {
         acc.err += err;
     }
 
+    /// Takes the counts reported since the last take, per cell `(ok, err)`:
+    /// for a request path in another process than the engine, which ships
+    /// them to the engine's [`report_counts`](Self::report_counts). Counts
+    /// taken here are not seen by an engine sharing this reporter.
+    pub fn take_counts(&self) -> HashMap<CellId, (u64, u64)> {
+        self.drain().into_iter().map(|(cell, acc)| (cell, (acc.ok, acc.err))).collect()
+    }
+
     pub(crate) fn drain(&self) -> HashMap<CellId, Acc> {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *map)

@@ -405,6 +405,51 @@ async fn the_driver_follows_real_health_hubs() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn probers_and_request_paths_in_other_processes_feed_the_engine_through_its_handle() {
+    // no local hub: two remote probers' views arrive through `observe`, as a
+    // controller process receives them over the network
+    let cfg = DecisionConfig::new().with_probers(2, Duration::from_secs(3));
+    let handle = spawn_engine(DecisionEngine::try_new(cfg, two_cells()).unwrap(), Vec::new(), SEC);
+    let mut decisions = handle.decisions();
+    let view = |a_up: bool| vec![(id("a"), a_up), (id("b"), true)];
+    for _ in 0..10 {
+        handle.observe("p0", view(true)).await.unwrap();
+        handle.observe("p1", view(true)).await.unwrap();
+        tokio::time::sleep(SEC).await;
+    }
+    assert_eq!(handle.plan().get(&id("a")).unwrap().phase, CellPhase::Serving);
+    // one prober alone seeing `a` down is no quorum
+    for _ in 0..40 {
+        handle.observe("p0", view(false)).await.unwrap();
+        handle.observe("p1", view(true)).await.unwrap();
+        tokio::time::sleep(SEC).await;
+    }
+    assert_eq!(handle.plan().get(&id("a")).unwrap().phase, CellPhase::Serving);
+    // both do: the trip window later, `a` is drained
+    let went_down = Instant::now();
+    let drained = loop {
+        handle.observe("p0", view(false)).await.unwrap();
+        handle.observe("p1", view(false)).await.unwrap();
+        tokio::time::sleep(SEC).await;
+        if let Ok(d) = decisions.try_recv() {
+            break d;
+        }
+        assert!(went_down.elapsed() < Duration::from_secs(40), "never drained");
+    };
+    assert!(matches!(drained, Decision::Drain { ref cell, reason: DrainReason::ProbersDown { votes: 2 }, .. } if cell == &id("a")), "{drained:?}");
+
+    // a request path elsewhere counts on its own reporter and ships the counts
+    let remote = failover::OutcomeReporter::default();
+    remote.report(&id("b"), true, Duration::from_millis(3));
+    remote.report(&id("b"), false, Duration::from_millis(3));
+    remote.report(&id("a"), false, Duration::from_millis(3));
+    let taken = remote.take_counts();
+    assert_eq!(taken.get(&id("b")), Some(&(1, 1)));
+    assert_eq!(taken.get(&id("a")), Some(&(0, 1)));
+    assert!(remote.take_counts().is_empty(), "taken once");
+}
+
 #[test]
 fn invalid_engine_config_is_an_error() {
     assert!(DecisionConfig::new().with_trip(0.0, SEC).validate().is_err());

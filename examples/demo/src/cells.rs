@@ -4,49 +4,51 @@
 //! kept as an event for the reports.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::children::RoleLaunch;
 use crate::error::DemoError;
 
 /// How a cell process is started.
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {
-    pub(crate) exe: PathBuf,
-    pub(crate) config: PathBuf,
-    pub(crate) run_dir: PathBuf,
-    pub(crate) table_file: Option<PathBuf>,
+    /// The run's role launcher (binary, config, run id, run directory).
+    pub(crate) role: RoleLaunch,
+    /// A controller's table URL (`None` with etcd).
+    pub(crate) table_url: Option<String>,
     pub(crate) kafka: String,
     pub(crate) topic: String,
-    pub(crate) run_id: String,
     /// The key the cells verify the gateway's signed hops with.
     pub(crate) hop_key_file: PathBuf,
 }
 
 impl Launch {
     fn spawn(&self, id: &str, ports: &[u16]) -> Result<Child, DemoError> {
-        let dir = self.run_dir.join(id);
+        let dir = self.role.run_dir.join(id);
         std::fs::create_dir_all(&dir)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("cell.log"))?;
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("cell")
-            .args(["--id", id, "--dir"])
-            .arg(&dir)
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--ports", &ports.join(","), "--kafka", &self.kafka, "--topic", &self.topic, "--run-id", &self.run_id])
-            .arg("--hop-key-file")
-            .arg(&self.hop_key_file);
-        if let Some(t) = &self.table_file {
-            cmd.arg("--table-file").arg(t);
+        let path = |p: &Path| p.display().to_string();
+        let mut args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--dir".into(),
+            path(&dir),
+            "--ports".into(),
+            ports.join(","),
+            "--kafka".into(),
+            self.kafka.clone(),
+            "--topic".into(),
+            self.topic.clone(),
+            "--hop-key-file".into(),
+            path(&self.hop_key_file),
+        ];
+        if let Some(t) = &self.table_url {
+            args.extend(["--table-url".to_string(), t.clone()]);
         }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
-        }
-        Ok(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?)
+        self.role.spawn("cell", &args, &dir.join("cell.log"))
     }
 }
 
@@ -206,11 +208,6 @@ impl Cells {
         &self.events
     }
 
-    /// The run directory (cell logs).
-    pub(crate) fn run_dir(&self) -> &Path {
-        &self.launch.run_dir
-    }
-
     /// Kills every cell (end of the run).
     pub(crate) fn shutdown(&mut self) {
         for p in &mut self.procs {
@@ -240,17 +237,9 @@ mod tests {
     }
 
     fn one_sleeping_cell() -> Cells {
-        let child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
-        let launch = Launch {
-            exe: "/nonexistent".into(),
-            config: "/nonexistent".into(),
-            run_dir: std::env::temp_dir(),
-            table_file: None,
-            kafka: String::new(),
-            topic: String::new(),
-            run_id: String::new(),
-            hop_key_file: "/nonexistent".into(),
-        };
+        let child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let role = RoleLaunch { exe: "/nonexistent".into(), config: "/nonexistent".into(), run_id: String::new(), run_dir: std::env::temp_dir() };
+        let launch = Launch { role, table_url: None, kafka: String::new(), topic: String::new(), hop_key_file: "/nonexistent".into() };
         let proc = Proc { id: "a".into(), ports: vec![1], child: Some(child), paused: false };
         Cells { launch, procs: vec![proc], t0: Instant::now(), events: Vec::new() }
     }

@@ -294,6 +294,12 @@ impl DemoConfig {
     /// The routing table (version 1): every region's slots on the first cell
     /// of that region, each cell's endpoints from `endpoints(cell, instance)`.
     pub(crate) fn routing_table(&self, endpoints: &dyn Fn(&str, u16) -> String) -> Result<RoutingTable, DemoError> {
+        self.routing_table_with(&|c| (0..c.instances).map(|i| endpoints(&c.id, i)).collect())
+    }
+
+    /// The routing table (version 1) with each cell's endpoints from
+    /// `endpoints(cell)` (as many as the cell's processes listen on).
+    pub(crate) fn routing_table_with(&self, endpoints: &dyn Fn(&CellConfig) -> Vec<String>) -> Result<RoutingTable, DemoError> {
         let mut regions = Vec::new();
         for r in &self.regions {
             let mut region = Region::new(cell_id("region", &r.name)?);
@@ -307,7 +313,7 @@ impl DemoConfig {
             cells.push(Cell {
                 id: cell_id("cell", &c.id)?,
                 region: cell_id("region", &c.region)?,
-                endpoints: (0..c.instances).map(|i| endpoints(&c.id, i)).collect(),
+                endpoints: endpoints(c),
                 weight: 100,
                 state: CellState::Active,
                 failover: c.failover.iter().map(|f| cell_id("cell", f)).collect::<Result<_, _>>()?,

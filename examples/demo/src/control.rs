@@ -1,7 +1,10 @@
-//! The in-process control plane: the routing table in force (a file the cells
-//! watch, or etcd when `ETCD_ENDPOINTS` is set) and the failover controller:
-//! probers -> decision engine -> `failover::Controller` -> audited switch
-//! (`failover::LocalSwitch`, or `failover::AtomicSwitch` over etcd).
+//! The control plane of a controller process (`demo controller`): the routing
+//! table in force (this process's store, served at `GET /table` and written
+//! to a file when asked; or etcd when `ETCD_ENDPOINTS` is set) and the
+//! failover controller: probers' views -> decision engine ->
+//! `failover::Controller` -> audited switch (`failover::LocalSwitch`, or
+//! `failover::AtomicSwitch` over etcd, where several controllers elect one
+//! leader). Also the probers of a prober process.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,12 +22,13 @@ use crate::error::DemoError;
 /// The control plane: the switch backend and the routers a switch waits for.
 pub(crate) struct ControlPlane {
     backend: Arc<dyn SwitchBackend>,
-    /// The gateway's table store (the first router to apply a switch).
-    pub(crate) gateway_store: TableStore,
-    /// Per cell, a store that follows the gateway's once the cell reports
-    /// running that version (or cannot be reached: a dead cell runs nothing).
-    cell_stores: Vec<TableStore>,
-    table_file: Option<PathBuf>,
+    /// The table in force in this process (the switch writes it, or it
+    /// follows etcd).
+    pub(crate) store: TableStore,
+    /// Per remote router (each cell, each gateway), a store that follows
+    /// `store` once the router reports running that version (or cannot be
+    /// reached: a dead process runs nothing).
+    router_stores: Vec<TableStore>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -34,45 +38,48 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Publishes `table` (version 1) and opens the audit log (`audit_url`).
+    /// Publishes `table` (version 1, unless etcd holds the run's table
+    /// already) and opens the audit log (`audit_url`). `status_urls` are
+    /// the routers' `/admin/status` a switch waits for; `table_file`, when
+    /// given, gets every table in force; `actor` names this controller in
+    /// the audit rows, `worker` is its idgen worker id (unique per controller).
     pub(crate) async fn start(
         table: RoutingTable,
-        run_dir: &std::path::Path,
+        table_file: Option<PathBuf>,
         run_id: &str,
         audit_url: &str,
         status_urls: Vec<String>,
         max_drained: Option<std::num::NonZeroUsize>,
+        (actor, worker): (&str, u32),
     ) -> Result<Arc<Self>, DemoError> {
         let audit = AuditLog::connect(audit_url, &format!("demo_{run_id}_audit")).await?;
-        let ids = idgen::Generator::try_new(idgen::Layout::seed(), 0, 1000)?;
-        let gateway_store = TableStore::new();
-        let (backend, table_file): (Arc<dyn SwitchBackend>, _) = match crate::etcd::endpoints()? {
+        let ids = idgen::Generator::try_new(idgen::Layout::seed(), 0, worker)?;
+        let store = TableStore::new();
+        let backend: Arc<dyn SwitchBackend> = match crate::etcd::endpoints()? {
             #[cfg(feature = "etcd")]
-            Some(eps) => (crate::etcd::switch(eps, run_id, &table, &gateway_store, audit, ids, max_drained).await?, None),
+            Some(eps) => crate::etcd::switch(eps, run_id, &table, &store, audit, ids, max_drained, actor).await?,
             #[cfg(not(feature = "etcd"))]
             Some(never) => match never {},
             None => {
-                // the switch writes the gateway's store; the cells read its file
-                let file = run_dir.join("table.json");
-                cellrouter::source::persist(&table, &file)?;
-                gateway_store.store(table)?;
-                tokio::spawn(persist_on_change(gateway_store.clone(), file.clone()));
-                let mut switch = LocalSwitch::new(gateway_store.clone(), audit, ids).with_actor("demo-controller");
+                // the switch writes this process's store; the others follow it over HTTP (or its file)
+                store.store(table)?;
+                let mut switch = LocalSwitch::new(store.clone(), audit, ids).with_actor(actor);
                 // the drain cap is checked against the stored table at commit, whatever the engine thinks
                 if let Some(cap) = max_drained {
                     switch = switch.with_max_drained(cap);
                 }
-                (Arc::new(switch), Some(file))
+                Arc::new(switch)
             }
         };
+        if let Some(file) = table_file {
+            if let Some(t) = store.current() {
+                cellrouter::source::persist(t.table(), &file)?;
+            }
+            tokio::spawn(persist_on_change(store.clone(), file));
+        }
         let client = crate::gateway::http_client();
-        let cell_stores = status_urls.into_iter().map(|url| follow_cell(gateway_store.clone(), url, client.clone())).collect();
-        Ok(Arc::new(ControlPlane { backend, gateway_store, cell_stores, table_file }))
-    }
-
-    /// The path of the table file (in-memory mode).
-    pub(crate) fn table_file(&self) -> Option<PathBuf> {
-        self.table_file.clone()
+        let router_stores = status_urls.into_iter().map(|url| follow_router(store.clone(), url, client.clone())).collect();
+        Ok(Arc::new(ControlPlane { backend, store, router_stores }))
     }
 
     /// Every audit row.
@@ -94,11 +101,11 @@ async fn persist_on_change(store: TableStore, file: PathBuf) {
     }
 }
 
-/// A store standing for a cell process in the controller's apply wait: it
-/// takes `source`'s table once the cell's `/admin/status` reports that
-/// version, or at once when the cell does not answer (a dead cell runs
-/// nothing and is not waited for).
-fn follow_cell(source: TableStore, status_url: String, client: crate::gateway::HttpClient) -> TableStore {
+/// A store standing for a router process (a cell, a gateway) in the
+/// controller's apply wait: it takes `source`'s table once the process's
+/// `/admin/status` reports that version, or at once when it does not answer
+/// (a dead process runs nothing and is not waited for).
+fn follow_router(source: TableStore, status_url: String, client: crate::gateway::HttpClient) -> TableStore {
     let mirror = TableStore::new();
     let out = mirror.clone();
     tokio::spawn(async move {
@@ -126,44 +133,30 @@ fn follow_cell(source: TableStore, status_url: String, client: crate::gateway::H
     out
 }
 
-/// The probers: `n` independent health hubs probing every cell.
-pub(crate) fn start_probers(
-    cfg: &DemoConfig,
-    table: &RoutingTable,
-) -> Result<(Vec<HealthHub>, Vec<SchedulerHandle>), DemoError> {
+/// One prober: a health hub probing every cell of `table` (each instance's
+/// TCP port, the first instance's `/healthz`).
+pub(crate) fn start_prober(cfg: &DemoConfig, table: &RoutingTable) -> Result<(HealthHub, SchedulerHandle), DemoError> {
     let r = &cfg.rules;
-    let mut hubs = Vec::new();
-    let mut handles = Vec::new();
-    for _ in 0..r.probers {
-        let hub = HealthHub::try_new(ScorePolicy::default().with_window(3))?;
-        let mut prober = CellProber::new(&hub)
-            .with_interval(Duration::from_millis(r.probe_interval_ms))
-            .with_timeout(Duration::from_millis(r.probe_timeout_ms));
-        for c in &table.cells {
-            let Some(first) = c.endpoints.first() else { continue };
-            let mut peer = PeerCell::new(c.id.clone(), first.clone());
-            for ep in &c.endpoints {
-                if let Some(addr) = ep.strip_prefix("http://").and_then(|a| a.parse().ok()) {
-                    peer = peer.with_tcp(addr);
-                }
+    let hub = HealthHub::try_new(ScorePolicy::default().with_window(3))?;
+    let mut prober = CellProber::new(&hub)
+        .with_interval(Duration::from_millis(r.probe_interval_ms))
+        .with_timeout(Duration::from_millis(r.probe_timeout_ms));
+    for c in &table.cells {
+        let Some(first) = c.endpoints.first() else { continue };
+        let mut peer = PeerCell::new(c.id.clone(), first.clone());
+        for ep in &c.endpoints {
+            if let Some(addr) = ep.strip_prefix("http://").and_then(|a| a.parse().ok()) {
+                peer = peer.with_tcp(addr);
             }
-            prober = prober.with_peer(peer);
         }
-        handles.push(prober.start()?);
-        hubs.push(hub);
+        prober = prober.with_peer(peer);
     }
-    Ok((hubs, handles))
+    let handle = prober.start()?;
+    Ok((hub, handle))
 }
 
-/// The failover controller: the decision engine fed by the probers and the
-/// gateway's outcomes, its decisions carried out by `failover::Controller`
-/// through the control plane's switch; a switch is `applied` once the gateway
-/// and every live cell run its table.
-pub(crate) async fn start_controller(
-    cfg: &DemoConfig,
-    hubs: &[HealthHub],
-    control: &ControlPlane,
-) -> Result<(EngineHandle, ControllerHandle), DemoError> {
+/// The decision engine of `cfg` (not running yet: see [`start_controller`]).
+pub(crate) fn engine(cfg: &DemoConfig) -> Result<DecisionEngine, DemoError> {
     let specs = cfg
         .cells
         .iter()
@@ -174,14 +167,32 @@ pub(crate) async fn start_controller(
                 .with_headroom_rps(c.headroom_rps))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let engine = DecisionEngine::try_new(cfg.decision_config()?, specs)?;
-    let probers = hubs.iter().enumerate().map(|(i, h)| (format!("prober-{i}"), h.subscribe())).collect();
-    let engine = failover::spawn_engine(engine, probers, Duration::from_millis(cfg.rules.tick_ms));
+    Ok(DecisionEngine::try_new(cfg.decision_config()?, specs)?)
+}
+
+/// The failover controller: `engine`, fed the probers' `views` so far, runs
+/// in its own task (the probers' later views and the gateways' outcomes
+/// reach it through the handle); its decisions are carried out by
+/// `failover::Controller` through the control plane's switch; a switch is
+/// `applied` once every live router runs its table.
+pub(crate) async fn start_controller(
+    cfg: &DemoConfig,
+    mut engine: DecisionEngine,
+    views: &[(String, Vec<(CellId, bool)>)],
+    control: &ControlPlane,
+) -> Result<(EngineHandle, ControllerHandle), DemoError> {
+    let now = tokio::time::Instant::now();
+    for (prober, view) in views {
+        for (cell, healthy) in view {
+            engine.observe(prober, cell, *healthy, now);
+        }
+    }
+    let engine = failover::spawn_engine(engine, Vec::new(), Duration::from_millis(cfg.rules.tick_ms));
     let mut controller = Controller::new(control.backend.clone())
         .with_rule("demo-rules")
         .with_apply_wait(Duration::from_secs(5))
-        .with_router(control.gateway_store.clone());
-    for store in &control.cell_stores {
+        .with_router(control.store.clone());
+    for store in &control.router_stores {
         controller = controller.with_router(store.clone());
     }
     let handle = controller.spawn(&engine).await?;

@@ -48,30 +48,50 @@ mod enabled {
 
     use crate::error::DemoError;
 
-    /// Publishes `table` under the run's key, feeds `gateway_store` from it and
-    /// opens the atomic switch over etcd.
+    /// Publishes `table` under the run's key (unless a controller that
+    /// started earlier did: its table may have moved on), feeds `store` from
+    /// it and opens the atomic switch over etcd (`actor`: this controller in
+    /// the election and the audit rows).
+    #[allow(clippy::too_many_arguments)] // the switch's parts, each made once by `ControlPlane::start`
     pub(crate) async fn switch(
         eps: Vec<String>,
         run_id: &str,
         table: &RoutingTable,
-        gateway_store: &TableStore,
+        store: &TableStore,
         audit: AuditLog,
         ids: idgen::Generator,
         max_drained: Option<std::num::NonZeroUsize>,
+        actor: &str,
     ) -> Result<Arc<dyn SwitchBackend>, DemoError> {
         let key = super::table_key(run_id);
         let mut client = etcd_client::Client::connect(&eps, None).await.map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
-        cellrouter::source::publish(&mut client, &key, table).await?;
-        spawn_source(eps.clone(), run_id, gateway_store)?;
+        match cellrouter::source::publish(&mut client, &key, table).await {
+            Ok(_) => {}
+            // another controller of the run published first
+            Err(cellrouter::Error::Invalid(cellrouter::InvalidTable::StaleVersion { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
+        spawn_source(eps.clone(), run_id, store)?;
         let mut switch = failover::AtomicSwitch::connect(&eps, audit, ids)
             .await?
             .with_table_key(key)
             .with_prefix(format!("/cellsdk/demo/{run_id}/failover"))
-            .with_actor("demo-controller");
+            .with_actor(actor);
         if let Some(cap) = max_drained {
             switch = switch.with_max_drained(cap);
         }
         Ok(Arc::new(switch))
+    }
+
+    /// Deletes every key of the run (its table, locks, election and markers).
+    pub(crate) async fn forget(eps: &[String], run_id: &str) -> Result<(), DemoError> {
+        let mut client = etcd_client::Client::connect(eps, None).await.map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
+        let prefix = format!("/cellsdk/demo/{run_id}/");
+        client
+            .delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .map_err(|e| DemoError::Other(format!("etcd: {e}")))?;
+        Ok(())
     }
 
     /// Feeds `store` from the run's table key.
@@ -83,4 +103,4 @@ mod enabled {
 }
 
 #[cfg(feature = "etcd")]
-pub(crate) use enabled::{spawn_source, switch};
+pub(crate) use enabled::{forget, spawn_source, switch};

@@ -156,8 +156,9 @@ impl Default for RetrySpec {
     }
 }
 
-/// What the gateway's retries did (the report's `retries`).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// What the gateway's retries did (the report's `retries`; the gateway
+/// process serves it in its `/admin/status`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RetryReport {
     /// Requests received.
     pub(crate) received: u64,

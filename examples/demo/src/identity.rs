@@ -24,6 +24,10 @@ pub(crate) const ISSUER: &str = "cellsdk-demo-idp";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 /// The hop key's file in the run directory.
 const HOP_KEY_FILE: &str = "hop.key";
+/// The identity provider's private key file.
+const IDP_KEY_FILE: &str = "idp.key";
+/// The identity provider's public key set.
+const JWKS_FILE: &str = "jwks.json";
 
 fn other(what: &str, e: impl std::fmt::Display) -> DemoError {
     DemoError::Other(format!("{what}: {e}"))
@@ -32,6 +36,7 @@ fn other(what: &str, e: impl std::fmt::Display) -> DemoError {
 /// The run's identity provider.
 pub(crate) struct DemoIdp {
     kid: String,
+    seed: [u8; 32],
     key: EncodingKey,
     jwks: JwkSet,
 }
@@ -45,15 +50,40 @@ impl std::fmt::Debug for DemoIdp {
 impl DemoIdp {
     /// A provider with a fresh Ed25519 key.
     pub(crate) fn generate() -> Result<Self, DemoError> {
-        let seed: [u8; 32] = rand::random();
+        Self::from_seed(rand::random(), format!("demo-{:08x}", rand::random::<u32>()))
+    }
+
+    /// The provider whose Ed25519 key is `seed`, named `kid`.
+    fn from_seed(seed: [u8; 32], kid: String) -> Result<Self, DemoError> {
         // PKCS#8 v1 wrapping of a 32-byte Ed25519 seed (RFC 8410)
         let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&seed);
         let key = EncodingKey::from_ed_der(&der);
-        let kid = format!("demo-{:08x}", rand::random::<u32>());
         let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).map_err(|e| other("demo signing key", e))?;
         jwk.common.key_id = Some(kid.clone());
-        Ok(DemoIdp { kid, key, jwks: JwkSet { keys: vec![jwk] } })
+        Ok(DemoIdp { kid, seed, key, jwks: JwkSet { keys: vec![jwk] } })
+    }
+
+    /// Writes the provider into `dir`: its private key (`idp.key`, owner
+    /// only: whoever holds it issues users) and the public key set the
+    /// gateways check tokens with (`jwks.json`); returns their paths.
+    pub(crate) fn save(&self, dir: &Path) -> Result<(PathBuf, PathBuf), DemoError> {
+        let key = dir.join(IDP_KEY_FILE);
+        write_private(&key, format!("{} {}\n", self.kid, hex::encode(self.seed)).as_bytes())?;
+        let jwks = dir.join(JWKS_FILE);
+        std::fs::write(&jwks, serde_json::to_vec_pretty(&self.jwks).map_err(|e| other("jwks", e))?)?;
+        Ok((key, jwks))
+    }
+
+    /// Reads a provider [`save`](Self::save) wrote.
+    pub(crate) fn load(path: &Path) -> Result<Self, DemoError> {
+        let text = std::fs::read_to_string(path).map_err(|e| other(&format!("identity provider key {}", path.display()), e))?;
+        let (kid, seed) = text.trim().split_once(' ').ok_or_else(|| other("identity provider key", "expected `KID HEX`"))?;
+        let seed: [u8; 32] = hex::decode(seed)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| other("identity provider key", "not 32 bytes of hex"))?;
+        Self::from_seed(seed, kid.to_string())
     }
 
     /// A token for `user`, whose registered home region is `home_region`.
@@ -71,20 +101,6 @@ impl DemoIdp {
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| other("token", e))
     }
-
-    /// The authenticator the gateway's edge layer checks the tokens with.
-    pub(crate) fn authenticator(&self) -> Result<JwtAuthenticator, DemoError> {
-        Ok(JwtAuthenticator::try_new(JwksStore::from_set(&self.jwks), [AUDIENCE]).map_err(|e| other("authenticator", e))?.with_issuer(ISSUER))
-    }
-}
-
-/// The run's identities: the users' provider and the gateway's hop key.
-#[derive(Debug)]
-pub(crate) struct RunIdentity {
-    /// Issues the simulated users' tokens.
-    pub(crate) idp: DemoIdp,
-    /// Signs the gateway's hops to the cells.
-    pub(crate) hop_key: SigningKey,
 }
 
 /// Makes the run's hop key and writes it (hex, owner-only) into `run_dir`;
@@ -97,11 +113,66 @@ pub(crate) fn new_hop_key(run_dir: &Path) -> Result<(SigningKey, PathBuf), DemoE
     Ok((key, path))
 }
 
-/// Reads the hop key a cell verifies the gateway's hops with.
-pub(crate) fn read_hop_keys(path: &Path) -> Result<SigningKeys, DemoError> {
+/// Reads the hop key the gateway signs with (and the cells verify with).
+pub(crate) fn read_hop_key(path: &Path) -> Result<SigningKey, DemoError> {
     let text = std::fs::read_to_string(path).map_err(|e| other(&format!("hop key {}", path.display()), e))?;
     let secret = hex::decode(text.trim()).map_err(|e| other("hop key", e))?;
-    Ok(SigningKeys::new(SigningKey::try_new(secret).map_err(|e| other("hop key", e))?))
+    SigningKey::try_new(secret).map_err(|e| other("hop key", e))
+}
+
+/// Reads the hop key a cell verifies the gateway's hops with.
+pub(crate) fn read_hop_keys(path: &Path) -> Result<SigningKeys, DemoError> {
+    Ok(SigningKeys::new(read_hop_key(path)?))
+}
+
+/// The authenticator of a gateway that checks tokens against the key set in
+/// `path` (`jwks.json` from [`DemoIdp::save`]).
+pub(crate) fn authenticator_from_file(path: &Path) -> Result<JwtAuthenticator, DemoError> {
+    let text = std::fs::read_to_string(path).map_err(|e| other(&format!("key set {}", path.display()), e))?;
+    let jwks: JwkSet = serde_json::from_str(&text).map_err(|e| other(&format!("key set {}", path.display()), e))?;
+    let auth = JwtAuthenticator::try_new(JwksStore::from_set(&jwks), [AUDIENCE]).map_err(|e| other("authenticator", e))?;
+    Ok(auth.with_issuer(ISSUER))
+}
+
+/// Arguments of `demo keys`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct KeysArgs {
+    /// Where to write `hop.key`, `idp.key` and `jwks.json`.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+}
+
+/// `demo keys`: a deployment's keys, made once and copied to the hosts
+/// (`hop.key` to the gateways and cells, `jwks.json` to the gateways,
+/// `idp.key` to whoever issues users' tokens).
+pub(crate) fn keys(args: &KeysArgs) -> Result<(), DemoError> {
+    std::fs::create_dir_all(&args.dir)?;
+    let (_, hop) = new_hop_key(&args.dir)?;
+    let (idp, jwks) = DemoIdp::generate()?.save(&args.dir)?;
+    for p in [hop, idp, jwks] {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+/// Arguments of `demo token`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TokenArgs {
+    /// The identity provider's key (`idp.key` from `demo keys`).
+    #[arg(long)]
+    pub(crate) idp_key: PathBuf,
+    /// The user (the gateway routes by it).
+    #[arg(long)]
+    pub(crate) user: String,
+    /// The user's registered home region.
+    #[arg(long)]
+    pub(crate) region: String,
+}
+
+/// `demo token`: prints a user's token (for `Authorization: Bearer ...`).
+pub(crate) fn token(args: &TokenArgs) -> Result<(), DemoError> {
+    println!("{}", DemoIdp::load(&args.idp_key)?.token(&args.user, &args.region)?);
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
@@ -126,6 +197,27 @@ mod tests {
         assert!(read_hop_keys(&path).is_ok());
         std::fs::write(&path, "not hex").unwrap();
         assert!(read_hop_keys(&path).is_err());
+    }
+
+    #[test]
+    fn a_saved_provider_issues_tokens_its_key_set_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = DemoIdp::generate().unwrap();
+        let (key, jwks) = idp.save(dir.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        let again = DemoIdp::load(&key).unwrap();
+        assert_eq!(again.kid, idp.kid);
+        let token = again.token("beijing-user-1", "beijing").unwrap();
+        let set: JwkSet = serde_json::from_str(&std::fs::read_to_string(&jwks).unwrap()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        v.set_audience(&[AUDIENCE]);
+        v.set_issuer(&[ISSUER]);
+        let dk = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
+        assert_eq!(jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v).unwrap().claims["sub"], "beijing-user-1");
+        assert!(authenticator_from_file(&jwks).is_ok());
+        std::fs::write(&key, "kid nothex").unwrap();
+        assert!(DemoIdp::load(&key).is_err());
     }
 
     #[test]

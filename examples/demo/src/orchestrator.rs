@@ -1,6 +1,9 @@
-//! The one-command run: start the cells as child processes, the control plane
-//! and the gateway in this process, drive load, kill a cell, restart it, wait
-//! for failback and replication, then report.
+//! The one-command run: every role as a child process of this binary,
+//! started through the same subcommands a deployment across hosts uses
+//! (`demo controller`, `demo cell`, `demo prober`, `demo gateway`), on
+//! loopback; then load at the gateway process over HTTP, a cell killed and
+//! restarted, failback and replication waited for, and the report, whose
+//! audit rows and table versions come from the controllers over the wire.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,10 +14,11 @@ use cellctx::CellId;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cells::{Action, Cells, Launch};
+use crate::children::{RoleLaunch, Roles};
 use crate::config::DemoConfig;
-use crate::control::{self, ControlPlane};
+use crate::control_view::ControlView;
 use crate::error::DemoError;
-use crate::gateway::{self, Gateway};
+use crate::gateway;
 use crate::load::{Load, User};
 use crate::replication::{pending_outbox, states};
 use crate::stats::Stats;
@@ -41,7 +45,7 @@ pub(crate) struct RunArgs {
     /// Config file (default: the embedded demo.yaml).
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
-    /// Where this process serves `GET /metrics` (gateway, controller, probers).
+    /// Where this process serves `GET /metrics` (the load generator's).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) metrics_addr: std::net::SocketAddr,
     /// Serve the live console (its URL is the first line of stdout); the
@@ -58,22 +62,43 @@ pub(crate) struct RunArgs {
     /// `binlog` needs `DEMO_DATABASE_URL` on MySQL/MariaDB with the binlog on.
     #[arg(long, value_enum)]
     pub(crate) replication: Option<crate::config::Replication>,
+    /// Controller processes; they elect one leader, so more than one needs
+    /// etcd (`ETCD_ENDPOINTS`).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) controllers: u16,
 }
 
 fn free_port() -> Result<u16, DemoError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_ready(client: &gateway::HttpClient, port: u16, within: Duration) -> Result<(), DemoError> {
+fn loopback(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Waits until `GET url` answers JSON for which `ok` holds, or fails naming `what`.
+async fn wait_for(
+    client: &gateway::HttpClient,
+    what: &str,
+    url: &str,
+    within: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Result<(), DemoError> {
     let deadline = Instant::now() + within;
-    let url = format!("http://127.0.0.1:{port}/admin/status");
     while Instant::now() < deadline {
-        if gateway::get_json(client, &url, Duration::from_millis(300)).await.is_ok() {
+        if gateway::get_json(client, url, Duration::from_millis(300)).await.is_ok_and(|j| ok(&j)) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(DemoError::Other(format!("cell on port {port} not ready within {within:?}")))
+    Err(DemoError::Other(format!("{what} not ready within {within:?}")))
+}
+
+/// The processes of a run and where they listen.
+struct Topology {
+    controllers: Vec<String>,
+    gateway: String,
+    probers: Vec<String>,
 }
 
 /// Runs the demo; returns the report.
@@ -85,6 +110,12 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
     }
     if args.duration.is_some_and(|d| d < 4) {
         return Err(DemoError::Config("--duration must be at least 4 s".into()));
+    }
+    let etcd = crate::etcd::endpoints()?.is_some();
+    if args.controllers == 0 || (args.controllers > 1 && !etcd) {
+        return Err(DemoError::Config(
+            "--controllers: at least 1, and more than 1 needs ETCD_ENDPOINTS (the controllers elect their leader in etcd)".into(),
+        ));
     }
     // the console first: its URL is the first line of stdout
     let console = match args.ui {
@@ -104,44 +135,104 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
     let replication = args.replication.unwrap_or(cfg.replication);
     replication.check(crate::config::database_url().as_deref())?;
     let cfg = DemoConfig { replication, ..cfg };
+    #[cfg(feature = "etcd")]
+    let role_run_id = run_id.clone();
+    let role = RoleLaunch { exe: std::env::current_exe()?, config: config_path, run_id, run_dir: run_dir.clone() };
 
-    // ports and the initial table
+    // who is who: the users' identity provider and the gateway -> cell hop key
+    let idp = crate::identity::DemoIdp::generate()?;
+    let (_, jwks_file) = idp.save(&run_dir)?;
+    let (_, hop_key_file) = crate::identity::new_hop_key(&run_dir)?;
+
+    // every port up front: each role is told the others' addresses
     let mut ports = Vec::new();
     for c in &cfg.cells {
         ports.push((c.id.clone(), (0..c.instances).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?));
     }
-    let port_of = |cell: &str, i: u16| -> u16 {
-        ports.iter().find(|(id, _)| id == cell).and_then(|(_, p)| p.get(usize::from(i))).copied().unwrap_or(0)
+    let top = Topology {
+        controllers: (0..args.controllers).map(|_| free_port().map(loopback)).collect::<Result<_, _>>()?,
+        gateway: loopback(free_port()?),
+        probers: (0..cfg.rules.probers).map(|_| free_port().map(loopback)).collect::<Result<_, _>>()?,
     };
-    let table = cfg.routing_table(&|cell, i| format!("http://127.0.0.1:{}", port_of(cell, i)))?;
-    let status_urls = ports.iter().map(|(id, _)| format!("http://127.0.0.1:{}/admin/status", port_of(id, 0))).collect();
     let audit_url = match std::env::var("DEMO_AUDIT_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => format!("sqlite://{}?mode=rwc", run_dir.join("audit.db").display()),
     };
-    let control = ControlPlane::start(table.clone(), &run_dir, &run_id, &audit_url, status_urls, std::num::NonZeroUsize::new(cfg.rules.max_drained))
-        .await?;
+    let client = gateway::http_client();
+    let mut roles = Roles::new(role.clone());
 
-    // who is who: the users' identity provider and the gateway -> cell hop key
-    let idp = crate::identity::DemoIdp::generate()?;
-    let (hop_key, hop_key_file) = crate::identity::new_hop_key(&run_dir)?;
-    let who = crate::identity::RunIdentity { idp, hop_key };
+    // the controllers, one after the other (the first publishes the table)
+    let mut ctl_args = vec!["--router-status".to_string(), format!("{}/admin/status", top.gateway), "--audit-url".into(), audit_url];
+    for (id, p) in &ports {
+        let urls: Vec<String> = p.iter().map(|p| loopback(*p)).collect();
+        ctl_args.extend(["--endpoints".to_string(), format!("{id}={}", urls.join(","))]);
+    }
+    for (i, url) in top.controllers.iter().enumerate() {
+        let name = format!("controller-{i}");
+        let mut a = ctl_args.clone();
+        let listen = url.trim_start_matches("http://").to_string();
+        a.extend(["--listen".into(), listen, "--name".into(), name.clone(), "--worker".into(), (1000 + i).to_string()]);
+        a.extend(["--dir".into(), run_dir.join(&name).display().to_string()]);
+        roles.spawn(&name, "controller", &a)?;
+        wait_for(&client, &name, &format!("{url}/admin/status"), Duration::from_secs(30), |_| true)
+            .await
+            .map_err(|e| DemoError::Other(format!("{e} (log: {})", roles.log(&name).display())))?;
+    }
+    let table_url = (!etcd).then(|| format!("{}/table", top.controllers[0]));
+    let table_flags: Vec<String> = table_url.iter().flat_map(|u| ["--table-url".to_string(), u.clone()]).collect();
 
     // the cells
-    let launch = Launch {
-        exe: std::env::current_exe()?,
-        config: config_path,
-        run_dir: run_dir.clone(),
-        table_file: control.table_file(),
-        kafka,
-        topic,
-        run_id,
-        hop_key_file,
-    };
+    let launch = Launch { role, table_url: table_url.clone(), kafka, topic, hop_key_file: hop_key_file.clone() };
     let cells = Arc::new(Mutex::new(Cells::spawn(launch, ports)?));
-    let result = drive(&args, &cfg, &planned, &cells, &control, &table, console.as_ref(), &who).await;
+    let result = async {
+        let list = cells.lock().map(|c| c.list()).map_err(|_| DemoError::Other("cells lock poisoned".into()))?;
+        for (id, ports, _) in &list {
+            for port in ports {
+                wait_for(&client, &format!("cell {id}"), &format!("{}/admin/status", loopback(*port)), Duration::from_secs(30), |_| true)
+                    .await
+                    .map_err(|e| DemoError::Other(format!("{e} (log: {})", run_dir.join(id).join("cell.log").display())))?;
+            }
+        }
+        // the probers and the gateway; the controllers start deciding once every prober saw every cell healthy
+        let controllers = top.controllers.join(",");
+        for (i, url) in top.probers.iter().enumerate() {
+            let mut a = vec!["--name".to_string(), format!("prober-{i}"), "--controllers".into(), controllers.clone()];
+            a.extend(["--listen".into(), url.trim_start_matches("http://").to_string()]);
+            a.extend(table_flags.iter().cloned());
+            roles.spawn(&format!("prober-{i}"), "prober", &a)?;
+        }
+        let mut a = vec!["--listen".to_string(), top.gateway.trim_start_matches("http://").to_string(), "--controllers".into(), controllers];
+        a.extend(["--hop-key-file".into(), hop_key_file.display().to_string(), "--jwks-file".into(), jwks_file.display().to_string()]);
+        a.extend(table_flags.iter().cloned());
+        roles.spawn("gateway", "gateway", &a)?;
+        wait_for(&client, "gateway", &format!("{}/admin/status", top.gateway), Duration::from_secs(30), |_| true)
+            .await
+            .map_err(|e| DemoError::Other(format!("{e} (log: {})", roles.log("gateway").display())))?;
+        for (i, url) in top.controllers.iter().enumerate() {
+            let engine = |j: &serde_json::Value| j["engine"].as_bool() == Some(true);
+            wait_for(&client, "the probers' first views", &format!("{url}/admin/status"), Duration::from_secs(15), engine).await.map_err(|e| {
+                DemoError::Other(format!("{e}: no controller decisions (logs: {})", roles.log(&format!("controller-{i}")).display()))
+            })?;
+        }
+        let control = ControlView::follow(top.controllers.clone(), client.clone());
+        drive(&args, &cfg, &planned, &cells, control, &top, console.as_ref(), &idp).await
+    }
+    .await;
     if let Ok(mut c) = cells.lock() {
         c.shutdown();
+    }
+    if result.is_err()
+        && let Some((name, status)) = roles.exited()
+    {
+        eprintln!("demo: {name} exited ({status}); its log: {}", roles.log(&name).display());
+    }
+    roles.shutdown();
+    // the run's keys in a shared etcd go with it
+    #[cfg(feature = "etcd")]
+    if let Some(eps) = crate::etcd::endpoints()?
+        && let Err(e) = crate::etcd::forget(&eps, &role_run_id).await
+    {
+        eprintln!("demo: the run's etcd keys were not deleted: {e}");
     }
     result
 }
@@ -193,60 +284,36 @@ async fn drive(
     cfg: &DemoConfig,
     planned: &str,
     cells: &Arc<Mutex<Cells>>,
-    control: &Arc<ControlPlane>,
-    table: &cellrouter::RoutingTable,
+    control: ControlView,
+    top: &Topology,
     console: Option<&ui::Console>,
-    who: &crate::identity::RunIdentity,
+    idp: &crate::identity::DemoIdp,
 ) -> Result<(), DemoError> {
     let client = gateway::http_client();
-    let (run_dir, list) = match cells.lock() {
-        Ok(c) => (c.run_dir().to_path_buf(), c.list()),
-        Err(_) => return Err(DemoError::Other("cells lock poisoned".into())),
-    };
-    for (id, ports, _) in &list {
-        for port in ports {
-            wait_ready(&client, *port, Duration::from_secs(30)).await.map_err(|e| {
-                DemoError::Other(format!("cell {id}: {e} (log: {})", run_dir.join(id).join("cell.log").display()))
-            })?;
-        }
-    }
-    // probers first; the engine starts once every prober sees every cell healthy
-    let (hubs, _probers) = control::start_probers(cfg, table)?;
-    // SLA gap attribution: which probe was down when
-    let probe_log = hubs.first().map(crate::probe_log::ProbeLog::record).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !hubs.iter().all(|h| {
-        let s = h.snapshot();
-        s.cells().count() == cfg.cells.len() && s.all_healthy()
-    }) {
-        if Instant::now() > deadline {
-            return Err(DemoError::Other("probers never saw every cell healthy".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (engine, controller) = control::start_controller(cfg, &hubs, control).await?;
-
-    // the gateway
-    let gw = Arc::new(Gateway::try_new(
-        control.gateway_store.clone(),
-        cfg.breakers()?,
-        cfg.outlier()?,
-        engine.reporter(),
-        Duration::from_millis(cfg.load.request_timeout_ms),
-        cellctx::auth::EdgeAuth::new(who.idp.authenticator()?),
-        who.hop_key.clone(),
-    )?
-    .with_retry(&cfg.retry)?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gw_url = format!("http://{}", listener.local_addr()?);
-    let gateway = tower::make::Shared::new(gw.clone().service()?);
+    let mut rx = control.store.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| t.is_some()))
+        .await
+        .map_err(|_| DemoError::Other("the controller's routing table was not read within 10 s".into()))?
+        .map_err(|e| DemoError::Other(e.to_string()))?;
+    let table = control.store.current().ok_or_else(|| DemoError::Other("no routing table".into()))?.table().clone();
+    let gw_url = top.gateway.clone();
+    // SLA gap attribution: which probe was down when, seen by a prober of the orchestrator's own
+    let (probe_hub, _probing) = crate::control::start_prober(cfg, &table)?;
+    let probe_log = crate::probe_log::ProbeLog::record(&probe_hub);
     // where each process's Prometheus metrics are (stderr, so --json's last stdout line stays the report)
     eprintln!("demo: metrics orchestrator {}", crate::telemetry::serve(args.metrics_addr).await?);
-    eprintln!("demo: gateway {gw_url}");
+    for (i, url) in top.controllers.iter().enumerate() {
+        eprintln!("demo: metrics controller controller-{i} {url}/metrics");
+    }
+    eprintln!("demo: metrics gateway {gw_url}/metrics");
+    for (i, url) in top.probers.iter().enumerate() {
+        eprintln!("demo: metrics prober prober-{i} {url}/metrics");
+    }
     for (id, port) in first_ports(cells) {
         eprintln!("demo: metrics cell {id} http://127.0.0.1:{port}/metrics");
     }
-    tokio::spawn(async move { axum::serve(listener, gateway).await });
+    eprintln!("demo: gateway {gw_url}");
+    let table = &table;
 
     // users of every region, with their home and failover cells
     let compiled = table.clone().compile().map_err(|e| DemoError::Other(format!("routing table: {e}")))?;
@@ -258,7 +325,7 @@ async fn drive(
             let res = cellrouter::resolve_in(&compiled, &region, &key).map_err(|e| DemoError::Other(e.to_string()))?;
             let home = res.home.to_string();
             let failover = table.cell(res.home).and_then(|c| c.failover.first()).map(|c| c.to_string());
-            let token = who.idp.token(&key, &r.name)?;
+            let token = idp.token(&key, &r.name)?;
             users.push(User { key, region: r.name.clone(), home, failover, token });
         }
     }
@@ -295,7 +362,7 @@ async fn drive(
         }
         until_stopped(console, t0, args.duration.map(Duration::from_secs)).await;
     } else {
-        scheduled(args, planned, cells, &load, control, t0).await?;
+        scheduled(args, planned, cells, &load, &control, t0).await?;
     }
     let _ = stop_tx.send(true);
     let _ = runner.await;
@@ -331,6 +398,9 @@ async fn drive(
     }
     let records = load.records.lock().map(|v| v.clone()).unwrap_or_default();
     let audit = control.audit_rows().await?;
+    let gw_status = gateway::get_json(&client, &format!("{}/admin/status", top.gateway), Duration::from_secs(2)).await?;
+    let retries = serde_json::from_value(gw_status["retries"].clone())
+        .map_err(|e| DemoError::Other(format!("the gateway's retry report: {e}")))?;
     let rep = report::compute(report::Inputs {
         cells: cfg.cell_ids(),
         users: &load.users,
@@ -344,10 +414,8 @@ async fn drive(
         timeline: stats.timeline(),
         probes: probe_log.since(t0_wall),
         replication: cfg.replication,
-        retries: gw.retry_report(),
+        retries,
     });
-    drop(controller);
-    drop(engine);
     if let Some(path) = &args.report {
         let events = cells.lock().map(|c| c.events().to_vec()).unwrap_or_default();
         html_report::write(path, &rep, &stats.series(0), &events)?;
@@ -367,7 +435,7 @@ async fn scheduled(
     planned: &str,
     cells: &Mutex<Cells>,
     load: &Load,
-    control: &ControlPlane,
+    control: &ControlView,
     t0: Instant,
 ) -> Result<(), DemoError> {
     let secs = args.duration.unwrap_or(DEFAULT_DURATION_S);
@@ -398,7 +466,7 @@ async fn scheduled(
             bar.println(format!("restarted cell {planned}"));
         }
         bar.set_position(el.as_secs());
-        bar.set_message(format!("{} requests, table v{}", load.done(), control.gateway_store.version().unwrap_or(0)));
+        bar.set_message(format!("{} requests, table v{}", load.done(), control.store.version().unwrap_or(0)));
     }
     bar.finish_and_clear();
     Ok(())

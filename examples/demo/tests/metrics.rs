@@ -12,6 +12,10 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// The processes of a default run: the orchestrator, a controller, the
+/// gateway, two probers and three cells.
+const PROCESSES: usize = 8;
+
 /// Metric name -> every label name seen on it.
 type Seen = BTreeMap<String, BTreeSet<String>>;
 
@@ -168,14 +172,14 @@ fn every_dashboard_metric_is_exported_by_a_demo_run() {
                 fold(&page, &mut seen, &mut values);
             }
         }
-        if urls.len() == 4 && missing(&seen).is_empty() {
+        if urls.len() == PROCESSES && missing(&seen).is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(urls.len(), 4, "the orchestrator and three cells each print their /metrics URL: {urls:?}");
+    assert_eq!(urls.len(), PROCESSES, "every process prints its /metrics URL: {urls:?}");
     let missing = missing(&seen);
     assert!(missing.is_empty(), "dashboard metrics not exported by the demo: {missing:#?}");
 

@@ -8,25 +8,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// One HTTP/1.0 request; the status code and the body.
 fn http(url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let host = url.strip_prefix("http://").unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+    let a = support::http(url, method, path, headers);
+    (a.status, a.body)
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! One cell process (`demo cell --id beijing ...`): the comments-and-likes
 //! service on its instance ports, replication through the outbox and Kafka,
-//! its routing table from the control plane, `/healthz` from its probes.
+//! its routing table from the control plane (etcd, a controller's `GET
+//! /table` or its table file), `/healthz` from its probes.
 
 #[cfg(feature = "binlog")]
 mod binlog;
@@ -16,7 +17,6 @@ use std::time::Duration;
 
 use cellctx::CellId;
 use cellrouter::TableStore;
-use cellrouter::source::{FileSource, TableSource};
 use crdt::Replica;
 use crdt::sql_state::SqlStateStore;
 use crdt::kafka::{Relay, Replicator};
@@ -42,17 +42,28 @@ pub(crate) struct CellArgs {
     /// One port per instance.
     #[arg(long, value_delimiter = ',')]
     pub(crate) ports: Vec<u16>,
-    /// The routing table file written by the control plane (ignored with `ETCD_ENDPOINTS`).
+    /// Where the routing table comes from (ignored with `ETCD_ENDPOINTS`).
+    #[command(flatten)]
+    pub(crate) table: crate::roles::table::TableArgs,
+    /// The address the instance ports listen on (`0.0.0.0` to serve other hosts).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) listen_host: std::net::IpAddr,
+    /// This process's idgen worker id, unique among every process of the
+    /// deployment [default: the cell's position in the config].
     #[arg(long)]
-    pub(crate) table_file: Option<PathBuf>,
+    pub(crate) worker: Option<u32>,
+    /// Exit when the parent process does (the orchestrator sets it).
+    #[arg(long)]
+    pub(crate) exit_with_parent: bool,
     /// Kafka bootstrap servers.
-    #[arg(long)]
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
     pub(crate) kafka: String,
-    /// The replication topic.
-    #[arg(long)]
+    /// The replication topic (the same for every cell of a deployment).
+    #[arg(long, default_value = "demo-crdt")]
     pub(crate) topic: String,
-    /// Run id: prefixes tables, consumer groups and keys in shared servers.
-    #[arg(long)]
+    /// Run id: prefixes tables, consumer groups and keys in shared servers
+    /// (the same for every process of a deployment).
+    #[arg(long, default_value = "demo")]
     pub(crate) run_id: String,
     /// The key of the gateway's signed hops: the cell takes a context only
     /// from a request signed with it.
@@ -66,10 +77,11 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let cc = cfg.cell(&args.id).ok_or_else(|| DemoError::Config(format!("no cell {:?} in the config", args.id)))?;
     let cell = CellId::new(&args.id).map_err(|e| DemoError::Config(e.to_string()))?;
     let datacenter = cfg.regions.iter().find(|r| r.name == cc.region).and_then(|r| r.datacenter).unwrap_or(0);
-    let index = cfg.cells.iter().position(|c| c.id == args.id).unwrap_or(0) as u32;
+    let index = args.worker.unwrap_or_else(|| cfg.cells.iter().position(|c| c.id == args.id).unwrap_or(0) as u32);
     let prefix = format!("demo_{}_{}_", args.run_id, args.id.replace('-', "_"));
 
     // storage: SQLite in the cell's directory unless DEMO_DATABASE_URL names a server
+    std::fs::create_dir_all(&args.dir)?;
     let url = match std::env::var("DEMO_DATABASE_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => format!("sqlite://{}?mode=rwc", args.dir.join("cell.db").display()),
@@ -85,7 +97,8 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     state.migrate().await?;
     let replayed = replica.recover(&state, &storage.outbox).await?;
     tracing::info!(cell = %cell, replayed, "replica recovered");
-    let group = format!("demo-{}-{}", args.run_id, args.id);
+    // a consumer group per process: every replica must see every event, its own cell's other processes' too
+    let group = format!("demo-{}-{}-w{index}", args.run_id, args.id);
     let replicator = Replicator::start(replica.clone(), &args.kafka, &args.topic, &group, state).await?;
     let _replicator = replicator.spawn();
     // sent rows are kept an hour (at most 100k), and never past the last durable snapshot
@@ -104,7 +117,7 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
 
     // the routing table from the control plane
     let store = TableStore::new();
-    table_source(&args, &store).await?;
+    args.table.follow(&args.run_id, &store).await?;
 
     // /healthz: the cell is healthy while its database answers
     let hub = HealthHub::try_new(ScorePolicy::default().with_window(3))?;
@@ -133,45 +146,16 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
 
     let mut servers = Vec::new();
     for port in &args.ports {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await?;
+        let listener = tokio::net::TcpListener::bind((args.listen_host, *port)).await?;
         let make = tower::make::Shared::new(service.clone());
         servers.push(tokio::spawn(async move { axum::serve(listener, make).await }));
     }
     tracing::info!(cell = %cell, ports = ?args.ports, "cell serving");
-    // a cell never outlives the demo that spawned it
-    let parent = std::os::unix::process::parent_id();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if std::os::unix::process::parent_id() != parent {
-                std::process::exit(0);
-            }
-        }
-    });
+    if args.exit_with_parent {
+        crate::roles::exit_with_parent();
+    }
     for s in servers {
         s.await.map_err(|e| DemoError::Other(e.to_string()))??;
     }
-    Ok(())
-}
-
-/// Feeds `store` from etcd (`ETCD_ENDPOINTS`) or the control plane's table file.
-async fn table_source(args: &CellArgs, store: &TableStore) -> Result<(), DemoError> {
-    if let Some(endpoints) = crate::etcd::endpoints()? {
-        #[cfg(feature = "etcd")]
-        crate::etcd::spawn_source(endpoints, &args.run_id, store)?;
-        #[cfg(not(feature = "etcd"))]
-        match endpoints {}
-    } else {
-        let path = args.table_file.clone().ok_or_else(|| DemoError::Config("--table-file is required without ETCD_ENDPOINTS".into()))?;
-        let source = FileSource::new(path).with_interval(Duration::from_millis(10));
-        source.load_into(store)?;
-        tokio::spawn(source.run(store.clone()));
-    }
-    // wait for the first table
-    let mut rx = store.subscribe();
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| t.is_some()))
-        .await
-        .map_err(|_| DemoError::Other("no routing table within 10 s".into()))?
-        .map_err(|e| DemoError::Other(e.to_string()))?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use crate::cells::Cells;
-use crate::control::ControlPlane;
+use crate::control_view::ControlView;
 use crate::error::DemoError;
 use crate::replication::Readings;
 use crate::stats::Stats;
@@ -25,8 +25,8 @@ pub(crate) struct Live {
     pub(crate) cells: Arc<Mutex<Cells>>,
     /// The load generator's counters.
     pub(crate) stats: Stats,
-    /// The routing table in force and the audit log.
-    pub(crate) control: Arc<ControlPlane>,
+    /// The routing table in force and the audit log (from the controllers).
+    pub(crate) control: ControlView,
     /// The cells' replication, read once a second.
     pub(crate) replication: Readings,
     /// When the load started.

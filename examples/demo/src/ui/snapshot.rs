@@ -79,7 +79,7 @@ pub(super) async fn take(live: Option<&Live>, stopping: bool) -> Snapshot {
         })
         .unwrap_or_default();
     let replication = live.replication.lock().map(|r| r.clone()).unwrap_or_default();
-    let table = live.control.gateway_store.current();
+    let table = live.control.store.current();
     let slots = table.as_ref().map(|t| served_slots(t.table())).unwrap_or_default();
     let cells: Vec<CellView> = list
         .into_iter()
