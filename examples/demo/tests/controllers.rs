@@ -55,6 +55,13 @@ fn two_controllers_elect_one_leader_and_switch_once() {
     assert_eq!(r["converged"], true, "{r}");
     let rows: Vec<&serde_json::Value> = r["audit_rows"].as_array().unwrap().iter().filter(|a| a["cell"] == "beijing").collect();
     let actions: Vec<&str> = rows.iter().map(|a| a["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["drain", "failback"], "one switch each way, not one per controller: {r}");
+    // one drain, then the failback ramp's steps (each its own table version),
+    // the last restoring the cell: one switch each way, not one per controller
+    assert_eq!(actions.first(), Some(&"drain"), "{r}");
+    assert_eq!(actions.iter().filter(|a| **a == "drain").count(), 1, "one drain, not one per controller: {r}");
+    assert_eq!(actions.last(), Some(&"failback"), "{r}");
+    assert!(actions[1..actions.len() - 1].iter().all(|a| *a == "ramp"), "{r}");
+    let versions: Vec<u64> = rows.iter().map(|a| a["table_version"].as_u64().unwrap()).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "each step its own table version: {r}");
     assert!(rows.iter().all(|a| a["status"] == "applied"), "{r}");
 }
