@@ -8,7 +8,9 @@
 //! diluted by HTTP and TCP; run it under callgrind for an instruction count.
 //! Beside the layer prefixes: the README's mounting (`AnswerErrorsLayer` in
 //! front), the fused layer (`cellsdk::CellLayer`) and the hand-written floor
-//! of the job (`support/stack_floor.rs`). The handler answers with axum's body,
+//! of the job (`support/stack_floor.rs`), and as a peer tower-http's
+//! request-id trio. `STACK_LAYERS_NO_ID=1` (profiling mode) sends no request
+//! id, so that every variant generates one. The handler answers with axum's body,
 //! as an axum handler does.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -44,12 +46,18 @@ fn store() -> TableStore {
 #[derive(Clone, Copy)]
 struct RouteMarker;
 
+/// Whether the requests come without a request id (`STACK_LAYERS_NO_ID=1` in
+/// profiling mode: every layer generates one then, as under `stack_wrk`).
+static NO_ID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn request(key: &HeaderValue) -> Request<Empty<Bytes>> {
     let mut req = Request::new(Empty::new());
     let h = req.headers_mut();
     h.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
     h.insert(X_USER_ID, key.clone());
-    h.insert(X_REQUEST_ID, HeaderValue::from_static("load-0001"));
+    if !NO_ID.load(std::sync::atomic::Ordering::Relaxed) {
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("load-0001"));
+    }
     req.extensions_mut().insert(RouteMarker);
     req
 }
@@ -101,15 +109,23 @@ fn stack(c: &mut Criterion) {
     )
     .layer(handler());
     let mut floor = stack_floor::Floor::new(handler(), store.clone(), id(LOCAL));
+    // Peer: tower-http's request-id trio (uuid v4, `fast-rng`) echoing `X-User-ID` too.
+    let mut trio = ServiceBuilder::new()
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::propagate_header::PropagateHeaderLayer::new(X_USER_ID))
+        .service(handler());
     // The stacks are in the path: the request id is echoed.
     assert_eq!(call(&mut full, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
     assert_eq!(call(&mut separate, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
     assert_eq!(call(&mut fused, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
     assert_eq!(call(&mut floor, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
+    assert_eq!(call(&mut trio, request(&key)).headers()[&X_REQUEST_ID], "load-0001");
 
     // Profiling mode: `STACK_LAYERS_PROFILE=<variant> STACK_LAYERS_N=<n>` runs n
     // calls of one variant and exits, for callgrind (instructions / n, minus n = 0).
     if let Ok(variant) = std::env::var("STACK_LAYERS_PROFILE") {
+        NO_ID.store(std::env::var("STACK_LAYERS_NO_ID").is_ok_and(|v| v == "1"), std::sync::atomic::Ordering::Relaxed);
         let n: usize = std::env::var("STACK_LAYERS_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
         for _ in 0..n {
             match variant.as_str() {
@@ -119,6 +135,7 @@ fn stack(c: &mut Criterion) {
                 "separate" => drop(black_box(call(&mut separate, black_box(request(&key))))),
                 "fused" => drop(black_box(call(&mut fused, black_box(request(&key))))),
                 "floor" => drop(black_box(call(&mut floor, black_box(request(&key))))),
+                "trio" => drop(black_box(call(&mut trio, black_box(request(&key))))),
                 _ => drop(black_box(call(&mut full, black_box(request(&key))))),
             }
         }
@@ -132,6 +149,7 @@ fn stack(c: &mut Criterion) {
     g.bench_function("cellctx + cellrouter + breaker", |b| b.iter(|| black_box(call(&mut full, black_box(request(&key))))));
     g.bench_function("separate layers (README mounting)", |b| b.iter(|| black_box(call(&mut separate, black_box(request(&key))))));
     g.bench_function("fused layer", |b| b.iter(|| black_box(call(&mut fused, black_box(request(&key))))));
+    g.bench_function("tower-http trio", |b| b.iter(|| black_box(call(&mut trio, black_box(request(&key))))));
     g.bench_function("floor", |b| b.iter(|| black_box(call(&mut floor, black_box(request(&key))))));
     g.finish();
 }

@@ -24,8 +24,10 @@ pub fn generate() -> String {
 /// A new request id as a [`Token`] (one copy, no formatting).
 pub fn generate_token() -> Token {
     let id = generate_bytes();
-    // Lowercase hex digits only: always a valid header value and token.
-    let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&id))
+    // Lowercase hex digits only: always a valid header value and token. Owned
+    // by one shared allocation, so the clones (the request's header, the
+    // echo, the context) are reference counts, not copies.
+    let value = HeaderValue::from_maybe_shared(Bytes::from_owner(id))
         .unwrap_or_else(|_| HeaderValue::from_static("0"));
     Token::from_checked(value).marked(Token::TOKEN)
 }

@@ -5,9 +5,10 @@
 //! `breaker::AnswerErrorsLayer` -> `cellctx::CellContextLayer` ->
 //! `cellrouter::CellRouterLayer` -> `breaker::CircuitBreakerLayer` -> the
 //! application. The same requests get the same responses, headers and
-//! context; the work is the same functions the separate layers call
-//! ([`cellctx::CellContextLayer::admit`], [`cellrouter::Routing::route_once`],
-//! [`breaker::Gate::admit_shared`], [`breaker::answer`]), without what
+//! context; the work is the separate layers' own code, reached through
+//! [`cellctx::CellContextLayer::admit`], [`cellrouter::Routing::route_once`]
+//! (the decision `CellRouter` makes), [`breaker::Gate::admit_shared`] (the
+//! admission `CircuitBreaker` makes) and [`breaker::answer`], without what
 //! stacking them costs per request: one clone of the service (one reference
 //! count) instead of one per layer, one response future instead of four nested
 //! ones, one task-local scope, the context inserted into the extensions once,

@@ -87,7 +87,7 @@ where
         let (mut parts, body) = req.into_parts();
         let Admitted { ctx, otel, echo } = match shared.ctx.admit(&mut parts) {
             Ok(admitted) => admitted,
-            Err(refusal) => return CellFuture::answered(refusal.into_response::<Body>().map(Body::new)),
+            Err(refusal) => return CellFuture::answered((*refusal).into_response::<Body>().map(Body::new)),
         };
         let req = Request::from_parts(parts, body);
         match shared.routing.route_once(req, Some(ctx)) {

@@ -28,7 +28,8 @@ pub struct Admitted {
 }
 
 /// A request refused by the layer (malformed or oversized context headers, a
-/// failed authentication): answer it with [`Refusal::into_response`].
+/// failed authentication): answer it with [`Refusal::into_response`]. Boxed
+/// where it is returned: the rare path carries the allocation.
 #[derive(Debug)]
 pub struct Refusal {
     error: ContextError,
@@ -59,7 +60,7 @@ impl CellContextLayer {
     /// layer's service does before calling the inner service; the caller
     /// makes the context current (see [`crate::scope`]) and echoes the
     /// request id.
-    pub fn admit(&self, parts: &mut Parts) -> Result<Admitted, Refusal> {
+    pub fn admit(&self, parts: &mut Parts) -> Result<Admitted, Box<Refusal>> {
         self.config().admit(parts)
     }
 }
@@ -67,7 +68,7 @@ impl CellContextLayer {
 impl Config {
     /// See [`CellContextLayer::admit`].
     #[inline]
-    pub(crate) fn admit(&self, parts: &mut Parts) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit(&self, parts: &mut Parts) -> Result<Admitted, Box<Refusal>> {
         let ctx = match self.prepare(&parts.method, &parts.uri, &mut parts.headers) {
             // Straight from the result into the `Arc` (one move of the context).
             Ok((ctx, identity)) => {
@@ -90,7 +91,7 @@ impl Config {
     }
 
     #[cold]
-    fn refuse(&self, err: ContextError, parts: &Parts) -> Refusal {
+    fn refuse(&self, err: ContextError, parts: &Parts) -> Box<Refusal> {
         if matches!(err, ContextError::Unauthenticated(_)) {
             tracing::debug!(%err, "cellctx: unauthenticated request");
         } else {
@@ -104,6 +105,6 @@ impl Config {
             .filter(|v| v.to_str().is_ok_and(|s| crate::validate_token(s).is_ok()))
             .cloned()
             .unwrap_or_else(|| crate::request_id::generate_token().into_header_value());
-        Refusal { grpc: is_grpc(&parts.headers), error: err, echo: (names.request_id.clone(), id) }
+        Box::new(Refusal { grpc: is_grpc(&parts.headers), error: err, echo: (names.request_id.clone(), id) })
     }
 }

@@ -33,7 +33,7 @@ pin_project! {
             echo: Option<(HeaderName, HeaderValue)>,
         },
         Rejected {
-            refusal: Option<Refusal>,
+            refusal: Option<Box<Refusal>>,
         },
     }
 }
@@ -47,7 +47,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture { kind: Kind::Inner { fut, otel, echo: Some(echo) } }
     }
 
-    pub(crate) fn rejected(refusal: Refusal) -> Self {
+    pub(crate) fn rejected(refusal: Box<Refusal>) -> Self {
         ResponseFuture { kind: Kind::Rejected { refusal: Some(refusal) } }
     }
 }
@@ -81,7 +81,7 @@ where
                 Poll::Ready(Ok(res.map(ResponseBody::inner)))
             }
             KindProj::Rejected { refusal } => match refusal.take() {
-                Some(refusal) => Poll::Ready(Ok(refusal.into_response())),
+                Some(refusal) => Poll::Ready(Ok((*refusal).into_response())),
                 None => Poll::Pending,
             },
         }
