@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::header::Entry;
 use http::{HeaderMap, Request};
@@ -194,7 +194,7 @@ impl ClientConfig {
         {
             match extract(headers, &self.names) {
                 Ok(sent) => {
-                    let sig = signer.sign_parts(&sent, method, uri, headers, SystemTime::now());
+                    let sig = signer.sign_parts(&sent, method, uri, headers, cellclock::now());
                     headers.insert(self.names.signature.clone(), sig);
                 }
                 Err(err) => tracing::warn!(%err, "cellctx: not signing an invalid outgoing context"),

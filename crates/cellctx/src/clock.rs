@@ -10,13 +10,14 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> SystemTime;
 }
 
-/// The system clock ([`SystemTime::now`]), the default.
+/// The process's wall clock ([`cellclock::now`]: [`SystemTime::now`] plus the
+/// offset the process may set to model a skewed host), the default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
-        SystemTime::now()
+        cellclock::now()
     }
 }
 
@@ -32,7 +33,7 @@ pub struct TokioClock {
 impl TokioClock {
     /// Anchored at the current system and Tokio times.
     pub fn new() -> Self {
-        TokioClock { wall: SystemTime::now(), start: tokio::time::Instant::now() }
+        TokioClock { wall: cellclock::now(), start: tokio::time::Instant::now() }
     }
 }
 

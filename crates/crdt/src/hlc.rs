@@ -116,16 +116,14 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now_ms(&self) -> u64;
 }
 
-/// The system wall clock.
+/// The process's wall clock: [`cellclock::now_ms`], the system clock plus the
+/// offset the process may set to model a skewed host.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        cellclock::now_ms()
     }
 }
 

@@ -7,7 +7,7 @@
 //! plane. The [`Controller`](crate::Controller) drives either.
 
 use std::num::NonZeroUsize;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cellrouter::{CellState, RoutingTable};
 use futures_util::future::BoxFuture;
@@ -141,7 +141,7 @@ pub(crate) fn intent_record(
         version_after: after,
         detected_at_ms: epoch_ms(req.detected_at),
         decided_at_ms: epoch_ms(req.decided_at),
-        intent_at_ms: epoch_ms(SystemTime::now()),
+        intent_at_ms: epoch_ms(cellclock::now()),
         committed_at_ms: None,
         applied_at_ms: None,
         note: None,

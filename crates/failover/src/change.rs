@@ -79,7 +79,7 @@ pub struct SwitchRequest {
 impl SwitchRequest {
     /// A manual switch detected and decided now.
     pub fn new(change: Change) -> Self {
-        let now = SystemTime::now();
+        let now = cellclock::now();
         SwitchRequest { change, reason: "manual".into(), rule: "manual".into(), detected_at: now, decided_at: now }
     }
 
@@ -89,7 +89,7 @@ impl SwitchRequest {
     /// steps and refused drains change no table (they live in the
     /// [`Plan`](crate::Plan)): `None`.
     pub fn from_decision(d: &crate::Decision, rule: &str) -> Option<Self> {
-        let wall = |at: tokio::time::Instant| SystemTime::now() - tokio::time::Instant::now().saturating_duration_since(at);
+        let wall = |at: tokio::time::Instant| cellclock::now() - tokio::time::Instant::now().saturating_duration_since(at);
         match d {
             crate::Decision::Drain { cell, reason, detected_at, decided_at } => Some(
                 SwitchRequest::new(Change::Drain(cell.clone()))

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cellctx::CellId;
 use cellrouter::TableStore;
@@ -341,7 +341,7 @@ impl<B: SwitchBackend> Controller<B> {
             tracing::warn!(tx = %record.tx_id, version = target, wait = ?self.apply_wait, "routers did not apply the switch in time");
             return Ok((record, ApplyPhase::TimedOut(self.apply_wait)));
         }
-        let at = epoch_ms(SystemTime::now());
+        let at = epoch_ms(cellclock::now());
         if self.backend.audit().mark_applied(&record.tx_id, at).await? {
             record.status = AuditStatus::Applied;
             record.applied_at_ms = Some(at);
@@ -590,7 +590,7 @@ impl<B: SwitchBackend> Controller<B> {
             Err(e) => tracing::warn!(error = %e, "reconcile failed; trying again later"),
         }
         if prune && let Some(retention) = &self.retention {
-            match self.backend.audit().prune(retention, SystemTime::now()).await {
+            match self.backend.audit().prune(retention, cellclock::now()).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "audit rows pruned"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "audit pruning failed"),

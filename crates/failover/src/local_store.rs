@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cellrouter::{RoutingTable, TableStore};
 use tokio::sync::Notify;
@@ -66,7 +66,7 @@ impl LocalStore {
             table,
             inner: Arc::new(Mutex::new(Inner::default())),
             released: Arc::new(Notify::new()),
-            created_ms: epoch_ms(SystemTime::now()),
+            created_ms: epoch_ms(cellclock::now()),
         }
     }
 
@@ -184,7 +184,7 @@ impl LocalStore {
         }
         check_cap(current.table(), &table, cap)?;
         self.table.store(table)?;
-        let at = epoch_ms(SystemTime::now());
+        let at = epoch_ms(cellclock::now());
         g.markers.insert(tx_id.to_string(), at);
         Ok(at)
     }

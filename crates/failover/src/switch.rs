@@ -37,7 +37,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cellrouter::{RoutingTable, TableStore};
 use etcd_client::{Client, Compare, CompareOp, LockOptions, Txn, TxnOp};
@@ -331,7 +331,7 @@ impl AtomicSwitch {
     /// failed compare nothing is written and the intent is rolled back.
     pub async fn write_table(&self, lock: &SwitchLock, p: &Prepared) -> Result<u64, Error> {
         let mut c = self.client.clone();
-        let committed_at = epoch_ms(SystemTime::now());
+        let committed_at = epoch_ms(cellclock::now());
         let marker = serde_json::json!({ "flow": p.record.flow, "version": p.table.version, "committed_at_ms": committed_at });
         let txn = Txn::new()
             .when([
@@ -402,7 +402,7 @@ impl AtomicSwitch {
         if !reached {
             return Err(Error::Config(format!("routers did not apply version {target} within {wait:?}")));
         }
-        let at = epoch_ms(SystemTime::now());
+        let at = epoch_ms(cellclock::now());
         self.audit.mark_applied(&record.tx_id, at).await?;
         let mut r = record.clone();
         r.status = AuditStatus::Applied;
@@ -430,7 +430,7 @@ impl AtomicSwitch {
                     serde_json::from_slice::<serde_json::Value>(kv.value())
                         .ok()
                         .and_then(|v| v.get("committed_at_ms").and_then(|x| x.as_u64()))
-                        .unwrap_or_else(|| epoch_ms(SystemTime::now()))
+                        .unwrap_or_else(|| epoch_ms(cellclock::now()))
                 });
                 report.settle(&self.audit, &self.actor, &row.tx_id, committed_at).await?;
                 // the row is settled: its marker has served
@@ -473,7 +473,7 @@ impl AtomicSwitch {
             Err(e) => return refused(e).await,
         };
         let mut c = self.client.clone();
-        let committed_at = epoch_ms(SystemTime::now());
+        let committed_at = epoch_ms(cellclock::now());
         let marker = serde_json::json!({ "flow": p.record.flow, "version": p.table.version, "committed_at_ms": committed_at, "term": p.term.get() });
         let txn = Txn::new()
             .when([

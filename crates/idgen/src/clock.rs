@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::Error;
 
@@ -103,7 +103,7 @@ impl SystemClock {
     /// Anchors a new clock to the wall clock now.
     pub fn new() -> Self {
         let elapsed = precise_elapsed_ns();
-        let wall_ns = SystemTime::now()
+        let wall_ns = cellclock::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
@@ -187,7 +187,7 @@ impl SystemClock {
     /// slew rate; it also absorbs the drift between the monotonic clock and
     /// the wall clock since the anchor.
     pub fn set_offset_ms(&self, offset_ms: i64) {
-        let wall_ns = SystemTime::now()
+        let wall_ns = cellclock::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
             .unwrap_or(0);
@@ -459,7 +459,7 @@ mod tests {
     #[test]
     fn system_clock_tracks_the_wall_clock() {
         let c = SystemClock::new();
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let wall = cellclock::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         assert!(c.now_ms().abs_diff(wall) < 1_000);
     }
 
@@ -513,7 +513,7 @@ mod tests {
         while c.now_ms() <= fresh {
             std::thread::yield_now();
         }
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let wall = cellclock::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         assert!(c.now_ms().abs_diff(wall) < 1_000);
         let direct = SystemClock::new().direct();
         assert!(!direct.coarse);

@@ -40,7 +40,10 @@
 //! SQLite file per cell), `DEMO_REDIS_URL` (read cache), `ETCD_ENDPOINTS` (the
 //! routing table and switch locks in etcd; the `etcd` feature),
 //! `DEMO_AUDIT_URL` (audit table), `OTEL_EXPORTER_OTLP_ENDPOINT` (push metrics
-//! over OTLP/HTTP as well as serving them at `/metrics`).
+//! over OTLP/HTTP as well as serving them at `/metrics`),
+//! `CELLSDK_CLOCK_OFFSET_MS` (run this process with its wall clock that far
+//! ahead, or behind when negative: the skew the SDK's ids, HLC and audit
+//! instants then see, through `cellclock`).
 
 mod budget;
 mod cell;
@@ -96,6 +99,10 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cellclock::init_from_env() {
+        eprintln!("demo: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let verbose = cli.command.is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "info" } else { "error" }));

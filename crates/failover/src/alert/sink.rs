@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cellctx::CellId;
 use opentelemetry::metrics::Meter;
@@ -194,7 +194,7 @@ impl AlertSink {
                 let alert = Alert {
                     labels: labels.clone(),
                     annotations,
-                    starts_at: SystemTime::now(),
+                    starts_at: cellclock::now(),
                     ends_at: None,
                     generator_url: self.shared.config.generator_url().map(str::to_string),
                 };
@@ -210,7 +210,7 @@ impl AlertSink {
         let mut st = self.shared.lock();
         let Some(firing) = st.firing.remove(labels) else { return };
         let mut alert = firing.alert;
-        alert.ends_at = Some(SystemTime::now());
+        alert.ends_at = Some(cellclock::now());
         if let Some(note) = note {
             alert.annotations.insert("resolution".into(), note.into());
         }

@@ -1,0 +1,177 @@
+//! [`check`]: the verdict on a healed run, from the history the clients
+//! wrote, what every cell holds, the audit log and the routing table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use failover::audit::AuditRecord;
+use serde::Serialize;
+
+use crate::audit::{self, AuditAnomaly};
+use crate::history::Record;
+
+/// What one cell holds after the heal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CellView {
+    /// Every write id in its replicated state (each comment's id, each
+    /// like's id).
+    pub ids: BTreeSet<String>,
+    /// The digest of its replicated state.
+    pub digest: u64,
+    /// Whether the routing table has it active (serving its own slots).
+    pub active: bool,
+}
+
+/// Everything the checker reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    /// The clients' history.
+    pub history: &'a [Record],
+    /// Each cell's view (every cell of the run; a cell that could not be
+    /// read is absent and counts as holding nothing).
+    pub cells: &'a BTreeMap<String, CellView>,
+    /// The cells of the run.
+    pub all_cells: &'a [String],
+    /// The whole audit log.
+    pub audit: &'a [AuditRecord],
+    /// The drain cap the switch enforces.
+    pub drain_cap: usize,
+}
+
+/// An acknowledged write missing from some cells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lost {
+    /// The write's id.
+    pub id: String,
+    /// The client's request id.
+    pub req: String,
+    /// Cells that do not hold it.
+    pub missing_in: Vec<String>,
+}
+
+/// The checker's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Writes the clients saw acknowledged.
+    pub acked: usize,
+    /// Requests the clients saw fail.
+    pub failed: usize,
+    /// Acknowledged writes some cell does not hold.
+    pub lost: Vec<Lost>,
+    /// Cells whose state differs from the others' (by digest or ids).
+    pub diverged: Vec<String>,
+    /// Ids acknowledged for two different requests.
+    pub duplicate_ids: Vec<String>,
+    /// Broken audit invariants.
+    pub audit: Vec<AuditAnomaly>,
+    /// Cells not active in the table after the heal (liveness).
+    pub not_restored: Vec<String>,
+    /// Per region, the longest time between two successes of its users with
+    /// a failure between them, ms.
+    pub longest_unavailable_ms: BTreeMap<String, u64>,
+}
+
+impl Verdict {
+    /// Whether every invariant held.
+    pub fn ok(&self) -> bool {
+        self.lost.is_empty()
+            && self.diverged.is_empty()
+            && self.duplicate_ids.is_empty()
+            && self.audit.is_empty()
+            && self.not_restored.is_empty()
+    }
+
+    /// The longest unavailability over all regions.
+    pub fn longest_unavailable(&self) -> Duration {
+        Duration::from_millis(self.longest_unavailable_ms.values().copied().max().unwrap_or(0))
+    }
+}
+
+/// Judges a healed run.
+pub fn check(e: Evidence<'_>) -> Verdict {
+    let empty = CellView::default();
+    let view = |c: &str| e.cells.get(c).unwrap_or(&empty);
+
+    // duplicate ids: one id acknowledged for two requests
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut duplicate_ids = BTreeSet::new();
+    let mut acked = 0;
+    let mut lost = Vec::new();
+    for r in e.history {
+        let Some(id) = r.acked_id() else { continue };
+        acked += 1;
+        match owner.insert(id, &r.req) {
+            Some(prev) if prev != r.req => {
+                duplicate_ids.insert(id.to_string());
+            }
+            _ => {}
+        }
+        let missing_in: Vec<String> = e.all_cells.iter().filter(|c| !view(c).ids.contains(id)).cloned().collect();
+        if !missing_in.is_empty() {
+            lost.push(Lost { id: id.to_string(), req: r.req.clone(), missing_in });
+        }
+    }
+
+    // divergence: cells outside the largest group of equal states
+    let mut groups: BTreeMap<(u64, &BTreeSet<String>), Vec<String>> = BTreeMap::new();
+    for c in e.all_cells {
+        let v = view(c);
+        groups.entry((v.digest, &v.ids)).or_default().push(c.clone());
+    }
+    let mut diverged = Vec::new();
+    if groups.len() > 1 {
+        let keep = groups.values().max_by_key(|g| (g.len(), std::cmp::Reverse(g.first().cloned()))).cloned();
+        for g in groups.into_values() {
+            if Some(&g) != keep.as_ref() {
+                diverged.extend(g);
+            }
+        }
+        diverged.sort();
+    }
+
+    let not_restored = e.all_cells.iter().filter(|c| !view(c).active).cloned().collect();
+
+    Verdict {
+        acked,
+        failed: e.history.iter().filter(|r| !r.ok()).count(),
+        lost,
+        diverged,
+        duplicate_ids: duplicate_ids.into_iter().collect(),
+        audit: audit::check(e.audit, e.drain_cap),
+        not_restored,
+        longest_unavailable_ms: unavailability(e.history),
+    }
+}
+
+/// Per region: the longest span from a success to the next success with a
+/// failure between them (a run that ends failing counts to its last record).
+pub fn unavailability(history: &[Record]) -> BTreeMap<String, u64> {
+    let mut by_region: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for r in history {
+        by_region.entry(&r.region).or_default().push((r.at_ms, r.ok()));
+    }
+    let mut out = BTreeMap::new();
+    for (region, mut obs) in by_region {
+        obs.sort_unstable();
+        let first = obs.first().map_or(0, |o| o.0);
+        let mut last_ok = first;
+        let mut failing = false;
+        let mut longest = 0u64;
+        for (at, ok) in &obs {
+            if *ok {
+                if failing {
+                    longest = longest.max(at - last_ok);
+                }
+                last_ok = *at;
+                failing = false;
+            } else {
+                failing = true;
+            }
+        }
+        if failing {
+            longest = longest.max(obs.last().map_or(0, |o| o.0) - last_ok);
+        }
+        out.insert(region.to_string(), longest);
+    }
+    out
+}
