@@ -67,6 +67,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), DemoError> {
             get(move || std::future::ready(Json(serde_json::json!({ "role": "gateway", "table_version": store.version() })))),
         )
         .merge(crate::telemetry::router())
+        .merge(crate::clock_admin::router())
         .fallback_service(gw.service()?);
     super::serve(super::bind("gateway", args.listen).await?, app).await
 }
