@@ -52,7 +52,7 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
         };
         let fault = plan.schedule.faults[i].clone();
         if start {
-            match inject(plan, t, i, &fault, &mut leader_killed).await {
+            match act(plan, t, i, &fault, &mut leader_killed, true).await {
                 Ok(()) => {
                     live[i] = true;
                     *done.applied.entry(fault.kind.name()).or_default() += 1;
@@ -61,7 +61,7 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
                 Err(e) => done.skipped.push(format!("{} at {} ms: {e}", fault.kind.name(), at.as_millis())),
             }
         } else if live[i] {
-            if let Err(e) = heal(plan, t, i, &fault, &mut leader_killed).await {
+            if let Err(e) = act(plan, t, i, &fault, &mut leader_killed, false).await {
                 eprintln!("chaos: heal of {} failed: {e} (healed at the end)", describe(&fault));
             } else {
                 eprintln!("chaos: +{:>6} ms heal  {}", at.as_millis(), fault.kind.name());
@@ -141,71 +141,56 @@ fn proxied_cell(link: &Link) -> Result<&str, DemoError> {
     }
 }
 
-async fn inject(
+/// Injects fault `i` (`start`) or heals it.
+async fn act(
     plan: &mut Plan<'_>,
     t: &mut Targets<'_>,
     i: usize,
     f: &Fault,
     leader_killed: &mut BTreeMap<usize, String>,
+    start: bool,
 ) -> Result<(), DemoError> {
     let cells = plan.cells.clone();
+    let role = |t: &Targets<'_>, p: &Process| role_of(t, p, &cells).map(|(n, _)| n).ok_or_else(|| DemoError::Other(format!("no process {p:?}")));
     match &f.kind {
         FaultKind::KillProcess { process: Process::Cell { cell, .. } } | FaultKind::KillCell { cell } => {
-            lock(t.cells)?.kill(cell).map(|_| ())
+            let mut c = lock(t.cells)?;
+            if start { c.kill(cell) } else { c.restart(cell) }.map(|_| ())
         }
-        FaultKind::KillProcess { process } => Err(DemoError::Other(format!("kill_process of {process:?}: only cell processes"))),
-        FaultKind::KillLeader { .. } => {
-            let l = leader(t).await?;
-            let name = format!("controller-{l}");
+        FaultKind::KillProcess { process } if start => Err(DemoError::Other(format!("kill_process of {process:?}: only cell processes"))),
+        FaultKind::KillLeader { .. } if start => {
+            let name = format!("controller-{}", leader(t).await?);
             t.roles.kill(&name)?;
             leader_killed.insert(i, name);
             Ok(())
         }
-        FaultKind::Pause { process: Process::Cell { cell, .. } } => lock(t.cells)?.pause(cell).map(|_| ()),
+        FaultKind::KillLeader { .. } => leader_killed.remove(&i).map_or(Ok(()), |name| t.roles.restart(&name)),
+        FaultKind::Pause { process: Process::Cell { cell, .. } } => {
+            let mut c = lock(t.cells)?;
+            if start { c.pause(cell) } else { c.resume(cell) }.map(|_| ())
+        }
         FaultKind::Pause { process } => {
-            let (name, _) = role_of(t, process, &cells).ok_or_else(|| DemoError::Other(format!("no process {process:?}")))?;
-            t.roles.pause(&name, true)
+            let name = role(t, process)?;
+            t.roles.pause(&name, start)
         }
-        FaultKind::Partition { link, fault } => plan.proxies.fault(proxied_cell(link)?, i, link_mode(*fault)),
-        FaultKind::ClockStep { process, offset_ms } => set_clock(t, &clock_url(t, process, &cells)?, *offset_ms).await,
-        FaultKind::KafkaDown => match plan.kafka {
-            Some(m) => Ok(m.broker_down(1)?),
-            None => Err(DemoError::Other("no mock broker (KAFKA_BOOTSTRAP is set)".into())),
+        FaultKind::Partition { link, fault } => {
+            let cell = proxied_cell(link)?;
+            if start {
+                plan.proxies.fault(cell, i, link_mode(*fault))
+            } else {
+                plan.proxies.heal(cell, i);
+                Ok(())
+            }
+        }
+        FaultKind::ClockStep { process, offset_ms } => {
+            set_clock(t, &clock_url(t, process, &cells)?, if start { *offset_ms } else { 0 }).await
+        }
+        FaultKind::KafkaDown => match (plan.kafka, start) {
+            (Some(m), true) => Ok(m.broker_down(1)?),
+            (Some(m), false) => Ok(m.broker_up(1)?),
+            (None, _) => Err(DemoError::Other("no mock broker (KAFKA_BOOTSTRAP is set)".into())),
         },
-        FaultKind::RedisDown | FaultKind::StaleRestart { .. } => Err(DemoError::Other("not supported by this run".into())),
-    }
-}
-
-async fn heal(
-    plan: &mut Plan<'_>,
-    t: &mut Targets<'_>,
-    i: usize,
-    f: &Fault,
-    leader_killed: &mut BTreeMap<usize, String>,
-) -> Result<(), DemoError> {
-    let cells = plan.cells.clone();
-    match &f.kind {
-        FaultKind::KillProcess { process: Process::Cell { cell, .. } } | FaultKind::KillCell { cell } => {
-            lock(t.cells)?.restart(cell).map(|_| ())
-        }
-        FaultKind::KillLeader { .. } => match leader_killed.remove(&i) {
-            Some(name) => t.roles.restart(&name),
-            None => Ok(()),
-        },
-        FaultKind::Pause { process: Process::Cell { cell, .. } } => lock(t.cells)?.resume(cell).map(|_| ()),
-        FaultKind::Pause { process } => {
-            let (name, _) = role_of(t, process, &cells).ok_or_else(|| DemoError::Other(format!("no process {process:?}")))?;
-            t.roles.pause(&name, false)
-        }
-        FaultKind::Partition { link, .. } => {
-            plan.proxies.heal(proxied_cell(link)?, i);
-            Ok(())
-        }
-        FaultKind::ClockStep { process, .. } => set_clock(t, &clock_url(t, process, &cells)?, 0).await,
-        FaultKind::KafkaDown => match plan.kafka {
-            Some(m) => Ok(m.broker_up(1)?),
-            None => Ok(()),
-        },
+        FaultKind::RedisDown | FaultKind::StaleRestart { .. } if start => Err(DemoError::Other("not supported by this run".into())),
         FaultKind::KillProcess { .. } | FaultKind::RedisDown | FaultKind::StaleRestart { .. } => Ok(()),
     }
 }
