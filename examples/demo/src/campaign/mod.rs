@@ -12,7 +12,8 @@
 //! front of it; a cell's Kafka link and the controllers' table store are
 //! not proxied, so those draws are skipped and counted), kill_leader only
 //! with several controllers in etcd (a lone controller restarted without etcd
-//! would publish its first table again), kafka_down only with the in-process
+//! would publish its first table again) and at the scheduled instant, not at
+//! the drawn switch point, kafka_down only with the in-process
 //! mock broker; redis_down and stale_restart are not supported.
 
 pub(crate) mod evidence;
