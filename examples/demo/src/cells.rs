@@ -84,7 +84,7 @@ struct Proc {
 }
 
 /// Sends `signal` to `child`.
-fn signal(child: &Child, signal: rustix::process::Signal) -> Result<(), DemoError> {
+pub(crate) fn signal(child: &Child, signal: rustix::process::Signal) -> Result<(), DemoError> {
     let pid = i32::try_from(child.id())
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -238,7 +238,7 @@ mod tests {
 
     fn one_sleeping_cell() -> Cells {
         let child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
-        let role = RoleLaunch { exe: "/nonexistent".into(), config: "/nonexistent".into(), run_id: String::new(), run_dir: std::env::temp_dir() };
+        let role = RoleLaunch { exe: "/nonexistent".into(), config: "/nonexistent".into(), run_id: String::new(), run_dir: std::env::temp_dir(), clock_admin: false };
         let launch = Launch { role, table_url: None, kafka: String::new(), topic: String::new(), hop_key_file: "/nonexistent".into() };
         let proc = Proc { id: "a".into(), ports: vec![1], child: Some(child), paused: false };
         Cells { launch, procs: vec![proc], t0: Instant::now(), events: Vec::new() }

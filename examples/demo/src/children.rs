@@ -1,7 +1,8 @@
 //! The run's child processes other than the cells (controllers, probers, the
 //! gateway), all started from this binary's subcommands, each with its log
-//! in the run directory; killed when the run ends. The cells have their own
-//! [`crate::cells::Cells`] (kill, restart, pause).
+//! in the run directory; killed when the run ends; the fault campaign kills,
+//! restarts (with the arguments of its first start), pauses and resumes them
+//! by name. The cells have their own [`crate::cells::Cells`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,8 @@ pub(crate) struct RoleLaunch {
     pub(crate) run_id: String,
     /// Where the logs go.
     pub(crate) run_dir: PathBuf,
+    /// Mount `POST /admin/clock` on every role (the fault campaign).
+    pub(crate) clock_admin: bool,
 }
 
 impl RoleLaunch {
@@ -34,15 +37,28 @@ impl RoleLaunch {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
+        if self.clock_admin {
+            cmd.env(crate::clock_admin::ENV, "1");
+        }
         Ok(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?)
     }
+}
+
+/// One role process; `child` is `None` while it is killed.
+#[derive(Debug)]
+struct RoleProc {
+    name: String,
+    role: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    paused: bool,
 }
 
 /// The control plane's and the gateway's processes.
 #[derive(Debug)]
 pub(crate) struct Roles {
     launch: RoleLaunch,
-    procs: Vec<(String, Child)>,
+    procs: Vec<RoleProc>,
 }
 
 impl Roles {
@@ -54,7 +70,7 @@ impl Roles {
     /// Starts `demo <role> <args>` as `name` (its log: `<run dir>/<name>.log`).
     pub(crate) fn spawn(&mut self, name: &str, role: &str, args: &[String]) -> Result<(), DemoError> {
         let child = self.launch.spawn(role, args, &self.log(name))?;
-        self.procs.push((name.to_string(), child));
+        self.procs.push(RoleProc { name: name.to_string(), role: role.to_string(), args: args.to_vec(), child: Some(child), paused: false });
         Ok(())
     }
 
@@ -63,17 +79,70 @@ impl Roles {
         self.launch.run_dir.join(format!("{name}.log"))
     }
 
+    fn proc_mut(&mut self, name: &str) -> Result<&mut RoleProc, DemoError> {
+        self.procs.iter_mut().find(|p| p.name == name).ok_or_else(|| DemoError::Other(format!("no role process {name:?}")))
+    }
+
+    /// SIGKILL of `name` (paused or not).
+    pub(crate) fn kill(&mut self, name: &str) -> Result<(), DemoError> {
+        let p = self.proc_mut(name)?;
+        let mut child = p.child.take().ok_or_else(|| DemoError::CellAlready { cell: name.to_string(), state: "down" })?;
+        p.paused = false;
+        child.kill()?;
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Starts a killed `name` again with the arguments of its first start.
+    pub(crate) fn restart(&mut self, name: &str) -> Result<(), DemoError> {
+        let launch = self.launch.clone();
+        let log = self.log(name);
+        let p = self.proc_mut(name)?;
+        if p.child.is_some() {
+            return Err(DemoError::CellAlready { cell: name.to_string(), state: "running" });
+        }
+        p.child = Some(launch.spawn(&p.role, &p.args, &log)?);
+        Ok(())
+    }
+
+    /// SIGSTOP (`stop`) or SIGCONT of a running `name`.
+    pub(crate) fn pause(&mut self, name: &str, stop: bool) -> Result<(), DemoError> {
+        let p = self.proc_mut(name)?;
+        let child = p.child.as_ref().ok_or_else(|| DemoError::CellAlready { cell: name.to_string(), state: "down" })?;
+        let sig = if stop { rustix::process::Signal::STOP } else { rustix::process::Signal::CONT };
+        crate::cells::signal(child, sig)?;
+        p.paused = stop;
+        Ok(())
+    }
+
+    /// Resumes every paused process and restarts every killed one (the end
+    /// of a campaign's schedule); the first error is returned after all were tried.
+    pub(crate) fn heal_all(&mut self) -> Result<(), DemoError> {
+        let mut first = Ok(());
+        let names: Vec<(String, bool, bool)> = self.procs.iter().map(|p| (p.name.clone(), p.child.is_none(), p.paused)).collect();
+        for (name, dead, paused) in names {
+            let r = if dead { self.restart(&name) } else if paused { self.pause(&name, false) } else { Ok(()) };
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
     /// The first process that exited, with its status (a role must not).
     pub(crate) fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
-        self.procs.iter_mut().find_map(|(n, c)| c.try_wait().ok().flatten().map(|s| (n.clone(), s)))
+        self.procs.iter_mut().find_map(|p| p.child.as_mut()?.try_wait().ok().flatten().map(|s| (p.name.clone(), s)))
     }
 
     /// Kills every process.
     pub(crate) fn shutdown(&mut self) {
-        for (_, mut c) in self.procs.drain(..) {
-            let _ = c.kill();
-            let _ = c.wait();
+        for p in &mut self.procs {
+            if let Some(mut c) = p.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
+        self.procs.clear();
     }
 }
 

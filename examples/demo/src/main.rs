@@ -26,6 +26,8 @@
 //! demo gateway --controllers URL,... --hop-key-file keys/hop.key --jwks-file keys/jwks.json [--table-url URL]
 //! demo token --idp-key keys/idp.key --user U --region R   # a user's bearer token
 //! demo kafka-mock                                   # an in-memory Kafka for one machine
+//! demo chaos --seed N [--schedules K] [--duration S] [--rps R] [--kinds a,b]
+//!                                                   # a seeded fault campaign, judged by the checker
 //! ```
 //!
 //! Roles find each other by flags: the controller is given each cell's
@@ -43,12 +45,16 @@
 //! over OTLP/HTTP as well as serving them at `/metrics`),
 //! `CELLSDK_CLOCK_OFFSET_MS` (run this process with its wall clock that far
 //! ahead, or behind when negative: the skew the SDK's ids, HLC and audit
-//! instants then see, through `cellclock`).
+//! instants then see, through `cellclock`), `DEMO_CLOCK_ADMIN=1` (every role
+//! also serves `POST /admin/clock {"offset_ms": N}` to step that clock while
+//! it runs; the campaign sets it on its processes).
 
 mod budget;
+mod campaign;
 mod cell;
 mod cells;
 mod children;
+mod clock_admin;
 mod config;
 mod control;
 mod control_view;
@@ -96,6 +102,10 @@ enum Cmd {
     Token(identity::TokenArgs),
     /// Run an in-memory Kafka (one machine, no broker).
     KafkaMock(mock_kafka::KafkaMockArgs),
+    /// A fault campaign: seeded schedules of kills, pauses, partitions,
+    /// clock steps and broker outages against the run's processes, each
+    /// judged by the checker.
+    Chaos(campaign::ChaosArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -109,7 +119,10 @@ fn main() -> std::process::ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "info" } else { "error" }));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
-        None => serve_role("orchestrator", None, || orchestrate(cli.run)),
+        None => serve_role("orchestrator", None, || orchestrate(cli.run, None).map(|_| ())),
+        Some(Cmd::Chaos(args)) => serve_role("orchestrator", None, || {
+            campaign::run(&args, &|run, schedule, cells| orchestrate(run, Some((schedule, cells))))
+        }),
         Some(Cmd::Cell(args)) => {
             let id = args.id.clone();
             serve_role("cell", Some(&id), || block_on(cell::run(args)))
@@ -147,8 +160,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, error::DemoError> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Kafka (a mock cluster in this process unless `KAFKA_BOOTSTRAP`), then the run.
-fn orchestrate(args: orchestrator::RunArgs) -> Result<(), error::DemoError> {
+/// Kafka (a mock cluster in this process unless `KAFKA_BOOTSTRAP`), then the
+/// run; with a campaign's schedule, its verdict.
+fn orchestrate(
+    args: orchestrator::RunArgs,
+    schedule: Option<(chaos::Schedule, Vec<String>)>,
+) -> Result<Option<campaign::Outcome>, error::DemoError> {
     let topic = format!("demo-crdt-{}", std::process::id());
     // the mock cluster must outlive the run (it is not Send: kept on this thread)
     let (bootstrap, _mock) = match std::env::var("KAFKA_BOOTSTRAP") {
@@ -161,10 +178,11 @@ fn orchestrate(args: orchestrator::RunArgs) -> Result<(), error::DemoError> {
     };
     let run_dir = tempfile::Builder::new().prefix("cell-demo-").tempdir()?;
     let keep = std::env::var_os("DEMO_KEEP_DIR").is_some();
-    let result = runtime()?.block_on(orchestrator::run(args, bootstrap, topic, run_dir.path().to_path_buf()));
+    let mut plan = schedule.map(|(s, cells)| campaign::Plan::new(s, cells, _mock.as_ref()));
+    let result = runtime()?.block_on(orchestrator::run(args, bootstrap, topic, run_dir.path().to_path_buf(), plan.as_mut()));
     if keep {
         let kept = run_dir.keep();
         eprintln!("demo: run directory kept at {}", kept.display());
     }
-    result
+    result.map(|()| plan.and_then(|p| p.outcome))
 }

@@ -102,7 +102,17 @@ struct Topology {
 }
 
 /// Runs the demo; returns the report.
-pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: PathBuf) -> Result<(), DemoError> {
+/// With a `plan` (the fault campaign, [`crate::campaign`]), the cells sit
+/// behind proxies, the roles mount `POST /admin/clock`, the plan's schedule
+/// runs instead of the one kill and the plan gets the checker's verdict
+/// instead of the report.
+pub(crate) async fn run(
+    args: RunArgs,
+    kafka: String,
+    topic: String,
+    run_dir: PathBuf,
+    mut plan: Option<&mut crate::campaign::Plan<'_>>,
+) -> Result<(), DemoError> {
     let cfg = DemoConfig::load(args.config.as_deref())?;
     let planned = args.kill.clone().unwrap_or_else(|| cfg.cells[0].id.clone());
     if cfg.cell(&planned).is_none() {
@@ -137,7 +147,7 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
     let cfg = DemoConfig { replication, ..cfg };
     #[cfg(feature = "etcd")]
     let role_run_id = run_id.clone();
-    let role = RoleLaunch { exe: std::env::current_exe()?, config: config_path, run_id, run_dir: run_dir.clone() };
+    let role = RoleLaunch { exe: std::env::current_exe()?, config: config_path, run_id, run_dir: run_dir.clone(), clock_admin: plan.is_some() };
 
     // who is who: the users' identity provider and the gateway -> cell hop key
     let idp = crate::identity::DemoIdp::generate()?;
@@ -160,11 +170,15 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
     };
     let client = gateway::http_client();
     let mut roles = Roles::new(role.clone());
+    if let Some(p) = plan.as_deref_mut() {
+        p.proxies = crate::campaign::proxies::Proxies::start(&ports).await?;
+    }
 
     // the controllers, one after the other (the first publishes the table)
     let mut ctl_args = vec!["--router-status".to_string(), format!("{}/admin/status", top.gateway), "--audit-url".into(), audit_url];
     for (id, p) in &ports {
-        let urls: Vec<String> = p.iter().map(|p| loopback(*p)).collect();
+        let proxied = plan.as_deref().and_then(|plan| plan.proxies.urls(id));
+        let urls: Vec<String> = proxied.unwrap_or_else(|| p.iter().map(|p| loopback(*p)).collect());
         ctl_args.extend(["--endpoints".to_string(), format!("{id}={}", urls.join(","))]);
     }
     for (i, url) in top.controllers.iter().enumerate() {
@@ -215,7 +229,7 @@ pub(crate) async fn run(args: RunArgs, kafka: String, topic: String, run_dir: Pa
             })?;
         }
         let control = ControlView::follow(top.controllers.clone(), client.clone());
-        drive(&args, &cfg, &planned, &cells, control, &top, console.as_ref(), &idp).await
+        drive(&args, &cfg, &planned, &cells, control, &top, console.as_ref(), &idp, &mut roles, plan).await
     }
     .await;
     if let Ok(mut c) = cells.lock() {
@@ -288,6 +302,8 @@ async fn drive(
     top: &Topology,
     console: Option<&ui::Console>,
     idp: &crate::identity::DemoIdp,
+    roles: &mut Roles,
+    mut plan: Option<&mut crate::campaign::Plan<'_>>,
 ) -> Result<(), DemoError> {
     let client = gateway::http_client();
     let mut rx = control.store.subscribe();
@@ -346,6 +362,7 @@ async fn drive(
         tokio::spawn(async move { load.run(client, gw_url, rps, mix, timeout, stop_rx).await })
     };
     let (readings, poller) = crate::replication::spawn_poller(cells.clone(), client.clone());
+    let mut applied = None;
     if let Some(c) = console {
         c.go_live(ui::Live {
             cells: cells.clone(),
@@ -361,6 +378,17 @@ async fn drive(
             eprintln!("demo: running until you press \"Stop run\" in the console or Ctrl-C");
         }
         until_stopped(console, t0, args.duration.map(Duration::from_secs)).await;
+    } else if let Some(p) = plan.as_deref_mut() {
+        let mut targets = crate::campaign::executor::Targets {
+            cells,
+            roles,
+            controllers: &top.controllers,
+            gateway: &top.gateway,
+            probers: &top.probers,
+            client: client.clone(),
+        };
+        let duration = Duration::from_secs(args.duration.unwrap_or(DEFAULT_DURATION_S));
+        applied = Some(crate::campaign::executor::execute(p, &mut targets, t0, duration).await);
     } else {
         scheduled(args, planned, cells, &load, &control, t0).await?;
     }
@@ -398,6 +426,16 @@ async fn drive(
     }
     let records = load.records.lock().map(|v| v.clone()).unwrap_or_default();
     let audit = control.audit_rows().await?;
+    if let Some(p) = plan {
+        // liveness: every cell back in the table within the failback window
+        crate::campaign::wait_restored(&control, &cfg.cell_ids(), Duration::from_secs(45)).await;
+        let audit = control.audit_rows().await?;
+        let history = crate::campaign::evidence::history(&records, &load.users, t0_wall);
+        let table = control.store.current().map(|t| t.table().clone());
+        let views = crate::campaign::evidence::views(&last, table.as_ref());
+        p.judge(applied.unwrap_or_default(), &history, &views, &audit, cfg.rules.max_drained);
+        return Ok(());
+    }
     let gw_status = gateway::get_json(&client, &format!("{}/admin/status", top.gateway), Duration::from_secs(2)).await?;
     let retries = serde_json::from_value(gw_status["retries"].clone())
         .map_err(|e| DemoError::Other(format!("the gateway's retry report: {e}")))?;

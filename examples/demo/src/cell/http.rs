@@ -134,6 +134,7 @@ pub(crate) fn service(
         .layer(idempotency)
         .merge(grpc)
         .merge(crate::telemetry::router())
+        .merge(crate::clock_admin::router())
         .route_service("/healthz", hub.healthz())
         // after routing, so `http.route` is the matched template
         .layer(metrics);

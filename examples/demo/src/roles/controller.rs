@@ -162,7 +162,8 @@ pub(crate) async fn run(args: ControllerArgs) -> Result<(), DemoError> {
         .route("/audit", get(audit))
         .route("/admin/status", get(status))
         .with_state(ctl)
-        .merge(crate::telemetry::router());
+        .merge(crate::telemetry::router())
+        .merge(crate::clock_admin::router());
     super::serve(super::bind("controller", args.listen).await?, app).await
 }
 

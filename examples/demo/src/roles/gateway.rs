@@ -79,6 +79,7 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), DemoError> {
             }),
         )
         .merge(crate::telemetry::router())
+        .merge(crate::clock_admin::router())
         .fallback_service(gw.service()?);
     super::serve(super::bind("gateway", args.listen).await?, app).await
 }

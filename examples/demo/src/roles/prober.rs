@@ -48,7 +48,8 @@ pub(crate) async fn run(args: ProberArgs) -> Result<(), DemoError> {
             "/admin/status",
             get(move || std::future::ready(Json(serde_json::json!({ "role": "prober", "view": view(&status_hub) })))),
         )
-        .merge(crate::telemetry::router());
+        .merge(crate::telemetry::router())
+        .merge(crate::clock_admin::router());
     let listener = super::bind("prober", args.listen).await?;
     tokio::spawn(super::serve(listener, app));
 
