@@ -427,3 +427,57 @@ async fn a_crash_between_persisting_a_batch_and_committing_it_loses_and_doubles_
     assert_eq!(rep.step(Duration::from_secs(3)).await.unwrap(), 0, "offsets were committed");
     assert_eq!(count(&r3, "p30/likes").await, 1);
 }
+
+/// The broker away for longer than the consumer's session (it times out,
+/// its commits are refused as from an unknown member, it rejoins) while
+/// events keep coming: every event, sent before, during (queued by the
+/// producer) and after the outage, is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_around_a_broker_outage_past_the_session_is_applied() {
+    let topic = testkit::unique("crdt-away");
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(&topic, 3, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let k = Kafka { _cluster: cluster, bootstrap, topic, producer };
+    let clock = Arc::new(Manual(AtomicU64::new(T0)));
+    let r = replica(clock.clone());
+    let rep = k.replicator(r.clone(), &testkit::unique("away"), MemoryStateStore::new()).await;
+    let handle = rep.spawn();
+
+    // events all along, through the outage (queued by the producer while the
+    // broker is away): 60 likes over 3 keys; the broker is away for 9 s,
+    // longer than the replicator's 6 s session
+    let mut deliveries = Vec::new();
+    for i in 0..60u64 {
+        if i == 12 {
+            k._cluster.broker_down(1).unwrap();
+        }
+        if i == 48 {
+            k._cluster.broker_up(1).unwrap();
+        }
+        let (seq, hlc) = ((i + 1).to_string(), Timestamp::new(T0, i as u16).0.to_string());
+        let h = OwnedHeaders::new()
+            .insert(Header { key: hdr::ORIGIN, value: Some("sv") })
+            .insert(Header { key: hdr::SEQ, value: Some(seq.as_str()) })
+            .insert(Header { key: hdr::TYPE, value: Some(crdt::TYPE_PN_COUNTER) })
+            .insert(Header { key: hdr::HLC, value: Some(hlc.as_str()) });
+        // a PN delta carries the site's running total: the (i/3+1)-th like of its key
+        let (key, payload) = (format!("p{}/likes", i % 3), plus(7, (i / 3 + 1) as i64));
+        let rec = FutureRecord::to(&k.topic).key(&key).payload(&payload).headers(h);
+        deliveries.push(k.producer.send_result(rec).map_err(|(e, _)| e).unwrap());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+
+    let total = || async { count(&r, "p0/likes").await + count(&r, "p1/likes").await + count(&r, "p2/likes").await };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while total().await != 60 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (got, stats) = (total().await, r.metrics().stats());
+    handle.shutdown().await;
+    assert_eq!(got, 60, "events sent around the outage were not all applied ({stats:?})");
+}

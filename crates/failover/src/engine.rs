@@ -17,7 +17,9 @@
 //! below the recover rate. Between the two rates the signal is neither, which
 //! resets the recovery timer (hysteresis). A few outcomes (fewer than
 //! `min_samples`) leave the trip timer as it was; no outcome at all (and no
-//! prober quorum) is no evidence of a failure and resets it.
+//! prober quorum) is no evidence of a failure and resets it. A drain is
+//! decided on a bad tick once the timer has run for `trip_window`, never on an
+//! inconclusive one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -380,7 +382,12 @@ impl DecisionEngine {
                         run.bad_since = None;
                         run.suppressed = false;
                     }
+                    // the window must have run out on a tick that is itself
+                    // bad: a drain needs evidence now, not only a timer left
+                    // running by inconclusive ticks (a few outcomes, probers
+                    // no longer agreeing)
                     if let Some(since) = run.bad_since
+                        && bad
                         && now.saturating_duration_since(since) >= cfg.trip_window
                     {
                         if drained_now >= cfg.max_drained {

@@ -346,6 +346,33 @@ async fn probers_must_agree_before_a_cell_is_down() {
     assert_eq!(decided_at - start, Duration::from_secs(30));
 }
 
+/// Regression (seen in the fault campaign): probers agreed on a cell once,
+/// then saw it healthy again while its traffic stayed below `min_samples` a
+/// tick; the trip timer kept running through those inconclusive ticks and the
+/// cell was drained after the window with no evidence left (reason
+/// `error_rate` at 0.0). A drain now needs a bad tick at decision time.
+#[tokio::test(start_paused = true)]
+async fn inconclusive_ticks_after_a_recovery_never_drain() {
+    let cfg = DecisionConfig::new().with_probers(2, Duration::from_secs(10));
+    let mut e = DecisionEngine::try_new(cfg, two_cells()).unwrap();
+    let r = e.reporter();
+    let view = |e: &mut DecisionEngine, down: bool| {
+        let now = Instant::now();
+        for p in ["p1", "p2"] {
+            e.observe(p, &id("a"), !down, now);
+        }
+    };
+    view(&mut e, true);
+    assert!(step(&mut e).await.is_empty());
+    for s in 0..120 {
+        view(&mut e, false);
+        r.report_counts(&id("a"), 3, 0); // healthy, but fewer than min_samples
+        let d = step(&mut e).await;
+        assert!(d.is_empty(), "drained with no evidence at {s} s: {d:?}");
+    }
+    assert_eq!(e.phase(&id("a")), Some(CellPhase::Serving));
+}
+
 #[tokio::test(start_paused = true)]
 async fn stale_probers_count_per_the_fail_mode() {
     for (mode, drains) in [(FailMode::Open, false), (FailMode::Closed, true)] {
