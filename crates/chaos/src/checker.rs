@@ -27,10 +27,13 @@ pub struct CellView {
 pub struct Evidence<'a> {
     /// The clients' history.
     pub history: &'a [Record],
-    /// Each cell's view (every cell of the run; a cell that could not be
-    /// read is absent and counts as holding nothing).
+    /// Each replica's view: every cell of the run, or with several
+    /// processes per cell, every process (named as the harness likes, for
+    /// example `cell/index`), each of which must hold every acknowledged
+    /// write; one that could not be read is absent and counts as holding
+    /// nothing.
     pub cells: &'a BTreeMap<String, CellView>,
-    /// The cells of the run.
+    /// The replicas of the run (the keys `cells` should have).
     pub all_cells: &'a [String],
     /// The whole audit log.
     pub audit: &'a [AuditRecord],

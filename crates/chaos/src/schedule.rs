@@ -177,7 +177,8 @@ fn draw(rng: &mut ChaCha8Rng, kind: &str, topo: &Topology, at: Duration, heal_by
         }
         "kill_leader" => {
             let point = [SwitchPoint::AfterIntent, SwitchPoint::BeforeRecord, SwitchPoint::AfterCommit][rng.random_range(0..3)];
-            (FaultKind::KillLeader { point }, rng.random_range(1_000..=4_000))
+            // long enough that a switch (a drain, a ramp step) is likely to pass the point
+            (FaultKind::KillLeader { point }, rng.random_range(4_000..=12_000))
         }
         "pause" => (FaultKind::Pause { process: any_process(rng) }, rng.random_range(500..=5_000)),
         "partition" => {

@@ -23,13 +23,16 @@ pub(crate) struct Launch {
     pub(crate) topic: String,
     /// The key the cells verify the gateway's signed hops with.
     pub(crate) hop_key_file: PathBuf,
+    /// The cells' `DEMO_REDIS_URL` instead of this process's (the campaign's
+    /// proxy in front of Redis).
+    pub(crate) redis_url: Option<String>,
 }
 
 impl Launch {
-    fn spawn(&self, id: &str, ports: &[u16]) -> Result<Child, DemoError> {
+    fn spawn(&self, id: &str, p: &Proc) -> Result<Child, DemoError> {
         let dir = self.role.run_dir.join(id);
         std::fs::create_dir_all(&dir)?;
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
         let path = |p: &Path| p.display().to_string();
         let mut args = vec![
             "--id".to_string(),
@@ -44,11 +47,22 @@ impl Launch {
             self.topic.clone(),
             "--hop-key-file".into(),
             path(&self.hop_key_file),
+            "--worker".into(),
+            p.worker.to_string(),
         ];
         if let Some(t) = &self.table_url {
             args.extend(["--table-url".to_string(), t.clone()]);
         }
-        self.role.spawn("cell", &args, &dir.join("cell.log"))
+        let env: Vec<(&str, &str)> = self.redis_url.iter().map(|u| ("DEMO_REDIS_URL", u.as_str())).collect();
+        self.role.spawn_with_env("cell", &args, &dir.join(log_name(p.index)), &env)
+    }
+}
+
+/// The log file of a cell's process `index` in the cell's directory.
+pub(crate) fn log_name(index: usize) -> String {
+    match index {
+        0 => "cell.log".into(),
+        i => format!("cell-{i}.log"),
     }
 }
 
@@ -72,15 +86,29 @@ pub(crate) struct CellEvent {
     pub(crate) at_ms: u64,
     pub(crate) cell: String,
     pub(crate) action: Action,
+    /// The process of the cell acted on, when not all of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) process: Option<usize>,
 }
 
-/// One cell's process.
+/// One process of a cell: its share of the cell's instance ports and its
+/// idgen worker id.
 #[derive(Debug)]
 struct Proc {
-    id: String,
+    index: usize,
     ports: Vec<u16>,
+    worker: u32,
     child: Option<Child>,
     paused: bool,
+}
+
+/// One cell: its instance ports, served by its processes (port `i` by
+/// process `i % processes`), all sharing the cell's storage.
+#[derive(Debug)]
+struct Cell {
+    id: String,
+    ports: Vec<u16>,
+    procs: Vec<Proc>,
 }
 
 /// Sends `signal` to `child`.
@@ -92,25 +120,57 @@ pub(crate) fn signal(child: &Child, signal: rustix::process::Signal) -> Result<(
     rustix::process::kill_process(pid, signal).map_err(|e| DemoError::Io(e.into()))
 }
 
-/// Every cell's process.
+/// Every cell's processes.
 #[derive(Debug)]
 pub(crate) struct Cells {
     launch: Launch,
-    procs: Vec<Proc>,
+    cells: Vec<Cell>,
     t0: Instant,
     events: Vec<CellEvent>,
 }
 
+/// Which processes of a cell an act is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    All,
+    One(usize),
+}
+
+impl Which {
+    fn event(self) -> Option<usize> {
+        match self {
+            Which::All => None,
+            Which::One(i) => Some(i),
+        }
+    }
+}
+
 impl Cells {
-    /// Starts every cell (`(id, ports)`).
-    pub(crate) fn spawn(launch: Launch, cells: Vec<(String, Vec<u16>)>) -> Result<Self, DemoError> {
-        let mut this = Cells { launch, procs: Vec::new(), t0: Instant::now(), events: Vec::new() };
-        for (id, ports) in cells {
+    /// Starts every cell (`(id, ports)`) as `processes` processes each (at
+    /// least 1, at most the cell's instance count); process `k` of the cell
+    /// at position `n` in the list takes idgen worker id `n * processes + k`.
+    pub(crate) fn spawn(launch: Launch, cells: Vec<(String, Vec<u16>)>, processes: usize) -> Result<Self, DemoError> {
+        if processes == 0 || cells.iter().any(|(_, ports)| ports.len() < processes) {
+            return Err(DemoError::Config(format!("{processes} processes per cell: at least 1, and at most the instances of every cell")));
+        }
+        let mut this = Cells { launch, cells: Vec::new(), t0: Instant::now(), events: Vec::new() };
+        for (n, (id, ports)) in cells.into_iter().enumerate() {
+            let procs = (0..processes)
+                .map(|index| Proc {
+                    index,
+                    ports: ports.iter().skip(index).step_by(processes).copied().collect(),
+                    worker: u32::try_from(n * processes + index).unwrap_or(u32::MAX),
+                    child: None,
+                    paused: false,
+                })
+                .collect();
             // pushed first: a failed spawn still leaves the earlier ones to shut down
-            this.procs.push(Proc { id, ports, child: None, paused: false });
-            let p = this.procs.len() - 1;
-            let child = this.launch.spawn(&this.procs[p].id, &this.procs[p].ports)?;
-            this.procs[p].child = Some(child);
+            this.cells.push(Cell { id, ports, procs });
+            let c = this.cells.len() - 1;
+            for k in 0..processes {
+                let child = this.launch.spawn(&this.cells[c].id, &this.cells[c].procs[k])?;
+                this.cells[c].procs[k].child = Some(child);
+            }
         }
         Ok(this)
     }
@@ -120,87 +180,164 @@ impl Cells {
         self.t0 = t0;
     }
 
-    fn proc_mut(&mut self, id: &str) -> Result<&mut Proc, DemoError> {
-        self.procs.iter_mut().find(|p| p.id == id).ok_or_else(|| DemoError::UnknownCell(id.to_string()))
+    fn cell_mut(&mut self, id: &str) -> Result<&mut Cell, DemoError> {
+        self.cells.iter_mut().find(|c| c.id == id).ok_or_else(|| DemoError::UnknownCell(id.to_string()))
     }
 
-    fn event(&mut self, cell: &str, action: Action) -> u64 {
+    fn event(&mut self, cell: &str, action: Action, which: Which) -> u64 {
         let at_ms = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.events.push(CellEvent { at_ms, cell: cell.to_string(), action });
+        self.events.push(CellEvent { at_ms, cell: cell.to_string(), action, process: which.event() });
         at_ms
     }
 
-    /// Kills `id` with SIGKILL; returns the event's time.
-    pub(crate) fn kill(&mut self, id: &str) -> Result<u64, DemoError> {
-        let p = self.proc_mut(id)?;
-        let mut child = p.child.take().ok_or_else(|| DemoError::CellAlready { cell: id.to_string(), state: "down" })?;
-        if let Err(e) = child.kill() {
-            p.child = Some(child);
-            return Err(e.into());
+    /// The processes `which` of cell `id` (an unknown process index is an unknown cell).
+    fn procs_mut(&mut self, id: &str, which: Which) -> Result<Vec<&mut Proc>, DemoError> {
+        let c = self.cell_mut(id)?;
+        let procs: Vec<&mut Proc> = c.procs.iter_mut().filter(|p| which == Which::All || which == Which::One(p.index)).collect();
+        if procs.is_empty() {
+            return Err(DemoError::UnknownCell(format!("{id}/{}", which.event().unwrap_or(0))));
         }
-        p.paused = false;
+        Ok(procs)
+    }
+
+    fn kill_which(&mut self, id: &str, which: Which) -> Result<u64, DemoError> {
+        let mut procs = self.procs_mut(id, which)?;
+        if procs.iter().all(|p| p.child.is_none()) {
+            return Err(DemoError::CellAlready { cell: id.to_string(), state: "down" });
+        }
+        let mut reap = Vec::new();
+        for p in procs.iter_mut() {
+            if let Some(mut child) = p.child.take() {
+                if let Err(e) = child.kill() {
+                    p.child = Some(child);
+                    return Err(e.into());
+                }
+                p.paused = false;
+                reap.push(child);
+            }
+        }
         // the cell stops serving at the signal; reaping it may take longer
-        let at_ms = self.event(id, Action::Kill);
-        let _ = child.wait();
+        let at_ms = self.event(id, Action::Kill, which);
+        for mut child in reap {
+            let _ = child.wait();
+        }
         Ok(at_ms)
     }
 
-    /// Starts `id` again on its ports; returns the event's time.
-    pub(crate) fn restart(&mut self, id: &str) -> Result<u64, DemoError> {
+    fn restart_which(&mut self, id: &str, which: Which) -> Result<u64, DemoError> {
         let launch = self.launch.clone();
-        let p = self.proc_mut(id)?;
-        if p.child.is_some() {
+        let mut procs = self.procs_mut(id, which)?;
+        if procs.iter().all(|p| p.child.is_some()) {
             return Err(DemoError::CellAlready { cell: id.to_string(), state: "running" });
         }
-        p.child = Some(launch.spawn(&p.id, &p.ports)?);
-        p.paused = false;
-        Ok(self.event(id, Action::Restart))
+        for p in procs.iter_mut().filter(|p| p.child.is_none()) {
+            p.child = Some(launch.spawn(id, p)?);
+            p.paused = false;
+        }
+        Ok(self.event(id, Action::Restart, which))
     }
 
-    /// Stops `id` (SIGSTOP) without killing it; returns the event's time.
-    pub(crate) fn pause(&mut self, id: &str) -> Result<u64, DemoError> {
-        let p = self.proc_mut(id)?;
-        let already = if p.child.is_none() { Some("down") } else if p.paused { Some("paused") } else { None };
+    fn pause_which(&mut self, id: &str, which: Which) -> Result<u64, DemoError> {
+        let mut procs = self.procs_mut(id, which)?;
+        let already = if procs.iter().any(|p| p.child.is_none()) {
+            Some("down")
+        } else if procs.iter().any(|p| p.paused) {
+            Some("paused")
+        } else {
+            None
+        };
         if let Some(state) = already {
             return Err(DemoError::CellAlready { cell: id.to_string(), state });
         }
-        if let Some(c) = &p.child {
-            signal(c, rustix::process::Signal::STOP)?;
+        for p in procs.iter_mut() {
+            if let Some(c) = &p.child {
+                signal(c, rustix::process::Signal::STOP)?;
+            }
+            p.paused = true;
         }
-        p.paused = true;
-        Ok(self.event(id, Action::Pause))
+        Ok(self.event(id, Action::Pause, which))
     }
 
-    /// Lets a paused `id` run again (SIGCONT); returns the event's time.
-    pub(crate) fn resume(&mut self, id: &str) -> Result<u64, DemoError> {
-        let p = self.proc_mut(id)?;
-        let child = p.child.as_ref().filter(|_| p.paused);
-        let Some(c) = child else {
-            let state = if p.child.is_none() { "down" } else { "running" };
+    fn resume_which(&mut self, id: &str, which: Which) -> Result<u64, DemoError> {
+        let mut procs = self.procs_mut(id, which)?;
+        if !procs.iter().any(|p| p.paused && p.child.is_some()) {
+            let state = if procs.iter().all(|p| p.child.is_none()) { "down" } else { "running" };
             return Err(DemoError::CellAlready { cell: id.to_string(), state });
-        };
-        signal(c, rustix::process::Signal::CONT)?;
-        p.paused = false;
-        Ok(self.event(id, Action::Resume))
+        }
+        for p in procs.iter_mut().filter(|p| p.paused) {
+            if let Some(c) = &p.child {
+                signal(c, rustix::process::Signal::CONT)?;
+            }
+            p.paused = false;
+        }
+        Ok(self.event(id, Action::Resume, which))
     }
 
-    /// Resumes every paused cell (end of the run: they must converge).
+    /// Kills every process of `id` with SIGKILL; returns the event's time.
+    pub(crate) fn kill(&mut self, id: &str) -> Result<u64, DemoError> {
+        self.kill_which(id, Which::All)
+    }
+
+    /// Kills process `index` of `id` with SIGKILL.
+    pub(crate) fn kill_process(&mut self, id: &str, index: usize) -> Result<u64, DemoError> {
+        self.kill_which(id, Which::One(index))
+    }
+
+    /// Starts every dead process of `id` again on its ports; returns the event's time.
+    pub(crate) fn restart(&mut self, id: &str) -> Result<u64, DemoError> {
+        self.restart_which(id, Which::All)
+    }
+
+    /// Starts process `index` of `id` again.
+    pub(crate) fn restart_process(&mut self, id: &str, index: usize) -> Result<u64, DemoError> {
+        self.restart_which(id, Which::One(index))
+    }
+
+    /// Stops every process of `id` (SIGSTOP) without killing it; returns the event's time.
+    pub(crate) fn pause(&mut self, id: &str) -> Result<u64, DemoError> {
+        self.pause_which(id, Which::All)
+    }
+
+    /// Stops process `index` of `id`.
+    pub(crate) fn pause_process(&mut self, id: &str, index: usize) -> Result<u64, DemoError> {
+        self.pause_which(id, Which::One(index))
+    }
+
+    /// Lets the paused processes of `id` run again (SIGCONT); returns the event's time.
+    pub(crate) fn resume(&mut self, id: &str) -> Result<u64, DemoError> {
+        self.resume_which(id, Which::All)
+    }
+
+    /// Lets a paused process `index` of `id` run again.
+    pub(crate) fn resume_process(&mut self, id: &str, index: usize) -> Result<u64, DemoError> {
+        self.resume_which(id, Which::One(index))
+    }
+
+    /// Resumes every paused process (end of the run: they must converge).
     pub(crate) fn resume_all(&mut self) -> Result<(), DemoError> {
-        let paused: Vec<String> = self.procs.iter().filter(|p| p.paused).map(|p| p.id.clone()).collect();
+        let paused: Vec<String> = self.cells.iter().filter(|c| c.procs.iter().any(|p| p.paused)).map(|c| c.id.clone()).collect();
         for id in paused {
             self.resume(&id)?;
         }
         Ok(())
     }
 
-    /// Whether `id` is paused.
+    /// Whether a process of `id` is paused.
     pub(crate) fn paused(&self, id: &str) -> bool {
-        self.procs.iter().any(|p| p.id == id && p.paused)
+        self.cells.iter().any(|c| c.id == id && c.procs.iter().any(|p| p.paused))
     }
 
-    /// Every cell: id, ports, running.
+    /// Every cell: id, ports, every process running.
     pub(crate) fn list(&self) -> Vec<(String, Vec<u16>, bool)> {
-        self.procs.iter().map(|p| (p.id.clone(), p.ports.clone(), p.child.is_some())).collect()
+        self.cells.iter().map(|c| (c.id.clone(), c.ports.clone(), c.procs.iter().all(|p| p.child.is_some()))).collect()
+    }
+
+    /// Every process: its replica name (`cell/index`), its first port, running.
+    pub(crate) fn processes(&self) -> Vec<(String, u16, bool)> {
+        self.cells
+            .iter()
+            .flat_map(|c| c.procs.iter().filter_map(move |p| p.ports.first().map(|port| (replica_name(&c.id, p.index), *port, p.child.is_some()))))
+            .collect()
     }
 
     /// The kills and restarts so far.
@@ -208,15 +345,25 @@ impl Cells {
         &self.events
     }
 
-    /// Kills every cell (end of the run).
+    /// Kills every process (end of the run).
     pub(crate) fn shutdown(&mut self) {
-        for p in &mut self.procs {
+        for p in self.cells.iter_mut().flat_map(|c| c.procs.iter_mut()) {
             if let Some(mut c) = p.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
         }
     }
+}
+
+/// The name of process `index` of `cell` in the checker's views.
+pub(crate) fn replica_name(cell: &str, index: usize) -> String {
+    format!("{cell}/{index}")
+}
+
+/// The cell of a replica name (`cell/index`, or a bare cell id).
+pub(crate) fn cell_of(replica: &str) -> &str {
+    replica.split_once('/').map_or(replica, |(c, _)| c)
 }
 
 impl Drop for Cells {
@@ -239,13 +386,13 @@ mod tests {
     fn one_sleeping_cell() -> Cells {
         let child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
         let role = RoleLaunch { exe: "/nonexistent".into(), config: "/nonexistent".into(), run_id: String::new(), run_dir: std::env::temp_dir(), clock_admin: false };
-        let launch = Launch { role, table_url: None, kafka: String::new(), topic: String::new(), hop_key_file: "/nonexistent".into() };
-        let proc = Proc { id: "a".into(), ports: vec![1], child: Some(child), paused: false };
-        Cells { launch, procs: vec![proc], t0: Instant::now(), events: Vec::new() }
+        let launch = Launch { role, table_url: None, kafka: String::new(), topic: String::new(), hop_key_file: "/nonexistent".into(), redis_url: None };
+        let proc = Proc { index: 0, ports: vec![1], worker: 0, child: Some(child), paused: false };
+        Cells { launch, cells: vec![Cell { id: "a".into(), ports: vec![1], procs: vec![proc] }], t0: Instant::now(), events: Vec::new() }
     }
 
     fn wait_for_state(cells: &Cells, want: char) {
-        let child = cells.procs[0].child.as_ref().unwrap();
+        let child = cells.cells[0].procs[0].child.as_ref().unwrap();
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while state(child) != want {
             assert!(Instant::now() < deadline, "process never reached state {want}");
@@ -265,6 +412,36 @@ mod tests {
         assert!(matches!(cells.resume("a"), Err(DemoError::CellAlready { state: "running", .. })));
         let actions: Vec<Action> = cells.events().iter().map(|e| e.action).collect();
         assert_eq!(actions, [Action::Pause, Action::Resume]);
+    }
+
+    /// Cell "a" as two sleeping processes on ports 1 and 2.
+    fn two_process_cell() -> Cells {
+        let mut cells = one_sleeping_cell();
+        let child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        cells.cells[0].ports = vec![1, 2];
+        cells.cells[0].procs.push(Proc { index: 1, ports: vec![2], worker: 1, child: Some(child), paused: false });
+        cells
+    }
+
+    #[test]
+    fn one_process_of_a_cell_is_killed_paused_and_named_on_its_own() {
+        let mut cells = two_process_cell();
+        assert_eq!(cells.processes(), [("a/0".to_string(), 1, true), ("a/1".to_string(), 2, true)]);
+        cells.pause_process("a", 1).unwrap();
+        assert!(cells.paused("a"));
+        assert!(matches!(cells.pause("a"), Err(DemoError::CellAlready { state: "paused", .. })));
+        cells.kill_process("a", 1).unwrap();
+        assert!(!cells.paused("a"), "a killed process is not paused");
+        assert_eq!(cells.processes(), [("a/0".to_string(), 1, true), ("a/1".to_string(), 2, false)]);
+        assert!(!cells.list()[0].2, "a cell with a dead process is not all up");
+        assert!(matches!(cells.kill_process("a", 1), Err(DemoError::CellAlready { state: "down", .. })));
+        assert!(matches!(cells.kill_process("a", 2), Err(DemoError::UnknownCell(_))));
+        // the whole cell: the process left
+        cells.kill("a").unwrap();
+        assert!(cells.processes().iter().all(|(_, _, alive)| !alive));
+        let acts: Vec<(Action, Option<usize>)> = cells.events().iter().map(|e| (e.action, e.process)).collect();
+        assert_eq!(acts, [(Action::Pause, Some(1)), (Action::Kill, Some(1)), (Action::Kill, None)]);
+        assert_eq!((replica_name("a", 1), cell_of("a/1"), cell_of("a")), ("a/1".to_string(), "a", "a"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The run's child processes other than the cells (controllers, probers, the
 //! gateway), all started from this binary's subcommands, each with its log
-//! in the run directory; killed when the run ends; the fault campaign kills,
-//! restarts (with the arguments of its first start), pauses and resumes them
+//! in the run directory; killed when the run ends; the fault campaign
+//! restarts one that died (with the arguments of its first start), pauses
+//! and resumes them
 //! by name. The cells have their own [`crate::cells::Cells`].
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,11 @@ impl RoleLaunch {
     /// `demo <role> <args>` with the run's config and id, exiting with this
     /// process, its stderr appended to `log`.
     pub(crate) fn spawn(&self, role: &str, args: &[String], log: &Path) -> Result<Child, DemoError> {
+        self.spawn_with_env(role, args, log, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with these environment variables set.
+    pub(crate) fn spawn_with_env(&self, role: &str, args: &[String], log: &Path, env: &[(&str, &str)]) -> Result<Child, DemoError> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -40,6 +46,7 @@ impl RoleLaunch {
         if self.clock_admin {
             cmd.env(crate::clock_admin::ENV, "1");
         }
+        cmd.envs(env.iter().copied());
         Ok(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?)
     }
 }
@@ -83,16 +90,6 @@ impl Roles {
         self.procs.iter_mut().find(|p| p.name == name).ok_or_else(|| DemoError::Other(format!("no role process {name:?}")))
     }
 
-    /// SIGKILL of `name` (paused or not).
-    pub(crate) fn kill(&mut self, name: &str) -> Result<(), DemoError> {
-        let p = self.proc_mut(name)?;
-        let mut child = p.child.take().ok_or_else(|| DemoError::CellAlready { cell: name.to_string(), state: "down" })?;
-        p.paused = false;
-        child.kill()?;
-        let _ = child.wait();
-        Ok(())
-    }
-
     /// Starts a killed `name` again with the arguments of its first start.
     pub(crate) fn restart(&mut self, name: &str) -> Result<(), DemoError> {
         let launch = self.launch.clone();
@@ -115,9 +112,26 @@ impl Roles {
         Ok(())
     }
 
-    /// Resumes every paused process and restarts every killed one (the end
-    /// of a campaign's schedule); the first error is returned after all were tried.
+    /// Whether `name` has exited on its own (a kill it armed itself); it is
+    /// then reaped and counts as killed, to be restarted.
+    pub(crate) fn reap(&mut self, name: &str) -> Result<bool, DemoError> {
+        let p = self.proc_mut(name)?;
+        let exited = p.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            p.child = None;
+            p.paused = false;
+        }
+        Ok(exited)
+    }
+
+    /// Resumes every paused process and restarts every killed one, or one
+    /// that exited (the end of a campaign's schedule); the first error is
+    /// returned after all were tried.
     pub(crate) fn heal_all(&mut self) -> Result<(), DemoError> {
+        let names: Vec<String> = self.procs.iter().map(|p| p.name.clone()).collect();
+        for name in &names {
+            self.reap(name)?;
+        }
         let mut first = Ok(());
         let names: Vec<(String, bool, bool)> = self.procs.iter().map(|p| (p.name.clone(), p.child.is_none(), p.paused)).collect();
         for (name, dead, paused) in names {

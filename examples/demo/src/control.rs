@@ -42,7 +42,9 @@ impl ControlPlane {
     /// already) and opens the audit log (`audit_url`). `status_urls` are
     /// the routers' `/admin/status` a switch waits for; `table_file`, when
     /// given, gets every table in force; `actor` names this controller in
-    /// the audit rows, `worker` is its idgen worker id (unique per controller).
+    /// the audit rows, `worker` is its idgen worker id (unique per controller);
+    /// `crash`, when given, can kill this process in a switch (the campaign's).
+    #[allow(clippy::too_many_arguments)] // the control plane's parts, each given once by `demo controller`
     pub(crate) async fn start(
         table: RoutingTable,
         table_file: Option<PathBuf>,
@@ -51,6 +53,7 @@ impl ControlPlane {
         status_urls: Vec<String>,
         max_drained: Option<std::num::NonZeroUsize>,
         (actor, worker): (&str, u32),
+        crash: Option<crate::crash_admin::Arm>,
     ) -> Result<Arc<Self>, DemoError> {
         let audit = AuditLog::connect(audit_url, &format!("demo_{run_id}_audit")).await?;
         let ids = idgen::Generator::try_new(idgen::Layout::seed(), 0, worker)?;
@@ -70,6 +73,11 @@ impl ControlPlane {
                 }
                 Arc::new(switch)
             }
+        };
+        // the fault campaign's `POST /admin/crash` kills this process at a point of a switch
+        let backend: Arc<dyn SwitchBackend> = match crash {
+            Some(arm) => Arc::new(crate::crash_admin::Crashing::new(backend, arm)),
+            None => backend,
         };
         if let Some(file) = table_file {
             if let Some(t) = store.current() {

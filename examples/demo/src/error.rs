@@ -3,6 +3,9 @@
 /// Everything that can stop the demo.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DemoError {
+    /// The campaign armed the leader to die in a switch and no switch came.
+    #[error("no switch passed the armed point")]
+    NoSwitchWhileArmed,
     /// The configuration file is invalid.
     #[error("invalid config: {0}")]
     Config(String),

@@ -55,6 +55,7 @@ mod cell;
 mod cells;
 mod children;
 mod clock_admin;
+mod crash_admin;
 mod config;
 mod control;
 mod control_view;

@@ -66,6 +66,11 @@ pub(crate) struct RunArgs {
     /// etcd (`ETCD_ENDPOINTS`).
     #[arg(long, default_value_t = 1)]
     pub(crate) controllers: u16,
+    /// Processes per cell, sharing the cell's storage, each serving its
+    /// share of the cell's instance ports with its own idgen worker id (at
+    /// most the cell's `instances`).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) processes_per_cell: usize,
 }
 
 fn free_port() -> Result<u16, DemoError> {
@@ -171,7 +176,11 @@ pub(crate) async fn run(
     let client = gateway::http_client();
     let mut roles = Roles::new(role.clone());
     if let Some(p) = plan.as_deref_mut() {
-        p.proxies = crate::campaign::proxies::Proxies::start(&ports).await?;
+        let mut proxies = crate::campaign::proxies::Proxies::start(&ports).await?;
+        if let Some(url) = std::env::var("DEMO_REDIS_URL").ok().filter(|u| !u.is_empty()) {
+            proxies = proxies.with_redis(&url).await?;
+        }
+        p.proxies = proxies;
     }
 
     // the controllers, one after the other (the first publishes the table)
@@ -196,16 +205,17 @@ pub(crate) async fn run(
     let table_flags: Vec<String> = table_url.iter().flat_map(|u| ["--table-url".to_string(), u.clone()]).collect();
 
     // the cells
-    let launch = Launch { role, table_url: table_url.clone(), kafka, topic, hop_key_file: hop_key_file.clone() };
-    let cells = Arc::new(Mutex::new(Cells::spawn(launch, ports)?));
+    let redis_url = plan.as_deref().and_then(|p| p.proxies.redis_url().map(str::to_owned));
+    let launch = Launch { role, table_url: table_url.clone(), kafka, topic, hop_key_file: hop_key_file.clone(), redis_url };
+    let cells = Arc::new(Mutex::new(Cells::spawn(launch, ports, args.processes_per_cell)?));
     let result = async {
-        let list = cells.lock().map(|c| c.list()).map_err(|_| DemoError::Other("cells lock poisoned".into()))?;
-        for (id, ports, _) in &list {
-            for port in ports {
-                wait_for(&client, &format!("cell {id}"), &format!("{}/admin/status", loopback(*port)), Duration::from_secs(30), |_| true)
-                    .await
-                    .map_err(|e| DemoError::Other(format!("{e} (log: {})", run_dir.join(id).join("cell.log").display())))?;
-            }
+        let list = cells.lock().map(|c| c.processes()).map_err(|_| DemoError::Other("cells lock poisoned".into()))?;
+        for (name, port, _) in &list {
+            let (id, index) = name.split_once('/').unwrap_or((name, "0"));
+            let log = run_dir.join(id).join(crate::cells::log_name(index.parse().unwrap_or(0)));
+            wait_for(&client, &format!("cell {name}"), &format!("{}/admin/status", loopback(*port)), Duration::from_secs(30), |_| true)
+                .await
+                .map_err(|e| DemoError::Other(format!("{e} (log: {})", log.display())))?;
         }
         // the probers and the gateway; the controllers start deciding once every prober saw every cell healthy
         let controllers = top.controllers.join(",");
@@ -408,7 +418,11 @@ async fn drive(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let ports = first_ports(cells);
+    // the campaign judges every process's replica; the report, each cell's first
+    let ports = match plan.is_some() {
+        true => cells.lock().map(|c| c.processes().into_iter().map(|(name, port, _)| (name, port)).collect()).unwrap_or_default(),
+        false => first_ports(cells),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = states(&ports).await;
     loop {
@@ -433,7 +447,8 @@ async fn drive(
         let history = crate::campaign::evidence::history(&records, &load.users, t0_wall);
         let table = control.store.current().map(|t| t.table().clone());
         let views = crate::campaign::evidence::views(&last, table.as_ref());
-        p.judge(applied.unwrap_or_default(), &history, &views, &audit, cfg.rules.max_drained);
+        let replicas: Vec<String> = ports.iter().map(|(name, _)| name.clone()).collect();
+        p.judge(applied.unwrap_or_default(), &history, &replicas, &views, &audit, cfg.rules.max_drained);
         return Ok(());
     }
     let gw_status = gateway::get_json(&client, &format!("{}/admin/status", top.gateway), Duration::from_secs(2)).await?;

@@ -1,9 +1,11 @@
 //! A short fault campaign against the demo's real processes: three fixed
-//! seeds of 20 s whose schedules together draw kills of a cell process and of
-//! a whole cell, pauses, a cell's link dropped, blackholed or slowed, and
-//! clock steps; then the checker's verdict on each: no acknowledged write
-//! lost (by id), no divergent cell, no id given twice, no audit anomaly,
-//! every cell restored.
+//! seeds of 20 s, two processes per cell, whose schedules together draw kills
+//! of one process of a cell and of a whole cell, pauses, a cell's link
+//! dropped, blackholed or slowed, and clock steps; then the checker's verdict
+//! on each: no acknowledged write lost (by id, in every process's replica),
+//! no divergent replica, no id given twice, no audit anomaly, every cell
+//! restored. And the leading controller killed at each point of a switch in
+//! flight (two controllers in etcd), with a cell killed to cause the switch.
 //!
 //! `kafka_down` is left out: after the mock broker's outage outlasts the
 //! replicators' consumer-group session (6 s), the cells that stayed up stop
@@ -52,7 +54,45 @@ fn a_short_campaign_keeps_every_invariant() {
         assert!(applied.get(k).copied().unwrap_or(0) > 0, "{k} never injected: {applied:?}");
     }
     assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["processes_per_cell"], 2, "{json}");
     assert!(json["unsupported"]["stale_restart"].is_string(), "unsupported kinds are named: {json}");
+}
+
+/// The last stdout line of a successful campaign, as JSON.
+fn campaign(args: &[&str], etcd: Option<&str>) -> serde_json::Value {
+    let mut cmd = support::demo(args);
+    if let Some(e) = etcd {
+        cmd.env("ETCD_ENDPOINTS", e);
+    }
+    let out = cmd.output().expect("the demo binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the campaign failed: {stdout}\n{stderr}");
+    let last = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line not JSON ({e}): {stdout}\n{stderr}"))
+}
+
+/// Seeds whose leader-kill window holds a cell kill (so a drain passes the
+/// armed point): 103 after the intent row, 106 after the table write before
+/// the outcome row, 121 after the outcome (`--dry-run` shows them).
+#[test]
+fn the_leader_killed_at_each_point_of_a_switch_leaves_every_switch_settled_once() {
+    let etcd = std::env::var("CELL_TEST_ETCD_ENDPOINTS")
+        .expect("CELL_TEST_ETCD_ENDPOINTS must name an etcd (scripts/test starts a private one and sets it)");
+    for (seed, point) in [("103", "after_intent"), ("106", "before_record"), ("121", "after_commit")] {
+        let args = ["chaos", "--seed", seed, "--duration", "20", "--rps", "60", "--kinds", "kill_cell,kill_leader", "--controllers", "2", "--processes-per-cell", "1"];
+        let json = campaign(&args, Some(&etcd));
+        let s = &json["schedules"][0];
+        let drawn: Vec<&str> = s["faults"].as_array().unwrap().iter().filter_map(|f| f["point"].as_str()).collect();
+        assert_eq!(drawn.first(), Some(&point), "seed {seed} draws a leader kill at {point} first: {s}");
+        // applied only when the armed leader died in a switch (a window no switch passed is skipped)
+        assert_eq!(s["applied"]["kill_leader"], 1, "seed {seed}: the leader died at {point}: {s}");
+        assert_eq!(s["applied"]["kill_cell"], 1, "{s}");
+        let v = &s["verdict"];
+        for broken in ["lost", "diverged", "duplicate_ids", "audit", "not_restored"] {
+            assert_eq!(v[broken].as_array().map(Vec::len), Some(0), "{broken} in seed {seed} ({point}): {s}");
+        }
+    }
 }
 
 #[test]

@@ -47,10 +47,14 @@ pub(crate) fn ids_in(state: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Each cell's view: ids and digest from `states` (a cell that did not
-/// answer is absent), active from `table`.
+/// Each replica's view (a cell, or a cell's process named `cell/index`):
+/// ids and digest from `states` (one that did not answer is absent), active
+/// (its cell's) from `table`.
 pub(crate) fn views(states: &BTreeMap<String, Option<(String, u64)>>, table: Option<&RoutingTable>) -> BTreeMap<String, CellView> {
-    let active = |id: &str| table.is_some_and(|t| t.cells.iter().any(|c| c.id.as_str() == id && c.state == CellState::Active));
+    let active = |name: &str| {
+        let id = crate::cells::cell_of(name);
+        table.is_some_and(|t| t.cells.iter().any(|c| c.id.as_str() == id && c.state == CellState::Active))
+    };
     states
         .iter()
         .filter_map(|(id, s)| s.as_ref().map(|(json, digest)| (id.clone(), CellView { ids: ids_in(json), digest: *digest, active: active(id) })))

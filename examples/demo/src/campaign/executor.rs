@@ -61,7 +61,14 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
                 Err(e) => done.skipped.push(format!("{} at {} ms: {e}", fault.kind.name(), at.as_millis())),
             }
         } else if live[i] {
-            if let Err(e) = act(plan, t, i, &fault, &mut leader_killed, false).await {
+            let healed = act(plan, t, i, &fault, &mut leader_killed, false).await;
+            if let Err(DemoError::NoSwitchWhileArmed) = healed {
+                // armed, but no switch passed the point: the fault did not happen
+                if let Some(n) = done.applied.get_mut(fault.kind.name()) {
+                    *n -= 1;
+                }
+                done.skipped.push(format!("{} at {} ms: no switch while armed", fault.kind.name(), fault.at.as_millis()));
+            } else if let Err(e) = healed {
                 eprintln!("chaos: heal of {} failed: {e} (healed at the end)", describe(&fault));
             } else {
                 eprintln!("chaos: +{:>6} ms heal  {}", at.as_millis(), fault.kind.name());
@@ -97,10 +104,11 @@ fn role_of(t: &Targets<'_>, p: &Process, cells: &[String]) -> Option<(String, St
 /// A process's base URL for `POST /admin/clock` (a cell: its first port, directly).
 fn clock_url(t: &Targets<'_>, p: &Process, cells: &[String]) -> Result<String, DemoError> {
     match p {
-        Process::Cell { cell, .. } => {
-            let list = lock(t.cells)?.list();
-            let port = list.iter().find(|(id, _, _)| id == cell).and_then(|(_, ports, _)| ports.first().copied());
-            port.map(|p| format!("http://127.0.0.1:{p}")).ok_or_else(|| DemoError::UnknownCell(cell.clone()))
+        Process::Cell { cell, index } => {
+            let name = crate::cells::replica_name(cell, *index);
+            let list = lock(t.cells)?.processes();
+            let port = list.iter().find(|(n, _, _)| *n == name).map(|(_, port, _)| *port);
+            port.map(|p| format!("http://127.0.0.1:{p}")).ok_or(DemoError::UnknownCell(name))
         }
         other => role_of(t, other, cells).map(|(_, u)| u).ok_or_else(|| DemoError::Other(format!("no process {other:?}"))),
     }
@@ -153,21 +161,41 @@ async fn act(
     let cells = plan.cells.clone();
     let role = |t: &Targets<'_>, p: &Process| role_of(t, p, &cells).map(|(n, _)| n).ok_or_else(|| DemoError::Other(format!("no process {p:?}")));
     match &f.kind {
-        FaultKind::KillProcess { process: Process::Cell { cell, .. } } | FaultKind::KillCell { cell } => {
+        FaultKind::KillProcess { process: Process::Cell { cell, index } } => {
+            let mut c = lock(t.cells)?;
+            if start { c.kill_process(cell, *index) } else { c.restart_process(cell, *index) }.map(|_| ())
+        }
+        FaultKind::KillCell { cell } => {
             let mut c = lock(t.cells)?;
             if start { c.kill(cell) } else { c.restart(cell) }.map(|_| ())
         }
         FaultKind::KillProcess { process } if start => Err(DemoError::Other(format!("kill_process of {process:?}: only cell processes"))),
-        FaultKind::KillLeader { .. } if start => {
-            let name = format!("controller-{}", leader(t).await?);
-            t.roles.kill(&name)?;
-            leader_killed.insert(i, name);
+        // the leader is armed to kill itself at the drawn point of its next
+        // switch (`POST /admin/crash`); at the heal it is restarted if it died
+        FaultKind::KillLeader { point } if start => {
+            let index = leader(t).await?;
+            let url = format!("{}/admin/crash", t.controllers[index]);
+            crate::roles::wire::post_json(&t.client, &url, &crate::crash_admin::CrashAt { point: *point }, Duration::from_secs(1)).await?;
+            leader_killed.insert(i, format!("controller-{index}"));
             Ok(())
         }
-        FaultKind::KillLeader { .. } => leader_killed.remove(&i).map_or(Ok(()), |name| t.roles.restart(&name)),
-        FaultKind::Pause { process: Process::Cell { cell, .. } } => {
+        FaultKind::KillLeader { .. } => {
+            let Some(name) = leader_killed.remove(&i) else { return Ok(()) };
+            if t.roles.reap(&name)? {
+                return t.roles.restart(&name);
+            }
+            let index = name.trim_start_matches("controller-").parse::<usize>().unwrap_or(0);
+            if let Some(base) = t.controllers.get(index) {
+                let req = http::Request::delete(format!("{base}/admin/crash")).body(http_body_util::Full::default());
+                if let Ok(req) = req {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), t.client.request(req)).await;
+                }
+            }
+            Err(DemoError::NoSwitchWhileArmed)
+        }
+        FaultKind::Pause { process: Process::Cell { cell, index } } => {
             let mut c = lock(t.cells)?;
-            if start { c.pause(cell) } else { c.resume(cell) }.map(|_| ())
+            if start { c.pause_process(cell, *index) } else { c.resume_process(cell, *index) }.map(|_| ())
         }
         FaultKind::Pause { process } => {
             let name = role(t, process)?;
@@ -190,8 +218,9 @@ async fn act(
             (Some(m), false) => Ok(m.broker_up(1)?),
             (None, _) => Err(DemoError::Other("no mock broker (KAFKA_BOOTSTRAP is set)".into())),
         },
-        FaultKind::RedisDown | FaultKind::StaleRestart { .. } if start => Err(DemoError::Other("not supported by this run".into())),
-        FaultKind::KillProcess { .. } | FaultKind::RedisDown | FaultKind::StaleRestart { .. } => Ok(()),
+        FaultKind::RedisDown => plan.proxies.redis(start),
+        FaultKind::StaleRestart { .. } if start => Err(DemoError::Other("not supported by this run".into())),
+        FaultKind::KillProcess { .. } | FaultKind::StaleRestart { .. } => Ok(()),
     }
 }
 
@@ -222,7 +251,8 @@ async fn heal_all(plan: &mut Plan<'_>, t: &mut Targets<'_>) {
         }
     }
     // every clock back to true time; a process just restarted may take a moment to listen
-    let mut targets: Vec<String> = plan.cells.iter().filter_map(|c| clock_url(t, &Process::Cell { cell: c.clone(), index: 0 }, &[]).ok()).collect();
+    let processes = lock(t.cells).map(|c| c.processes()).unwrap_or_default();
+    let mut targets: Vec<String> = processes.iter().map(|(_, port, _)| format!("http://127.0.0.1:{port}")).collect();
     targets.extend(t.controllers.iter().cloned());
     targets.push(t.gateway.to_string());
     targets.extend(t.probers.iter().cloned());

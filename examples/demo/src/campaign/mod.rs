@@ -6,15 +6,20 @@
 //! schedule, then one JSON object as the last stdout line; the command fails
 //! naming every seed whose invariants broke, and `--seed N` replays one.
 //!
-//! What this one-machine run can do: one process per cell (a cell's
-//! instances are ports of one process), the partition of a cell's link to
+//! What this one-machine run can do: `--processes-per-cell` processes per
+//! cell (2 by default) sharing the cell's SQLite file (or
+//! `DEMO_DATABASE_URL`), each serving its share of the cell's instance ports
+//! with its own idgen worker id and its own replica, each checked on its
+//! own; the partition of a cell's link to
 //! everyone else (gateway and prober links alike, through the proxies in
 //! front of it; a cell's Kafka link and the controllers' table store are
 //! not proxied, so those draws are skipped and counted), kill_leader only
 //! with several controllers in etcd (a lone controller restarted without etcd
-//! would publish its first table again) and at the scheduled instant, not at
-//! the drawn switch point, kafka_down only with the in-process
-//! mock broker; redis_down and stale_restart are not supported.
+//! would publish its first table again): the leader is armed to `kill -9`
+//! itself at the drawn point of its next switch (`POST /admin/crash`), and a
+//! window that no switch passed is skipped and counted; kafka_down only
+//! with the in-process mock broker; redis_down only with `DEMO_REDIS_URL`
+//! (through a proxy in front of Redis); stale_restart is not supported.
 
 pub(crate) mod evidence;
 pub(crate) mod executor;
@@ -55,6 +60,10 @@ pub(crate) struct ChaosArgs {
     /// Controller processes (more than one needs ETCD_ENDPOINTS).
     #[arg(long, default_value_t = 1)]
     pub(crate) controllers: u16,
+    /// Processes per cell (they share the cell's storage; at most the
+    /// cell's instances).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) processes_per_cell: usize,
     /// Config file (default: the embedded demo.yaml).
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -82,9 +91,19 @@ impl<'a> Plan<'a> {
         Plan { schedule, cells, kafka, proxies: proxies::Proxies::default(), outcome: None }
     }
 
-    /// Judges the healed run and keeps the outcome.
-    pub(crate) fn judge(&mut self, applied: executor::Applied, history: &[chaos::history::Record], cells: &BTreeMap<String, checker::CellView>, audit: &[failover::audit::AuditRecord], drain_cap: usize) {
-        let verdict = checker::check(Evidence { history, cells, all_cells: &self.cells, audit, drain_cap });
+    /// Judges the healed run and keeps the outcome; `replicas` names every
+    /// cell process (`cell/index`), each of which must hold every
+    /// acknowledged write.
+    pub(crate) fn judge(
+        &mut self,
+        applied: executor::Applied,
+        history: &[chaos::history::Record],
+        replicas: &[String],
+        views: &BTreeMap<String, checker::CellView>,
+        audit: &[failover::audit::AuditRecord],
+        drain_cap: usize,
+    ) {
+        let verdict = checker::check(Evidence { history, cells: views, all_cells: replicas, audit, drain_cap });
         self.outcome = Some(Outcome { seed: self.schedule.seed, faults: self.schedule.faults.clone(), applied, verdict });
     }
 }
@@ -102,9 +121,11 @@ pub(crate) struct Outcome {
 }
 
 /// The kinds this run can inject, and the ones it cannot with why.
-pub(crate) fn supported(controllers: u16, etcd: bool, mock_kafka: bool) -> (Vec<&'static str>, BTreeMap<&'static str, &'static str>) {
+pub(crate) fn supported(controllers: u16, etcd: bool, mock_kafka: bool, redis: bool) -> (Vec<&'static str>, BTreeMap<&'static str, &'static str>) {
     let mut no = BTreeMap::new();
-    no.insert("redis_down", "no proxy in front of Redis in this run");
+    if !redis {
+        no.insert("redis_down", "the cells use no Redis cache (set DEMO_REDIS_URL)");
+    }
     no.insert("stale_restart", "cells keep no older snapshot to restart from");
     if controllers < 2 || !etcd {
         no.insert("kill_leader", "needs --controllers 2+ with etcd (a lone controller restarted without etcd republishes its first table)");
@@ -148,7 +169,8 @@ pub(crate) fn run(args: &ChaosArgs, run_one: &dyn Fn(RunArgs, Schedule, Vec<Stri
     let cfg = DemoConfig::load(args.config.as_deref())?;
     let etcd = crate::etcd::endpoints()?.is_some();
     let mock = std::env::var("KAFKA_BOOTSTRAP").map_or(true, |b| b.is_empty());
-    let (yes, no) = supported(args.controllers, etcd, mock);
+    let redis = std::env::var("DEMO_REDIS_URL").is_ok_and(|u| !u.is_empty());
+    let (yes, no) = supported(args.controllers, etcd, mock, redis);
     let kinds: Vec<&'static str> = match args.kinds.is_empty() {
         true => yes.clone(),
         false => {
@@ -163,7 +185,9 @@ pub(crate) fn run(args: &ChaosArgs, run_one: &dyn Fn(RunArgs, Schedule, Vec<Stri
         }
     };
     let cells = cfg.cell_ids();
-    let topo = Topology::try_new(cells.clone(), 1, usize::from(args.controllers)).map_err(|e| DemoError::Config(e.to_string()))?;
+    let topo = Topology::try_new(cells.clone(), args.processes_per_cell, usize::from(args.controllers))
+        .map_err(|e| DemoError::Config(e.to_string()))?
+        .with_redis(redis);
     let sched_cfg = ScheduleConfig::try_new(Duration::from_secs(args.duration))
         .and_then(|c| c.with_kinds(kinds.iter().copied()))
         .map_err(|e| DemoError::Config(format!("--duration/--kinds: {e}")))?;
@@ -189,6 +213,7 @@ pub(crate) fn run(args: &ChaosArgs, run_one: &dyn Fn(RunArgs, Schedule, Vec<Stri
             report: None,
             controllers: args.controllers,
             replication: None,
+            processes_per_cell: args.processes_per_cell,
         };
         let outcome = run_one(run, schedule, cells.clone())
             .map_err(|e| DemoError::Other(format!("seed {seed}: the run failed: {e}")))?
@@ -205,7 +230,7 @@ pub(crate) fn run(args: &ChaosArgs, run_one: &dyn Fn(RunArgs, Schedule, Vec<Stri
 /// Prints the JSON line; an error naming the seeds whose invariants broke.
 pub(crate) fn finish(outcomes: &[Outcome], kinds: &[&'static str], no: &BTreeMap<&'static str, &'static str>, args: &ChaosArgs) -> Result<(), DemoError> {
     let failed: Vec<u64> = outcomes.iter().filter(|o| !o.verdict.ok()).map(|o| o.seed).collect();
-    let summary = Summary { schedules: outcomes, kinds, unsupported: no, processes_per_cell: 1, failed_seeds: failed.clone(), ok: failed.is_empty() };
+    let summary = Summary { schedules: outcomes, kinds, unsupported: no, processes_per_cell: args.processes_per_cell, failed_seeds: failed.clone(), ok: failed.is_empty() };
     println!("{}", serde_json::to_string(&summary).map_err(|e| DemoError::Other(e.to_string()))?);
     if failed.is_empty() {
         return Ok(());
@@ -213,11 +238,12 @@ pub(crate) fn finish(outcomes: &[Outcome], kinds: &[&'static str], no: &BTreeMap
     let seeds: Vec<String> = failed.iter().map(u64::to_string).collect();
     let kinds = if args.kinds.is_empty() { String::new() } else { format!(" --kinds {}", args.kinds.join(",")) };
     Err(DemoError::Other(format!(
-        "invariants broke in seed(s) {}; replay one with: demo chaos --seed N --duration {} --rps {} --controllers {}{kinds}",
+        "invariants broke in seed(s) {}; replay one with: demo chaos --seed N --duration {} --rps {} --controllers {} --processes-per-cell {}{kinds}",
         seeds.join(", "),
         args.duration,
         args.rps,
-        args.controllers
+        args.controllers,
+        args.processes_per_cell
     )))
 }
 

@@ -15,7 +15,7 @@ fn like(id: &str, ok: bool) -> Record {
 }
 
 fn args() -> ChaosArgs {
-    ChaosArgs { seed: Some(7), schedules: 1, duration: 20, rps: 50, kinds: vec![], controllers: 1, config: None, dry_run: false }
+    ChaosArgs { seed: Some(7), schedules: 1, duration: 20, rps: 50, kinds: vec![], controllers: 1, processes_per_cell: 1, config: None, dry_run: false }
 }
 
 /// Three cells holding `state` with one digest, all active.
@@ -26,7 +26,8 @@ fn judged(records: &[Record], state: &str) -> Outcome {
     let views = evidence::views(&states, Some(&table));
     let history = evidence::history(records, &[user("eu")], UNIX_EPOCH + Duration::from_secs(1));
     let mut plan = Plan::new(Schedule { seed: 7, faults: vec![] }, cells, None);
-    plan.judge(executor::Applied::default(), &history, &views, &[], 1);
+    let replicas = plan.cells.clone();
+    plan.judge(executor::Applied::default(), &history, &replicas, &views, &[], 1);
     plan.outcome.unwrap()
 }
 
@@ -60,10 +61,10 @@ fn an_acked_id_no_cell_holds_fails_the_command_naming_the_seed() {
 
 #[test]
 fn kinds_a_run_cannot_do_are_named() {
-    let (yes, no) = supported(1, false, true);
+    let (yes, no) = supported(1, false, true, false);
     assert!(yes.contains(&"kill_cell") && yes.contains(&"kafka_down") && yes.contains(&"clock_step"));
     assert!(no.contains_key("kill_leader") && no.contains_key("redis_down") && no.contains_key("stale_restart"));
-    let (yes, no) = supported(2, true, false);
-    assert!(yes.contains(&"kill_leader"));
-    assert!(no.contains_key("kafka_down"));
+    let (yes, no) = supported(2, true, false, true);
+    assert!(yes.contains(&"kill_leader") && yes.contains(&"redis_down"));
+    assert!(no.contains_key("kafka_down") && no.contains_key("stale_restart"));
 }

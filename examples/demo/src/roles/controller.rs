@@ -11,7 +11,9 @@
 //! - `GET /audit`: every audit row (`failover::audit::AuditRecord`, JSON);
 //! - `GET /admin/status`: table version, whether the engine runs, the term
 //!   it leads in (`null` while it does not), the probers heard;
-//! - `GET /metrics`: Prometheus text.
+//! - `GET /metrics`: Prometheus text;
+//! - with `DEMO_CLOCK_ADMIN=1` (the fault campaign): `POST /admin/clock`
+//!   and `POST`/`DELETE /admin/crash` (see [`crate::crash_admin`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -135,6 +137,8 @@ pub(crate) async fn run(args: ControllerArgs) -> Result<(), DemoError> {
     let mut status_urls: Vec<String> = table.cells.iter().filter_map(|c| c.endpoints.first()).map(|e| format!("{e}/admin/status")).collect();
     status_urls.extend(super::base_urls(&args.router_status));
     let max_drained = std::num::NonZeroUsize::new(cfg.rules.max_drained);
+    let arm = crate::crash_admin::Arm::default();
+    let crash = (std::env::var(crate::clock_admin::ENV).as_deref() == Ok("1")).then(|| arm.clone());
     let control = ControlPlane::start(
         table.clone(),
         args.table_file.clone(),
@@ -143,6 +147,7 @@ pub(crate) async fn run(args: ControllerArgs) -> Result<(), DemoError> {
         status_urls,
         max_drained,
         (&args.name, args.worker),
+        crash,
     )
     .await?;
     let engine = control::engine(&cfg)?;
@@ -163,7 +168,8 @@ pub(crate) async fn run(args: ControllerArgs) -> Result<(), DemoError> {
         .route("/admin/status", get(status))
         .with_state(ctl)
         .merge(crate::telemetry::router())
-        .merge(crate::clock_admin::router());
+        .merge(crate::clock_admin::router())
+        .merge(crate::crash_admin::router(arm));
     super::serve(super::bind("controller", args.listen).await?, app).await
 }
 
