@@ -32,4 +32,7 @@ pub(crate) enum Record {
         /// The delta.
         delta: Delta,
     },
+    /// A replicator consumed up to these offsets (topic, partition, next
+    /// offset to read): persisted with the changes they produced.
+    Consumed(Vec<(String, i32, i64)>),
 }

@@ -14,7 +14,11 @@
 //!   both ([`SiteId::for_writer`]), so two processes of one cell keep separate
 //!   counter totals and mint distinct OR-set tags. Each writer is a replica
 //!   of its own: its state is kept under [`Replica::state_key`]
-//!   (`{cell}/{writer}`) and it consumes in its own consumer group.
+//!   (`{cell}/{writer}`) and it reads every partition of the topic itself:
+//!   the offsets it read are kept in that state with what they produced, so
+//!   a replica restored from any snapshot, an older one included, reads on
+//!   right after it (the consumer group only gets the offsets committed, for
+//!   lag monitors).
 //! - [`Hlc`]: a hybrid logical clock that does not adopt a remote timestamp
 //!   more than its maximum drift ahead ([`CrdtError::ClockDrift`]). A
 //!   replicated event stamped that far ahead is **parked**, never dropped: it

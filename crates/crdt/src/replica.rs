@@ -173,10 +173,35 @@ pub struct Store {
     parked: BTreeMap<(String, u64), ParkedEvent>,
     dead: Vec<DeadLetter>,
     floor: Timestamp,
+    /// How far the replication topic was consumed into this state.
+    consumed: Consumed,
     /// What changed since the last drain, when a replicator persists
     /// incrementally (never persisted itself).
     #[serde(skip)]
     journal: Journal,
+}
+
+/// The next offset to read per (topic, partition) of the replication topic,
+/// kept in the state those reads produced (its snapshot and log): a replica
+/// restored from any snapshot, an old one included, resumes reading right
+/// after what that snapshot holds, whatever the consumer group committed
+/// since. Bookkeeping, not state: it never makes two stores unequal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Consumed(BTreeMap<(String, i32), i64>);
+
+impl PartialEq for Consumed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Consumed {}
+
+impl Consumed {
+    fn note(&mut self, topic: &str, partition: i32, next: i64) {
+        let at = self.0.entry((topic.to_string(), partition)).or_insert(next);
+        *at = (*at).max(next);
+    }
 }
 
 /// Changes recorded for incremental persistence: bookkeeping, not state, so
@@ -204,6 +229,24 @@ struct StoreV1 {
 impl From<StoreV1> for Store {
     fn from(v: StoreV1) -> Self {
         Store { objects: v.objects, dedup: v.dedup, last_ts: v.last_ts, ..Store::default() }
+    }
+}
+
+/// The snapshot layout before the consumed offsets were kept in it: still
+/// decoded (a replica restored from it resumes from the group's commits).
+#[derive(Deserialize)]
+struct StoreV2 {
+    objects: BTreeMap<String, Value>,
+    dedup: BTreeMap<String, DedupWindow>,
+    last_ts: Timestamp,
+    parked: BTreeMap<(String, u64), ParkedEvent>,
+    dead: Vec<DeadLetter>,
+    floor: Timestamp,
+}
+
+impl From<StoreV2> for Store {
+    fn from(v: StoreV2) -> Self {
+        Store { objects: v.objects, dedup: v.dedup, last_ts: v.last_ts, parked: v.parked, dead: v.dead, floor: v.floor, ..Store::default() }
     }
 }
 
@@ -585,7 +628,10 @@ impl Replica {
     pub(crate) fn restore_locked(&self, store: &mut Store, snapshot: &[u8]) -> Result<(), CrdtError> {
         let mut restored: Store = match codec::decode(snapshot) {
             Ok(s) => s,
-            Err(e) => codec::decode::<StoreV1>(snapshot).map(Store::from).map_err(|_| e)?,
+            Err(e) => match codec::decode::<StoreV2>(snapshot) {
+                Ok(v2) => Store::from(v2),
+                Err(_) => codec::decode::<StoreV1>(snapshot).map(Store::from).map_err(|_| e)?,
+            },
         };
         self.hlc.adopt(restored.last_ts);
         *self.restored.lock() = Some(restored.last_ts);
@@ -651,7 +697,7 @@ impl Replica {
 
     /// Own outbox rows stamped after this were not in the restored snapshot
     /// (`Timestamp(0)` when nothing was restored: every own row).
-    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "sql", feature = "kafka")), allow(dead_code))]
     pub(crate) fn replay_after(&self) -> Timestamp {
         self.restored.lock().unwrap_or_default()
     }
@@ -822,6 +868,28 @@ impl Replica {
         }
     }
 
+    /// The next offset to read per (topic, partition), as the state holds
+    /// it (empty before a replicator consumed anything into it).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) async fn consumed(&self) -> BTreeMap<(String, i32), i64> {
+        self.store.lock().await.consumed.0.clone()
+    }
+
+    /// Records that the state now holds what was read up to `next` (per
+    /// topic and partition, the next offset to read), in the journal too, so
+    /// it is persisted with the changes those reads made.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) async fn note_consumed(&self, next: &BTreeMap<(String, i32), i64>) {
+        if next.is_empty() {
+            return;
+        }
+        let mut store = self.store.lock().await;
+        for ((topic, partition), n) in next {
+            store.consumed.note(topic, *partition, *n);
+        }
+        store.log(Record::Consumed(next.iter().map(|((t, p), n)| (t.clone(), *p, *n)).collect()));
+    }
+
     /// Replays persisted records over the restored snapshot.
     pub(crate) fn replay_locked(&self, store: &mut Store, records: &[Record]) -> Result<(), CrdtError> {
         for r in records {
@@ -850,6 +918,11 @@ impl Replica {
                 Record::Local { object, ts, delta } => {
                     self.hlc.adopt(*ts);
                     store.apply_delta(object, delta, self.bias)?;
+                }
+                Record::Consumed(offsets) => {
+                    for (topic, partition, next) in offsets {
+                        store.consumed.note(topic, *partition, *next);
+                    }
                 }
             }
         }
@@ -974,5 +1047,38 @@ impl ReplicaGuard<'_> {
         let n = self.store.gc(watermark);
         self.store.log(Record::Gc(watermark));
         n
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn replica() -> Replica {
+        Replica::try_new("fra".parse().unwrap(), 1, Duration::from_secs(5)).unwrap()
+    }
+
+    /// A snapshot in the layout before the consumed offsets were kept (the
+    /// same fields, in order, without them) still restores, with no offsets.
+    #[tokio::test]
+    async fn a_snapshot_from_before_the_offsets_were_kept_restores() {
+        let r = replica();
+        {
+            let mut g = r.lock().await;
+            let c = g.or_add("post", "p/comments", "hello").unwrap();
+            g.commit(&c).unwrap();
+        }
+        r.note_consumed(&BTreeMap::from([(("t".to_string(), 0), 7)])).await;
+        let s = r.store.lock().await.clone();
+        let v2 = codec::encode(&(&s.objects, &s.dedup, s.last_ts, &s.parked, &s.dead, s.floor)).unwrap();
+        let back = replica();
+        back.restore(&v2).await.unwrap();
+        assert_eq!(back.get("p/comments").await, r.get("p/comments").await);
+        assert!(back.consumed().await.is_empty());
+        // the current layout keeps them
+        let now = replica();
+        now.restore(&r.snapshot().await.unwrap()).await.unwrap();
+        assert_eq!(now.consumed().await, BTreeMap::from([(("t".to_string(), 0), 7)]));
     }
 }

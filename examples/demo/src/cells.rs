@@ -340,6 +340,20 @@ impl Cells {
             .collect()
     }
 
+    /// Where process `name` (`cell/index`) keeps its replica's state.
+    pub(crate) fn state_location(&self, name: &str) -> Result<StateLocation, DemoError> {
+        let (id, index) = name.split_once('/').ok_or_else(|| DemoError::UnknownCell(name.to_string()))?;
+        let cell = self.cells.iter().find(|c| c.id == id).ok_or_else(|| DemoError::UnknownCell(name.to_string()))?;
+        let p = cell.procs.iter().find(|p| p.index.to_string() == index).ok_or_else(|| DemoError::UnknownCell(name.to_string()))?;
+        let prefix = crate::cell::table_prefix(&self.launch.role.run_id, id);
+        Ok(StateLocation {
+            url: crate::cell::database_url(&self.launch.role.run_dir.join(id)),
+            table: crate::cell::state_table(&prefix),
+            // `crdt::Replica::state_key`: the cell and the process's worker id
+            key: format!("{id}/{}", p.worker),
+        })
+    }
+
     /// The kills and restarts so far.
     pub(crate) fn events(&self) -> &[CellEvent] {
         &self.events
@@ -354,6 +368,17 @@ impl Cells {
             }
         }
     }
+}
+
+/// Where a cell process keeps its replica's state.
+#[derive(Debug, Clone)]
+pub(crate) struct StateLocation {
+    /// The cell's database.
+    pub(crate) url: String,
+    /// The state table (`crdt::SqlStateStore`).
+    pub(crate) table: String,
+    /// The replica's key in it.
+    pub(crate) key: String,
 }
 
 /// The name of process `index` of `cell` in the checker's views.

@@ -47,6 +47,11 @@ impl Relay {
             .set("bootstrap.servers", bootstrap_servers)
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
+            // a produce unanswered for 10 s is on a dead connection: give up on
+            // it and retry (the default, 60 s, held replication that long after
+            // a broker outage)
+            .set("socket.timeout.ms", "10000")
+            .set("request.timeout.ms", "10000")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")
             .create()?;

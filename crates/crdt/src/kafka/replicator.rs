@@ -22,10 +22,31 @@ use crate::state::StateStore;
 /// persists local writes).
 const PARKED_RETRY: Duration = Duration::from_millis(500);
 
-/// Consumes the replication topic for one cell: apply, persist, then commit.
+/// How often a replicator reading no partition yet looks for them (the
+/// topic may not exist at start); once it reads some, 15 times less often
+/// (the topic may grow).
+const ASSIGN_EVERY: Duration = Duration::from_secs(2);
+
+/// Consumes the replication topic for one replica: apply, persist (with the
+/// offsets read), then commit.
+///
+/// It reads every partition of the topic, assigned by itself rather than by
+/// a consumer group's rebalance: each partition from the offset the
+/// replica's restored state says it had read up to (kept in the snapshot
+/// and its log, see [`Replica`]); a state from a build that kept no offsets
+/// reads from the group's committed offset, and a replica with no state at
+/// all from the beginning. So a replica restored from an older snapshot
+/// reads again everything after it, and an outage of the brokers longer
+/// than any session leaves no group membership to rejoin. The group's
+/// offsets are still committed after each persisted batch (for lag
+/// monitors, and as the fallback above); a failed commit is logged, not
+/// retried.
 pub struct Replicator<S> {
     replica: Arc<Replica>,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    /// Partitions read so far, and when partitions were last looked for.
+    assigned: Mutex<(std::collections::BTreeSet<i32>, Option<tokio::time::Instant>)>,
     state: S,
     names: cellctx::HeaderNames,
     batch: usize,
@@ -97,9 +118,11 @@ fn dead_letter(msg: &BorrowedMessage<'_>, error: &CrdtError) -> DeadLetter {
 
 impl<S: StateStore> Replicator<S> {
     /// Restores `replica` from `state` (when a state was saved and the replica
-    /// was not restored already, e.g. by `Replica::recover`), then subscribes
-    /// to `topic` in consumer group `group_id` (one group per cell; a new group
-    /// starts from the earliest offset).
+    /// was not restored already, e.g. by `Replica::recover`), then reads every
+    /// partition of `topic` from where the restored state had read up to
+    /// (see [`Replicator`]); `group_id` names the consumer group its progress
+    /// is also committed to (one group per replica: each reads every
+    /// partition; a new group with no state starts from the earliest offset).
     ///
     /// A restarted cell must also replay its own outbox before taking local
     /// writes: call `Replica::recover` before this (feature `sql`), or
@@ -118,13 +141,18 @@ impl<S: StateStore> Replicator<S> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
             .set("fetch.wait.max.ms", "10")
+            // a fetch waits 10 ms at most: a request unanswered for 10 s is on a
+            // dead connection (a broker that went away), not a slow one; the
+            // default (60 s) left the replicator reading nothing for a minute
+            // after a broker outage
+            .set("socket.timeout.ms", "10000")
             .create()?;
-        consumer.subscribe(&[topic])?;
         let replicator = Replicator {
             replica,
-            consumer,
+            consumer: Arc::new(consumer),
+            topic: topic.to_string(),
+            assigned: Mutex::new((std::collections::BTreeSet::new(), None)),
             state,
             names: cellctx::HeaderNames::default(),
             batch: 500,
@@ -138,7 +166,76 @@ impl<S: StateStore> Replicator<S> {
             // journal started) may be in no snapshot: the log starts from one
             replicator.snapshot().await?;
         }
+        replicator.assign_new_partitions().await?;
         Ok(replicator)
+    }
+
+    /// Starts reading the partitions of the topic not read yet, each from
+    /// the offset the state had read up to, else the group's committed
+    /// offset, else the beginning; at most every [`ASSIGN_EVERY`]. Returns how
+    /// many partitions were added.
+    async fn assign_new_partitions(&self) -> Result<usize, CrdtError> {
+        {
+            let mut a = self.assigned.lock();
+            // every few seconds until the topic has partitions, then seldom (it may grow)
+            let every = if a.0.is_empty() { ASSIGN_EVERY } else { ASSIGN_EVERY * 15 };
+            if a.1.is_some_and(|at| at.elapsed() < every) {
+                return Ok(0);
+            }
+            a.1 = Some(tokio::time::Instant::now());
+        }
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let known = self.assigned.lock().0.clone();
+        let restored = self.replica.consumed().await;
+        // a replica with no state at all reads from the beginning; one
+        // restored from a snapshot that kept no offsets (written by an older
+        // build) trusts the group's commits
+        let has_state = self.replica.replay_after() != crate::hlc::Timestamp::ZERO;
+        // metadata and committed offsets are blocking calls of librdkafka
+        let added = tokio::task::spawn_blocking(move || -> Result<Vec<i32>, CrdtError> {
+            let timeout = Duration::from_secs(2);
+            let meta = consumer.fetch_metadata(Some(&topic), timeout)?;
+            let new: Vec<i32> = meta
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .filter(|p| !known.contains(p))
+                .collect();
+            if new.is_empty() {
+                return Ok(new);
+            }
+            let mut ask = TopicPartitionList::new();
+            for p in &new {
+                ask.add_partition(&topic, *p);
+            }
+            let committed = consumer.committed_offsets(ask, timeout).ok();
+            let mut tpl = TopicPartitionList::new();
+            for p in &new {
+                let from = match restored.get(&(topic.clone(), *p)) {
+                    Some(next) => Offset::Offset(*next),
+                    None if has_state => committed
+                        .as_ref()
+                        .and_then(|c| c.find_partition(&topic, *p))
+                        .map(|e| e.offset())
+                        .filter(|o| matches!(o, Offset::Offset(_)))
+                        .unwrap_or(Offset::Beginning),
+                    None => Offset::Beginning,
+                };
+                tpl.add_partition_offset(&topic, *p, from)?;
+            }
+            consumer.incremental_assign(&tpl)?;
+            Ok(new)
+        })
+        .await
+        .map_err(|e| CrdtError::Config(format!("partition assignment task: {e}")))??;
+        if !added.is_empty() {
+            tracing::info!(cell = %self.replica.cell(), topic = %self.topic, partitions = ?added, "crdt replicator reads new partitions");
+        }
+        let n = added.len();
+        self.assigned.lock().0.extend(added);
+        Ok(n)
     }
 
     /// Messages applied per batch at most (default 500): one log append and
@@ -269,6 +366,7 @@ impl<S: StateStore> Replicator<S> {
     /// parked events the clock now allows are applied too. Then what changed
     /// is persisted, and only then are the batch's offsets committed.
     pub async fn step(&self, timeout: Duration) -> Result<usize, CrdtError> {
+        self.assign_new_partitions().await?;
         let first = match tokio::time::timeout(timeout, self.consumer.recv()).await {
             Err(_) => None,
             Ok(m) => Some(m?),
@@ -300,8 +398,14 @@ impl<S: StateStore> Replicator<S> {
     /// then commits the offsets.
     async fn finish(&self, offsets: &Offsets) -> Result<(), CrdtError> {
         self.replica.retry_parked().await;
+        // the offsets go into the state with what the batch changed
+        self.replica.note_consumed(&offsets.next).await;
         self.flush().await?;
-        self.commit(offsets)
+        // advisory: the state holds the offsets; the group's serve lag monitors
+        if let Err(e) = self.commit(offsets) {
+            tracing::debug!(cell = %self.replica.cell(), error = %e, "crdt replicator: offset commit failed (the state holds the offsets)");
+        }
+        Ok(())
     }
 
     async fn take(&self, msg: &BorrowedMessage<'_>, offsets: &mut Offsets) {
@@ -364,6 +468,9 @@ impl<S: StateStore> Replicator<S> {
                     }
                 }
                 continue;
+            }
+            if let Err(e) = self.assign_new_partitions().await {
+                tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: looking for partitions failed");
             }
             // only the receive is raced against pause/stop: a received batch
             // is always processed to the end (applied, persisted, committed);

@@ -44,6 +44,9 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
     // which faults took effect (a heal undoes only those)
     let mut live = vec![false; plan.schedule.faults.len()];
     let mut leader_killed: BTreeMap<usize, String> = BTreeMap::new();
+    // copies of every process's state: a stale restart goes back to the one before its step
+    let mut backups = super::stale::Backups::default();
+    backups.take(t.cells).await;
     for (at, step) in plan.schedule.steps() {
         tokio::time::sleep_until((t0 + at).into()).await;
         let (i, start) = match step {
@@ -52,7 +55,9 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
         };
         let fault = plan.schedule.faults[i].clone();
         if start {
-            match act(plan, t, i, &fault, &mut leader_killed, true).await {
+            let acted = act(plan, t, i, &fault, &mut leader_killed, &backups, true).await;
+            backups.take(t.cells).await;
+            match acted {
                 Ok(()) => {
                     live[i] = true;
                     *done.applied.entry(fault.kind.name()).or_default() += 1;
@@ -61,7 +66,7 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
                 Err(e) => done.skipped.push(format!("{} at {} ms: {e}", fault.kind.name(), at.as_millis())),
             }
         } else if live[i] {
-            let healed = act(plan, t, i, &fault, &mut leader_killed, false).await;
+            let healed = act(plan, t, i, &fault, &mut leader_killed, &backups, false).await;
             if let Err(DemoError::NoSwitchWhileArmed) = healed {
                 // armed, but no switch passed the point: the fault did not happen
                 if let Some(n) = done.applied.get_mut(fault.kind.name()) {
@@ -156,6 +161,7 @@ async fn act(
     i: usize,
     f: &Fault,
     leader_killed: &mut BTreeMap<usize, String>,
+    backups: &super::stale::Backups,
     start: bool,
 ) -> Result<(), DemoError> {
     let cells = plan.cells.clone();
@@ -219,7 +225,22 @@ async fn act(
             (None, _) => Err(DemoError::Other("no mock broker (KAFKA_BOOTSTRAP is set)".into())),
         },
         FaultKind::RedisDown => plan.proxies.redis(start),
-        FaultKind::StaleRestart { .. } if start => Err(DemoError::Other("not supported by this run".into())),
+        FaultKind::StaleRestart { process: Process::Cell { cell, index } } => {
+            if !start {
+                return lock(t.cells)?.restart_process(cell, *index).map(|_| ());
+            }
+            let name = crate::cells::replica_name(cell, *index);
+            if !backups.has(&name) {
+                return Err(DemoError::Other(format!("no earlier copy of {name}'s state")));
+            }
+            lock(t.cells)?.kill_process(cell, *index)?;
+            // killed: a failed write-back still restarts it at the heal, from its own state
+            if let Err(e) = backups.restore(t.cells, &name).await {
+                eprintln!("chaos: state of {name} not set back: {e}");
+            }
+            Ok(())
+        }
+        FaultKind::StaleRestart { process } if start => Err(DemoError::Other(format!("stale_restart of {process:?}: only cell processes"))),
         FaultKind::KillProcess { .. } | FaultKind::StaleRestart { .. } => Ok(()),
     }
 }

@@ -19,11 +19,14 @@
 //! itself at the drawn point of its next switch (`POST /admin/crash`), and a
 //! window that no switch passed is skipped and counted; kafka_down only
 //! with the in-process mock broker; redis_down only with `DEMO_REDIS_URL`
-//! (through a proxy in front of Redis); stale_restart is not supported.
+//! (through a proxy in front of Redis); stale_restart writes a copy of the
+//! process's state taken at an earlier step back before it starts again
+//! ([`stale`]).
 
 pub(crate) mod evidence;
 pub(crate) mod executor;
 pub(crate) mod proxies;
+pub(crate) mod stale;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -126,7 +129,6 @@ pub(crate) fn supported(controllers: u16, etcd: bool, mock_kafka: bool, redis: b
     if !redis {
         no.insert("redis_down", "the cells use no Redis cache (set DEMO_REDIS_URL)");
     }
-    no.insert("stale_restart", "cells keep no older snapshot to restart from");
     if controllers < 2 || !etcd {
         no.insert("kill_leader", "needs --controllers 2+ with etcd (a lone controller restarted without etcd republishes its first table)");
     }

@@ -71,6 +71,24 @@ pub(crate) struct CellArgs {
     pub(crate) hop_key_file: PathBuf,
 }
 
+/// The prefix of a cell's tables in its database (shared servers hold several runs and cells).
+pub(crate) fn table_prefix(run_id: &str, cell: &str) -> String {
+    format!("demo_{}_{}_", run_id, cell.replace('-', "_"))
+}
+
+/// A cell's database: `DEMO_DATABASE_URL`, else a SQLite file in its directory.
+pub(crate) fn database_url(dir: &std::path::Path) -> String {
+    match std::env::var("DEMO_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => format!("sqlite://{}?mode=rwc", dir.join("cell.db").display()),
+    }
+}
+
+/// The table a cell's processes keep their replicas' states in.
+pub(crate) fn state_table(prefix: &str) -> String {
+    format!("{prefix}replica_state")
+}
+
 /// Runs the cell until killed.
 pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let cfg = DemoConfig::load(args.config.as_deref())?;
@@ -78,14 +96,11 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let cell = CellId::new(&args.id).map_err(|e| DemoError::Config(e.to_string()))?;
     let datacenter = cfg.regions.iter().find(|r| r.name == cc.region).and_then(|r| r.datacenter).unwrap_or(0);
     let index = args.worker.unwrap_or_else(|| cfg.cells.iter().position(|c| c.id == args.id).unwrap_or(0) as u32);
-    let prefix = format!("demo_{}_{}_", args.run_id, args.id.replace('-', "_"));
+    let prefix = table_prefix(&args.run_id, &args.id);
 
     // storage: SQLite in the cell's directory unless DEMO_DATABASE_URL names a server
     std::fs::create_dir_all(&args.dir)?;
-    let url = match std::env::var("DEMO_DATABASE_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => format!("sqlite://{}?mode=rwc", args.dir.join("cell.db").display()),
-    };
+    let url = database_url(&args.dir);
     let storage = storage::Storage::open(&url, &prefix).await?;
 
     // replication: restore the saved state and replay our own outbox before
@@ -93,7 +108,7 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     // the replica's site is per writer: this process's idgen worker id within the cell
     let ids = idgen::Generator::try_new(idgen::Layout::seed(), datacenter, index)?;
     let replica = Arc::new(Replica::try_new(cell.clone(), ids.worker(), Duration::from_secs(5))?);
-    let state = SqlStateStore::for_outbox(&storage.outbox, &format!("{prefix}replica_state"))?;
+    let state = SqlStateStore::for_outbox(&storage.outbox, &state_table(&prefix))?;
     state.migrate().await?;
     let replayed = replica.recover(&state, &storage.outbox).await?;
     tracing::info!(cell = %cell, replayed, "replica recovered");
