@@ -73,8 +73,24 @@ pub(crate) struct RunArgs {
     pub(crate) processes_per_cell: usize,
 }
 
-fn free_port() -> Result<u16, DemoError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Ports for the run's processes, each held open (so neither a later
+/// reservation nor a proxy of the run can get it) until the processes are
+/// about to bind them: two ports asked of the kernel one after the other,
+/// each released at once, could be the same one (a cell and the gateway on
+/// one port: the second could not listen).
+#[derive(Debug, Default)]
+struct Reserved(Vec<std::net::TcpListener>);
+
+impl Reserved {
+    fn port(&mut self) -> Result<u16, DemoError> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        self.0.push(l);
+        Ok(port)
+    }
+
+    /// Lets the processes bind them.
+    fn release(self) {}
 }
 
 fn loopback(port: u16) -> String {
@@ -160,14 +176,15 @@ pub(crate) async fn run(
     let (_, hop_key_file) = crate::identity::new_hop_key(&run_dir)?;
 
     // every port up front: each role is told the others' addresses
+    let mut reserved = Reserved::default();
     let mut ports = Vec::new();
     for c in &cfg.cells {
-        ports.push((c.id.clone(), (0..c.instances).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?));
+        ports.push((c.id.clone(), (0..c.instances).map(|_| reserved.port()).collect::<Result<Vec<_>, _>>()?));
     }
     let top = Topology {
-        controllers: (0..args.controllers).map(|_| free_port().map(loopback)).collect::<Result<_, _>>()?,
-        gateway: loopback(free_port()?),
-        probers: (0..cfg.rules.probers).map(|_| free_port().map(loopback)).collect::<Result<_, _>>()?,
+        controllers: (0..args.controllers).map(|_| reserved.port().map(loopback)).collect::<Result<_, _>>()?,
+        gateway: loopback(reserved.port()?),
+        probers: (0..cfg.rules.probers).map(|_| reserved.port().map(loopback)).collect::<Result<_, _>>()?,
     };
     let audit_url = match std::env::var("DEMO_AUDIT_URL") {
         Ok(u) if !u.is_empty() => u,
@@ -182,6 +199,9 @@ pub(crate) async fn run(
         }
         p.proxies = proxies;
     }
+
+    // the proxies hold their ports: the processes may bind theirs now
+    reserved.release();
 
     // the controllers, one after the other (the first publishes the table)
     let mut ctl_args = vec!["--router-status".to_string(), format!("{}/admin/status", top.gateway), "--audit-url".into(), audit_url];
