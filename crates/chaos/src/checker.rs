@@ -72,6 +72,9 @@ pub struct Verdict {
     /// Per region, the longest time between two successes of its users with
     /// a failure between them, ms.
     pub longest_unavailable_ms: BTreeMap<String, u64>,
+    /// Requests of compliance-pinned users served by a cell outside their
+    /// allowed cells ([`misrouted`]; empty unless the harness checks it).
+    pub misrouted: Vec<String>,
 }
 
 impl Verdict {
@@ -82,6 +85,7 @@ impl Verdict {
             && self.duplicate_ids.is_empty()
             && self.audit.is_empty()
             && self.not_restored.is_empty()
+            && self.misrouted.is_empty()
     }
 
     /// The longest unavailability over all regions.
@@ -143,7 +147,25 @@ pub fn check(e: Evidence<'_>) -> Verdict {
         audit: audit::check(e.audit, e.drain_cap),
         not_restored,
         longest_unavailable_ms: unavailability(e.history),
+        misrouted: Vec::new(),
     }
+}
+
+/// The requests (ids) of users of a pinned region served by a cell outside
+/// it: `allowed` maps each compliance-pinned region to the cells its users
+/// may be served by (a region absent from it is not pinned). A success that
+/// does not say which cell served it counts as misrouted for a pinned user.
+pub fn misrouted(history: &[Record], allowed: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    history
+        .iter()
+        .filter_map(|r| {
+            let cells = allowed.get(&r.region)?;
+            match &r.outcome {
+                crate::history::Outcome::Ok { cell, .. } if cell.as_ref().is_none_or(|c| !cells.contains(c)) => Some(r.req.clone()),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Per region: the longest span from a success to the next success with a

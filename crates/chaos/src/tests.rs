@@ -164,6 +164,27 @@ fn a_clean_run_passes_and_each_broken_invariant_is_named() {
 }
 
 #[test]
+fn a_pinned_user_served_outside_its_cells_is_misrouted() {
+    // "eu" is pinned to cells a and b; "us" is not pinned
+    let allowed = BTreeMap::from([("eu".to_string(), ["a".to_string(), "b".to_string()].into())]);
+    let mut history = vec![rec("r1", "eu", 10, true, true), rec("r2", "eu", 20, false, true), rec("r3", "us", 30, true, true)];
+    assert!(checker::misrouted(&history, &allowed).is_empty(), "served by a, a failure, an unpinned user");
+    let mut away = rec("r4", "eu", 40, true, false);
+    away.outcome = Outcome::Ok { id: String::new(), cell: Some("c".into()) };
+    let mut unsaid = rec("r5", "eu", 50, true, true);
+    unsaid.outcome = Outcome::Ok { id: "id-r5".into(), cell: None };
+    let mut us_away = rec("r6", "us", 60, true, false);
+    us_away.outcome = Outcome::Ok { id: String::new(), cell: Some("c".into()) };
+    history.extend([away, unsaid, us_away]);
+    assert_eq!(checker::misrouted(&history, &allowed), ["r4", "r5"]);
+    let cells = cells_holding(&["id-r1", "id-r3", "id-r5"], &["a", "b", "c"]);
+    let mut v = checker::check(Evidence { history: &history, cells: &cells, all_cells: &all(), audit: &[], drain_cap: 1 });
+    assert!(v.ok(), "{v:?}");
+    v.misrouted = checker::misrouted(&history, &allowed);
+    assert!(!v.ok(), "a misrouted request breaks the run");
+}
+
+#[test]
 fn unavailability_spans_success_to_success_across_failures() {
     let h = vec![
         rec("1", "eu", 100, true, false),

@@ -468,7 +468,7 @@ async fn drive(
         let table = control.store.current().map(|t| t.table().clone());
         let views = crate::campaign::evidence::views(&last, table.as_ref());
         let replicas: Vec<String> = ports.iter().map(|(name, _)| name.clone()).collect();
-        p.judge(applied.unwrap_or_default(), &history, &replicas, &views, &audit, cfg.rules.max_drained);
+        p.judge(applied.unwrap_or_default(), &history, &replicas, &views, &audit, cfg);
         return Ok(());
     }
     let gw_status = gateway::get_json(&client, &format!("{}/admin/status", top.gateway), Duration::from_secs(2)).await?;

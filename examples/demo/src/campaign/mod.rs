@@ -104,11 +104,26 @@ impl<'a> Plan<'a> {
         replicas: &[String],
         views: &BTreeMap<String, checker::CellView>,
         audit: &[failover::audit::AuditRecord],
-        drain_cap: usize,
+        cfg: &DemoConfig,
     ) {
-        let verdict = checker::check(Evidence { history, cells: views, all_cells: replicas, audit, drain_cap });
+        let drain_cap = cfg.rules.max_drained;
+        let mut verdict = checker::check(Evidence { history, cells: views, all_cells: replicas, audit, drain_cap });
+        verdict.misrouted = checker::misrouted(history, &pinned(cfg));
         self.outcome = Some(Outcome { seed: self.schedule.seed, faults: self.schedule.faults.clone(), applied, verdict });
     }
+}
+
+/// The cells each compliance-pinned region's users may be served by: its
+/// own and its allowed regions' cells.
+pub(crate) fn pinned(cfg: &DemoConfig) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    cfg.regions
+        .iter()
+        .filter(|r| !r.compliance.is_empty())
+        .map(|r| {
+            let cells = cfg.cells.iter().filter(|c| c.region == r.name || r.allowed_regions.contains(&c.region)).map(|c| c.id.clone()).collect();
+            (r.name.clone(), cells)
+        })
+        .collect()
 }
 
 /// One schedule's result.
@@ -255,7 +270,7 @@ fn line(o: &Outcome) -> String {
     let faults: Vec<String> = o.applied.applied.iter().map(|(k, n)| format!("{k}={n}")).collect();
     let unavail: Vec<String> = v.longest_unavailable_ms.iter().map(|(r, ms)| format!("{r}={ms}ms")).collect();
     format!(
-        "seed {}: faults [{}] skipped {}; acked {}, failed {}, lost {}, diverged {}, duplicate ids {}, audit anomalies {}, not restored {}; longest unavailable [{}]: {}",
+        "seed {}: faults [{}] skipped {}; acked {}, failed {}, lost {}, diverged {}, duplicate ids {}, audit anomalies {}, not restored {}, misrouted {}; longest unavailable [{}]: {}",
         o.seed,
         faults.join(" "),
         o.applied.skipped.len(),
@@ -266,6 +281,7 @@ fn line(o: &Outcome) -> String {
         v.duplicate_ids.len(),
         v.audit.len(),
         v.not_restored.len(),
+        v.misrouted.len(),
         unavail.join(" "),
         if v.ok() { "ok" } else { "BROKEN" }
     )

@@ -27,7 +27,7 @@ fn judged(records: &[Record], state: &str) -> Outcome {
     let history = evidence::history(records, &[user("eu")], UNIX_EPOCH + Duration::from_secs(1));
     let mut plan = Plan::new(Schedule { seed: 7, faults: vec![] }, cells, None);
     let replicas = plan.cells.clone();
-    plan.judge(executor::Applied::default(), &history, &replicas, &views, &[], 1);
+    plan.judge(executor::Applied::default(), &history, &replicas, &views, &[], &DemoConfig::load(None).unwrap());
     plan.outcome.unwrap()
 }
 
