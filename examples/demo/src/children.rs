@@ -26,13 +26,9 @@ pub(crate) struct RoleLaunch {
 }
 
 impl RoleLaunch {
-    /// `demo <role> <args>` with the run's config and id, exiting with this
-    /// process, its stderr appended to `log`.
-    pub(crate) fn spawn(&self, role: &str, args: &[String], log: &Path) -> Result<Child, DemoError> {
-        self.spawn_with_env(role, args, log, &[])
-    }
-
-    /// [`spawn`](Self::spawn) with these environment variables set.
+    /// `demo <role> <args>` with the run's config and id and these
+    /// environment variables, exiting with this process, its stderr appended
+    /// to `log`.
     pub(crate) fn spawn_with_env(&self, role: &str, args: &[String], log: &Path, env: &[(&str, &str)]) -> Result<Child, DemoError> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
@@ -57,6 +53,7 @@ struct RoleProc {
     name: String,
     role: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     paused: bool,
 }
@@ -76,8 +73,15 @@ impl Roles {
 
     /// Starts `demo <role> <args>` as `name` (its log: `<run dir>/<name>.log`).
     pub(crate) fn spawn(&mut self, name: &str, role: &str, args: &[String]) -> Result<(), DemoError> {
-        let child = self.launch.spawn(role, args, &self.log(name))?;
-        self.procs.push(RoleProc { name: name.to_string(), role: role.to_string(), args: args.to_vec(), child: Some(child), paused: false });
+        self.spawn_with_env(name, role, args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with these environment variables set (at restarts too).
+    pub(crate) fn spawn_with_env(&mut self, name: &str, role: &str, args: &[String], env: &[(String, String)]) -> Result<(), DemoError> {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let child = self.launch.spawn_with_env(role, args, &self.log(name), &pairs)?;
+        let (name, role, args, env) = (name.to_string(), role.to_string(), args.to_vec(), env.to_vec());
+        self.procs.push(RoleProc { name, role, args, env, child: Some(child), paused: false });
         Ok(())
     }
 
@@ -98,7 +102,8 @@ impl Roles {
         if p.child.is_some() {
             return Err(DemoError::CellAlready { cell: name.to_string(), state: "running" });
         }
-        p.child = Some(launch.spawn(&p.role, &p.args, &log)?);
+        let env: Vec<(&str, &str)> = p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        p.child = Some(launch.spawn_with_env(&p.role, &p.args, &log, &env)?);
         Ok(())
     }
 

@@ -197,6 +197,10 @@ pub(crate) async fn run(
         if let Some(url) = std::env::var("DEMO_REDIS_URL").ok().filter(|u| !u.is_empty()) {
             proxies = proxies.with_redis(&url).await?;
         }
+        // the controllers' link to etcd (the first endpoint)
+        if let Some(first) = crate::etcd::endpoints()?.and_then(|eps| eps.into_iter().next()) {
+            proxies = proxies.with_store(&first).await?;
+        }
         p.proxies = proxies;
     }
 
@@ -216,7 +220,9 @@ pub(crate) async fn run(
         let listen = url.trim_start_matches("http://").to_string();
         a.extend(["--listen".into(), listen, "--name".into(), name.clone(), "--worker".into(), (1000 + i).to_string()]);
         a.extend(["--dir".into(), run_dir.join(&name).display().to_string()]);
-        roles.spawn(&name, "controller", &a)?;
+        let store: Vec<(String, String)> =
+            plan.as_deref().and_then(|p| p.proxies.store_endpoint()).map(|e| ("ETCD_ENDPOINTS".to_string(), e.to_string())).into_iter().collect();
+        roles.spawn_with_env(&name, "controller", &a, &store)?;
         wait_for(&client, &name, &format!("{url}/admin/status"), Duration::from_secs(30), |_| true)
             .await
             .map_err(|e| DemoError::Other(format!("{e} (log: {})", roles.log(&name).display())))?;

@@ -97,6 +97,27 @@ fn the_leader_killed_at_each_point_of_a_switch_leaves_every_switch_settled_once(
     }
 }
 
+/// Seed 349: the controllers' link to etcd blackholed (through the proxy the
+/// campaign puts in front of it) while a cell is killed: the leader loses its
+/// lease, its switch in flight is refused by the fence, and after the heal
+/// every invariant holds.
+#[test]
+fn the_controllers_cut_from_etcd_leave_every_invariant() {
+    let etcd = std::env::var("CELL_TEST_ETCD_ENDPOINTS")
+        .expect("CELL_TEST_ETCD_ENDPOINTS must name an etcd (scripts/test starts a private one and sets it)");
+    let args = ["chaos", "--seed", "349", "--duration", "20", "--rps", "60", "--kinds", "partition,kill_cell", "--controllers", "2", "--processes-per-cell", "1"];
+    let json = campaign(&args, Some(&etcd));
+    let s = &json["schedules"][0];
+    let cut = s["faults"].as_array().unwrap().iter().any(|f| f["link"]["link"] == "controller_store" && f["fault"]["mode"] == "blackhole");
+    assert!(cut, "seed 349 blackholes the controllers' store link: {s}");
+    assert_eq!(s["applied"]["partition"], 1, "{s}");
+    assert!(s["skipped"].as_array().unwrap().is_empty(), "{s}");
+    let v = &s["verdict"];
+    for broken in ["lost", "diverged", "duplicate_ids", "audit", "not_restored", "misrouted"] {
+        assert_eq!(v[broken].as_array().map(Vec::len), Some(0), "{broken}: {s}");
+    }
+}
+
 #[test]
 fn a_seed_replays_the_same_schedule() {
     let dry = |seed: &str| {

@@ -148,9 +148,8 @@ fn link_mode(f: LinkFault) -> LinkMode {
 fn proxied_cell(link: &Link) -> Result<&str, DemoError> {
     match link {
         Link::GatewayCell { cell } | Link::ProberCell { cell } => Ok(cell),
-        Link::CellKafka { .. } | Link::ControllerStore => {
-            Err(DemoError::Other("no proxy on this link in the one-machine run (the broker is in process, the table store is the controller's)".into()))
-        }
+        Link::CellKafka { .. } => Err(DemoError::Other("no proxy on a cell's Kafka link (the broker is in process)".into())),
+        Link::ControllerStore => Err(DemoError::Other("no proxy on the controllers' store link without etcd (the table store is the controller's)".into())),
     }
 }
 
@@ -207,6 +206,7 @@ async fn act(
             let name = role(t, process)?;
             t.roles.pause(&name, start)
         }
+        FaultKind::Partition { link: Link::ControllerStore, fault } => plan.proxies.store_fault(i, start.then(|| link_mode(*fault))),
         FaultKind::Partition { link, fault } => {
             let cell = proxied_cell(link)?;
             if start {

@@ -12,8 +12,9 @@
 //! with its own idgen worker id and its own replica, each checked on its
 //! own; the partition of a cell's link to
 //! everyone else (gateway and prober links alike, through the proxies in
-//! front of it; a cell's Kafka link and the controllers' table store are
-//! not proxied, so those draws are skipped and counted), kill_leader only
+//! front of it; with etcd, the controllers reach etcd through a proxy too, so
+//! their store link can be cut; a cell's Kafka link is not proxied, so those
+//! draws are skipped and counted), kill_leader only
 //! with several controllers in etcd (a lone controller restarted without etcd
 //! would publish its first table again): the leader is armed to `kill -9`
 //! itself at the drawn point of its next switch (`POST /admin/crash`), and a

@@ -4,7 +4,9 @@
 //! through it and a partition of the cell is one mode change. The
 //! orchestrator's own reads (state, outbox) go to the cell's ports directly.
 //! With `DEMO_REDIS_URL` set, one more proxy sits in front of Redis, and the
-//! cells are given its address: `redis_down` refuses it.
+//! cells are given its address: `redis_down` refuses it. With etcd, one sits
+//! in front of the first etcd endpoint for the controllers alone (their link
+//! to the table store; the other roles read the table from etcd directly).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +23,10 @@ pub(crate) struct Proxies {
     active: BTreeMap<String, Vec<(usize, LinkMode)>>,
     /// In front of Redis, with the URL the cells use.
     redis: Option<(FaultProxy, String)>,
+    /// In front of etcd, with the endpoint the controllers use.
+    store: Option<(FaultProxy, String)>,
+    /// Faults (schedule index, mode) in force on the controllers' store link.
+    store_faults: Vec<(usize, LinkMode)>,
 }
 
 impl Proxies {
@@ -34,25 +40,39 @@ impl Proxies {
             }
             by_cell.insert(id.clone(), v);
         }
-        Ok(Proxies { by_cell, active: BTreeMap::new(), redis: None })
+        Ok(Proxies { by_cell, active: BTreeMap::new(), redis: None, store: None, store_faults: Vec::new() })
     }
 
     /// A proxy in front of the Redis of `url` (`redis://host:port[/db]`);
     /// the cells are to use [`Proxies::redis_url`] instead.
     pub(crate) async fn with_redis(mut self, url: &str) -> Result<Self, DemoError> {
-        let parsed = url::Url::parse(url).map_err(|e| DemoError::Config(format!("DEMO_REDIS_URL {url:?}: {e}")))?;
-        let host = parsed.host_str().ok_or_else(|| DemoError::Config(format!("DEMO_REDIS_URL {url:?}: no host")))?;
-        let port = parsed.port().unwrap_or(6379);
-        let upstream = tokio::net::lookup_host((host, port))
-            .await?
-            .next()
-            .ok_or_else(|| DemoError::Config(format!("DEMO_REDIS_URL {url:?}: {host} does not resolve")))?;
-        let proxy = FaultProxy::start(upstream).await?;
-        let mut proxied = parsed.clone();
-        proxied.set_host(Some("127.0.0.1")).map_err(|e| DemoError::Config(e.to_string()))?;
-        proxied.set_port(Some(proxy.addr().port())).map_err(|()| DemoError::Config(format!("DEMO_REDIS_URL {url:?}: no port")))?;
-        self.redis = Some((proxy, proxied.to_string()));
+        self.redis = Some(proxy_for(url, 6379).await?);
         Ok(self)
+    }
+
+    /// A proxy in front of the etcd endpoint `endpoint` (`http://host:port`);
+    /// the controllers are to use [`Proxies::store_endpoint`] instead.
+    pub(crate) async fn with_store(mut self, endpoint: &str) -> Result<Self, DemoError> {
+        let (proxy, url) = proxy_for(endpoint, 2379).await?;
+        self.store = Some((proxy, url));
+        Ok(self)
+    }
+
+    /// The etcd endpoint the controllers use, when their link is proxied.
+    pub(crate) fn store_endpoint(&self) -> Option<&str> {
+        self.store.as_ref().map(|(_, u)| u.as_str())
+    }
+
+    /// Puts fault `fault` (`mode`) on the controllers' link to the store, or
+    /// (`None`) lifts it.
+    pub(crate) fn store_fault(&mut self, fault: usize, mode: Option<LinkMode>) -> Result<(), DemoError> {
+        let (proxy, _) = self.store.as_ref().ok_or_else(|| DemoError::Other("the controllers' store is not proxied (no etcd in this run)".into()))?;
+        match mode {
+            Some(m) => self.store_faults.push((fault, m)),
+            None => self.store_faults.retain(|(f, _)| *f != fault),
+        }
+        proxy.set(self.store_faults.last().map_or(LinkMode::Pass, |(_, m)| *m));
+        Ok(())
     }
 
     /// The Redis URL the cells use, when Redis is proxied.
@@ -93,6 +113,10 @@ impl Proxies {
     /// Every link back to pass.
     pub(crate) fn heal_all(&mut self) {
         self.active.clear();
+        self.store_faults.clear();
+        if let Some((p, _)) = &self.store {
+            p.set(LinkMode::Pass);
+        }
         if let Some((p, _)) = &self.redis {
             p.set(LinkMode::Pass);
         }
@@ -107,4 +131,22 @@ impl Proxies {
             v.iter().for_each(|p| p.set(mode));
         }
     }
+}
+
+/// A proxy in front of the server of `url` (its port, or `default_port`),
+/// and the same URL pointing at the proxy.
+async fn proxy_for(url: &str, default_port: u16) -> Result<(FaultProxy, String), DemoError> {
+    let parsed = url::Url::parse(url).map_err(|e| DemoError::Config(format!("{url:?}: {e}")))?;
+    let host = parsed.host_str().ok_or_else(|| DemoError::Config(format!("{url:?}: no host")))?;
+    let port = parsed.port().unwrap_or(default_port);
+    let upstream =
+        tokio::net::lookup_host((host, port)).await?.next().ok_or_else(|| DemoError::Config(format!("{url:?}: {host} does not resolve")))?;
+    let proxy = FaultProxy::start(upstream).await?;
+    let mut proxied = parsed.clone();
+    proxied.set_host(Some("127.0.0.1")).map_err(|e| DemoError::Config(e.to_string()))?;
+    proxied.set_port(Some(proxy.addr().port())).map_err(|()| DemoError::Config(format!("{url:?}: no port")))?;
+    // `Url` writes a bare authority with a trailing `/`
+    let text = proxied.to_string();
+    let text = if parsed.path() == "/" || parsed.path().is_empty() { text.trim_end_matches('/').to_string() } else { text };
+    Ok((proxy, text))
 }
