@@ -541,3 +541,29 @@ async fn a_replica_restored_from_an_older_snapshot_reads_again_what_came_after_i
     }
     assert_eq!(r2.metrics().stats().duplicates, 0, "nothing before the backup read twice");
 }
+
+/// Regression (found by the fault campaign: a cell process restarted while
+/// the broker was down exited, since looking up the topic's partitions
+/// failed): a replicator starts with the brokers away, and reads once they
+/// are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicator_started_with_the_broker_down_reads_once_it_is_back() {
+    let k = kafka();
+    let clock = Arc::new(Manual(AtomicU64::new(T0)));
+    k._cluster.broker_down(1).unwrap();
+    let r = replica(clock);
+    let rep = Replicator::start(r.clone(), &k.bootstrap, &k.topic, &testkit::unique("fra"), MemoryStateStore::new())
+        .await
+        .expect("a replicator starts without a broker");
+    let handle = rep.spawn();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    k._cluster.broker_up(1).unwrap();
+    k.send("p/likes", 1, Some(Timestamp::new(T0, 1)), crdt::TYPE_PN_COUNTER, &plus(7, 1)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(&r, "p/likes").await != 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = count(&r, "p/likes").await;
+    handle.shutdown().await;
+    assert_eq!(got, 1, "the event sent once the broker was back was applied");
+}

@@ -166,7 +166,10 @@ impl<S: StateStore> Replicator<S> {
             // journal started) may be in no snapshot: the log starts from one
             replicator.snapshot().await?;
         }
-        replicator.assign_new_partitions().await?;
+        // the brokers may be away at start: the run loop (or `step`) looks again
+        if let Err(e) = replicator.assign_new_partitions().await {
+            tracing::warn!(cell = %replicator.replica.cell(), error = %e, "crdt replicator: no partitions yet; looking again");
+        }
         Ok(replicator)
     }
 
@@ -366,7 +369,9 @@ impl<S: StateStore> Replicator<S> {
     /// parked events the clock now allows are applied too. Then what changed
     /// is persisted, and only then are the batch's offsets committed.
     pub async fn step(&self, timeout: Duration) -> Result<usize, CrdtError> {
-        self.assign_new_partitions().await?;
+        if let Err(e) = self.assign_new_partitions().await {
+            tracing::warn!(cell = %self.replica.cell(), error = %e, "crdt replicator: looking for partitions failed");
+        }
         let first = match tokio::time::timeout(timeout, self.consumer.recv()).await {
             Err(_) => None,
             Ok(m) => Some(m?),
