@@ -34,10 +34,12 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// Connects to `url`; keys start with `prefix`.
+    /// A cache at `url` (a bad URL is an error); keys start with `prefix`.
+    /// It connects at its first use, not here: a cell starts while Redis is
+    /// down (reads then go to the replica), found by the fault campaign.
     pub(crate) async fn connect(url: &str, prefix: String) -> Result<Self, DemoError> {
         let client = redis::Client::open(url).map_err(|e| DemoError::Other(format!("redis: {e}")))?;
-        let conn = redis::aio::ConnectionManager::new(client).await.map_err(|e| DemoError::Other(format!("redis: {e}")))?;
+        let conn: std::sync::Arc<tokio::sync::OnceCell<redis::aio::ConnectionManager>> = Default::default();
         let config = BreakerConfig::sliding(SlidingWindowConfig {
             window: WindowConfig::Count { size: 20 },
             minimum_calls: 5,
@@ -49,9 +51,10 @@ impl Cache {
             .map_err(|e| DemoError::Other(format!("breaker: {e}")))?
             .with_classifier(ErrorsAreFailures);
         let svc = ServiceBuilder::new().layer(layer).service_fn(move |cmd: Cmd| {
-            let mut conn = conn.clone();
+            let (conn, client) = (conn.clone(), client.clone());
             async move {
                 let r = tokio::time::timeout(Duration::from_millis(50), async {
+                    let mut conn = conn.get_or_try_init(|| redis::aio::ConnectionManager::new(client)).await?.clone();
                     match cmd {
                         Cmd::Get(k) => conn.get::<_, Option<String>>(k).await,
                         Cmd::Put(k, v) => conn.set_ex::<_, _, ()>(k, v, 1).await.map(|_| None),
@@ -89,5 +92,26 @@ impl Cache {
     /// Drops the cached view of `post` after a write.
     pub(crate) async fn invalidate(&self, post: &str) {
         let _ = self.svc.clone().oneshot(Cmd::Del(self.key(post))).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Regression: a cell restarted while Redis was down exited at start
+    /// (the cache connected there). Now the cache comes up without Redis and
+    /// every read is a miss, answered by the replica.
+    #[tokio::test]
+    async fn the_cache_starts_without_redis_and_reads_miss() {
+        // nothing listens on a port just released
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cache = Cache::connect(&format!("redis://127.0.0.1:{port}"), "t:".into()).await.expect("no connection at start");
+        assert_eq!(cache.get("post-1").await, None);
+        let view = PostView { post: "post-1".into(), likes: 1, comments: vec![], cell: "a".into() };
+        cache.put(&view).await;
+        cache.invalidate("post-1").await;
+        assert_eq!(cache.get("post-1").await, None);
     }
 }
