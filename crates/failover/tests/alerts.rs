@@ -155,6 +155,8 @@ async fn drain_fires_and_failback_resolves_on_the_wire() {
     assert_eq!(resolved["annotations"]["resolution"], "failback complete: the cell takes all its traffic again");
     assert!(am.content_types.lock().unwrap().iter().all(|c| c == "application/json"));
     assert!(sink.firing().is_empty());
+    // the sink counts a send once its response is read, after the receiver has it
+    until("the sink counts both sends", || sink.sent() == 2).await;
     assert_eq!((sink.sent(), sink.dropped(), sink.send_failures()), (2, 0, 0));
 }
 
