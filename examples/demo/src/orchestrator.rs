@@ -198,8 +198,16 @@ pub(crate) async fn run(
             proxies = proxies.with_redis(&url).await?;
         }
         // the controllers' link to etcd (the first endpoint)
-        if let Some(first) = crate::etcd::endpoints()?.and_then(|eps| eps.into_iter().next()) {
-            proxies = proxies.with_store(&first).await?;
+        match crate::etcd::endpoints()? {
+            #[cfg(feature = "etcd")]
+            Some(eps) => {
+                if let Some(first) = eps.first() {
+                    proxies = proxies.with_store(first).await?;
+                }
+            }
+            #[cfg(not(feature = "etcd"))]
+            Some(never) => match never {},
+            None => {}
         }
         p.proxies = proxies;
     }

@@ -52,6 +52,7 @@ impl Proxies {
 
     /// A proxy in front of the etcd endpoint `endpoint` (`http://host:port`);
     /// the controllers are to use [`Proxies::store_endpoint`] instead.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) async fn with_store(mut self, endpoint: &str) -> Result<Self, DemoError> {
         let (proxy, url) = proxy_for(endpoint, 2379).await?;
         self.store = Some((proxy, url));
