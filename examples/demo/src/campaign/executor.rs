@@ -43,10 +43,14 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
     let mut done = Applied::default();
     // which faults took effect (a heal undoes only those)
     let mut live = vec![false; plan.schedule.faults.len()];
-    let mut leader_killed: BTreeMap<usize, String> = BTreeMap::new();
+    // fault index -> the controller armed by it
+    let mut leader_killed: BTreeMap<usize, usize> = BTreeMap::new();
     // copies of every process's state: a stale restart goes back to the one before its step
     let mut backups = super::stale::Backups::default();
-    backups.take(t.cells).await;
+    let stale = plan.schedule.faults.iter().any(|f| matches!(f.kind, FaultKind::StaleRestart { .. }));
+    if stale {
+        backups.take(t.cells).await;
+    }
     for (at, step) in plan.schedule.steps() {
         tokio::time::sleep_until((t0 + at).into()).await;
         let (i, start) = match step {
@@ -56,7 +60,9 @@ pub(crate) async fn execute(plan: &mut Plan<'_>, t: &mut Targets<'_>, t0: Instan
         let fault = plan.schedule.faults[i].clone();
         if start {
             let acted = act(plan, t, i, &fault, &mut leader_killed, &backups, true).await;
-            backups.take(t.cells).await;
+            if stale {
+                backups.take(t.cells).await;
+            }
             match acted {
                 Ok(()) => {
                     live[i] = true;
@@ -159,7 +165,7 @@ async fn act(
     t: &mut Targets<'_>,
     i: usize,
     f: &Fault,
-    leader_killed: &mut BTreeMap<usize, String>,
+    leader_killed: &mut BTreeMap<usize, usize>,
     backups: &super::stale::Backups,
     start: bool,
 ) -> Result<(), DemoError> {
@@ -181,15 +187,15 @@ async fn act(
             let index = leader(t).await?;
             let url = format!("{}/admin/crash", t.controllers[index]);
             crate::roles::wire::post_json(&t.client, &url, &crate::crash_admin::CrashAt { point: *point }, Duration::from_secs(1)).await?;
-            leader_killed.insert(i, format!("controller-{index}"));
+            leader_killed.insert(i, index);
             Ok(())
         }
         FaultKind::KillLeader { .. } => {
-            let Some(name) = leader_killed.remove(&i) else { return Ok(()) };
+            let Some(index) = leader_killed.remove(&i) else { return Ok(()) };
+            let name = format!("controller-{index}");
             if t.roles.reap(&name)? {
                 return t.roles.restart(&name);
             }
-            let index = name.trim_start_matches("controller-").parse::<usize>().unwrap_or(0);
             if let Some(base) = t.controllers.get(index) {
                 let req = http::Request::delete(format!("{base}/admin/crash")).body(http_body_util::Full::default());
                 if let Ok(req) = req {
