@@ -1,5 +1,6 @@
 //! The audit log's invariants: every switch audited once, no switch left
-//! half-done, one writer per table version, the drain cap never exceeded.
+//! half-done, one writer per table version, the drain cap never exceeded, no
+//! failback step on a cell that was serving.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +32,14 @@ pub enum AuditAnomaly {
     VersionNotAdvanced {
         /// The id.
         tx: String,
+    },
+    /// A failback step on a cell that was serving all its traffic: the ramp
+    /// took traffic from a cell no switch had drained.
+    RampOfServingCell {
+        /// The id.
+        tx: String,
+        /// The cell.
+        cell: String,
     },
     /// More cells drained at once than the cap allows (forced drains, which
     /// say so in their note, excepted).
@@ -76,15 +85,25 @@ pub fn check(rows: &[AuditRecord], cap: usize) -> Vec<AuditAnomaly> {
             .map(|(version, txs)| AuditAnomaly::VersionReused { version, txs }),
     );
 
+    out.extend(
+        committed
+            .iter()
+            .filter(|r| r.from == "state=active" && r.to.contains(" home_slots="))
+            .map(|r| AuditAnomaly::RampOfServingCell { tx: r.tx_id.clone(), cell: r.flow.clone() }),
+    );
+
     // replay the cell states in version order
     let mut drained: BTreeSet<String> = BTreeSet::new();
     for r in committed {
-        let Some(state) = r.to.strip_prefix("state=") else { continue };
+        // `state=active home_slots=102/1024` (a failback step) is active:
+        // the state is the first word
+        let Some(state) = r.to.strip_prefix("state=").and_then(|s| s.split_whitespace().next()) else { continue };
         if state == "active" {
             drained.remove(&r.flow);
         } else {
             drained.insert(r.flow.clone());
-            let forced = r.note.as_deref().is_some_and(|n| n.contains("forced"));
+            let forced = r.reason.contains(failover::audit::FORCED)
+                || r.note.as_deref().is_some_and(|n| n.contains("forced"));
             if drained.len() > cap && !forced {
                 out.push(AuditAnomaly::CapExceeded { version: r.version_after, drained: drained.iter().cloned().collect() });
             }

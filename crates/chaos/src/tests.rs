@@ -252,4 +252,37 @@ fn audit_invariants() {
     f.note = Some("forced by operator".into());
     forced.push(f);
     assert_eq!(audit::check(&forced, 1), vec![]);
+    // ... as the switch writes it: the mark in the reason
+    let mut forced = good.clone();
+    let mut f = row("7", "c", "state=down", Committed, 4, 5);
+    f.reason = format!("rule: drain {}", failover::audit::FORCED);
+    forced.push(f);
+    assert_eq!(audit::check(&forced, 1), vec![]);
+    let mut not_forced = forced.clone();
+    if let Some(r) = not_forced.last_mut() {
+        r.reason = "rule: drain".into();
+    }
+    assert_eq!(audit::check(&not_forced, 1), vec![AuditAnomaly::CapExceeded { version: 5, drained: vec!["b".into(), "c".into()] }]);
+}
+
+/// A failback step's row (`state=active home_slots=…`) leaves the cell active:
+/// another cell drained during the ramp is within a cap of 1.
+#[test]
+fn a_cell_ramping_back_is_not_counted_as_drained() {
+    use AuditStatus::*;
+    let rows = vec![
+        row("1", "a", "state=down spread=b:512,c:512", Committed, 1, 2),
+        row("2", "a", "state=active home_slots=102/1024", Committed, 2, 3),
+        row("3", "b", "state=down", Committed, 3, 4),
+        row("4", "a", "state=active", Committed, 4, 5),
+    ];
+    assert_eq!(audit::check(&rows, 1), vec![]);
+    let mut still_down = rows.clone();
+    still_down[1].to = "state=down home_slots=102/1024".into();
+    assert_eq!(audit::check(&still_down, 1), vec![AuditAnomaly::CapExceeded { version: 4, drained: vec!["a".into(), "b".into()] }]);
+    // a ramp that starts from a cell serving all of its traffic took traffic from it
+    let mut from_serving = rows.clone();
+    from_serving.insert(0, row("0", "c", "state=active home_slots=103/1024", Committed, 0, 1));
+    from_serving[0].from = "state=active".into();
+    assert_eq!(audit::check(&from_serving, 1), vec![AuditAnomaly::RampOfServingCell { tx: "0".into(), cell: "c".into() }]);
 }

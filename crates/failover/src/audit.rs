@@ -36,6 +36,10 @@ use crate::sla::{ApplyPhase, SwitchPhases};
 /// The SQL dialect of the audit database (shared with the SDK's other durable logs).
 pub use sqldialect::Dialect;
 
+/// The mark a forced switch's `reason` carries: the drain cap was not applied
+/// to it, so an audit reader does not count it against the cap.
+pub const FORCED: &str = "[forced: drain cap not applied]";
+
 /// The longest audit table name.
 const MAX_TABLE_LEN: usize = 64;
 

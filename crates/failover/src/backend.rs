@@ -135,7 +135,7 @@ pub(crate) fn intent_record(
         flow: req.change.flow().to_string(),
         from,
         to,
-        reason: if req.force { format!("{} [forced: drain cap not applied]", req.reason) } else { req.reason.clone() },
+        reason: if req.force { format!("{} {}", req.reason, crate::audit::FORCED) } else { req.reason.clone() },
         rule: req.rule.clone(),
         actor: actor.to_string(),
         status: AuditStatus::Intent,

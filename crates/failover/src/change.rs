@@ -25,7 +25,9 @@ pub enum Change {
     /// One failback step: the cell is active again and serves `permille`
     /// thousandths of each of its slot ranges; the rest stay with its first
     /// active failover target (migrations tagged `ramp:<cell>`). 1000 is a
-    /// full [`Change::Failback`].
+    /// full [`Change::Failback`]. On a cell the table has active and not
+    /// ramping it is in force already: a ramp never takes traffic from a cell
+    /// that serves all of it.
     Ramp {
         /// The cell failing back.
         cell: CellId,
@@ -114,6 +116,12 @@ impl Change {
                     c.weight = *w;
                 }
                 return Ok((from, format!("weight={w}")));
+            }
+            // a ramp gives a recovering cell its traffic back step by step; it
+            // never takes traffic from a cell the table has serving all of it
+            // (a new leader whose engine saw a failure no table recorded)
+            Change::Ramp { .. } if table.cell(&cell).is_some_and(|c| c.state == CellState::Active) && !steps::ramping(table, &cell) => {
+                return Ok((from.clone(), from));
             }
             Change::Ramp { permille, .. } => {
                 steps::clear(table, &cell);

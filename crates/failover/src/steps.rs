@@ -139,6 +139,12 @@ pub(crate) fn cohort(table: &mut RoutingTable, region: &CellId, permille: u16, t
     Ok(())
 }
 
+/// Whether `cell` is part way through its failback ramp (some of its slots
+/// still held by its failover target).
+pub(crate) fn ramping(table: &RoutingTable, cell: &CellId) -> bool {
+    tagged(table, &tag("ramp", cell)).next().is_some()
+}
+
 /// `cell`'s state as the audit shows it: `state=…`, plus how many of its
 /// slots are home during a ramp (`home_slots=102/1024`) or where a spread
 /// drain sends them (`spread=b:614,c:410`).

@@ -65,6 +65,27 @@ fn count(slots: &[(CellId, Option<CellId>)], owner: &str, to: Option<&str>) -> u
     slots.iter().filter(|(o, t)| o.as_str() == owner && t.as_ref().map(|c| c.as_str()) == to).count()
 }
 
+/// Found by the fault campaign (seed 1040): a controller that took the lead
+/// while its own engine was ramping a cell the table never had drained wrote
+/// the ramp, moving 90 % of a serving cell's users away. A ramp only gives
+/// traffic back.
+#[tokio::test]
+async fn a_ramp_never_takes_traffic_from_a_cell_that_serves_all_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TableStore::with_table(table(999, false)).unwrap();
+    let s = switch(&dir, &store).await;
+    for permille in [100u16, 500] {
+        let out = s.switch(SwitchRequest::new(Change::Ramp { cell: id("a"), permille })).await.unwrap();
+        assert!(matches!(out, SwitchOutcome::NoChange { version: 1 }), "{out:?}");
+    }
+    assert_eq!(count(&slots(&store), "a", None), 333, "every slot of a still home");
+    assert!(s.audit().all().await.unwrap().is_empty());
+    // after a drain the same steps do move the slots
+    commit(&s, SwitchRequest::new(Change::Drain(id("a")))).await;
+    commit(&s, SwitchRequest::new(Change::Ramp { cell: id("a"), permille: 100 })).await;
+    assert_eq!(count(&slots(&store), "a", None), 34);
+}
+
 #[tokio::test]
 async fn the_failback_ramp_is_a_table_version_and_an_audit_row_per_step() {
     let dir = tempfile::tempdir().unwrap();

@@ -93,6 +93,8 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
         "applied": stats.applied,
         "duplicates": stats.duplicates,
         "started_ms": s.started_ms,
+        // the idgen worker id (leased from etcd when the run has it)
+        "worker": s.posts.ids.worker(),
     }))
     .into_response()
 }

@@ -10,6 +10,7 @@ mod grpc;
 pub(crate) mod http;
 mod posts;
 mod storage;
+mod worker_id;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,8 +49,9 @@ pub(crate) struct CellArgs {
     /// The address the instance ports listen on (`0.0.0.0` to serve other hosts).
     #[arg(long, default_value = "127.0.0.1")]
     pub(crate) listen_host: std::net::IpAddr,
-    /// This process's idgen worker id, unique among every process of the
-    /// deployment [default: the cell's position in the config].
+    /// This process's slot, unique among every process of the deployment: its
+    /// replica's site and state key, and its idgen worker id unless the run
+    /// has etcd to lease one from [default: the cell's position in the config].
     #[arg(long)]
     pub(crate) worker: Option<u32>,
     /// Exit when the parent process does (the orchestrator sets it).
@@ -105,9 +107,11 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
 
     // replication: restore the saved state and replay our own outbox before
     // anything else touches the replica, then consume and relay
-    // the replica's site is per writer: this process's idgen worker id within the cell
-    let ids = idgen::Generator::try_new(idgen::Layout::seed(), datacenter, index)?;
-    let replica = Arc::new(Replica::try_new(cell.clone(), ids.worker(), Duration::from_secs(5))?);
+    // the replica's site is per writer: this process's slot (unique in the
+    // deployment; a leased worker id is unique only within its datacenter)
+    let worker = worker_id::worker_ids(crate::etcd::endpoints()?, &args.run_id, datacenter, index).await?;
+    let ids = worker.ids.clone();
+    let replica = Arc::new(Replica::try_new(cell.clone(), index, Duration::from_secs(5))?);
     let state = SqlStateStore::for_outbox(&storage.outbox, &state_table(&prefix))?;
     state.migrate().await?;
     let replayed = replica.recover(&state, &storage.outbox).await?;
