@@ -54,6 +54,8 @@ struct ClientConfig {
     /// outgoing map is filled without checking for what is already there).
     distinct: bool,
     signer: Option<Signer>,
+    /// Downstream clock offsets the signer applies.
+    skew: Option<crate::hop::ClockSkew>,
     otel: bool,
     /// Header maps of the field shapes seen first, cloned to fill empty outgoing maps.
     templates: Templates,
@@ -62,7 +64,7 @@ struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         let names = HeaderNames::default();
-        ClientConfig { distinct: names.all_distinct(), names, signer: None, otel: true, templates: Templates::default() }
+        ClientConfig { distinct: names.all_distinct(), names, signer: None, skew: None, otel: true, templates: Templates::default() }
     }
 }
 
@@ -89,6 +91,14 @@ impl PropagateCellContextLayer {
     /// default), or the downstream refuses it. Costs one HMAC per request.
     pub fn with_signer(mut self, signer: Signer, ttl: Duration) -> Self {
         Arc::make_mut(&mut self.config).signer = Some(signer.with_lifetime(ttl));
+        self
+    }
+
+    /// Signs each hop with the clock of its downstream as `skew` learned it
+    /// (feed it the answers with [`ClockSkew::observe`](crate::ClockSkew::observe)),
+    /// so a host whose clock is off still signs hops its downstreams accept.
+    pub fn with_clock_skew(mut self, skew: crate::hop::ClockSkew) -> Self {
+        Arc::make_mut(&mut self.config).skew = Some(skew);
         self
     }
 
@@ -194,7 +204,11 @@ impl ClientConfig {
         {
             match extract(headers, &self.names) {
                 Ok(sent) => {
-                    let sig = signer.sign_parts(&sent, method, uri, headers, cellclock::now());
+                    let now = match &self.skew {
+                        Some(skew) => skew.now_for(uri, cellclock::now()),
+                        None => cellclock::now(),
+                    };
+                    let sig = signer.sign_parts(&sent, method, uri, headers, now);
                     headers.insert(self.names.signature.clone(), sig);
                 }
                 Err(err) => tracing::warn!(%err, "cellctx: not signing an invalid outgoing context"),

@@ -190,7 +190,7 @@ pub use context::{CellContext, HintSource, MAX_TOKEN_LEN, RegionHint, validate_t
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use error::{AuthFailure, ContextError, InvalidValue};
 pub use headers::{BAGGAGE, HOPS, HeaderNames, TRACEPARENT, TRACESTATE};
-pub use hop::{DEFAULT_MAX_LIFETIME, DEFAULT_REPLAY_CAPACITY, DEFAULT_SKEW, HopVerifier};
+pub use hop::{CLOCK_HEADER, ClockSkew, clock_value, DEFAULT_MAX_LIFETIME, DEFAULT_REPLAY_CAPACITY, DEFAULT_SKEW, HopVerifier, MAX_CORRECTION};
 pub use propagation::{HeaderExtractor, HeaderInjector};
 pub use scope::{current, scope, sync_scope, with_current};
 pub use server::{Admitted, CellContextLayer, Refusal, CellContextService, ResponseBody, ResponseFuture, TrustMode};

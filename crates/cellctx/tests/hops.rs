@@ -238,3 +238,79 @@ async fn a_bogus_signature_does_not_turn_stripped_headers_into_a_rejection() {
         assert_eq!((seen.ctx.cell(), seen.ctx.downgraded), (None, false));
     }
 }
+
+/// A verifier whose clock runs `0` ahead of the system's.
+#[derive(Debug)]
+struct Ahead(Duration);
+
+impl Clock for Ahead {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + self.0
+    }
+}
+
+/// A signer whose clock is 26 s behind its downstream's: the edge layer
+/// strips the expired signature, the service refuses the unsigned request
+/// with its clock in `x-cell-clock`, the signer learns the offset from it,
+/// and the next hop it signs is accepted. Other downstreams keep the local
+/// clock; an offset beyond the largest correction is ignored.
+#[tokio::test]
+async fn a_signer_whose_clock_is_off_learns_the_downstreams_clock_from_its_refusal() {
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+    let ahead = Duration::from_secs(26);
+    let verifier = HopVerifier::new(SigningKeys::new(key(1))).with_clock(Ahead(ahead));
+    let layer = CellContextLayer::edge().with_hop_verifier(verifier);
+    // the downstream's service: only a signed (trusted) context is served
+    let downstream = ServiceBuilder::new().layer(layer).service(service_fn(move |req: Request<()>| async move {
+        let ctx = req.extensions().get::<std::sync::Arc<CellContext>>().cloned().unwrap();
+        let mut res = http::Response::new(());
+        if ctx.tenant.as_deref() != Some("acme") {
+            *res.status_mut() = http::StatusCode::FORBIDDEN;
+            let secs = (SystemTime::now() + ahead).duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+            res.headers_mut().insert(&cellctx::CLOCK_HEADER, HeaderValue::from(secs));
+        }
+        Ok::<_, std::convert::Infallible>(res)
+    }));
+    let skew = cellctx::ClockSkew::new();
+    let client = ServiceBuilder::new()
+        .layer(
+            cellctx::PropagateCellContextLayer::new()
+                .with_signer(Signer::new(key(1)), Duration::from_secs(10))
+                .with_clock_skew(skew.clone()),
+        )
+        .service(service_fn(|req: Request<()>| async move { Ok::<_, std::convert::Infallible>(req) }));
+    let target: http::Uri = "http://cell-a:7001/items/7".parse().unwrap();
+    let send = |id: &str| {
+        let (client, downstream, target, ctx) = (client.clone(), downstream.clone(), target.clone(), ctx(id));
+        async move {
+            let out = cellctx::scope(std::sync::Arc::new(ctx), client.oneshot(Request::put(target).body(()).unwrap())).await.unwrap();
+            let (mut parts, body) = out.into_parts();
+            parts.uri = "/items/7".parse().unwrap(); // as the server sees it
+            downstream.oneshot(Request::from_parts(parts, body)).await.unwrap()
+        }
+    };
+
+    let refused = send("r-1").await;
+    assert_eq!(refused.status(), http::StatusCode::FORBIDDEN, "an expired signature is stripped");
+    assert!(skew.observe(&target, refused.headers()));
+    assert_eq!(send("r-2").await.status(), http::StatusCode::OK, "signed with the downstream's clock");
+    assert!(!skew.observe(&target, send("r-3").await.headers()), "nothing to learn from a success");
+    // another downstream is signed with the local clock still
+    let other: http::Uri = "http://cell-b:7001/items/7".parse().unwrap();
+    let now = SystemTime::now();
+    assert!(skew.now_for(&other, now) == now);
+    // a clock further off than the largest correction is ignored
+    let ours = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let mut far = http::HeaderMap::new();
+    far.insert(&cellctx::CLOCK_HEADER, HeaderValue::from(ours + cellctx::MAX_CORRECTION.as_secs() + 60));
+    assert!(!skew.observe(&target, &far));
+    assert_eq!(send("r-4").await.status(), http::StatusCode::OK, "the learned offset kept");
+    // without the correction the same signer is refused
+    let plain = ServiceBuilder::new()
+        .layer(cellctx::PropagateCellContextLayer::new().with_signer(Signer::new(key(1)), Duration::from_secs(10)))
+        .service(service_fn(|req: Request<()>| async move { Ok::<_, std::convert::Infallible>(req) }));
+    let out = cellctx::scope(std::sync::Arc::new(ctx("r-5")), plain.oneshot(Request::put(target.clone()).body(()).unwrap())).await.unwrap();
+    let (mut parts, body) = out.into_parts();
+    parts.uri = "/items/7".parse().unwrap();
+    assert_eq!(downstream.clone().oneshot(Request::from_parts(parts, body)).await.unwrap().status(), http::StatusCode::FORBIDDEN);
+}

@@ -105,6 +105,7 @@ impl Retrying {
             retry_ok: AtomicU64::new(0),
             retry_failed: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
+            resigned: AtomicU64::new(0),
         })
     }
 }
@@ -117,6 +118,9 @@ pub(crate) struct Gateway {
     cells: HashMap<CellId, Upstream>,
     reporter: OutcomeReporter,
     retry: Retrying,
+    /// The cells' clocks as their refusals of hops signed for the wrong time
+    /// tell them (the client layer signs with them).
+    skew: cellctx::ClockSkew,
 }
 
 /// Retries on the failover cell: the policy (with its shared budget), the
@@ -134,6 +138,9 @@ struct Retrying {
     retry_failed: AtomicU64,
     /// Writes a cell answered from its idempotency store.
     replayed: AtomicU64,
+    /// Attempts signed again with the cell's clock after the cell refused
+    /// the hop's signature for its time.
+    resigned: AtomicU64,
 }
 
 /// The retry spec of `demo.yaml` (`retry:`).
@@ -180,6 +187,10 @@ pub(crate) struct RetryReport {
     pub(crate) not_idempotent: u64,
     /// Duplicate writes a cell answered from its idempotency store.
     pub(crate) duplicates_suppressed: u64,
+    /// Attempts signed again with the cell's clock after the cell refused
+    /// the hop's signature for its time (the gateway's clock was off).
+    #[serde(default)]
+    pub(crate) resigned: u64,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -201,6 +212,8 @@ impl Gateway {
     ) -> Result<Self, DemoError> {
         let table = store.current().ok_or_else(|| DemoError::Other("gateway: no routing table".into()))?;
         let client = http_client();
+        // the cells' clocks as their refusals of hops signed for the wrong time tell them
+        let skew = cellctx::ClockSkew::new();
         let mut cells = HashMap::new();
         for c in &table.table().cells {
             let wrr = Arc::new(SmoothWrr::new());
@@ -216,13 +229,17 @@ impl Gateway {
                 .layer(breaker)
                 .timeout(timeout)
                 // each hop signed, bound to the request (the cells refuse the rest)
-                .layer(PropagateCellContextLayer::new().with_signer(cellctx::Signer::new(hop_key.clone()), HOP_LIFETIME))
+                .layer(
+                    PropagateCellContextLayer::new()
+                        .with_signer(cellctx::Signer::new(hop_key.clone()), HOP_LIFETIME)
+                        .with_clock_skew(skew.clone()),
+                )
                 .service(client.clone())
                 .map_err(BoxError::from);
             cells.insert(c.id.clone(), Upstream { endpoints: c.endpoints.clone(), wrr, outliers, svc: BoxCloneSyncService::new(svc) });
         }
         let retry = Retrying::try_new(&store, &RetrySpec::default())?;
-        Ok(Gateway { store, auth, cells, reporter, retry })
+        Ok(Gateway { store, auth, cells, reporter, retry, skew })
     }
 
     /// Retries on the failover cell as `spec` says.
@@ -247,6 +264,7 @@ impl Gateway {
             no_target: b.no_target,
             not_idempotent: b.not_idempotent,
             duplicates_suppressed: r.replayed.load(Ordering::Relaxed),
+            resigned: r.resigned.load(Ordering::Relaxed),
         }
     }
 
@@ -302,28 +320,46 @@ async fn attempt(gw: Arc<Gateway>, req: http::Request<Full<Bytes>>) -> Result<Se
     let (parts, body) = req.into_parts();
     let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let uri = format!("{}{pq}", up.endpoints[idx]).parse::<http::Uri>().map_err(|e| Unroutable(e.to_string()))?;
-    let mut out = http::Request::new(body);
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = uri;
-    for h in [http::header::CONTENT_TYPE, http::header::HeaderName::from_static(IDEMPOTENCY_KEY_HEADER)] {
-        if let Some(v) = parts.headers.get(&h) {
-            out.headers_mut().insert(h, v.clone());
+    let out = || {
+        let mut out = http::Request::new(body.clone());
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri.clone();
+        for h in [http::header::CONTENT_TYPE, http::header::HeaderName::from_static(IDEMPOTENCY_KEY_HEADER)] {
+            if let Some(v) = parts.headers.get(&h) {
+                out.headers_mut().insert(h, v.clone());
+            }
         }
-    }
-    if attempts.retries() > 0 {
-        // the failover cell serves it before the table has switched
-        out.headers_mut().insert(RETRY_HEADER, http::HeaderValue::from_static("1"));
-    }
+        if attempts.retries() > 0 {
+            // the failover cell serves it before the table has switched
+            out.headers_mut().insert(RETRY_HEADER, http::HeaderValue::from_static("1"));
+        }
+        out
+    };
     // the context goes on as signed-off internal headers (client layer), with the chosen cell
     let mut fwd_ctx = (*ctx).clone();
     fwd_ctx.set_cell(Some(target.clone()));
+    let fwd_ctx = Arc::new(fwd_ctx);
     gw.retry.sent.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let call = cellctx::scope(Arc::new(fwd_ctx), up.svc.clone().oneshot(out));
-    let result = match tokio::time::timeout(gw.retry.first_byte, call).await {
-        Ok(r) => r,
-        Err(elapsed) => Err(BoxError::from(elapsed)),
+    let first_byte = gw.retry.first_byte;
+    let send = |req| {
+        let call = cellctx::scope(fwd_ctx.clone(), up.svc.clone().oneshot(req));
+        async move {
+            match tokio::time::timeout(first_byte, call).await {
+                Ok(r) => r,
+                Err(elapsed) => Err(BoxError::from(elapsed)),
+            }
+        }
     };
+    let mut result = send(out()).await;
+    // the cell refused the hop's signature for its time before serving it:
+    // signed again with the cell's clock (learned from the refusal), once
+    if let Ok(resp) = &result
+        && gw.skew.observe(&uri, resp.headers())
+    {
+        gw.retry.resigned.fetch_add(1, Ordering::Relaxed);
+        result = send(out()).await;
+    }
     let rtt = started.elapsed();
     if attempts.retries() > 0 {
         let outcome = if result.is_ok() { &gw.retry.retry_ok } else { &gw.retry.retry_failed };

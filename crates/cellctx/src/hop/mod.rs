@@ -2,9 +2,11 @@
 //! verifier the server layer runs at the edge.
 
 mod replay;
+mod skew;
 mod verifier;
 mod wire;
 
+pub use skew::{CLOCK_HEADER, ClockSkew, MAX_CORRECTION, clock_value};
 pub use verifier::{DEFAULT_MAX_LIFETIME, DEFAULT_REPLAY_CAPACITY, DEFAULT_SKEW, HopVerifier};
 
 use http::{Method, Uri};

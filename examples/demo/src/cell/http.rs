@@ -42,7 +42,13 @@ fn fail(cell: &str, e: impl std::fmt::Display) -> Response {
 /// the gateway (the context layer strips a user anyone else states): 403 else.
 fn unsigned(cell: &str) -> Option<Response> {
     let signed = cellctx::current().is_some_and(|c| c.routing_key.is_some());
-    (!signed).then(|| served(cell, (StatusCode::FORBIDDEN, "a signed hop from the gateway is required\n")))
+    // with the clock the hop verifier reads: a gateway whose clock is off
+    // signs its next hops with it (`cellctx::ClockSkew`)
+    (!signed).then(|| {
+        let mut r = served(cell, (StatusCode::FORBIDDEN, "a signed hop from the gateway is required\n"));
+        r.headers_mut().insert(&cellctx::CLOCK_HEADER, cellctx::clock_value());
+        r
+    })
 }
 
 async fn like(State(s): State<Arc<AppState>>, Path(p): Path<String>, key: Option<Extension<IdempotencyKey>>) -> Response {
