@@ -105,6 +105,12 @@
 //!    request, expired, replayed, unparsable, a context that does not parse) is
 //!    not a rejection: the request goes on as an unsigned one,
 //!    `cellctx.signature.rejected` is counted and a `debug` line logged.
+//!    A service that refuses such a request can add its clock
+//!    ([`CLOCK_HEADER`], [`clock_value`]); a signer with a [`ClockSkew`]
+//!    ([`PropagateCellContextLayer::with_clock_skew`]) learns from it and signs
+//!    that downstream's next hops with its clock, so a host whose clock is off
+//!    by more than the allowance keeps its hops accepted (the correction AWS
+//!    SDKs make for SigV4; at most [`MAX_CORRECTION`]).
 //! 2. **Unsigned requests** lose the internal headers (`X-Cell-ID`,
 //!    `X-Tenant-ID`, `X-Auth-User`, `X-Xid`, `X-Downgraded`), the hop count
 //!    (`X-Cell-Hops`) and the routing key (`X-User-ID`) before anything reads
