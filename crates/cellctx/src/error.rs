@@ -89,8 +89,6 @@ pub enum ContextError {
         header: HeaderName,
         /// When it expired, in seconds since the Unix epoch.
         expired_at: u64,
-        /// The verifier's clock when it refused, in seconds since the Unix epoch.
-        now: u64,
     },
     /// The signature is well formed and matches, but its issue time lies further
     /// in the future than the clock-skew allowance.
@@ -98,8 +96,6 @@ pub enum ContextError {
     SignatureNotYetValid {
         /// The signature header.
         header: HeaderName,
-        /// The verifier's clock when it refused, in seconds since the Unix epoch.
-        now: u64,
     },
     /// The signature's lifetime (`exp - iat`) exceeds the verifier's maximum.
     #[error("header {header}: signature lifetime {lifetime_secs}s exceeds the maximum")]
@@ -223,22 +219,12 @@ impl ContextError {
             | ContextError::SignatureMalformed { header }
             | ContextError::SignatureMismatch { header }
             | ContextError::SignatureExpired { header, .. }
-            | ContextError::SignatureNotYetValid { header, .. }
+            | ContextError::SignatureNotYetValid { header }
             | ContextError::SignatureTooLong { header, .. }
             | ContextError::SignatureReplayed { header }
             | ContextError::ReplayCacheFull { header }
             | ContextError::SignatureUnbound { header } => Some(header),
             ContextError::InvalidKey(_) | ContextError::Unauthenticated(_) | ContextError::InvalidAuthConfig(_) => None,
-        }
-    }
-
-    /// The verifier's clock (Unix seconds) for a refusal of a signature for
-    /// its time (expired, or issued in the future); `None` for every other
-    /// error.
-    pub fn verifier_clock(&self) -> Option<u64> {
-        match self {
-            ContextError::SignatureExpired { now, .. } | ContextError::SignatureNotYetValid { now, .. } => Some(*now),
-            _ => None,
         }
     }
 

@@ -139,7 +139,7 @@ impl SigningKeys {
             return Err(ContextError::SignatureMismatch { header: header.clone() });
         }
         if expires_at <= unix_secs(now) {
-            return Err(ContextError::SignatureExpired { header: header.clone(), expired_at: expires_at, now: unix_secs(now) });
+            return Err(ContextError::SignatureExpired { header: header.clone(), expired_at: expires_at });
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
@@ -90,10 +90,7 @@ impl ClockSkew {
             tracing::warn!(authority = authority(uri), offset, "cellctx: a downstream's clock is off beyond the largest correction; ignored");
             return false;
         }
-        let mut offsets = match self.inner.offsets.write() {
-            Ok(o) => o,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut offsets = self.inner.offsets.write().unwrap_or_else(PoisonError::into_inner);
         let changed = offsets.insert(authority(uri).to_owned(), offset) != Some(offset);
         if changed {
             tracing::warn!(authority = authority(uri), offset, "cellctx: signing hops with the downstream's clock offset");
@@ -107,10 +104,7 @@ impl ClockSkew {
         if !self.inner.any.load(Ordering::Acquire) {
             return now;
         }
-        let offset = match self.inner.offsets.read() {
-            Ok(o) => o.get(authority(uri)).copied(),
-            Err(poisoned) => poisoned.into_inner().get(authority(uri)).copied(),
-        };
+        let offset = self.inner.offsets.read().unwrap_or_else(PoisonError::into_inner).get(authority(uri)).copied();
         match offset {
             Some(s) if s >= 0 => now + Duration::from_secs(s.unsigned_abs()),
             Some(s) => now.checked_sub(Duration::from_secs(s.unsigned_abs())).unwrap_or(now),

@@ -163,7 +163,7 @@ impl HopVerifier {
         }
         let now = unix_secs(now_time);
         if issued_at > now.saturating_add(self.skew) {
-            return Err(ContextError::SignatureNotYetValid { header: header.clone(), now });
+            return Err(ContextError::SignatureNotYetValid { header: header.clone() });
         }
         if expires_at <= issued_at {
             return Err(ContextError::SignatureMalformed { header: header.clone() });
@@ -174,7 +174,7 @@ impl HopVerifier {
         }
         let until = expires_at.saturating_add(self.skew);
         if now >= until {
-            return Err(ContextError::SignatureExpired { header: header.clone(), expired_at: expires_at, now });
+            return Err(ContextError::SignatureExpired { header: header.clone(), expired_at: expires_at });
         }
         self.replay.record(&mac, until, now).map_err(|refusal| match refusal {
             Refusal::Replayed => ContextError::SignatureReplayed { header: header.clone() },
