@@ -100,6 +100,11 @@ pub enum Error {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
 
+    /// The database failed (SQL lease backend).
+    #[cfg(feature = "sql")]
+    #[error("sql: {0}")]
+    Sql(#[from] sqlx::Error),
+
     /// etcd failed (lease backend).
     #[cfg(feature = "etcd")]
     #[error("etcd: {0}")]

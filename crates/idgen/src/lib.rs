@@ -48,9 +48,10 @@
 //!   so the coarse clock's lag never costs throughput at the ceiling.
 //!   [`SystemClock::direct`] opts out. [`CachedClock`] wraps any other clock
 //!   the same way; [`ManualClock`] is for tests.
-//! - **Leased worker ids** (features `redis`, `etcd`): `WorkerLease::redis` /
-//!   `WorkerLease::etcd` take a free worker id under a TTL, renew it every
-//!   third of the TTL and release it on drop. A generator whose lease expired
+//! - **Leased worker ids** (features `redis`, `etcd`, `sql`): `WorkerLease::redis`,
+//!   `WorkerLease::etcd` and `WorkerLease::sql` (a table in the service's own
+//!   database, expiry judged by the database's clock) take a free worker id
+//!   under a TTL, renew it every third of the TTL and release it on drop. A generator whose lease expired
 //!   or was lost refuses to issue ([`Error::LeaseExpired`],
 //!   [`Error::LeaseLost`]). The lease record keeps a high-water mark and a new
 //!   holder starts above it, so a restarted process whose clock rolled back,
@@ -87,16 +88,18 @@
 //!
 //! # Cargo features
 //!
-//! - `async`: `Generator::next_id_async` (tokio timer; enabled by `redis` and `etcd`).
+//! - `async`: `Generator::next_id_async` (tokio timer; enabled by `redis`, `etcd` and `sql`).
 //! - `redis`: [`WorkerLease`] over Redis (`SET NX PX` + Lua scripts).
 //! - `etcd`: [`WorkerLease`] over etcd (lease + create-if-absent transaction).
+//! - `sql`: [`WorkerLease`] over a SQL table (`SqlLeases`: MySQL/MariaDB,
+//!   PostgreSQL or SQLite through `sqlx::Any`; a compare-and-set per step).
 
 mod clock;
 mod error;
 mod generator;
 mod id;
 mod layout;
-#[cfg(any(feature = "redis", feature = "etcd"))]
+#[cfg(any(feature = "redis", feature = "etcd", feature = "sql"))]
 mod lease;
 mod lease_state;
 mod state;
@@ -104,12 +107,17 @@ mod state;
 mod wait;
 
 pub use clock::{
-    COARSE_CLOCK_PERIOD, CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock, OffsetSource,
-    SystemClock,
+    COARSE_CLOCK_PERIOD, CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock,
+    OffsetSource, SystemClock,
 };
 pub use error::Error;
 pub use generator::{DEFAULT_MAX_BEHIND, Generator, GeneratorBuilder};
 pub use id::{Id, serde_str};
 pub use layout::{ALLOWED_TOTAL_BITS, DEFAULT_EPOCH_MS, IdParts, Layout, LayoutConfig};
-#[cfg(any(feature = "redis", feature = "etcd"))]
+#[cfg(feature = "sql")]
+pub use lease::SqlLeases;
+#[cfg(any(feature = "redis", feature = "etcd", feature = "sql"))]
 pub use lease::{DEFAULT_LEASE_TTL, LeaseOptions, WorkerLease};
+/// The SQL dialect of a [`SqlLeases`] table.
+#[cfg(feature = "sql")]
+pub use sqldialect::Dialect as SqlDialect;

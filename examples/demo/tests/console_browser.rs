@@ -209,9 +209,14 @@ async fn console_kills_and_restarts_a_cell_and_shows_the_traffic_move() {
     // beijing's rows (a starved host can make the probers drain another cell for a moment too)
     let rows = r["audit_rows"].as_array().unwrap().iter().filter(|a| a["cell"] == "beijing");
     let actions: Vec<&str> = rows.map(|a| a["action"].as_str().unwrap()).collect();
-    // the drain, the failback ramp's steps (a relapse may drain again), the failback
-    assert_eq!((actions.first(), actions.last()), (Some(&"drain"), Some(&"failback")), "{r}");
-    assert!(actions.iter().filter(|a| **a == "ramp").count() >= 2, "{r}");
+    // the kill's cycle: the drain, the failback ramp's steps, the failback
+    let failback = actions.iter().position(|a| *a == "failback").unwrap_or_else(|| panic!("no failback row: {r}"));
+    let (cycle, after) = actions.split_at(failback + 1);
+    assert_eq!(cycle.first(), Some(&"drain"), "{r}");
+    assert!(cycle.iter().filter(|a| **a == "ramp").count() >= 2, "{r}");
+    // a freshly restarted cell may relapse on a loaded host: a later cycle
+    // starts with its own drain (the page's stop may cut it short)
+    assert!(after.is_empty() || after[0] == "drain", "after the failback: {after:?} in {r}");
     assert_eq!(r["lost_writes"], 0, "{r}");
     assert_eq!(r["converged"], true, "{r}");
 }
