@@ -63,8 +63,14 @@ pub struct Verdict {
     pub lost: Vec<Lost>,
     /// Cells whose state differs from the others' (by digest or ids).
     pub diverged: Vec<String>,
-    /// Ids acknowledged for two different requests.
+    /// Ids acknowledged for two different requests, and ids two processes
+    /// issued ([`Verdict::add_issued`]).
     pub duplicate_ids: Vec<String>,
+    /// Ids a process issued at or below an id it had issued before
+    /// ([`Verdict::add_issued`]).
+    pub unordered_ids: Vec<String>,
+    /// How many ids the processes' logs held ([`Verdict::add_issued`]).
+    pub issued: usize,
     /// Broken audit invariants.
     pub audit: Vec<AuditAnomaly>,
     /// Cells not active in the table after the heal (liveness).
@@ -83,9 +89,31 @@ impl Verdict {
         self.lost.is_empty()
             && self.diverged.is_empty()
             && self.duplicate_ids.is_empty()
+            && self.unordered_ids.is_empty()
             && self.audit.is_empty()
             && self.not_restored.is_empty()
             && self.misrouted.is_empty()
+    }
+
+    /// Judges the ids every process issued: `logs` holds, per process (each
+    /// run of each process its own entry), its ids in the order it issued
+    /// them. Every id must be unique across all processes, and each
+    /// process's ids strictly increasing.
+    pub fn add_issued(&mut self, logs: &BTreeMap<String, Vec<u64>>) {
+        let mut by: BTreeMap<u64, &str> = BTreeMap::new();
+        for (process, ids) in logs {
+            self.issued += ids.len();
+            let mut prev: Option<u64> = None;
+            for &id in ids {
+                if let Some(p) = prev.filter(|p| id <= *p) {
+                    self.unordered_ids.push(format!("{process}: {id} after {p}"));
+                }
+                prev = Some(id);
+                if let Some(first) = by.insert(id, process) {
+                    self.duplicate_ids.push(format!("{id} (issued by {first} and {process})"));
+                }
+            }
+        }
     }
 
     /// The longest unavailability over all regions.
@@ -144,6 +172,8 @@ pub fn check(e: Evidence<'_>) -> Verdict {
         lost,
         diverged,
         duplicate_ids: duplicate_ids.into_iter().collect(),
+        unordered_ids: Vec::new(),
+        issued: 0,
         audit: audit::check(e.audit, e.drain_cap),
         not_restored,
         longest_unavailable_ms: unavailability(e.history),

@@ -286,3 +286,39 @@ fn a_cell_ramping_back_is_not_counted_as_drained() {
     from_serving[0].from = "state=active".into();
     assert_eq!(audit::check(&from_serving, 1), vec![AuditAnomaly::RampOfServingCell { tx: "0".into(), cell: "c".into() }]);
 }
+
+#[test]
+fn issued_ids_must_be_unique_across_processes_and_increasing_in_each() {
+    let history = vec![rec("r1", "us", 10, true, true)];
+    let cells = cells_holding(&["id-r1"], &["a", "b", "c"]);
+    let judged = |logs: &BTreeMap<String, Vec<u64>>| {
+        let mut v = checker::check(Evidence { history: &history, cells: &cells, all_cells: &all(), audit: &[], drain_cap: 1 });
+        v.add_issued(logs);
+        v
+    };
+    // two processes, two runs of one of them: all distinct, each increasing
+    let logs = BTreeMap::from([
+        ("a-0-100".to_string(), vec![1, 5, 9]),
+        ("a-0-200".to_string(), vec![10, 11]),
+        ("b-1-300".to_string(), vec![2, 3, 4]),
+    ]);
+    let v = judged(&logs);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.issued, 8);
+
+    // a restart that issues an id its earlier run issued (a clock behind, no high-water mark)
+    let mut reissued = logs.clone();
+    reissued.insert("a-0-200".to_string(), vec![9, 12]);
+    let v = judged(&reissued);
+    assert_eq!(v.duplicate_ids, vec!["9 (issued by a-0-100 and a-0-200)".to_string()]);
+    assert!(v.unordered_ids.is_empty());
+    assert!(!v.ok());
+
+    // one process going backwards (and repeating itself)
+    let mut backwards = logs;
+    backwards.insert("b-1-300".to_string(), vec![2, 4, 3, 3]);
+    let v = judged(&backwards);
+    assert_eq!(v.unordered_ids, vec!["b-1-300: 3 after 4".to_string(), "b-1-300: 3 after 3".to_string()]);
+    assert_eq!(v.duplicate_ids, vec!["3 (issued by b-1-300 and b-1-300)".to_string()]);
+    assert!(!v.ok());
+}

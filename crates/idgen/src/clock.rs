@@ -224,21 +224,13 @@ impl SystemClock {
 fn slewed(t0: u64, a0: i64, target: i64, t: u64, ppm: u64) -> i64 {
     let dt = t.saturating_sub(t0);
     let room = i64::try_from(u128::from(dt) * u128::from(ppm) / 1_000_000).unwrap_or(i64::MAX);
-    if target >= a0 {
-        a0.saturating_add(room).min(target)
-    } else {
-        a0.saturating_sub(room).max(target)
-    }
+    if target >= a0 { a0.saturating_add(room).min(target) } else { a0.saturating_sub(room).max(target) }
 }
 
 impl Clock for SystemClock {
     #[inline]
     fn now_ms(&self) -> u64 {
-        let elapsed = if self.coarse {
-            coarse_elapsed_ns()
-        } else {
-            precise_elapsed_ns()
-        };
+        let elapsed = if self.coarse { coarse_elapsed_ns() } else { precise_elapsed_ns() };
         self.reading_ms(elapsed)
     }
 
@@ -304,26 +296,24 @@ fn activate_coarse() -> u64 {
 }
 
 fn spawn_coarse() -> Option<Thread> {
-    let spawned = std::thread::Builder::new()
-        .name("idgen-coarse-clock".into())
-        .spawn(|| {
-            let mut ticks = 0u32;
-            loop {
-                std::thread::sleep(COARSE_CLOCK_PERIOD);
-                COARSE_NS.fetch_max(precise_elapsed_ns(), Ordering::Relaxed);
-                ticks += 1;
-                if ticks >= IDLE_TICKS {
-                    ticks = 0;
-                    // No reader for a while: park until one comes back (it reads
-                    // directly, publishes, sets the flag, then unparks us).
-                    if !COARSE_ACTIVE.swap(false, Ordering::AcqRel) {
-                        while !COARSE_ACTIVE.load(Ordering::Acquire) {
-                            std::thread::park();
-                        }
+    let spawned = std::thread::Builder::new().name("idgen-coarse-clock".into()).spawn(|| {
+        let mut ticks = 0u32;
+        loop {
+            std::thread::sleep(COARSE_CLOCK_PERIOD);
+            COARSE_NS.fetch_max(precise_elapsed_ns(), Ordering::Relaxed);
+            ticks += 1;
+            if ticks >= IDLE_TICKS {
+                ticks = 0;
+                // No reader for a while: park until one comes back (it reads
+                // directly, publishes, sets the flag, then unparks us).
+                if !COARSE_ACTIVE.swap(false, Ordering::AcqRel) {
+                    while !COARSE_ACTIVE.load(Ordering::Acquire) {
+                        std::thread::park();
                     }
                 }
             }
-        });
+        }
+    });
     match spawned {
         Ok(handle) => Some(handle.thread().clone()),
         Err(e) => {
@@ -397,9 +387,7 @@ impl CachedClock {
                 }
             })
             .map_err(Error::ClockThread)?;
-        Ok(CachedClock {
-            inner: Arc::new(CachedInner { now, stop, source }),
-        })
+        Ok(CachedClock { inner: Arc::new(CachedInner { now, stop, source }) })
     }
 }
 
@@ -432,9 +420,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock reading `now_ms` (Unix ms).
     pub fn new(now_ms: u64) -> Self {
-        ManualClock {
-            now: Arc::new(AtomicU64::new(now_ms)),
-        }
+        ManualClock { now: Arc::new(AtomicU64::new(now_ms)) }
     }
     /// Sets the time (forwards or backwards).
     pub fn set(&self, now_ms: u64) {
@@ -446,11 +432,7 @@ impl ManualClock {
     }
     /// Moves the time backward (saturating at 0).
     pub fn step_back(&self, ms: u64) {
-        let _ = self
-            .now
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
-                Some(t.saturating_sub(ms))
-            });
+        let _ = self.now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(ms)));
     }
 }
 
@@ -468,14 +450,8 @@ mod tests {
     #[test]
     fn slew_moves_at_the_rate_and_stops_at_the_target() {
         // 5 % rate: 50 ms of correction per second.
-        assert_eq!(
-            slewed(0, 0, -100_000_000, 1_000_000_000, 50_000),
-            -50_000_000
-        );
-        assert_eq!(
-            slewed(0, 0, -100_000_000, 10_000_000_000, 50_000),
-            -100_000_000
-        );
+        assert_eq!(slewed(0, 0, -100_000_000, 1_000_000_000, 50_000), -50_000_000);
+        assert_eq!(slewed(0, 0, -100_000_000, 10_000_000_000, 50_000), -100_000_000);
         assert_eq!(slewed(0, 0, 30_000_000, 1_000_000_000, 50_000), 30_000_000);
         assert_eq!(slewed(5, 7, 7, 1_000, 50_000), 7);
     }
@@ -483,10 +459,7 @@ mod tests {
     #[test]
     fn system_clock_tracks_the_wall_clock() {
         let c = SystemClock::new();
-        let wall = cellclock::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let wall = cellclock::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         assert!(c.now_ms().abs_diff(wall) < 1_000);
     }
 
@@ -498,10 +471,7 @@ mod tests {
         let after = c.now_ms();
         assert!(after >= before, "clock stepped back: {before} -> {after}");
         assert!(c.applied_offset_ms() > -1_000);
-        assert!(matches!(
-            SystemClock::new().with_slew_ppm(0),
-            Err(Error::InvalidLayout(_))
-        ));
+        assert!(matches!(SystemClock::new().with_slew_ppm(0), Err(Error::InvalidLayout(_))));
     }
 
     #[test]
@@ -514,11 +484,8 @@ mod tests {
     #[test]
     fn cached_clock_follows_its_source_and_stops() {
         let source = ManualClock::new(1_000);
-        let cached = CachedClock::with_period(
-            Arc::new(source.clone()),
-            std::time::Duration::from_micros(50),
-        )
-        .unwrap();
+        let cached = CachedClock::with_period(Arc::new(source.clone()), std::time::Duration::from_micros(50))
+            .unwrap();
         assert_eq!(cached.now_ms(), 1_000);
         source.set(2_000);
         while cached.now_ms() != 2_000 {
@@ -546,10 +513,7 @@ mod tests {
         while c.now_ms() <= fresh {
             std::thread::yield_now();
         }
-        let wall = cellclock::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let wall = cellclock::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         assert!(c.now_ms().abs_diff(wall) < 1_000);
         let direct = SystemClock::new().direct();
         assert!(!direct.coarse);
@@ -559,18 +523,11 @@ mod tests {
     #[test]
     fn cached_clock_fresh_reading_reads_the_source() {
         let source = ManualClock::new(1_000);
-        let cached = CachedClock::with_period(
-            Arc::new(source.clone()),
-            std::time::Duration::from_secs(3_600),
-        )
-        .unwrap();
+        let cached =
+            CachedClock::with_period(Arc::new(source.clone()), std::time::Duration::from_secs(3_600)).unwrap();
         source.set(1_005);
         assert_eq!(cached.now_ms_fresh(), 1_005);
-        assert_eq!(
-            cached.now_ms(),
-            1_005,
-            "the fresh reading is published to the cache"
-        );
+        assert_eq!(cached.now_ms(), 1_005, "the fresh reading is published to the cache");
     }
 
     #[test]

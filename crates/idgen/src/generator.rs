@@ -101,7 +101,7 @@ impl GeneratorBuilder {
         self
     }
 
-    #[cfg_attr(not(any(feature = "redis", feature = "etcd")), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "etcd", feature = "sql")), allow(dead_code))]
     pub(crate) fn with_lease(mut self, lease: Arc<LeaseState>) -> Self {
         self.lease = Some(lease);
         self
@@ -132,10 +132,7 @@ impl GeneratorBuilder {
         };
         // The state is "last issued": the floor's counter 0 counts as issued, so
         // every id is above the floor's first id.
-        let floor_rel = self
-            .floor_ms
-            .saturating_sub(layout.epoch_ms())
-            .min(step.max_ts);
+        let floor_rel = self.floor_ms.saturating_sub(layout.epoch_ms()).min(step.max_ts);
         let initial = floor_rel << counter_bits;
         let fixed = layout.pack(0, self.datacenter, 0, self.worker, 0);
         let seq_bits = u32::from(layout.sequence_bits());
@@ -252,20 +249,13 @@ impl Generator {
     /// asks the clock for a direct reading instead of a cached one.
     #[inline]
     pub(crate) fn attempt(&self, fresh: bool) -> Result<(Next, u64), Error> {
-        let now_ms = if fresh {
-            self.clock.now_ms_fresh()
-        } else {
-            self.clock.now_ms()
-        };
+        let now_ms = if fresh { self.clock.now_ms_fresh() } else { self.clock.now_ms() };
         if let Some(lease) = &self.lease {
             lease.check(now_ms)?;
         }
         let now = now_ms
             .checked_sub(self.epoch_ms)
-            .ok_or(Error::BeforeEpoch {
-                now_ms,
-                epoch_ms: self.epoch_ms,
-            })?;
+            .ok_or(Error::BeforeEpoch { now_ms, epoch_ms: self.epoch_ms })?;
         Ok((state::advance(&self.state.0, now, self.step), now))
     }
 
@@ -274,10 +264,9 @@ impl Generator {
         match next {
             Next::Issued(s) => Ok(Id::new(self.compose(s))),
             Next::Exhausted { .. } => Err(Error::WouldBlock),
-            Next::Behind { by_ms } => Err(Error::ClockMovedBackwards {
-                behind_ms: by_ms,
-                max_ms: self.step.max_behind_ms,
-            }),
+            Next::Behind { by_ms } => {
+                Err(Error::ClockMovedBackwards { behind_ms: by_ms, max_ms: self.step.max_behind_ms })
+            }
             Next::Overflow => Err(Error::TimestampOverflow),
         }
     }
@@ -344,10 +333,7 @@ mod tests {
     const T0: u64 = crate::layout::DEFAULT_EPOCH_MS + 1_000_000;
 
     fn manual(layout: Layout, clock: &ManualClock) -> Generator {
-        Generator::builder(layout, 1, 2)
-            .with_clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap()
+        Generator::builder(layout, 1, 2).with_clock(Arc::new(clock.clone())).build().unwrap()
     }
 
     #[test]
@@ -360,10 +346,7 @@ mod tests {
             assert!(id > last);
             last = id;
             let p = Layout::seed().decode(id);
-            assert_eq!(
-                (p.timestamp_ms, p.logical, p.sequence),
-                (T0, i / 32, i % 32)
-            );
+            assert_eq!((p.timestamp_ms, p.logical, p.sequence), (T0, i / 32, i % 32));
             assert_eq!((p.datacenter, p.worker), (1, 2));
         }
         assert!(matches!(g.try_next_id(), Err(Error::WouldBlock)));
@@ -384,10 +367,7 @@ mod tests {
         clock.step_back(501);
         assert!(matches!(
             g.try_next_id(),
-            Err(Error::ClockMovedBackwards {
-                behind_ms: 1001,
-                max_ms: 1000
-            })
+            Err(Error::ClockMovedBackwards { behind_ms: 1001, max_ms: 1000 })
         ));
         clock.set(T0 + 1);
         let c = g.try_next_id().unwrap();
@@ -403,43 +383,28 @@ mod tests {
             .with_floor_ms(T0 + 10)
             .build()
             .unwrap();
-        assert_eq!(
-            Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms,
-            T0 + 10
-        );
+        assert_eq!(Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms, T0 + 10);
         let far = Generator::builder(Layout::seed(), 0, 0)
             .with_clock(Arc::new(clock.clone()))
             .with_floor_ms(T0 + 5_000)
             .build()
             .unwrap();
-        assert!(matches!(
-            far.try_next_id(),
-            Err(Error::ClockMovedBackwards { .. })
-        ));
+        assert!(matches!(far.try_next_id(), Err(Error::ClockMovedBackwards { .. })));
     }
 
     #[test]
     fn invalid_worker_datacenter_and_epoch() {
         assert!(matches!(
             Generator::try_new(Layout::seed(), 8, 0),
-            Err(Error::OutOfRange {
-                field: "datacenter",
-                ..
-            })
+            Err(Error::OutOfRange { field: "datacenter", .. })
         ));
         assert!(matches!(
             Generator::try_new(Layout::seed(), 0, 1024),
-            Err(Error::OutOfRange {
-                field: "worker",
-                ..
-            })
+            Err(Error::OutOfRange { field: "worker", .. })
         ));
         let clock = ManualClock::new(5);
         let g = manual(Layout::seed(), &clock);
-        assert!(matches!(
-            g.try_next_id(),
-            Err(Error::BeforeEpoch { now_ms: 5, .. })
-        ));
+        assert!(matches!(g.try_next_id(), Err(Error::BeforeEpoch { now_ms: 5, .. })));
         let max = Layout::seed().max_timestamp_ms();
         clock.set(max + 1);
         assert!(matches!(g.try_next_id(), Err(Error::TimestampOverflow)));
@@ -475,19 +440,10 @@ mod tests {
     #[test]
     fn a_lagging_reading_is_refreshed_before_waiting_or_failing() {
         let (stale, fresh) = (ManualClock::new(T0), ManualClock::new(T0 + 1));
-        let clock = Arc::new(Lagging {
-            stale: stale.clone(),
-            fresh: fresh.clone(),
-        });
-        let g = Generator::builder(Layout::seed(), 0, 0)
-            .with_clock(clock)
-            .build()
-            .unwrap();
+        let clock = Arc::new(Lagging { stale: stale.clone(), fresh: fresh.clone() });
+        let g = Generator::builder(Layout::seed(), 0, 0).with_clock(clock).build().unwrap();
         for _ in 0..1024 {
-            assert_eq!(
-                Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms,
-                T0
-            );
+            assert_eq!(Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms, T0);
         }
         // The cached reading says T0 is used up; the fresh one says T0 + 1.
         let p = Layout::seed().decode(g.try_next_id().unwrap());
@@ -498,24 +454,12 @@ mod tests {
         // the fresh reading is on time.
         stale.set(T0 - 5_000);
         fresh.set(T0 + 2);
-        assert_eq!(
-            Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms,
-            T0 + 2
-        );
-        assert_eq!(
-            Layout::seed().decode(g.next_id().unwrap()).timestamp_ms,
-            T0 + 2
-        );
+        assert_eq!(Layout::seed().decode(g.try_next_id().unwrap()).timestamp_ms, T0 + 2);
+        assert_eq!(Layout::seed().decode(g.next_id().unwrap()).timestamp_ms, T0 + 2);
         // Both behind beyond the bound: an error, never a duplicate.
         fresh.set(T0 - 5_000);
-        assert!(matches!(
-            g.try_next_id(),
-            Err(Error::ClockMovedBackwards { .. })
-        ));
-        assert!(matches!(
-            g.next_id(),
-            Err(Error::ClockMovedBackwards { .. })
-        ));
+        assert!(matches!(g.try_next_id(), Err(Error::ClockMovedBackwards { .. })));
+        assert!(matches!(g.next_id(), Err(Error::ClockMovedBackwards { .. })));
     }
 
     #[test]

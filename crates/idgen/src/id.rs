@@ -59,9 +59,7 @@ impl FromStr for Id {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Error::Parse(s.to_string()));
         }
-        s.parse::<u64>()
-            .map(Id)
-            .map_err(|_| Error::Parse(s.to_string()))
+        s.parse::<u64>().map(Id).map_err(|_| Error::Parse(s.to_string()))
     }
 }
 
@@ -156,14 +154,8 @@ mod tests {
     #[test]
     fn json_is_a_string_and_reads_both_forms() {
         let id = Id::new(u64::MAX);
-        assert_eq!(
-            serde_json::to_string(&id).unwrap(),
-            "\"18446744073709551615\""
-        );
-        assert_eq!(
-            serde_json::from_str::<Id>("\"18446744073709551615\"").unwrap(),
-            id
-        );
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"18446744073709551615\"");
+        assert_eq!(serde_json::from_str::<Id>("\"18446744073709551615\"").unwrap(), id);
         assert_eq!(serde_json::from_str::<Id>("12").unwrap(), Id::new(12));
         assert!(serde_json::from_str::<Id>("-1").is_err());
         assert!(serde_json::from_str::<Id>("\"x\"").is_err());

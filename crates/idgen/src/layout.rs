@@ -117,11 +117,7 @@ impl From<Layout> for LayoutConfig {
 }
 
 const fn mask(bits: u8) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
+    if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
 }
 
 impl Layout {
@@ -143,10 +139,7 @@ impl Layout {
         if sequence_bits == 0 {
             return Err(Error::InvalidLayout("sequence must have at least 1 bit"));
         }
-        if [datacenter_bits, logical_bits, worker_bits, sequence_bits]
-            .iter()
-            .any(|&b| b > 22)
-        {
+        if [datacenter_bits, logical_bits, worker_bits, sequence_bits].iter().any(|&b| b > 22) {
             return Err(Error::InvalidLayout(
                 "datacenter, logical, worker and sequence have at most 22 bits each",
             ));
@@ -300,42 +293,20 @@ impl Layout {
     /// before the epoch or past [`max_timestamp_ms`](Self::max_timestamp_ms)
     /// included).
     pub fn encode(&self, parts: &IdParts) -> Result<u64, Error> {
-        let rel = parts
-            .timestamp_ms
-            .checked_sub(self.epoch_ms)
-            .ok_or(Error::OutOfRange {
-                field: "timestamp",
-                value: parts.timestamp_ms,
-                max: self.max_timestamp_ms(),
-            })?;
-        check(
-            "timestamp",
-            parts.timestamp_ms,
-            rel,
-            self.timestamp_bits,
-            self.max_timestamp_ms(),
-        )?;
+        let rel = parts.timestamp_ms.checked_sub(self.epoch_ms).ok_or(Error::OutOfRange {
+            field: "timestamp",
+            value: parts.timestamp_ms,
+            max: self.max_timestamp_ms(),
+        })?;
+        check("timestamp", parts.timestamp_ms, rel, self.timestamp_bits, self.max_timestamp_ms())?;
         check_small("datacenter", parts.datacenter, self.datacenter_bits)?;
         check_small("logical", parts.logical, self.logical_bits)?;
         check_small("worker", parts.worker, self.worker_bits)?;
         check_small("sequence", parts.sequence, self.sequence_bits)?;
-        Ok(self.pack(
-            rel,
-            parts.datacenter,
-            parts.logical,
-            parts.worker,
-            parts.sequence,
-        ))
+        Ok(self.pack(rel, parts.datacenter, parts.logical, parts.worker, parts.sequence))
     }
 
-    pub(crate) const fn pack(
-        &self,
-        rel_ts: u64,
-        dc: u32,
-        logical: u32,
-        worker: u32,
-        seq: u32,
-    ) -> u64 {
+    pub(crate) const fn pack(&self, rel_ts: u64, dc: u32, logical: u32, worker: u32, seq: u32) -> u64 {
         (rel_ts << self.timestamp_shift())
             | ((dc as u64) << self.datacenter_shift())
             | ((logical as u64) << self.logical_shift())
@@ -374,11 +345,7 @@ impl Layout {
 }
 
 fn check(field: &'static str, value: u64, rel: u64, bits: u8, max: u64) -> Result<(), Error> {
-    if rel > mask(bits) {
-        Err(Error::OutOfRange { field, value, max })
-    } else {
-        Ok(())
-    }
+    if rel > mask(bits) { Err(Error::OutOfRange { field, value, max }) } else { Ok(()) }
 }
 
 fn check_small(field: &'static str, value: u32, bits: u8) -> Result<(), Error> {
@@ -414,11 +381,7 @@ mod tests {
 
     #[test]
     fn presets_are_valid_and_have_their_widths() {
-        for (l, total) in [
-            (Layout::seed(), 64),
-            (Layout::twitter(), 63),
-            (Layout::js_safe(), 53),
-        ] {
+        for (l, total) in [(Layout::seed(), 64), (Layout::twitter(), 63), (Layout::js_safe(), 53)] {
             let again = Layout::try_new(
                 l.timestamp_bits(),
                 l.datacenter_bits(),
@@ -438,22 +401,10 @@ mod tests {
 
     #[test]
     fn invalid_widths_are_rejected() {
-        assert!(matches!(
-            Layout::try_new(41, 3, 5, 10, 3),
-            Err(Error::InvalidLayout(_))
-        ));
-        assert!(matches!(
-            Layout::try_new(41, 3, 5, 10, 0),
-            Err(Error::InvalidLayout(_))
-        ));
-        assert!(matches!(
-            Layout::try_new(20, 10, 12, 12, 10),
-            Err(Error::InvalidLayout(_))
-        ));
-        assert!(matches!(
-            Layout::try_new(30, 0, 0, 10, 24),
-            Err(Error::InvalidLayout(_))
-        ));
+        assert!(matches!(Layout::try_new(41, 3, 5, 10, 3), Err(Error::InvalidLayout(_))));
+        assert!(matches!(Layout::try_new(41, 3, 5, 10, 0), Err(Error::InvalidLayout(_))));
+        assert!(matches!(Layout::try_new(20, 10, 12, 12, 10), Err(Error::InvalidLayout(_))));
+        assert!(matches!(Layout::try_new(30, 0, 0, 10, 24), Err(Error::InvalidLayout(_))));
     }
 
     #[test]
@@ -474,62 +425,29 @@ mod tests {
     #[test]
     fn encode_rejects_out_of_range_fields() {
         let l = Layout::seed();
-        let ok = IdParts {
-            timestamp_ms: DEFAULT_EPOCH_MS,
-            datacenter: 0,
-            logical: 0,
-            worker: 0,
-            sequence: 0,
-        };
+        let ok = IdParts { timestamp_ms: DEFAULT_EPOCH_MS, datacenter: 0, logical: 0, worker: 0, sequence: 0 };
         assert!(matches!(
             l.encode(&IdParts { worker: 1024, ..ok }),
-            Err(Error::OutOfRange {
-                field: "worker",
-                ..
-            })
+            Err(Error::OutOfRange { field: "worker", .. })
         ));
         assert!(matches!(
-            l.encode(&IdParts {
-                datacenter: 8,
-                ..ok
-            }),
-            Err(Error::OutOfRange {
-                field: "datacenter",
-                ..
-            })
+            l.encode(&IdParts { datacenter: 8, ..ok }),
+            Err(Error::OutOfRange { field: "datacenter", .. })
         ));
         assert!(matches!(
-            l.encode(&IdParts {
-                timestamp_ms: DEFAULT_EPOCH_MS - 1,
-                ..ok
-            }),
-            Err(Error::OutOfRange {
-                field: "timestamp",
-                ..
-            })
+            l.encode(&IdParts { timestamp_ms: DEFAULT_EPOCH_MS - 1, ..ok }),
+            Err(Error::OutOfRange { field: "timestamp", .. })
         ));
         assert!(matches!(
-            l.encode(&IdParts {
-                timestamp_ms: l.max_timestamp_ms() + 1,
-                ..ok
-            }),
-            Err(Error::OutOfRange {
-                field: "timestamp",
-                ..
-            })
+            l.encode(&IdParts { timestamp_ms: l.max_timestamp_ms() + 1, ..ok }),
+            Err(Error::OutOfRange { field: "timestamp", .. })
         ));
     }
 
     #[test]
     fn try_decode_rejects_bits_above_the_width() {
-        assert!(matches!(
-            Layout::twitter().try_decode(1u64 << 63),
-            Err(Error::ForeignId(_))
-        ));
-        assert!(matches!(
-            Layout::js_safe().try_decode(1u64 << 53),
-            Err(Error::ForeignId(_))
-        ));
+        assert!(matches!(Layout::twitter().try_decode(1u64 << 63), Err(Error::ForeignId(_))));
+        assert!(matches!(Layout::js_safe().try_decode(1u64 << 53), Err(Error::ForeignId(_))));
         assert!(Layout::seed().try_decode(u64::MAX).is_ok());
     }
 

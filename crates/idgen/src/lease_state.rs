@@ -29,15 +29,12 @@ struct Attached {
     epoch_ms: u64,
 }
 
-#[cfg_attr(not(any(feature = "redis", feature = "etcd")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", feature = "etcd", feature = "sql")), allow(dead_code))]
 impl LeaseState {
     pub(crate) fn new(valid_until_ms: u64, floor_ms: u64) -> Self {
-        LeaseState {
-            valid_until_ms: AtomicU64::new(valid_until_ms),
-            floor_ms,
-            ..Default::default()
-        }
+        LeaseState { valid_until_ms: AtomicU64::new(valid_until_ms), floor_ms, ..Default::default() }
     }
+
 
     /// Called on every id: errors once the deadline has passed or the lease is lost.
     #[inline]
@@ -45,11 +42,7 @@ impl LeaseState {
         if now_ms < self.valid_until_ms.load(Ordering::Acquire) {
             return Ok(());
         }
-        if self.lost.load(Ordering::Acquire) {
-            Err(Error::LeaseLost)
-        } else {
-            Err(Error::LeaseExpired)
-        }
+        if self.lost.load(Ordering::Acquire) { Err(Error::LeaseLost) } else { Err(Error::LeaseExpired) }
     }
 
     /// Moves the deadline forward (never back) after a successful renewal;
@@ -58,8 +51,7 @@ impl LeaseState {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
-        self.valid_until_ms
-            .fetch_max(valid_until_ms, Ordering::SeqCst);
+        self.valid_until_ms.fetch_max(valid_until_ms, Ordering::SeqCst);
         if self.closed.load(Ordering::SeqCst) {
             self.valid_until_ms.store(0, Ordering::SeqCst);
         }
@@ -97,10 +89,7 @@ impl LeaseState {
     pub(crate) fn last_issued_ms(&self) -> u64 {
         let list = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         list.iter()
-            .map(|a| {
-                a.epoch_ms
-                    .saturating_add(a.state.0.load(Ordering::Relaxed) >> a.counter_bits)
-            })
+            .map(|a| a.epoch_ms.saturating_add(a.state.0.load(Ordering::Relaxed) >> a.counter_bits))
             .fold(self.floor_ms, u64::max)
     }
 }

@@ -107,17 +107,17 @@ mod state;
 mod wait;
 
 pub use clock::{
-    COARSE_CLOCK_PERIOD, CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock,
-    OffsetSource, SystemClock,
+    COARSE_CLOCK_PERIOD, CachedClock, Clock, DEFAULT_CACHE_PERIOD, DEFAULT_SLEW_PPM, ManualClock, OffsetSource,
+    SystemClock,
 };
 pub use error::Error;
 pub use generator::{DEFAULT_MAX_BEHIND, Generator, GeneratorBuilder};
 pub use id::{Id, serde_str};
 pub use layout::{ALLOWED_TOTAL_BITS, DEFAULT_EPOCH_MS, IdParts, Layout, LayoutConfig};
-#[cfg(feature = "sql")]
-pub use lease::SqlLeases;
 #[cfg(any(feature = "redis", feature = "etcd", feature = "sql"))]
 pub use lease::{DEFAULT_LEASE_TTL, LeaseOptions, WorkerLease};
+#[cfg(feature = "sql")]
+pub use lease::SqlLeases;
 /// The SQL dialect of a [`SqlLeases`] table.
 #[cfg(feature = "sql")]
 pub use sqldialect::Dialect as SqlDialect;

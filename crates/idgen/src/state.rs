@@ -94,11 +94,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    const STEP: Step = Step {
-        counter_bits: 2,
-        max_ts: 1000,
-        max_behind_ms: 5,
-    };
+    const STEP: Step = Step { counter_bits: 2, max_ts: 1000, max_behind_ms: 5 };
 
     #[test]
     fn counter_then_wait_then_fresh_millisecond() {
@@ -141,11 +137,7 @@ mod loom_model {
     }
 
     /// Two bits of counter: 4 ids per millisecond.
-    const STEP: Step = Step {
-        counter_bits: 2,
-        max_ts: 1 << 20,
-        max_behind_ms: 10,
-    };
+    const STEP: Step = Step { counter_bits: 2, max_ts: 1 << 20, max_behind_ms: 10 };
 
     fn issue(word: &LoomU64, now: u64, out: &mut Vec<u64>) {
         match advance(word, now, STEP) {
@@ -193,10 +185,7 @@ mod loom_model {
             let t = loom::thread::spawn(move || advance(&*other, 7, STEP));
             let mine = advance(&*word, 7, STEP);
             let theirs = t.join().unwrap();
-            let issued: Vec<_> = [mine, theirs]
-                .into_iter()
-                .filter(|n| matches!(n, Next::Issued(_)))
-                .collect();
+            let issued: Vec<_> = [mine, theirs].into_iter().filter(|n| matches!(n, Next::Issued(_))).collect();
             assert_eq!(issued, vec![Next::Issued((7 << 2) + 3)]);
             assert!([mine, theirs].contains(&Next::Exhausted { held: 7 }));
         });

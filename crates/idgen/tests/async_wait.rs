@@ -23,10 +23,7 @@ struct TimerClock {
 
 impl TimerClock {
     fn new() -> Arc<Self> {
-        Arc::new(TimerClock {
-            start: Instant::now(),
-            step_ms: AtomicI64::new(0),
-        })
+        Arc::new(TimerClock { start: Instant::now(), step_ms: AtomicI64::new(0) })
     }
     fn step_back(&self, ms: i64) {
         self.step_ms.fetch_sub(ms, Ordering::SeqCst);
@@ -41,10 +38,7 @@ impl Clock for TimerClock {
 }
 
 fn generator(clock: Arc<dyn Clock>) -> Generator {
-    Generator::builder(Layout::seed(), 1, 2)
-        .with_clock(clock)
-        .build()
-        .unwrap()
+    Generator::builder(Layout::seed(), 1, 2).with_clock(clock).build().unwrap()
 }
 
 /// Spawns a task that wakes on the timer `ticks` times and records how many
@@ -61,10 +55,7 @@ fn observer(issued: Arc<AtomicUsize>, ticks: usize) -> tokio::task::JoinHandle<V
 }
 
 fn assert_strictly_increasing(ids: &[u64]) {
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids not strictly increasing"
-    );
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not strictly increasing");
 }
 
 #[tokio::test(start_paused = true)]
@@ -81,25 +72,16 @@ async fn burst_over_the_ceiling_awaits_the_next_millisecond_without_blocking_oth
     // The other task ran *during* the burst on this single thread.
     let seen = other.await.unwrap();
     assert_eq!(seen.len(), 3);
-    assert!(
-        seen.iter().all(|&n| n > 0 && n < TOTAL),
-        "other task only ran outside the burst: {seen:?}"
-    );
+    assert!(seen.iter().all(|&n| n > 0 && n < TOTAL), "other task only ran outside the burst: {seen:?}");
     assert_strictly_increasing(&ids);
     let layout = Layout::seed();
     let mut per_ms = std::collections::BTreeMap::<u64, usize>::new();
     for &id in &ids {
         *per_ms.entry(layout.decode(id).timestamp_ms).or_default() += 1;
     }
-    assert_eq!(
-        per_ms.keys().copied().collect::<Vec<_>>(),
-        (T0..=T0 + 5).collect::<Vec<_>>()
-    );
+    assert_eq!(per_ms.keys().copied().collect::<Vec<_>>(), (T0..=T0 + 5).collect::<Vec<_>>());
     assert!(per_ms.values().all(|&n| n <= 1024));
-    assert_eq!(
-        per_ms[&T0], 1024,
-        "the first millisecond is filled before waiting"
-    );
+    assert_eq!(per_ms[&T0], 1024, "the first millisecond is filled before waiting");
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,16 +147,9 @@ async fn clock_step_back_beyond_the_bound_fails_at_once() {
     let started = Instant::now();
     assert!(matches!(
         g.next_id_async().await,
-        Err(Error::ClockMovedBackwards {
-            behind_ms: 1_500,
-            max_ms: 1_000
-        })
+        Err(Error::ClockMovedBackwards { behind_ms: 1_500, max_ms: 1_000 })
     ));
-    assert_eq!(
-        started.elapsed(),
-        Duration::ZERO,
-        "it waited before failing"
-    );
+    assert_eq!(started.elapsed(), Duration::ZERO, "it waited before failing");
     clock.step_back(-1_501);
     assert!(g.next_id_async().await.unwrap() > first);
 }
@@ -188,18 +163,10 @@ async fn a_frozen_clock_is_a_typed_error_not_a_hang() {
     }
     let started = Instant::now();
     let err = g.next_id_async().await.unwrap_err();
-    assert!(
-        matches!(err, Error::ClockStalled { waited_ms } if waited_ms > 3_000),
-        "{err}"
-    );
+    assert!(matches!(err, Error::ClockStalled { waited_ms } if waited_ms > 3_000), "{err}");
     assert!(started.elapsed() > Duration::from_secs(3));
     clock.advance(1);
-    assert_eq!(
-        Layout::seed()
-            .decode(g.next_id_async().await.unwrap())
-            .timestamp_ms,
-        T0 + 1
-    );
+    assert_eq!(Layout::seed().decode(g.next_id_async().await.unwrap()).timestamp_ms, T0 + 1);
 }
 
 proptest::proptest! {

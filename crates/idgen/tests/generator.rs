@@ -29,33 +29,17 @@ fn tick() -> impl Strategy<Value = Tick> {
 }
 
 fn layouts() -> impl Strategy<Value = Layout> {
-    prop_oneof![
-        Just(Layout::seed()),
-        Just(Layout::twitter()),
-        Just(Layout::js_safe())
-    ]
+    prop_oneof![Just(Layout::seed()), Just(Layout::twitter()), Just(Layout::js_safe())]
 }
 
 /// Any valid layout: random widths for the small fields, the timestamp takes
 /// the rest of 64, 63 or 53 bits.
 fn any_layout() -> impl Strategy<Value = Layout> {
-    (
-        prop::sample::select(vec![64u8, 63, 53]),
-        0u8..=8,
-        0u8..=8,
-        0u8..=12,
-        1u8..=12,
-        0u64..=DEFAULT_EPOCH_MS,
-    )
-        .prop_filter_map(
-            "timestamp width out of range",
-            |(total, d, l, w, s, epoch)| {
-                let t = total.checked_sub(d + l + w + s)?;
-                Layout::try_new(t, d, l, w, s)
-                    .ok()
-                    .map(|layout| layout.with_epoch_ms(epoch))
-            },
-        )
+    (prop::sample::select(vec![64u8, 63, 53]), 0u8..=8, 0u8..=8, 0u8..=12, 1u8..=12, 0u64..=DEFAULT_EPOCH_MS)
+        .prop_filter_map("timestamp width out of range", |(total, d, l, w, s, epoch)| {
+            let t = total.checked_sub(d + l + w + s)?;
+            Layout::try_new(t, d, l, w, s).ok().map(|layout| layout.with_epoch_ms(epoch))
+        })
 }
 
 proptest! {
@@ -181,10 +165,7 @@ fn eight_threads_million_ids_each_all_unique() {
     });
     for run in &runs {
         assert_eq!(run.len(), PER_THREAD);
-        assert!(
-            run.windows(2).all(|w| w[0] < w[1]),
-            "a thread saw ids go backwards"
-        );
+        assert!(run.windows(2).all(|w| w[0] < w[1]), "a thread saw ids go backwards");
     }
     // k-way merge of the sorted runs; strictly increasing output == no
     // duplicate. On the way, count ids per millisecond: the ceiling held.
@@ -217,8 +198,5 @@ fn eight_threads_million_ids_each_all_unique() {
     }
     assert_eq!(merged, THREADS * PER_THREAD);
     assert!(max_per_ms <= 1024, "{max_per_ms} ids in one millisecond");
-    assert_eq!(
-        max_per_ms, 1024,
-        "the fast clock should saturate some millisecond"
-    );
+    assert_eq!(max_per_ms, 1024, "the fast clock should saturate some millisecond");
 }

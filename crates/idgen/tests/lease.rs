@@ -34,38 +34,20 @@ where
 {
     let prefix = testkit::unique("idgen-excl");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let opts = LeaseOptions::try_new(prefix, two_workers(), 4)
-        .unwrap()
-        .with_ttl(ttl)
-        .with_clock(clock.clone());
+    let opts = LeaseOptions::try_new(prefix, two_workers(), 4).unwrap().with_ttl(ttl).with_clock(clock.clone());
 
     let a = acquire(opts.clone()).await.unwrap();
     let b = acquire(opts.clone()).await.unwrap();
-    assert_ne!(
-        a.worker(),
-        b.worker(),
-        "two leasers hold the same worker id"
-    );
+    assert_ne!(a.worker(), b.worker(), "two leasers hold the same worker id");
     assert!(matches!(
         acquire(opts.clone()).await,
-        Err(Error::NoWorkerAvailable {
-            datacenter: 4,
-            workers: 2
-        })
+        Err(Error::NoWorkerAvailable { datacenter: 4, workers: 2 })
     ));
     let (ga, gb) = (a.generator().unwrap(), b.generator().unwrap());
     let layout = two_workers();
     let a_ids = ids(&ga, 100);
-    assert!(
-        a_ids
-            .iter()
-            .all(|&id| layout.decode(id).worker == a.worker())
-    );
-    assert!(
-        ids(&gb, 100)
-            .iter()
-            .all(|&id| layout.decode(id).worker == b.worker())
-    );
+    assert!(a_ids.iter().all(|&id| layout.decode(id).worker == a.worker()));
+    assert!(ids(&gb, 100).iter().all(|&id| layout.decode(id).worker == b.worker()));
 
     // Renewals keep the lease valid well past one TTL.
     tokio::time::sleep(ttl + ttl / 2).await;
@@ -76,35 +58,21 @@ where
     // A freezes: no more renewals, no release.
     let a_deadline = a.valid_until_ms();
     a.abandon();
-    assert!(matches!(
-        acquire(opts.clone()).await,
-        Err(Error::NoWorkerAvailable { .. })
-    ));
+    assert!(matches!(acquire(opts.clone()).await, Err(Error::NoWorkerAvailable { .. })));
 
     let started = Instant::now();
     let c = loop {
         match acquire(opts.clone()).await {
             Ok(c) => break c,
-            Err(Error::NoWorkerAvailable { .. }) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
+            Err(Error::NoWorkerAvailable { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => panic!("acquire failed: {e}"),
         }
-        assert!(
-            started.elapsed() < ttl * 3,
-            "abandoned worker id never became free"
-        );
+        assert!(started.elapsed() < ttl * 3, "abandoned worker id never became free");
     };
     let taken_at = clock.now_ms();
     assert_eq!(c.worker(), a_worker);
-    assert!(
-        taken_at >= a_deadline,
-        "taken over at {taken_at}, before the old deadline {a_deadline}"
-    );
-    assert!(
-        matches!(ga.try_next_id(), Err(Error::LeaseExpired)),
-        "old holder still issues"
-    );
+    assert!(taken_at >= a_deadline, "taken over at {taken_at}, before the old deadline {a_deadline}");
+    assert!(matches!(ga.try_next_id(), Err(Error::LeaseExpired)), "old holder still issues");
     let a_last = *a_ids.last().unwrap();
     assert!(c.floor_ms() > layout.decode(a_last).timestamp_ms);
     let gc = c.generator().unwrap();
@@ -124,34 +92,24 @@ where
 {
     let prefix = testkit::unique("idgen-rel");
     let layout = one_worker();
-    let opts = LeaseOptions::try_new(prefix, layout, 1)
-        .unwrap()
-        .with_ttl(ttl);
+    let opts = LeaseOptions::try_new(prefix, layout, 1).unwrap().with_ttl(ttl);
 
     let a = acquire(opts.clone()).await.unwrap();
     let ga = a.generator().unwrap();
     let a_ids = ids(&ga, 2_000);
     let a_last = *a_ids.last().unwrap();
     drop(a);
-    assert!(
-        matches!(ga.try_next_id(), Err(Error::LeaseExpired)),
-        "released lease still issues"
-    );
+    assert!(matches!(ga.try_next_id(), Err(Error::LeaseExpired)), "released lease still issues");
 
     // The drop releases in the background: the worker id is free long before the TTL.
     let started = Instant::now();
     let b = loop {
         match acquire(opts.clone()).await {
             Ok(b) => break b,
-            Err(Error::NoWorkerAvailable { .. }) => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
+            Err(Error::NoWorkerAvailable { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => panic!("acquire failed: {e}"),
         }
-        assert!(
-            started.elapsed() < ttl / 2,
-            "dropped lease was not released"
-        );
+        assert!(started.elapsed() < ttl / 2, "dropped lease was not released");
     };
     assert!(b.floor_ms() > layout.decode(a_last).timestamp_ms);
     b.release().await.unwrap();
@@ -160,20 +118,12 @@ where
     let behind = ManualClock::new(layout.decode(a_last).timestamp_ms - 5_000);
     let rolled = opts.clone().with_clock(Arc::new(behind.clone()));
     let c = acquire(rolled.clone()).await.unwrap();
-    assert!(matches!(
-        c.generator().unwrap().try_next_id(),
-        Err(Error::ClockMovedBackwards { .. })
-    ));
+    assert!(matches!(c.generator().unwrap().try_next_id(), Err(Error::ClockMovedBackwards { .. })));
     c.release().await.unwrap();
-    let d = acquire(rolled.with_max_behind(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let d = acquire(rolled.with_max_behind(Duration::from_secs(60))).await.unwrap();
     let gd = d.generator().unwrap();
     let d_ids: Vec<u64> = (0..50).map(|_| gd.try_next_id().unwrap().get()).collect();
-    assert!(
-        d_ids.iter().all(|&id| id > a_last),
-        "reissued an old id after a clock rollback"
-    );
+    assert!(d_ids.iter().all(|&id| id > a_last), "reissued an old id after a clock rollback");
     d.release().await.unwrap();
 }
 
@@ -208,21 +158,13 @@ mod redis_lease {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn exclusive_and_takeover_only_after_ttl() {
         let c = conn().await;
-        exclusive_then_takeover(
-            |o| WorkerLease::redis(c.clone(), o),
-            Duration::from_millis(900),
-        )
-        .await;
+        exclusive_then_takeover(|o| WorkerLease::redis(c.clone(), o), Duration::from_millis(900)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn drop_releases_and_high_water_mark_survives_rollback() {
         let c = conn().await;
-        release_and_rollback(
-            |o| WorkerLease::redis(c.clone(), o),
-            Duration::from_secs(30),
-        )
-        .await;
+        release_and_rollback(|o| WorkerLease::redis(c.clone(), o), Duration::from_secs(30)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,21 +193,10 @@ mod redis_lease {
 
     #[tokio::test]
     async fn invalid_options_are_rejected() {
-        assert!(matches!(
-            LeaseOptions::try_new("", Layout::seed(), 0),
-            Err(Error::InvalidLease(_))
-        ));
-        assert!(matches!(
-            LeaseOptions::try_new("p", Layout::seed(), 8),
-            Err(Error::OutOfRange { .. })
-        ));
-        let opts = LeaseOptions::try_new("p", Layout::seed(), 0)
-            .unwrap()
-            .with_ttl(Duration::from_millis(10));
-        assert!(matches!(
-            WorkerLease::redis(conn().await, opts).await,
-            Err(Error::InvalidLease(_))
-        ));
+        assert!(matches!(LeaseOptions::try_new("", Layout::seed(), 0), Err(Error::InvalidLease(_))));
+        assert!(matches!(LeaseOptions::try_new("p", Layout::seed(), 8), Err(Error::OutOfRange { .. })));
+        let opts = LeaseOptions::try_new("p", Layout::seed(), 0).unwrap().with_ttl(Duration::from_millis(10));
+        assert!(matches!(WorkerLease::redis(conn().await, opts).await, Err(Error::InvalidLease(_))));
     }
 }
 
@@ -317,13 +248,8 @@ mod etcd_lease {
     #[tokio::test]
     async fn ttl_below_etcd_minimum_is_rejected() {
         let server = EtcdServer::start();
-        let opts = LeaseOptions::try_new("p", Layout::seed(), 0)
-            .unwrap()
-            .with_ttl(Duration::from_secs(1));
-        assert!(matches!(
-            WorkerLease::etcd(client(&server).await, opts).await,
-            Err(Error::InvalidLease(_))
-        ));
+        let opts = LeaseOptions::try_new("p", Layout::seed(), 0).unwrap().with_ttl(Duration::from_secs(1));
+        assert!(matches!(WorkerLease::etcd(client(&server).await, opts).await, Err(Error::InvalidLease(_))));
     }
 }
 

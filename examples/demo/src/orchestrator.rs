@@ -483,6 +483,7 @@ async fn drive(
         let views = crate::campaign::evidence::views(&last, table.as_ref());
         let replicas: Vec<String> = ports.iter().map(|(name, _)| name.clone()).collect();
         p.judge(applied.unwrap_or_default(), &history, &replicas, &views, &audit, cfg);
+        p.judge_issued(&crate::cell::issued::read(&crate::cell::issued::dir(roles.run_dir()))?);
         return Ok(());
     }
     let gw_status = gateway::get_json(&client, &format!("{}/admin/status", top.gateway), Duration::from_secs(2)).await?;

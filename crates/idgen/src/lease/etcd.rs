@@ -9,13 +9,12 @@
 use std::sync::Arc;
 
 use etcd_client::{
-    Client, Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 
 use super::{Acquired, Backend, LeaseOptions, WorkerLease, token};
-use crate::Error;
 use crate::clock::Clock;
+use crate::Error;
 
 pub(crate) struct EtcdBackend {
     client: Client,
@@ -40,9 +39,7 @@ impl EtcdBackend {
         if self.keeper.is_none() {
             self.keeper = Some(self.client.lease_keep_alive(id).await?);
         }
-        let Some((keeper, stream)) = self.keeper.as_mut() else {
-            return Ok(false);
-        };
+        let Some((keeper, stream)) = self.keeper.as_mut() else { return Ok(false) };
         let result = async {
             keeper.keep_alive().await?;
             stream.message().await
@@ -66,12 +63,7 @@ fn parse_ms(raw: &[u8]) -> Result<u64, Error> {
     std::str::from_utf8(raw)
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| {
-            Error::CorruptRecord(format!(
-                "high-water mark {:?}",
-                String::from_utf8_lossy(raw)
-            ))
-        })
+        .ok_or_else(|| Error::CorruptRecord(format!("high-water mark {:?}", String::from_utf8_lossy(raw))))
 }
 
 impl Backend for EtcdBackend {
@@ -87,17 +79,9 @@ impl Backend for EtcdBackend {
         };
         let (lease_key, hwm_key) = self.keys(worker);
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                lease_key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
+            .when([Compare::create_revision(lease_key.clone(), CompareOp::Equal, 0)])
             .and_then([
-                TxnOp::put(
-                    lease_key.clone(),
-                    self.token.clone(),
-                    Some(PutOptions::new().with_lease(id)),
-                ),
+                TxnOp::put(lease_key.clone(), self.token.clone(), Some(PutOptions::new().with_lease(id))),
                 TxnOp::get(hwm_key.clone(), None),
             ]);
         let resp = self.client.txn(txn).await?;
@@ -113,28 +97,17 @@ impl Backend for EtcdBackend {
             }
         }
         // Record the ceiling before any id can be issued.
-        let ceiling = prior_ms
-            .saturating_add(1)
-            .max(granted_at)
-            .saturating_add(self.ttl_ms);
+        let ceiling = prior_ms.saturating_add(1).max(granted_at).saturating_add(self.ttl_ms);
         if !self.write_hwm(&lease_key, &hwm_key, ceiling, false).await? {
             return Ok(None);
         }
-        Ok(Some(Acquired {
-            prior_ms,
-            valid_from_ms: granted_at,
-        }))
+        Ok(Some(Acquired { prior_ms, valid_from_ms: granted_at }))
     }
 
     async fn renew(&mut self, worker: u32, ceiling_ms: u64) -> Result<bool, Error> {
-        let Some((id, _)) = self.lease else {
-            return Ok(false);
-        };
+        let Some((id, _)) = self.lease else { return Ok(false) };
         let (lease_key, hwm_key) = self.keys(worker);
-        if !self
-            .write_hwm(&lease_key, &hwm_key, ceiling_ms, false)
-            .await?
-        {
+        if !self.write_hwm(&lease_key, &hwm_key, ceiling_ms, false).await? {
             return Ok(false);
         }
         self.keep_alive(id).await
@@ -142,8 +115,7 @@ impl Backend for EtcdBackend {
 
     async fn release(&mut self, worker: u32, record_ms: u64) -> Result<(), Error> {
         let (lease_key, hwm_key) = self.keys(worker);
-        self.write_hwm(&lease_key, &hwm_key, record_ms, true)
-            .await?;
+        self.write_hwm(&lease_key, &hwm_key, record_ms, true).await?;
         if let Some((id, _)) = self.lease.take() {
             self.keeper = None;
             self.client.lease_revoke(id).await?;
@@ -161,23 +133,13 @@ impl Backend for EtcdBackend {
 impl EtcdBackend {
     /// Writes the high-water mark if the worker key still holds our token
     /// (and deletes the worker key when `delete`); false when it does not.
-    async fn write_hwm(
-        &mut self,
-        lease_key: &str,
-        hwm_key: &str,
-        ms: u64,
-        delete: bool,
-    ) -> Result<bool, Error> {
+    async fn write_hwm(&mut self, lease_key: &str, hwm_key: &str, ms: u64, delete: bool) -> Result<bool, Error> {
         let mut ops = vec![TxnOp::put(hwm_key, ms.to_string(), None)];
         if delete {
             ops.push(TxnOp::delete(lease_key, None));
         }
         let txn = Txn::new()
-            .when([Compare::value(
-                lease_key,
-                CompareOp::Equal,
-                self.token.clone(),
-            )])
+            .when([Compare::value(lease_key, CompareOp::Equal, self.token.clone())])
             .and_then(ops);
         Ok(self.client.txn(txn).await?.succeeded())
     }

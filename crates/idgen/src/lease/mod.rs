@@ -56,11 +56,7 @@ impl LeaseOptions {
     /// Leases a worker id of `datacenter` under the key prefix `prefix` (one
     /// prefix per id space: every service issuing ids into the same space must
     /// use the same prefix and layout).
-    pub fn try_new(
-        prefix: impl Into<String>,
-        layout: Layout,
-        datacenter: u32,
-    ) -> Result<Self, Error> {
+    pub fn try_new(prefix: impl Into<String>, layout: Layout, datacenter: u32) -> Result<Self, Error> {
         let prefix = prefix.into();
         if prefix.is_empty() {
             return Err(Error::InvalidLease("key prefix must not be empty"));
@@ -127,23 +123,12 @@ pub(crate) struct Acquired {
 pub(crate) trait Backend: Send + 'static {
     /// Tries to take `worker`; on success the ceiling
     /// `max(prior + 1, valid_from) + ttl` is already recorded.
-    fn acquire(
-        &mut self,
-        worker: u32,
-    ) -> impl Future<Output = Result<Option<Acquired>, Error>> + Send;
+    fn acquire(&mut self, worker: u32) -> impl Future<Output = Result<Option<Acquired>, Error>> + Send;
     /// Extends the lease and raises the recorded ceiling; `Ok(false)` when the
     /// record is no longer ours.
-    fn renew(
-        &mut self,
-        worker: u32,
-        ceiling_ms: u64,
-    ) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn renew(&mut self, worker: u32, ceiling_ms: u64) -> impl Future<Output = Result<bool, Error>> + Send;
     /// Records `record_ms` as the exact high-water mark and frees the worker id.
-    fn release(
-        &mut self,
-        worker: u32,
-        record_ms: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn release(&mut self, worker: u32, record_ms: u64) -> impl Future<Output = Result<(), Error>> + Send;
     /// Called when no worker id could be taken (free any backend resources).
     fn give_up(&mut self) -> impl Future<Output = ()> + Send;
 }
@@ -155,11 +140,7 @@ pub(crate) fn token() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A worker id held under a TTL, renewed in the background at a third of the
@@ -185,23 +166,15 @@ pub struct WorkerLease {
 impl WorkerLease {
     /// Scans the datacenter's worker ids (from a random start) and takes the
     /// first free one.
-    pub(crate) async fn acquire_with<B: Backend>(
-        mut backend: B,
-        opts: LeaseOptions,
-    ) -> Result<Self, Error> {
+    pub(crate) async fn acquire_with<B: Backend>(mut backend: B, opts: LeaseOptions) -> Result<Self, Error> {
         let ttl_ms = opts.ttl_ms()?;
         let workers = opts.layout.workers();
         let start = xorshift(token_seed()) % workers;
         for i in 0..workers {
             let worker = u32::try_from((start + i) % workers).unwrap_or(0);
-            let Some(acquired) = backend.acquire(worker).await? else {
-                continue;
-            };
+            let Some(acquired) = backend.acquire(worker).await? else { continue };
             let floor_ms = acquired.prior_ms.saturating_add(1);
-            let state = Arc::new(LeaseState::new(
-                acquired.valid_from_ms.saturating_add(ttl_ms),
-                floor_ms,
-            ));
+            let state = Arc::new(LeaseState::new(acquired.valid_from_ms.saturating_add(ttl_ms), floor_ms));
             let (stop, stop_rx) = oneshot::channel();
             let task = tokio::spawn(renew_loop(
                 backend,
@@ -232,10 +205,7 @@ impl WorkerLease {
             });
         }
         backend.give_up().await;
-        Err(Error::NoWorkerAvailable {
-            datacenter: opts.datacenter,
-            workers,
-        })
+        Err(Error::NoWorkerAvailable { datacenter: opts.datacenter, workers })
     }
 
     /// A generator issuing ids under this worker id, starting above the
@@ -338,9 +308,7 @@ impl fmt::Debug for WorkerLease {
 
 fn token_seed() -> u64 {
     let t = token();
-    t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 fn xorshift(mut x: u64) -> u64 {

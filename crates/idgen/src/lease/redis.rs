@@ -12,8 +12,8 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{Acquired, Backend, LeaseOptions, WorkerLease, token};
-use crate::Error;
 use crate::clock::Clock;
+use crate::Error;
 
 /// KEYS: lease, hwm. ARGV: token, ttl_ms, now_ms.
 /// Returns -1 when taken, else the prior high-water mark; records the ceiling.
@@ -84,10 +84,7 @@ impl Backend for RedisBackend {
             .arg(now)
             .invoke_async(&mut self.conn)
             .await?;
-        Ok(u64::try_from(prior).ok().map(|prior_ms| Acquired {
-            prior_ms,
-            valid_from_ms: now,
-        }))
+        Ok(u64::try_from(prior).ok().map(|prior_ms| Acquired { prior_ms, valid_from_ms: now }))
     }
 
     async fn renew(&mut self, worker: u32, ceiling_ms: u64) -> Result<bool, Error> {

@@ -41,10 +41,7 @@ struct FakeBackend(Arc<Fake>);
 
 impl Backend for FakeBackend {
     async fn acquire(&mut self, _worker: u32) -> Result<Option<Acquired>, Error> {
-        Ok(Some(Acquired {
-            prior_ms: 0,
-            valid_from_ms: T0,
-        }))
+        Ok(Some(Acquired { prior_ms: 0, valid_from_ms: T0 }))
     }
     async fn renew(&mut self, _worker: u32, _ceiling_ms: u64) -> Result<bool, Error> {
         self.0.renewals.fetch_add(1, Ordering::SeqCst);
@@ -66,9 +63,7 @@ async fn lease(fake: &Arc<Fake>) -> WorkerLease {
         .unwrap()
         .with_ttl(TTL)
         .with_clock(Arc::new(TimerClock(tokio::time::Instant::now())));
-    WorkerLease::acquire_with(FakeBackend(Arc::clone(fake)), opts)
-        .await
-        .unwrap()
+    WorkerLease::acquire_with(FakeBackend(Arc::clone(fake)), opts).await.unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -94,12 +89,7 @@ async fn a_lost_record_stops_every_generator_at_the_next_renewal() {
     // One renewal period later the loss is known, long before the deadline.
     tokio::time::sleep(TTL / 3 + Duration::from_millis(1)).await;
     assert!(l.is_lost() && !l.is_valid());
-    for result in [
-        g.next_id_async().await,
-        g.next_id(),
-        g.try_next_id(),
-        h.next_id_async().await,
-    ] {
+    for result in [g.next_id_async().await, g.next_id(), g.try_next_id(), h.next_id_async().await] {
         assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
     }
     // Renewals stopped for good; a backend answering again revives nothing.
