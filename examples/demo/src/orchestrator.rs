@@ -249,7 +249,12 @@ pub(crate) async fn run(
             let log = run_dir.join(id).join(crate::cells::log_name(index.parse().unwrap_or(0)));
             wait_for(&client, &format!("cell {name}"), &format!("{}/admin/status", loopback(*port)), Duration::from_secs(30), |_| true)
                 .await
-                .map_err(|e| DemoError::Other(format!("{e} (log: {})", log.display())))?;
+                .map_err(|e| {
+                    // the run directory goes with the run: keep the log's end in the error
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                    DemoError::Other(format!("{e} (log: {}; its last lines:\n{})", log.display(), tail.join("\n")))
+                })?;
         }
         // the probers and the gateway; the controllers start deciding once every prober saw every cell healthy
         let controllers = top.controllers.join(",");

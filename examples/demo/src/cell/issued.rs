@@ -26,7 +26,9 @@ pub(crate) fn dir(run_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub(crate) struct IssuedIds {
     ids: idgen::Generator,
-    log: Option<Arc<File>>,
+    /// Held from issuing an id to its line, so the file's order is the
+    /// issue order (without it, two writes racing log their ids swapped).
+    log: Option<Arc<tokio::sync::Mutex<File>>>,
 }
 
 impl IssuedIds {
@@ -37,12 +39,8 @@ impl IssuedIds {
                 let d = PathBuf::from(d);
                 std::fs::create_dir_all(&d)?;
                 let path = d.join(format!("{cell}-{slot}-{}.ids", std::process::id()));
-                Some(Arc::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)?,
-                ))
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                Some(Arc::new(tokio::sync::Mutex::new(file)))
             }
             _ => None,
         };
@@ -53,11 +51,13 @@ impl IssuedIds {
     /// when a millisecond is used up or the clock stepped back; logged
     /// before it is returned.
     pub(crate) async fn next(&self) -> Result<idgen::Id, DemoError> {
+        let Some(log) = &self.log else {
+            return Ok(self.ids.next_id_async().await?);
+        };
+        let mut f = log.lock().await;
         let id = self.ids.next_id_async().await?;
-        if let Some(mut f) = self.log.as_deref() {
-            // one short append to the page cache: survives a kill -9 of this process
-            f.write_all(format!("{id}\n").as_bytes())?;
-        }
+        // one short append to the page cache: survives a kill -9 of this process
+        f.write_all(format!("{id}\n").as_bytes())?;
         Ok(id)
     }
 

@@ -15,6 +15,9 @@ use crate::error::DemoError;
 /// The lease's TTL: a killed process's worker id is free again after it.
 const TTL: Duration = Duration::from_secs(10);
 
+/// How long one attempt to lease may take.
+const ATTEMPT: Duration = Duration::from_secs(5);
+
 /// How far the clock may fall behind the last id before the generator
 /// refuses: a process counts on from its last id through a clock step back
 /// of up to a minute (the seed layout holds 1,024 ids per millisecond; past
@@ -68,10 +71,16 @@ pub(crate) async fn worker_ids(
     let (url, table) = lease_table(run_dir, run_id);
     let mut wait = Duration::from_millis(200);
     loop {
-        let leased = match &eps {
-            Some(eps) => lease_etcd(eps, opts.clone()).await,
-            None => lease_sql(&url, &table, opts.clone()).await,
+        let attempt = async {
+            match &eps {
+                Some(eps) => lease_etcd(eps, opts.clone()).await,
+                None => lease_sql(&url, &table, opts.clone()).await,
+            }
         };
+        // an attempt stuck on a busy store is abandoned and made again
+        let leased = tokio::time::timeout(ATTEMPT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(DemoError::Other(format!("no answer from the lease store within {ATTEMPT:?}"))));
         match leased {
             // (idgen logs the worker id it leased)
             Ok(lease) => {
