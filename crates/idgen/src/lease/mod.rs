@@ -13,6 +13,18 @@
 //! holder starts from the record plus one ([`WorkerLease::floor_ms`]), so
 //! neither a restart after a clock rollback nor a worker id handed to a
 //! process whose clock is behind can reissue an old id.
+//!
+//! # Clock steps
+//!
+//! The deadline is kept on the generators' clock, not a monotonic one, on
+//! purpose: it is what bounds the ids' timestamps by the recorded ceiling. So
+//! a clock stepped forward past the deadline stops the generators
+//! ([`Error::LeaseExpired`](crate::Error::LeaseExpired)) until the next
+//! renewal, at most a third of the TTL later (the fault campaign's
+//! `clock_step` shows it as a few failed writes on the stepped process); a
+//! clock stepped back keeps them issuing longer than the TTL, and the ceiling
+//! still covers every id, so a process that takes the worker id over meanwhile
+//! starts above them.
 
 use std::fmt;
 use std::future::Future;
