@@ -9,6 +9,7 @@ mod cache;
 mod grpc;
 pub(crate) mod http;
 pub(crate) mod issued;
+mod locked;
 mod posts;
 mod storage;
 mod worker_id;
@@ -104,7 +105,7 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     // storage: SQLite in the cell's directory unless DEMO_DATABASE_URL names a server
     std::fs::create_dir_all(&args.dir)?;
     let url = database_url(&args.dir);
-    let storage = storage::Storage::open(&url, &prefix).await?;
+    let storage = locked::retry_locked("open the storage", || storage::Storage::open(&url, &prefix)).await?;
 
     // replication: restore the saved state and replay our own outbox before
     // anything else touches the replica, then consume and relay
@@ -115,7 +116,7 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     let ids = issued::IssuedIds::open(worker.ids.clone(), &args.id, index)?;
     let replica = Arc::new(Replica::try_new(cell.clone(), index, Duration::from_secs(5))?);
     let state = SqlStateStore::for_outbox(&storage.outbox, &state_table(&prefix))?;
-    state.migrate().await?;
+    locked::retry_locked("create the state tables", || async { Ok(state.migrate().await?) }).await?;
     let replayed = replica.recover(&state, &storage.outbox).await?;
     tracing::info!(cell = %cell, replayed, "replica recovered");
     // a consumer group per process: every replica must see every event, its own cell's other processes' too
