@@ -112,14 +112,6 @@ impl<'a> Plan<'a> {
         verdict.misrouted = checker::misrouted(history, &pinned(cfg));
         self.outcome = Some(Outcome { seed: self.schedule.seed, faults: self.schedule.faults.clone(), applied, verdict });
     }
-
-    /// Adds to the judged outcome the verdict on every cell process's issued
-    /// ids (per run of a process, in order).
-    pub(crate) fn judge_issued(&mut self, issued: &BTreeMap<String, Vec<u64>>) {
-        if let Some(o) = self.outcome.as_mut() {
-            o.verdict.add_issued(issued);
-        }
-    }
 }
 
 /// The cells each compliance-pinned region's users may be served by: its
@@ -279,7 +271,7 @@ fn line(o: &Outcome) -> String {
     let faults: Vec<String> = o.applied.applied.iter().map(|(k, n)| format!("{k}={n}")).collect();
     let unavail: Vec<String> = v.longest_unavailable_ms.iter().map(|(r, ms)| format!("{r}={ms}ms")).collect();
     format!(
-        "seed {}: faults [{}] skipped {}; acked {}, failed {}, lost {}, diverged {}, ids issued {}, duplicate ids {}, unordered ids {}, audit anomalies {}, not restored {}, misrouted {}; longest unavailable [{}]: {}",
+        "seed {}: faults [{}] skipped {}; acked {}, failed {}, lost {}, diverged {}, duplicate ids {}, audit anomalies {}, not restored {}, misrouted {}; longest unavailable [{}]: {}",
         o.seed,
         faults.join(" "),
         o.applied.skipped.len(),
@@ -287,9 +279,7 @@ fn line(o: &Outcome) -> String {
         v.failed,
         v.lost.len(),
         v.diverged.len(),
-        v.issued,
         v.duplicate_ids.len(),
-        v.unordered_ids.len(),
         v.audit.len(),
         v.not_restored.len(),
         v.misrouted.len(),
