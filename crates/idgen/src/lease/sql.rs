@@ -18,7 +18,9 @@
 use std::sync::Arc;
 
 use sqldialect::Dialect;
-use sqlx::{AnyPool, Row};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Row};
 
 use super::{Acquired, Backend, LeaseOptions, WorkerLease, token};
 use crate::Error;
@@ -131,16 +133,19 @@ impl SqlBackend {
     /// The row is free: nobody holds it, or the holder's lease ran out by the database's clock.
     const FREE: &'static str = "(holder IS NULL OR expires_ms < {now})";
 
+    /// `query` with this backend's row key bound next, in [`Self::ROW`]'s order.
+    fn bind_row<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>, worker: u32) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(&self.space).bind(self.datacenter).bind(i64::from(worker))
+    }
+
     async fn is_holder(&self, worker: u32) -> Result<bool, Error> {
         let sql = self.leases.sql(&format!(
             "SELECT holder FROM {} WHERE {}",
             self.leases.table,
             Self::ROW
         ));
-        let row = sqlx::query(&sql)
-            .bind(&self.space)
-            .bind(self.datacenter)
-            .bind(i64::from(worker))
+        let row = self
+            .bind_row(sqlx::query(&sql), worker)
             .fetch_optional(&self.leases.pool)
             .await?;
         let holder: Option<String> = match row {
@@ -154,7 +159,6 @@ impl SqlBackend {
 impl Backend for SqlBackend {
     async fn acquire(&mut self, worker: u32) -> Result<Option<Acquired>, Error> {
         let (t, pool) = (&self.leases.table, &self.leases.pool);
-        let worker_i = i64::from(worker);
         let insert = match self.leases.dialect {
             Dialect::MySql => {
                 "INSERT IGNORE INTO {t} (space, datacenter, worker, holder, expires_ms, hwm_ms) VALUES (?, ?, ?, NULL, 0, 0)"
@@ -164,10 +168,7 @@ impl Backend for SqlBackend {
             }
         };
         let insert = self.leases.sql(&insert.replace("{t}", t));
-        sqlx::query(&insert)
-            .bind(&self.space)
-            .bind(self.datacenter)
-            .bind(worker_i)
+        self.bind_row(sqlx::query(&insert), worker)
             .execute(pool)
             .await?;
 
@@ -176,10 +177,8 @@ impl Backend for SqlBackend {
             Self::ROW,
             Self::FREE
         ));
-        let Some(row) = sqlx::query(&read)
-            .bind(&self.space)
-            .bind(self.datacenter)
-            .bind(worker_i)
+        let Some(row) = self
+            .bind_row(sqlx::query(&read), worker)
             .fetch_optional(pool)
             .await?
         else {
@@ -199,13 +198,11 @@ impl Backend for SqlBackend {
             Self::ROW,
             Self::FREE
         ));
-        let taken = sqlx::query(&take)
-            .bind(&self.token)
-            .bind(self.ttl_ms)
-            .bind(to_i64(ceiling))
-            .bind(&self.space)
-            .bind(self.datacenter)
-            .bind(worker_i)
+        let taken = self
+            .bind_row(
+                sqlx::query(&take).bind(&self.token).bind(self.ttl_ms).bind(to_i64(ceiling)),
+                worker,
+            )
             .bind(prior)
             .execute(pool)
             .await?;
@@ -223,13 +220,8 @@ impl Backend for SqlBackend {
             Self::ROW
         ));
         let c = to_i64(ceiling_ms);
-        let done = sqlx::query(&sql)
-            .bind(self.ttl_ms)
-            .bind(c)
-            .bind(c)
-            .bind(&self.space)
-            .bind(self.datacenter)
-            .bind(i64::from(worker))
+        let done = self
+            .bind_row(sqlx::query(&sql).bind(self.ttl_ms).bind(c).bind(c), worker)
             .bind(&self.token)
             .execute(&self.leases.pool)
             .await?;
@@ -244,11 +236,7 @@ impl Backend for SqlBackend {
             self.leases.table,
             Self::ROW
         ));
-        sqlx::query(&sql)
-            .bind(to_i64(record_ms))
-            .bind(&self.space)
-            .bind(self.datacenter)
-            .bind(i64::from(worker))
+        self.bind_row(sqlx::query(&sql).bind(to_i64(record_ms)), worker)
             .bind(&self.token)
             .execute(&self.leases.pool)
             .await?;
