@@ -21,7 +21,8 @@ pub(crate) struct RoleLaunch {
     pub(crate) run_id: String,
     /// Where the logs go.
     pub(crate) run_dir: PathBuf,
-    /// Mount `POST /admin/clock` on every role (the fault campaign).
+    /// Mount `POST /admin/clock` on every role and log the ids the cells
+    /// issue (the fault campaign).
     pub(crate) clock_admin: bool,
 }
 
@@ -41,6 +42,8 @@ impl RoleLaunch {
         }
         if self.clock_admin {
             cmd.env(crate::clock_admin::ENV, "1");
+            // the campaign's checker reads every id the cells issued
+            cmd.env(crate::cell::issued::ENV, crate::cell::issued::dir(&self.run_dir));
         }
         cmd.envs(env.iter().copied());
         Ok(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?)
@@ -69,6 +72,11 @@ impl Roles {
     /// No process yet.
     pub(crate) fn new(launch: RoleLaunch) -> Self {
         Roles { launch, procs: Vec::new() }
+    }
+
+    /// The run's directory.
+    pub(crate) fn run_dir(&self) -> &Path {
+        &self.launch.run_dir
     }
 
     /// Starts `demo <role> <args>` as `name` (its log: `<run dir>/<name>.log`).

@@ -249,7 +249,12 @@ pub(crate) async fn run(
             let log = run_dir.join(id).join(crate::cells::log_name(index.parse().unwrap_or(0)));
             wait_for(&client, &format!("cell {name}"), &format!("{}/admin/status", loopback(*port)), Duration::from_secs(30), |_| true)
                 .await
-                .map_err(|e| DemoError::Other(format!("{e} (log: {})", log.display())))?;
+                .map_err(|e| {
+                    // the run directory goes with the run: keep the log's end in the error
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                    DemoError::Other(format!("{e} (log: {}; its last lines:\n{})", log.display(), tail.join("\n")))
+                })?;
         }
         // the probers and the gateway; the controllers start deciding once every prober saw every cell healthy
         let controllers = top.controllers.join(",");
@@ -483,6 +488,8 @@ async fn drive(
         let views = crate::campaign::evidence::views(&last, table.as_ref());
         let replicas: Vec<String> = ports.iter().map(|(name, _)| name.clone()).collect();
         p.judge(applied.unwrap_or_default(), &history, &replicas, &views, &audit, cfg);
+        p.judge_issued(&crate::cell::issued::read(&crate::cell::issued::dir(roles.run_dir()))?);
+        p.note_load(records.len(), u64::from(args.rps) * args.duration.unwrap_or(DEFAULT_DURATION_S));
         return Ok(());
     }
     let gw_status = gateway::get_json(&client, &format!("{}/admin/status", top.gateway), Duration::from_secs(2)).await?;

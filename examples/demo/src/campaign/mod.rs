@@ -110,7 +110,24 @@ impl<'a> Plan<'a> {
         let drain_cap = cfg.rules.max_drained;
         let mut verdict = checker::check(Evidence { history, cells: views, all_cells: replicas, audit, drain_cap });
         verdict.misrouted = checker::misrouted(history, &pinned(cfg));
-        self.outcome = Some(Outcome { seed: self.schedule.seed, faults: self.schedule.faults.clone(), applied, verdict });
+        self.outcome = Some(Outcome { seed: self.schedule.seed, faults: self.schedule.faults.clone(), applied, verdict, load: Load::default() });
+    }
+
+    /// Adds to the judged outcome how many requests the load generator sent
+    /// of the `planned` ones (fewer: its host starved it, and a thin
+    /// verdict says so rather than the cells).
+    pub(crate) fn note_load(&mut self, sent: usize, planned: u64) {
+        if let Some(o) = self.outcome.as_mut() {
+            o.load = Load { sent, planned };
+        }
+    }
+
+    /// Adds to the judged outcome the verdict on every cell process's issued
+    /// ids (per run of a process, in order).
+    pub(crate) fn judge_issued(&mut self, issued: &BTreeMap<String, Vec<u64>>) {
+        if let Some(o) = self.outcome.as_mut() {
+            o.verdict.add_issued(issued);
+        }
     }
 }
 
@@ -137,6 +154,18 @@ pub(crate) struct Outcome {
     #[serde(flatten)]
     pub(crate) applied: executor::Applied,
     pub(crate) verdict: Verdict,
+    /// The load the schedule ran under.
+    pub(crate) load: Load,
+}
+
+/// The load generator's requests in one schedule.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Load {
+    /// Requests sent (each a tick of `--rps`; a tick the generator's own
+    /// process was too busy for is skipped, not sent late).
+    pub(crate) sent: usize,
+    /// `--rps` times `--duration`.
+    pub(crate) planned: u64,
 }
 
 /// The kinds this run can inject, and the ones it cannot with why.
@@ -271,7 +300,7 @@ fn line(o: &Outcome) -> String {
     let faults: Vec<String> = o.applied.applied.iter().map(|(k, n)| format!("{k}={n}")).collect();
     let unavail: Vec<String> = v.longest_unavailable_ms.iter().map(|(r, ms)| format!("{r}={ms}ms")).collect();
     format!(
-        "seed {}: faults [{}] skipped {}; acked {}, failed {}, lost {}, diverged {}, duplicate ids {}, audit anomalies {}, not restored {}, misrouted {}; longest unavailable [{}]: {}",
+        "seed {}: faults [{}] skipped {}; acked {}, failed {}, lost {}, diverged {}, ids issued {}, duplicate ids {}, unordered ids {}, audit anomalies {}, not restored {}, misrouted {}; longest unavailable [{}]: {}",
         o.seed,
         faults.join(" "),
         o.applied.skipped.len(),
@@ -279,7 +308,9 @@ fn line(o: &Outcome) -> String {
         v.failed,
         v.lost.len(),
         v.diverged.len(),
+        v.issued,
         v.duplicate_ids.len(),
+        v.unordered_ids.len(),
         v.audit.len(),
         v.not_restored.len(),
         v.misrouted.len(),

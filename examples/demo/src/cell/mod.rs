@@ -8,6 +8,8 @@ mod binlog;
 mod cache;
 mod grpc;
 pub(crate) mod http;
+pub(crate) mod issued;
+mod locked;
 mod posts;
 mod storage;
 mod worker_id;
@@ -50,8 +52,8 @@ pub(crate) struct CellArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub(crate) listen_host: std::net::IpAddr,
     /// This process's slot, unique among every process of the deployment: its
-    /// replica's site and state key, and its idgen worker id unless the run
-    /// has etcd to lease one from [default: the cell's position in the config].
+    /// replica's site and state key (its idgen worker id is leased: from
+    /// etcd, else from the run's store) [default: the cell's position in the config].
     #[arg(long)]
     pub(crate) worker: Option<u32>,
     /// Exit when the parent process does (the orchestrator sets it).
@@ -103,17 +105,18 @@ pub(crate) async fn run(args: CellArgs) -> Result<(), DemoError> {
     // storage: SQLite in the cell's directory unless DEMO_DATABASE_URL names a server
     std::fs::create_dir_all(&args.dir)?;
     let url = database_url(&args.dir);
-    let storage = storage::Storage::open(&url, &prefix).await?;
+    let storage = locked::retry_locked("open the storage", || storage::Storage::open(&url, &prefix)).await?;
 
     // replication: restore the saved state and replay our own outbox before
     // anything else touches the replica, then consume and relay
     // the replica's site is per writer: this process's slot (unique in the
     // deployment; a leased worker id is unique only within its datacenter)
-    let worker = worker_id::worker_ids(crate::etcd::endpoints()?, &args.run_id, datacenter, index).await?;
-    let ids = worker.ids.clone();
+    let run_dir = args.dir.parent().unwrap_or(&args.dir);
+    let worker = worker_id::worker_ids(crate::etcd::endpoints()?, run_dir, &args.run_id, datacenter).await?;
+    let ids = issued::IssuedIds::open(worker.ids.clone(), &args.id, index)?;
     let replica = Arc::new(Replica::try_new(cell.clone(), index, Duration::from_secs(5))?);
     let state = SqlStateStore::for_outbox(&storage.outbox, &state_table(&prefix))?;
-    state.migrate().await?;
+    locked::retry_locked("create the state tables", || async { Ok(state.migrate().await?) }).await?;
     let replayed = replica.recover(&state, &storage.outbox).await?;
     tracing::info!(cell = %cell, replayed, "replica recovered");
     // a consumer group per process: every replica must see every event, its own cell's other processes' too

@@ -27,7 +27,7 @@ pub(crate) struct Posts {
     pub(crate) cell: CellId,
     pub(crate) replica: Arc<Replica>,
     pub(crate) storage: Storage,
-    pub(crate) ids: idgen::Generator,
+    pub(crate) ids: super::issued::IssuedIds,
     pub(crate) cache: Option<Cache>,
     /// Where the writes are captured from.
     pub(crate) replication: Replication,
@@ -45,7 +45,10 @@ pub(crate) struct PostView {
 /// An acknowledged write.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Written {
+    /// The write's id in every cell (from its idempotency key when it has one).
     pub(crate) id: String,
+    /// The id this process issued for the write (its row's own id here).
+    pub(crate) seq: String,
     pub(crate) cell: String,
 }
 
@@ -67,13 +70,15 @@ fn user() -> String {
 }
 
 impl Posts {
-    /// The id of a write: derived from its idempotency key when it has one
-    /// (the same write applied by two cells is one OR-set member once they
-    /// replicate), else a fresh idgen id.
-    fn write_id(&self, key: Option<&IdempotencyKey>) -> Result<String, DemoError> {
+    /// A write's ids: the id every cell knows it by, derived from its
+    /// idempotency key when it has one (the same write applied by two cells
+    /// is one OR-set member once they replicate), and a fresh idgen id of
+    /// this process (the write's id when it has no key).
+    async fn write_ids(&self, key: Option<&IdempotencyKey>) -> Result<(String, String), DemoError> {
+        let seq = self.ids.next().await?.to_string();
         Ok(match key {
-            Some(k) => format!("k{:016x}", cellrouter::xxh3(k.key().as_bytes())),
-            None => self.ids.next_id()?.to_string(),
+            Some(k) => (format!("k{:016x}", cellrouter::xxh3(k.key().as_bytes())), seq),
+            None => (seq.clone(), seq),
         })
     }
 
@@ -106,8 +111,8 @@ impl Posts {
 
     /// Likes `post`, once per idempotency key.
     pub(crate) async fn like(&self, post: &str, key: Option<&IdempotencyKey>) -> Result<Written, DemoError> {
-        let id = self.write_id(key)?;
-        let written = Written { id: id.clone(), cell: self.cell.to_string() };
+        let (id, seq) = self.write_ids(key).await?;
+        let written = Written { id: id.clone(), seq, cell: self.cell.to_string() };
         if self.replication == Replication::Binlog {
             let q = format!("INSERT INTO {} (id, post, user_id) VALUES ({})", self.storage.likes, self.storage.ph(3));
             let insert = sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user());
@@ -134,8 +139,8 @@ impl Posts {
     /// Comments `text` on `post`, once per idempotency key; the comment id
     /// joins the post's OR-set.
     pub(crate) async fn comment(&self, post: &str, text: &str, key: Option<&IdempotencyKey>) -> Result<Written, DemoError> {
-        let id = self.write_id(key)?;
-        let written = Written { id: id.clone(), cell: self.cell.to_string() };
+        let (id, seq) = self.write_ids(key).await?;
+        let written = Written { id: id.clone(), seq, cell: self.cell.to_string() };
         if self.replication == Replication::Binlog {
             let q = format!("INSERT INTO {} (id, post, user_id, body) VALUES ({})", self.storage.comments, self.storage.ph(4));
             let insert = sqlx::query(&q).bind(id.clone()).bind(post.to_string()).bind(user()).bind(text.to_string());
