@@ -9,6 +9,8 @@
 //!   one). It is killed on drop.
 //! - [`FaultProxy`]: a loopback TCP proxy whose link can be cut, blackholed or
 //!   slowed while connections are open (see [`proxy`]).
+//! - [`KafkaFaultProxy`]: the same for one client's link to a Kafka cluster,
+//!   every broker included (see [`kafka_proxy`]).
 //! - [`MariaDbServer`]: a private MariaDB with the binary log on (row format,
 //!   GTIDs), for change-data-capture tests; killed on drop.
 //!
@@ -16,7 +18,9 @@
 //! message, never a silent skip: the functions here panic with one.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod kafka_proxy;
 pub mod proxy;
+pub use kafka_proxy::KafkaFaultProxy;
 pub use proxy::{FaultProxy, LinkMode};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -100,20 +100,8 @@ async fn serve(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receive
         return; // dropping the stream closes it
     }
     let (mut cr, mut cw) = client.into_split();
-    // a blackholed link connects upstream only once it heals
-    loop {
-        let current = *mode.borrow_and_update();
-        match current {
-            LinkMode::Refuse => return,
-            LinkMode::Blackhole => {
-                let mut sink = [0u8; 4096];
-                tokio::select! {
-                    r = cr.read(&mut sink) => if matches!(r, Ok(0) | Err(_)) { return },
-                    c = mode.changed() => if c.is_err() { return },
-                }
-            }
-            LinkMode::Pass | LinkMode::Delay(_) => break,
-        }
+    if !link_open(&mut cr, &mut mode).await {
+        return;
     }
     let Ok(up) = TcpStream::connect(upstream).await else { return };
     let _ = up.set_nodelay(true);
@@ -123,6 +111,26 @@ async fn serve(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receive
     tokio::select! {
         _ = a => {}
         _ = b => {}
+    }
+}
+
+/// Waits while the link is blackholed (what the client sends meanwhile is
+/// read and dropped: a blackholed link connects upstream only once it
+/// heals); false when it is refused or the client or proxy goes away.
+pub(crate) async fn link_open<R: AsyncReadExt + Unpin>(client: &mut R, mode: &mut watch::Receiver<LinkMode>) -> bool {
+    loop {
+        let current = *mode.borrow_and_update();
+        match current {
+            LinkMode::Refuse => return false,
+            LinkMode::Blackhole => {
+                let mut sink = [0u8; 4096];
+                tokio::select! {
+                    r = client.read(&mut sink) => if matches!(r, Ok(0) | Err(_)) { return false },
+                    c = mode.changed() => if c.is_err() { return false },
+                }
+            }
+            LinkMode::Pass | LinkMode::Delay(_) => return true,
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) struct Launch {
     /// A controller's table URL (`None` with etcd).
     pub(crate) table_url: Option<String>,
     pub(crate) kafka: String,
+    /// A cell's own `--kafka` instead of `kafka` (the campaign's proxy on its link).
+    pub(crate) kafka_by_cell: std::collections::BTreeMap<String, String>,
     pub(crate) topic: String,
     /// The key the cells verify the gateway's signed hops with.
     pub(crate) hop_key_file: PathBuf,
@@ -42,7 +44,7 @@ impl Launch {
             "--ports".into(),
             ports.join(","),
             "--kafka".into(),
-            self.kafka.clone(),
+            self.kafka_by_cell.get(id).unwrap_or(&self.kafka).clone(),
             "--topic".into(),
             self.topic.clone(),
             "--hop-key-file".into(),
@@ -411,7 +413,7 @@ mod tests {
     fn one_sleeping_cell() -> Cells {
         let child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
         let role = RoleLaunch { exe: "/nonexistent".into(), config: "/nonexistent".into(), run_id: String::new(), run_dir: std::env::temp_dir(), clock_admin: false };
-        let launch = Launch { role, table_url: None, kafka: String::new(), topic: String::new(), hop_key_file: "/nonexistent".into(), redis_url: None };
+        let launch = Launch { role, table_url: None, kafka: String::new(), kafka_by_cell: Default::default(), topic: String::new(), hop_key_file: "/nonexistent".into(), redis_url: None };
         let proc = Proc { index: 0, ports: vec![1], worker: 0, child: Some(child), paused: false };
         Cells { launch, cells: vec![Cell { id: "a".into(), ports: vec![1], procs: vec![proc] }], t0: Instant::now(), events: Vec::new() }
     }

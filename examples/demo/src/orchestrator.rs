@@ -197,6 +197,10 @@ pub(crate) async fn run(
         if let Some(url) = std::env::var("DEMO_REDIS_URL").ok().filter(|u| !u.is_empty()) {
             proxies = proxies.with_redis(&url).await?;
         }
+        // each cell's link to the broker the run owns
+        if p.kafka.is_some() {
+            proxies = proxies.with_kafka(&kafka).await?;
+        }
         // the controllers' link to etcd (the first endpoint)
         match crate::etcd::endpoints()? {
             #[cfg(feature = "etcd")]
@@ -240,7 +244,8 @@ pub(crate) async fn run(
 
     // the cells
     let redis_url = plan.as_deref().and_then(|p| p.proxies.redis_url().map(str::to_owned));
-    let launch = Launch { role, table_url: table_url.clone(), kafka, topic, hop_key_file: hop_key_file.clone(), redis_url };
+    let kafka_by_cell = plan.as_deref().map(|p| p.proxies.kafka_bootstrap()).unwrap_or_default();
+    let launch = Launch { role, table_url: table_url.clone(), kafka, kafka_by_cell, topic, hop_key_file: hop_key_file.clone(), redis_url };
     let cells = Arc::new(Mutex::new(Cells::spawn(launch, ports, args.processes_per_cell)?));
     let result = async {
         let list = cells.lock().map(|c| c.processes()).map_err(|_| DemoError::Other("cells lock poisoned".into()))?;

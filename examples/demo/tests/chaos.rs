@@ -10,6 +10,9 @@
 //! leading controller killed at each point of a switch in flight (two
 //! controllers in etcd), with a cell killed to cause the switch.
 //!
+//! A cell's Kafka link slowed, then blackholed (each cell reaches the mock
+//! broker through its own proxy) keeps them too.
+//!
 //! `kafka_down` and `stale_restart` broke the invariants before the
 //! replicators kept the offsets they read in their state and gave up
 //! requests on a dead broker connection after 10 s (a stale restart missed
@@ -135,4 +138,30 @@ fn a_seed_replays_the_same_schedule() {
     let schedule: serde_json::Value = serde_json::from_str(a.lines().last().unwrap()).unwrap();
     assert_eq!(schedule["seed"], 4242);
     assert!(!schedule["faults"].as_array().unwrap().is_empty(), "{schedule}");
+}
+
+/// Seeds 301 and 302 draw a cell's Kafka link slowed by 1.1 s (with another
+/// cell's front link dropped), then blackholed for 3.7 s
+/// (`demo chaos --seed 301 --schedules 2 --duration 15 --kinds partition --dry-run`).
+#[test]
+fn a_cells_kafka_link_slowed_or_blackholed_loses_nothing() {
+    let json = campaign(&["chaos", "--seed", "301", "--schedules", "2", "--duration", "15", "--rps", "60", "--kinds", "partition"], None);
+    let schedules = json["schedules"].as_array().unwrap();
+    assert_eq!(schedules.len(), 2, "{json}");
+    let modes: Vec<&str> = schedules
+        .iter()
+        .flat_map(|s| s["faults"].as_array().unwrap())
+        .filter(|f| f["link"]["link"] == "cell_kafka")
+        .map(|f| f["fault"]["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["delay", "blackhole"], "{json}");
+    for s in schedules {
+        assert!(s["skipped"].as_array().unwrap().is_empty(), "the Kafka link is proxied: {s}");
+        assert!(s["verdict"]["acked"].as_u64().unwrap() > 100, "load {}: {s}", s["load"]);
+        let v = &s["verdict"];
+        for broken in ["lost", "diverged", "duplicate_ids", "unordered_ids", "audit", "not_restored", "misrouted"] {
+            assert_eq!(v[broken].as_array().map(Vec::len), Some(0), "{broken} in seed {}: {s}", s["seed"]);
+        }
+    }
+    assert_eq!(json["ok"], true, "{json}");
 }

@@ -10,6 +10,7 @@ use chaos::{Fault, FaultKind, Link, LinkFault, Process, Step};
 use testkit::proxy::LinkMode;
 
 use super::Plan;
+use super::proxies::Side;
 use crate::cells::Cells;
 use crate::children::Roles;
 use crate::clock_admin::ClockOffset;
@@ -149,12 +150,13 @@ fn link_mode(f: LinkFault) -> LinkMode {
     }
 }
 
-/// The cell whose proxied link `link` is (the proxies sit in front of the
-/// cell: gateway->cell and prober->cell are both its link to everyone else).
-fn proxied_cell(link: &Link) -> Result<&str, DemoError> {
+/// The cell and its proxied link that `link` is (the front proxies sit in
+/// front of the cell: gateway->cell and prober->cell are both its link to
+/// everyone else).
+fn proxied_cell(link: &Link) -> Result<(Side, &str), DemoError> {
     match link {
-        Link::GatewayCell { cell } | Link::ProberCell { cell } => Ok(cell),
-        Link::CellKafka { .. } => Err(DemoError::Other("no proxy on a cell's Kafka link (the broker is in process)".into())),
+        Link::GatewayCell { cell } | Link::ProberCell { cell } => Ok((Side::Front, cell)),
+        Link::CellKafka { cell } => Ok((Side::Kafka, cell)),
         Link::ControllerStore => Err(DemoError::Other("no proxy on the controllers' store link without etcd (the table store is the controller's)".into())),
     }
 }
@@ -214,11 +216,11 @@ async fn act(
         }
         FaultKind::Partition { link: Link::ControllerStore, fault } => plan.proxies.store_fault(i, start.then(|| link_mode(*fault))),
         FaultKind::Partition { link, fault } => {
-            let cell = proxied_cell(link)?;
+            let (side, cell) = proxied_cell(link)?;
             if start {
-                plan.proxies.fault(cell, i, link_mode(*fault))
+                plan.proxies.fault(side, cell, i, link_mode(*fault))
             } else {
-                plan.proxies.heal(cell, i);
+                plan.proxies.heal(side, cell, i);
                 Ok(())
             }
         }
