@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -96,16 +97,7 @@ impl Drop for FaultProxy {
 /// One client connection: wait out a refused or blackholed link, then pump
 /// both directions under the current mode.
 async fn serve(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<LinkMode>) {
-    if *mode.borrow_and_update() == LinkMode::Refuse {
-        return; // dropping the stream closes it
-    }
-    let (mut cr, mut cw) = client.into_split();
-    if !link_open(&mut cr, &mut mode).await {
-        return;
-    }
-    let Ok(up) = TcpStream::connect(upstream).await else { return };
-    let _ = up.set_nodelay(true);
-    let (mut ur, mut uw) = up.into_split();
+    let Some((mut cr, mut cw, mut ur, mut uw)) = connect(client, upstream, &mut mode).await else { return };
     let a = pump(&mut cr, &mut uw, mode.clone());
     let b = pump(&mut ur, &mut cw, mode);
     tokio::select! {
@@ -114,10 +106,27 @@ async fn serve(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receive
     }
 }
 
+/// The two halves of a client connection and of its upstream connection.
+pub(crate) type Halves = (OwnedReadHalf, OwnedWriteHalf, OwnedReadHalf, OwnedWriteHalf);
+
+/// Connects `client` to `upstream` once the link lets it ([`link_open`]);
+/// `None` when the link is refused or either side goes away (dropping the
+/// client's stream closes it).
+pub(crate) async fn connect(client: TcpStream, upstream: SocketAddr, mode: &mut watch::Receiver<LinkMode>) -> Option<Halves> {
+    let (mut cr, cw) = client.into_split();
+    if !link_open(&mut cr, mode).await {
+        return None;
+    }
+    let up = TcpStream::connect(upstream).await.ok()?;
+    let _ = up.set_nodelay(true);
+    let (ur, uw) = up.into_split();
+    Some((cr, cw, ur, uw))
+}
+
 /// Waits while the link is blackholed (what the client sends meanwhile is
 /// read and dropped: a blackholed link connects upstream only once it
 /// heals); false when it is refused or the client or proxy goes away.
-pub(crate) async fn link_open<R: AsyncReadExt + Unpin>(client: &mut R, mode: &mut watch::Receiver<LinkMode>) -> bool {
+async fn link_open<R: AsyncReadExt + Unpin>(client: &mut R, mode: &mut watch::Receiver<LinkMode>) -> bool {
     loop {
         let current = *mode.borrow_and_update();
         match current {

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::proxy::{LinkMode, link_open};
+use crate::proxy::{LinkMode, connect};
 
 /// The (broker, listener) pairs of one proxy.
 type Routes = Arc<Vec<(SocketAddr, SocketAddr)>>;
@@ -106,13 +106,7 @@ fn route(routes: &[(SocketAddr, SocketAddr)], host: &str, port: i32) -> Option<S
 
 /// One client connection to `broker`.
 async fn serve(client: TcpStream, broker: SocketAddr, routes: Routes, mut mode: watch::Receiver<LinkMode>) {
-    let (mut cr, mut cw) = client.into_split();
-    if !link_open(&mut cr, &mut mode).await {
-        return;
-    }
-    let Ok(up) = TcpStream::connect(broker).await else { return };
-    let _ = up.set_nodelay(true);
-    let (mut ur, mut uw) = up.into_split();
+    let Some((mut cr, mut cw, mut ur, mut uw)) = connect(client, broker, &mut mode).await else { return };
     // each request's (API key, version) by correlation id, for its response
     let asked: Arc<Mutex<HashMap<i32, (i16, i16)>>> = Arc::default();
     let requests = {

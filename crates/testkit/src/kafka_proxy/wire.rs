@@ -50,7 +50,10 @@ pub(crate) fn rewrite_response(key: i16, version: i16, frame: &[u8], map: &dyn F
         FIND_COORDINATOR => version >= 3,
         _ => return None,
     };
-    let mut r = Rewriter { body, pos: 4, copied: 0, out: Vec::with_capacity(frame.len() + 16), flexible, map };
+    // the size first, set at the end
+    let mut out = Vec::with_capacity(frame.len() + 16);
+    out.extend_from_slice(&[0; 4]);
+    let mut r = Rewriter { body, pos: 4, copied: 0, out, flexible, map };
     if flexible {
         r.skip_tags()?;
     }
@@ -123,7 +126,7 @@ impl Rewriter<'_> {
         let host = self.nullable_string()?.unwrap_or_default();
         let port = self.i32()?;
         if let Some(to) = (self.map)(&host, port) {
-            self.out.extend_from_slice(&self.frame_bytes(self.copied, start));
+            self.out.extend_from_slice(&self.body[self.copied..start]);
             self.put_string(&to.ip().to_string());
             self.out.extend_from_slice(&i32::from(to.port()).to_be_bytes());
             self.copied = self.pos;
@@ -131,19 +134,8 @@ impl Rewriter<'_> {
         Some(())
     }
 
-    /// The frame's bytes (size prefix included) for body range `from..to`.
-    fn frame_bytes(&self, from: usize, to: usize) -> Vec<u8> {
-        let mut v = Vec::new();
-        if from == 0 {
-            v.extend_from_slice(&[0; 4]); // the size, set at the end
-        }
-        v.extend_from_slice(&self.body[from..to]);
-        v
-    }
-
     fn finish(mut self) -> Vec<u8> {
-        let rest = self.frame_bytes(self.copied, self.body.len());
-        self.out.extend_from_slice(&rest);
+        self.out.extend_from_slice(&self.body[self.copied..]);
         self.out
     }
 
